@@ -1,0 +1,128 @@
+"""Split-Attention convolution, the building block of ResNeSt (Zhang et al. 2020, Sec. 3).
+
+The layer keeps the parameter names of the official implementation (``conv``, ``bn0``,
+``fc1``, ``bn1``, ``fc2``) so official and timm checkpoints load without renaming.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def radix_softmax(logits: Tensor, radix: int, cardinality: int) -> Tensor:
+    """Normalise attention logits across the ``radix`` splits of each cardinal group.
+
+    ``logits`` has shape (N, R*C, 1, 1) in fc2's channel order, which is cardinal-major
+    (K groups of R*C/K channels). The result has shape (N, R*C) in radix-major order
+    (R blocks of C channels), the order of the splits of the grouped conv's output.
+    With ``radix == 1`` the gate is a sigmoid (an SE-style channel gate).
+
+    Only reshape/transpose/softmax are used, so the op exports to plain ONNX (no ScatterND).
+    """
+    batch = logits.shape[0]
+    if radix > 1:
+        grouped = logits.view(batch, cardinality, radix, -1).transpose(1, 2)
+        return F.softmax(grouped, dim=1).reshape(batch, -1)
+    return torch.sigmoid(logits).view(batch, -1)
+
+
+class SplitAttention(nn.Module):
+    """Split-Attention convolution.
+
+    Computes one grouped conv with ``cardinality * radix`` groups, then for every cardinal
+    group mixes its ``radix`` splits with a softmax attention derived from global context:
+
+        conv (K*R groups) -> norm -> [DropBlock] -> ReLU -> sum the R splits -> global avg pool
+        -> fc1 (1x1, K groups) -> norm -> ReLU -> fc2 (1x1, K groups) -> r-softmax
+        -> attention-weighted sum of the R splits
+
+    Args:
+        in_channels: channels of the input, C_in.
+        out_channels: channels of the output, C (each split has C channels).
+        kernel_size, stride, padding, dilation: of the grouped conv; ``padding`` defaults
+            to ``dilation * (kernel_size // 2)`` ("same" for stride 1).
+        cardinality: K, the number of cardinal groups.
+        radix: R, the number of splits per cardinal group. 1 gives a sigmoid gate.
+        reduction_factor: the attention branch is ``C_in * R // reduction_factor`` wide...
+        min_inner_channels: ...but at least this many channels (official: 32).
+        bias: whether the grouped conv has a bias (the ResNeSt blocks use ``False``).
+        norm_layer: called with a channel count to build each norm; ``None`` for no norm.
+        drop_block: optional module applied after the first norm (the paper's placement).
+
+    Shape:
+        input (N, C_in, H, W) -> output (N, C, H_out, W_out) with the usual conv arithmetic.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: Optional[int] = None,
+        dilation: int = 1,
+        cardinality: int = 1,
+        radix: int = 2,
+        reduction_factor: int = 4,
+        min_inner_channels: int = 32,
+        bias: bool = False,
+        norm_layer: Optional[Callable[[int], nn.Module]] = nn.BatchNorm2d,
+        drop_block: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__()
+        if radix < 1:
+            raise ValueError(f"SplitAttention needs radix >= 1, got {radix}; use a plain conv for radix 0.")
+        if cardinality < 1 or out_channels % cardinality or in_channels % cardinality:
+            raise ValueError(
+                f"SplitAttention: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must be divisible by cardinality ({cardinality})."
+            )
+        if padding is None:
+            padding = dilation * (kernel_size // 2)
+        inner_channels = max(in_channels * radix // reduction_factor, min_inner_channels)
+        self.radix = radix
+        self.cardinality = cardinality
+        self.out_channels = out_channels
+        self.inner_channels = inner_channels
+
+        self.conv = nn.Conv2d(
+            in_channels, out_channels * radix, kernel_size, stride, padding, dilation,
+            groups=cardinality * radix, bias=bias,
+        )
+        self.bn0 = norm_layer(out_channels * radix) if norm_layer is not None else nn.Identity()
+        self.drop_block = drop_block if drop_block is not None else nn.Identity()
+        self.fc1 = nn.Conv2d(out_channels, inner_channels, 1, groups=cardinality)
+        self.bn1 = norm_layer(inner_channels) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Conv2d(inner_channels, out_channels * radix, 1, groups=cardinality)
+        # BatchNorm in training mode cannot normalise the (N, C, 1, 1) pooled map when N == 1.
+        self.needs_batch_statistics = isinstance(self.bn1, nn.modules.batchnorm._BatchNorm)
+
+    def attention(self, splits_mean: Tensor) -> Tensor:
+        """Attention weights from the pooled sum of splits: (N, C) -> (N, R*C), radix-major."""
+        gap = splits_mean.view(splits_mean.shape[0], self.out_channels, 1, 1)
+        hidden = F.relu(self.bn1(self.fc1(gap)), inplace=True)
+        return radix_softmax(self.fc2(hidden), self.radix, self.cardinality)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.drop_block(self.bn0(self.conv(x))), inplace=True)
+        batch = x.shape[0]
+        if self.needs_batch_statistics and self.bn1.training and batch == 1:
+            raise ValueError(
+                "SplitAttention got a batch of 1 in training mode: its attention branch pools "
+                "each image to 1x1, and BatchNorm cannot compute batch statistics from one value "
+                "per channel. Use a batch of at least 2, call model.eval() for inference, or build "
+                "the model with norm_layer='frozenbn' or 'groupnorm'."
+            )
+        if self.radix > 1:
+            # Sum the splits, then pool: the official order, so results match it bit for bit.
+            splits = x.unflatten(1, (self.radix, self.out_channels))
+            attn = self.attention(splits.sum(1).mean((2, 3)))
+            return (splits * attn.view(batch, self.radix, self.out_channels, 1, 1)).sum(1)
+        attn = self.attention(x.mean((2, 3)))
+        return x * attn.view(batch, self.out_channels, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"radix={self.radix}, cardinality={self.cardinality}, inner_channels={self.inner_channels}"

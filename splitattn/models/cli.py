@@ -1,0 +1,34 @@
+"""``splitattn models``: the table of registered variants with their size and cost."""
+from __future__ import annotations
+
+import argparse
+
+from .complexity import count_macs, count_params
+from .registry import MODEL_SPECS, create_model, list_models
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list the registered models: params, GMACs, input size")
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnest50*'")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no model matches {args.pattern!r}; `splitattn models` lists them all.")
+    header = f"{'name':<26} {'params (M)':>10} {'GMACs':>7} {'input':>5}  {'published':<16} aliases"
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        spec = MODEL_SPECS[name]
+        model = create_model(name)
+        size = spec.eval_config.input_size
+        params, gmacs = count_params(model) / 1e6, count_macs(model, size) / 1e9
+        published = ""
+        if spec.published_params_m is not None:
+            published = f"{spec.published_params_m}M"
+            if spec.published_gmacs is not None:
+                published += f" {spec.published_gmacs}G"
+        print(f"{name:<26} {params:>10.2f} {gmacs:>7.2f} {size:>5}  {published:<16} {', '.join(spec.aliases)}")
+    return 0
