@@ -49,7 +49,8 @@ class SplitAttention(nn.Module):
         reduction_factor: the attention branch is ``C_in * R // reduction_factor`` wide...
         min_inner_channels: ...but at least this many channels (official: 32).
         bias: whether the grouped conv has a bias (the ResNeSt blocks use ``False``).
-        norm_layer: called with a channel count to build each norm; ``None`` for no norm.
+        norm_layer: called with a channel count to build each norm; ``None`` for no norm. A
+            GroupNorm in the attention branch uses one group per cardinal group.
         drop_block: optional module applied after the first norm (the paper's placement).
 
     Shape:
@@ -75,10 +76,12 @@ class SplitAttention(nn.Module):
         super().__init__()
         if radix < 1:
             raise ValueError(f"SplitAttention needs radix >= 1, got {radix}; use a plain conv for radix 0.")
-        if cardinality < 1 or out_channels % cardinality or in_channels % cardinality:
+        groups = cardinality * radix
+        if cardinality < 1 or out_channels % cardinality or in_channels % groups:
             raise ValueError(
-                f"SplitAttention: in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must be divisible by cardinality ({cardinality})."
+                f"SplitAttention: out_channels ({out_channels}) must be divisible by cardinality "
+                f"({cardinality}) and in_channels ({in_channels}) by cardinality * radix ({groups}), "
+                "the group count of its convolution."
             )
         if padding is None:
             padding = dilation * (kernel_size // 2)
@@ -96,6 +99,10 @@ class SplitAttention(nn.Module):
         self.drop_block = drop_block if drop_block is not None else nn.Identity()
         self.fc1 = nn.Conv2d(out_channels, inner_channels, 1, groups=cardinality)
         self.bn1 = norm_layer(inner_channels) if norm_layer is not None else nn.Identity()
+        if isinstance(self.bn1, nn.GroupNorm):
+            # On the pooled 1x1 map a GroupNorm group must span channels, not pixels: one group
+            # per cardinal group (as fc1/fc2 are grouped) normalises each group's attention vector.
+            self.bn1 = nn.GroupNorm(cardinality, inner_channels)
         self.fc2 = nn.Conv2d(inner_channels, out_channels * radix, 1, groups=cardinality)
         # BatchNorm in training mode cannot normalise the (N, C, 1, 1) pooled map when N == 1.
         self.needs_batch_statistics = isinstance(self.bn1, nn.modules.batchnorm._BatchNorm)

@@ -321,7 +321,7 @@ class ResNeStFeatures(nn.Module):
 
     Index 0 is the stem (stride 2), 1..4 are layer1..layer4 (strides 4, 8, 16, 32, or up to 8
     with dilation). Parameter names are those of the classification model minus ``fc``, so
-    classification checkpoints load directly (see ``load_backbone_state_dict``).
+    classification checkpoints load directly (``create_model(..., pretrained=...)`` drops ``fc``).
 
     Shape: (N, in_chans, H, W) -> list of (N, channels[i], H / reductions[i], W / reductions[i]).
     """
