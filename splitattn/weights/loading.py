@@ -44,14 +44,16 @@ class CheckpointMismatchError(WeightsError):
     """A state dict whose keys or shapes do not fit the model."""
 
 
-def is_safetensors(path: Path) -> bool:
-    """Whether ``path`` is a safetensors file (8-byte header length, then a JSON header), whatever its name."""
+def checkpoint_format(path: Path) -> Optional[str]:
+    """``"safetensors"`` or ``"torch"`` (a torch.save zip or a legacy pickle) by content, whatever the name;
+    ``None`` for anything else."""
     with open(path, "rb") as handle:
         head = handle.read(9)
-    if len(head) < 9:
-        return False
-    (header_len,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and header_len < os.path.getsize(path)
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < os.path.getsize(path):
+        return "safetensors"  # 8-byte little-endian header length, then the JSON header
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # zip archive; pickle protocol >= 2
+        return "torch"
+    return None
 
 
 def read_checkpoint(path: PathLike) -> Any:
@@ -59,7 +61,13 @@ def read_checkpoint(path: PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file {path} does not exist.")
-    if is_safetensors(path):
+    kind = checkpoint_format(path)
+    if kind is None:
+        raise WeightsError(
+            f"{path} is not a readable PyTorch or safetensors checkpoint (neither a torch.save file nor a "
+            "safetensors file); a truncated download or a different file format are the usual causes."
+        )
+    if kind == "safetensors":
         try:
             return safetensors.torch.load_file(str(path))
         except Exception as error:  # safetensors raises its own SafetensorError
@@ -148,7 +156,8 @@ def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
 
     One channel: the filters summed over their inputs (a grey image replicated to RGB gives
     the same response). More: the filters cycled over the new channels and scaled by
-    ``c / in_chans`` so the activations keep their magnitude.
+    ``c / in_chans`` so the activations keep their magnitude (exactly, for a grey image, when
+    ``in_chans`` is a multiple of ``c``).
     """
     if in_chans == 1:
         return weight.sum(dim=1, keepdim=True)
