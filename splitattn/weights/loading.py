@@ -116,7 +116,7 @@ def extract_state_dict(obj: Any, key: Optional[str] = None, origin: str = "check
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             keys = list(obj) if isinstance(obj, Mapping) else type(obj).__name__
-            raise KeyError(f"{origin} has no entry {key!r}; its top-level keys: {keys}.")
+            raise ValueError(f"{origin} has no entry {key!r}; its top-level keys: {keys}.")
         obj = obj[key]
     elif not _is_state_dict(obj) and isinstance(obj, Mapping):
         obj = next((obj[k] for k in STATE_DICT_KEYS if _is_state_dict(obj.get(k))), obj)
