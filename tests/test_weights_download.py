@@ -17,7 +17,7 @@ from weights_testing import (  # noqa: F401 (fixtures)
 
 from splitattn import create_model
 from splitattn.weights import (
-    Checkpoint, ChecksumError, DownloadError, UnsafeCheckpointError, cache_dir, checkpoint_url,
+    Checkpoint, ChecksumError, DownloadError, UnsafeCheckpointError, cache_dir, checkpoint_url, download_file,
 )
 from splitattn.weights.sources import TIMM_HUB, official
 
@@ -169,3 +169,13 @@ def test_pretrained_url_checks_a_hash_in_its_name(server: WeightServer, tiny: Sa
     cached = sorted(os.listdir(cache_dir()))
     assert len(cached) == 2 and good in cached and cached[1].endswith("-model.safetensors")
     assert hashlib.sha256((cache_dir() / good).read_bytes()).hexdigest() == tiny.sha256
+
+
+def test_download_shows_a_progress_bar_on_request(server: WeightServer, tmp_path: Path, capsys) -> None:
+    data = b"\x00" * 300_000
+    server.files["blob.bin"] = data
+    dest = download_file(server.url + "blob.bin", tmp_path / "blob.bin", hashlib.sha256(data).hexdigest()[:8],
+                         progress=True)
+    assert dest.read_bytes() == data
+    bar = capsys.readouterr().err
+    assert "blob.bin: 100%" in bar and "293k/293k" in bar

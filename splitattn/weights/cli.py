@@ -83,7 +83,7 @@ def _check_against(name: str, state_dict: Mapping[str, Tensor], origin: str) -> 
     fit_state_dict(model, state_dict, origin)
 
 
-def _describe(checkpoint: Checkpoint, path: Path, digest: str) -> str:
+def _describe(checkpoint: Checkpoint, digest: str) -> str:
     if checkpoint.sha256:
         return f"sha256 {digest} matches the published prefix {checkpoint.sha256}"
     return f"sha256 {digest} (none published for {checkpoint.source}: checked by keys and shapes only)"
@@ -99,7 +99,7 @@ def run_download(args: argparse.Namespace) -> int:
     else:
         path, checkpoint = fetch_pretrained(spec.name)
     _check_against(spec.name, load_checkpoint(path), str(path))
-    print(f"{path}\n  from {checkpoint_url(checkpoint)}\n  {_describe(checkpoint, path, sha256_file(path))}\n"
+    print(f"{path}\n  from {checkpoint_url(checkpoint)}\n  {_describe(checkpoint, sha256_file(path))}\n"
           f"  keys and shapes match {spec.name}")
     return 0
 

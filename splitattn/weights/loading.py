@@ -13,7 +13,7 @@ import re
 import struct
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import safetensors.torch
 import torch
