@@ -179,3 +179,12 @@ def test_download_shows_a_progress_bar_on_request(server: WeightServer, tmp_path
     assert dest.read_bytes() == data
     bar = capsys.readouterr().err
     assert "blob.bin: 100%" in bar and "293k/293k" in bar
+
+
+def test_a_file_url_mirror_works(tmp_path: Path, tiny: SavedWeights, monkeypatch) -> None:
+    checkpoint = register_official(monkeypatch, tiny.data)
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / checkpoint.filename).write_bytes(tiny.data)
+    monkeypatch.setenv("SPLITATTN_WEIGHTS_MIRROR", (tmp_path / "mirror").as_uri())
+    assert_same_weights(create_model("resnest14", pretrained=True, **TINY).state_dict(), tiny.state_dict)
+    assert (cache_dir() / checkpoint.filename).read_bytes() == tiny.data

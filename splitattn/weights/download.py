@@ -138,10 +138,10 @@ def fetch_pretrained(name: str, progress: Optional[bool] = None) -> Tuple[Path, 
         try:
             return fetch_checkpoint(checkpoint, progress), checkpoint
         except DownloadError as error:
-            failures.append(f"  - {error}\n    or put {checkpoint_url(checkpoint)} at {cache_dir() / checkpoint.filename}")
+            failures.append(f"  - {error}\n    copy {checkpoint_url(checkpoint)} to {cache_dir() / checkpoint.filename}")
     raise DownloadError(
-        f"No pretrained weights for {sources[0].model} could be downloaded and none are cached. To use them "
-        f"offline, download one of these files elsewhere and copy it to the path given:\n" + "\n".join(failures)
+        f"No pretrained weights for {sources[0].model} are cached and none could be downloaded. To use them "
+        f"offline, fetch one of these files elsewhere and copy it into the cache as shown:\n" + "\n".join(failures)
         + f"\n(Set {MIRROR_ENV} to a base URL serving these file names, or {HOME_ENV} to move the cache.)"
     )
 
