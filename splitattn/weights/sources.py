@@ -1,0 +1,124 @@
+"""Where every published ResNeSt checkpoint lives, and what is known about each file.
+
+Two sources exist. The official release files carry the first 8 hex digits of their
+sha256 in the file name, so a download can be checked byte for byte. The timm copies on
+the Hugging Face hub publish no hash: they are checked by loading them strictly (every key
+and shape must match the model), and they are the only source of the ResNeSt-14/26 weights.
+
+``CHECKPOINTS`` maps a registered model name to its sources, in the order they are tried.
+It is a plain dict on purpose: a deployment (or a test) can add or replace entries, e.g.
+``CHECKPOINTS["resnest50"] = (Checkpoint(...),)``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from ..models.registry import MODEL_SPECS, get_model_spec
+
+OFFICIAL_BASE_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
+HUB_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
+OFFICIAL = "official"
+TIMM_HUB = "timm-hub"
+
+# A file name that carries its own hash, as the official release and torch.hub name them.
+HASHED_NAME = re.compile(r"-([0-9a-f]{8})\.pth$")
+_HEX = re.compile(r"[0-9a-f]{8,64}")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One published file of pretrained weights.
+
+    ``filename`` is both the name in the local cache and the name under which a mirror
+    (``SPLITATTN_WEIGHTS_MIRROR``) serves the file. ``sha256`` is the published hash or
+    its prefix (lower-case hex, at least 8 digits); ``None`` where nothing is published.
+    """
+
+    model: str
+    filename: str
+    url: str
+    source: str
+    sha256: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_SPECS:
+            raise ValueError(f"Checkpoint for unknown model {self.model!r}; use a name from `splitattn models`.")
+        if not self.filename or "/" in self.filename or "\\" in self.filename or self.filename.startswith("."):
+            raise ValueError(f"Checkpoint filename must be a plain file name, got {self.filename!r}.")
+        if self.sha256 is not None and not _HEX.fullmatch(self.sha256):
+            raise ValueError(f"sha256 must be 8 to 64 lower-case hex digits, got {self.sha256!r}.")
+
+
+def official(model: str, sha256_prefix: str) -> Checkpoint:
+    """An official release file ``{model}-{hash}.pth``."""
+    filename = f"{model}-{sha256_prefix}.pth"
+    return Checkpoint(model, filename, OFFICIAL_BASE_URL + filename, OFFICIAL, sha256_prefix)
+
+
+def timm_hub(model: str, repo: str) -> Checkpoint:
+    """The safetensors file of a timm hub repository such as ``timm/resnest14d.gluon_in1k``."""
+    return Checkpoint(model, f"{repo.split('/')[-1]}.safetensors", HUB_URL.format(repo=repo), TIMM_HUB)
+
+
+_OFFICIAL_HASHES = {
+    "resnest50": "528c19ca",
+    "resnest101": "22405ba7",
+    "resnest200": "75117900",
+    "resnest269": "0cc87c48",
+    "resnest50_fast_1s1x64d": "d8fbf808",
+    "resnest50_fast_2s1x64d": "44938639",
+    "resnest50_fast_4s1x64d": "f74f3fc3",
+    "resnest50_fast_1s2x40d": "32830b84",
+    "resnest50_fast_2s2x40d": "9d126481",
+    "resnest50_fast_4s2x40d": "41d14ed0",
+    "resnest50_fast_1s4x24d": "d4a4f76f",
+}
+_HUB_REPOS = {
+    "resnest14": "timm/resnest14d.gluon_in1k",
+    "resnest26": "timm/resnest26d.gluon_in1k",
+    "resnest50": "timm/resnest50d.in1k",
+    "resnest101": "timm/resnest101e.in1k",
+    "resnest200": "timm/resnest200e.in1k",
+    "resnest269": "timm/resnest269e.in1k",
+    "resnest50_fast_4s2x40d": "timm/resnest50d_4s2x40d.in1k",
+    "resnest50_fast_1s4x24d": "timm/resnest50d_1s4x24d.in1k",
+}
+
+def _published(name: str) -> Tuple[Checkpoint, ...]:
+    sources = []
+    if name in _OFFICIAL_HASHES:
+        sources.append(official(name, _OFFICIAL_HASHES[name]))
+    if name in _HUB_REPOS:
+        sources.append(timm_hub(name, _HUB_REPOS[name]))
+    return tuple(sources)
+
+
+CHECKPOINTS: Dict[str, Tuple[Checkpoint, ...]] = {
+    name: _published(name) for name in MODEL_SPECS if name in _OFFICIAL_HASHES or name in _HUB_REPOS
+}
+
+
+def checkpoints_for(name: str) -> Tuple[Checkpoint, ...]:
+    """The sources of a model's pretrained weights (name or timm alias), in the order they are tried."""
+    spec = get_model_spec(name)
+    sources = CHECKPOINTS.get(spec.name, ())
+    if not sources:
+        raise ValueError(
+            f"No pretrained weights are published for {spec.name}; models with weights: "
+            f"{', '.join(CHECKPOINTS)}. Pass pretrained=<path or URL> to load a checkpoint of your own."
+        )
+    return sources
+
+
+def find_checkpoint(filename: str) -> Optional[Checkpoint]:
+    """The registered checkpoint stored under ``filename`` (a cache or mirror file name), if any."""
+    matches: List[Checkpoint] = [c for sources in CHECKPOINTS.values() for c in sources if c.filename == filename]
+    return matches[0] if matches else None
+
+
+def hash_from_name(filename: str) -> Optional[str]:
+    """The sha256 prefix embedded in a ``name-<8 hex>.pth`` file name, else ``None``."""
+    match = HASHED_NAME.search(filename)
+    return match.group(1) if match else None
