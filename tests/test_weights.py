@@ -9,7 +9,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-from weights_testing import SavedWeights, assert_same_weights, isolated, tiny, tiny_model  # noqa: F401
+from .weights_testing import SavedWeights, assert_same_weights, isolated, tiny, tiny_model  # noqa: F401
 
 from splitattn import create_model
 from splitattn.weights import (

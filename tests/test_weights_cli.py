@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from weights_testing import (  # noqa: F401 (fixtures)
+from .weights_testing import (  # noqa: F401 (fixtures)
     SavedWeights, WeightServer, assert_same_weights, isolated, register, register_official, server, tiny, torch_bytes,
 )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from weights_testing import (  # noqa: F401 (fixtures)
+from .weights_testing import (  # noqa: F401 (fixtures)
     TINY, SavedWeights, WeightServer, assert_same_weights, isolated, register, register_official, server, tiny,
     tiny_model, torch_bytes,
 )
