@@ -22,11 +22,12 @@ def radix_softmax(logits: Tensor, radix: int, cardinality: int) -> Tensor:
 
     Only reshape/transpose/softmax are used, so the op exports to plain ONNX (no ScatterND).
     """
-    batch = logits.shape[0]
+    # Shapes come from flatten/unflatten, never from a Python batch size, so exports stay dynamic.
+    logits = logits.flatten(1)
     if radix > 1:
-        grouped = logits.view(batch, cardinality, radix, -1).transpose(1, 2)
-        return F.softmax(grouped, dim=1).reshape(batch, -1)
-    return torch.sigmoid(logits).view(batch, -1)
+        grouped = logits.unflatten(1, (cardinality, radix, -1)).transpose(1, 2)
+        return F.softmax(grouped, dim=1).flatten(1)
+    return torch.sigmoid(logits)
 
 
 class SplitAttention(nn.Module):
@@ -109,14 +110,13 @@ class SplitAttention(nn.Module):
 
     def attention(self, splits_mean: Tensor) -> Tensor:
         """Attention weights from the pooled sum of splits: (N, C) -> (N, R*C), radix-major."""
-        gap = splits_mean.view(splits_mean.shape[0], self.out_channels, 1, 1)
+        gap = splits_mean[:, :, None, None]
         hidden = F.relu(self.bn1(self.fc1(gap)), inplace=True)
         return radix_softmax(self.fc2(hidden), self.radix, self.cardinality)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.drop_block(self.bn0(self.conv(x))), inplace=True)
-        batch = x.shape[0]
-        if self.needs_batch_statistics and self.bn1.training and batch == 1:
+        if self.needs_batch_statistics and self.bn1.training and x.shape[0] == 1:
             raise ValueError(
                 "SplitAttention got a batch of 1 in training mode: its attention branch pools "
                 "each image to 1x1, and BatchNorm cannot compute batch statistics from one value "
@@ -127,9 +127,9 @@ class SplitAttention(nn.Module):
             # Sum the splits, then pool: the official order, so results match it bit for bit.
             splits = x.unflatten(1, (self.radix, self.out_channels))
             attn = self.attention(splits.sum(1).mean((2, 3)))
-            return (splits * attn.view(batch, self.radix, self.out_channels, 1, 1)).sum(1)
+            return (splits * attn.unflatten(1, (self.radix, self.out_channels))[..., None, None]).sum(1)
         attn = self.attention(x.mean((2, 3)))
-        return x * attn.view(batch, self.out_channels, 1, 1)
+        return x * attn[:, :, None, None]
 
     def extra_repr(self) -> str:
         return f"radix={self.radix}, cardinality={self.cardinality}, inner_channels={self.inner_channels}"

@@ -7,7 +7,6 @@ checkpoints therefore load with ``strict=True`` and no renaming.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,7 +26,7 @@ STAGE_GEOMETRY = {
 }
 
 
-def check_image_batch(x: Tensor, in_chans: int) -> None:
+def check_image_batch(x: Tensor, in_chans: int, min_size: int = MIN_INPUT_SIZE) -> None:
     """Raise a clear error for input the network cannot take (instead of a cryptic conv error)."""
     if torch.jit.is_tracing():  # shapes are symbolic while exporting
         return
@@ -47,10 +46,10 @@ def check_image_batch(x: Tensor, in_chans: int) -> None:
             f"(input shape {list(x.shape)}); pass channels-first images (N, C, H, W) or build "
             f"the model with in_chans={x.shape[1]}."
         )
-    if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
+    if x.shape[2] < min_size or x.shape[3] < min_size:
         raise ValueError(
             f"Input of {x.shape[2]}x{x.shape[3]} pixels is too small for ResNeSt, which downsamples "
-            f"by 32; resize images to at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}."
+            f"by 32; resize images to at least {min_size}x{min_size}."
         )
 
 
@@ -96,13 +95,13 @@ class Bottleneck(nn.Module):
         self.drop_block1 = make_drop_block()
         self.avd_first = nn.AvgPool2d(3, stride, padding=1) if use_avd and avd_first else None
         if radix >= 1:
-            self.conv2: nn.Module = SplitAttention(
+            self.conv2 = SplitAttention(
                 group_width, group_width, kernel_size=3, stride=conv_stride, padding=dilation,
                 dilation=dilation, cardinality=cardinality, radix=radix, bias=False,
                 norm_layer=norm_layer, drop_block=make_drop_block(),
             )
-            self.bn2: nn.Module = nn.Identity()
-            self.drop_block2: nn.Module = nn.Identity()
+            self.bn2 = nn.Identity()
+            self.drop_block2 = nn.Identity()
         else:
             self.conv2 = nn.Conv2d(
                 group_width, group_width, kernel_size=3, stride=conv_stride, padding=dilation,
@@ -221,7 +220,7 @@ class ResNeSt(nn.Module):
         self.bn1 = norm(inplanes)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
-        self.feature_info: List[dict] = []
+        self.feature_info = []
         reduction, prev_dilation = 4, 1
         for stage, (blocks, planes, (stride, dilation)) in enumerate(
             zip(layers, (64, 128, 256, 512), STAGE_GEOMETRY[output_stride]), start=1
@@ -326,12 +325,14 @@ class ResNeStFeatures(nn.Module):
     Shape: (N, in_chans, H, W) -> list of (N, channels[i], H / reductions[i], W / reductions[i]).
     """
 
+    __jit_unused_properties__ = ["channels", "reductions"]  # metadata, not part of the scripted graph
+
     def __init__(self, model: ResNeSt, out_indices: Sequence[int] = (1, 2, 3, 4)) -> None:
         super().__init__()
         out_indices = tuple(out_indices)
         if not out_indices or any(i not in range(5) for i in out_indices) or len(set(out_indices)) != len(out_indices):
             raise ValueError(f"out_indices must be distinct values in 0..4, got {out_indices}.")
-        self.out_indices: List[int] = sorted(out_indices)
+        self.out_indices = sorted(out_indices)
         self.in_chans = model.in_chans
         self.conv1, self.bn1, self.maxpool = model.conv1, model.bn1, model.maxpool
         self.num_stages = max(self.out_indices)
@@ -341,7 +342,7 @@ class ResNeStFeatures(nn.Module):
         for stage in range(1, 5):
             keep = stage <= self.num_stages
             self.add_module(f"layer{stage}", getattr(model, f"layer{stage}") if keep else nn.Identity())
-        self.feature_info: List[dict] = [info[i] for i in self.out_indices]
+        self.feature_info = [info[i] for i in self.out_indices]
 
     @property
     def channels(self) -> List[int]:
