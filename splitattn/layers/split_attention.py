@@ -97,7 +97,7 @@ class SplitAttention(nn.Module):
             groups=cardinality * radix, bias=bias,
         )
         self.bn0 = norm_layer(out_channels * radix) if norm_layer is not None else nn.Identity()
-        self.drop_block = drop_block if drop_block is not None else nn.Identity()
+        self.drop_block = drop_block
         self.fc1 = nn.Conv2d(out_channels, inner_channels, 1, groups=cardinality)
         self.bn1 = norm_layer(inner_channels) if norm_layer is not None else nn.Identity()
         if isinstance(self.bn1, nn.GroupNorm):
@@ -115,7 +115,10 @@ class SplitAttention(nn.Module):
         return radix_softmax(self.fc2(hidden), self.radix, self.cardinality)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.drop_block(self.bn0(self.conv(x))), inplace=True)
+        x = self.bn0(self.conv(x))
+        if self.drop_block is not None:
+            x = self.drop_block(x)
+        x = F.relu(x, inplace=True)
         if self.needs_batch_statistics and self.bn1.training and x.shape[0] == 1:
             raise ValueError(
                 "SplitAttention got a batch of 1 in training mode: its attention branch pools "

@@ -87,8 +87,8 @@ class Bottleneck(nn.Module):
         use_avd = avd and (stride > 1 or is_first)
         conv_stride = 1 if use_avd else stride
 
-        def make_drop_block() -> nn.Module:
-            return DropBlock2d(0.0, block_size=3) if drop_block else nn.Identity()
+        def make_drop_block() -> Optional[nn.Module]:
+            return DropBlock2d(0.0, block_size=3) if drop_block else None
 
         self.conv1 = nn.Conv2d(inplanes, group_width, kernel_size=1, bias=False)
         self.bn1 = norm_layer(group_width)
@@ -100,8 +100,8 @@ class Bottleneck(nn.Module):
                 dilation=dilation, cardinality=cardinality, radix=radix, bias=False,
                 norm_layer=norm_layer, drop_block=make_drop_block(),
             )
-            self.bn2 = nn.Identity()
-            self.drop_block2 = nn.Identity()
+            self.bn2 = None
+            self.drop_block2 = None
         else:
             self.conv2 = nn.Conv2d(
                 group_width, group_width, kernel_size=3, stride=conv_stride, padding=dilation,
@@ -116,15 +116,23 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.drop_block1(self.bn1(self.conv1(x))), inplace=True)
+        out = self.bn1(self.conv1(x))
+        if self.drop_block1 is not None:
+            out = self.drop_block1(out)
+        out = F.relu(out, inplace=True)
         if self.avd_first is not None:
             out = self.avd_first(out)
         out = self.conv2(out)
-        if self.radix == 0:
-            out = F.relu(self.drop_block2(self.bn2(out)), inplace=True)
+        if self.bn2 is not None:  # radix 0: plain conv, then norm (+ DropBlock) and ReLU
+            out = self.bn2(out)
+            if self.drop_block2 is not None:
+                out = self.drop_block2(out)
+            out = F.relu(out, inplace=True)
         if self.avd_last is not None:
             out = self.avd_last(out)
-        out = self.drop_block3(self.bn3(self.conv3(out)))
+        out = self.bn3(self.conv3(out))
+        if self.drop_block3 is not None:
+            out = self.drop_block3(out)
         shortcut = self.downsample(x) if self.downsample is not None else x
         out += shortcut
         return F.relu(out, inplace=True)
