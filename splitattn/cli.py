@@ -13,6 +13,7 @@ from typing import List, Optional
 # module path -> its add_parser() registers one or more subcommands
 SUBCOMMANDS = [
     "splitattn.models.cli",
+    "splitattn.tasks.classification.cli",
 ]
 
 
