@@ -209,3 +209,18 @@ def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path: Path) -> None
 def test_imagenet_class_names_are_built_in() -> None:
     names = imagenet_class_names()
     assert len(names) == 1000 and names[0] == "tench" and names[-1] == "toilet tissue"
+
+
+def test_csv_lists_of_path_and_label(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "images", classes=("cat", "dog"), per_class=2, splits=("all",))
+    rows = [f"images/all/{name}/{i}.png,{name}" for name in ("dog", "cat") for i in range(2)]
+    (tmp_path / "train.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "val.csv").write_text("images/all/cat/0.png,cat\nimages/all/dog/1.png,bird\n")
+    from splitattn.data import find_split
+
+    train_set = load_split(find_split(tmp_path, ["train"]))
+    assert train_set.classes == ["cat", "dog"] and len(train_set) == 4
+    image, label, bad = train_set[0]
+    assert image.mode == "RGB" and label == 1 and bad == ()  # first row is a dog
+    with pytest.raises(ValueError, match="labels not in the training set: \\['bird'\\]"):
+        load_split(find_split(tmp_path, ["val", "test"]), classes=train_set.classes)
