@@ -1,0 +1,76 @@
+"""The classification checkpoint format and loading a trained model from it.
+
+A checkpoint is a dict of tensors and plain Python values (it loads with
+``torch.load(..., weights_only=True)``):
+
+- ``model``: the model's state dict (no DDP/compile prefixes);
+- ``optimizer``, ``scheduler``, ``scaler``: their state dicts;
+- ``ema``: the EMA model's state dict (``module.``-prefixed keys plus ``n_averaged``), or None;
+- ``epoch``: epochs completed; ``step``: optimizer steps completed;
+- ``rng``: one random state per rank (see ``splitattn.utils.rng``);
+- ``args``: the run's options; ``classes``: the class names in label order;
+- ``best_top1``: the best validation top-1 so far; ``model_name``: the registered model.
+
+``last.pt`` is written after every epoch, ``best.pt`` when validation top-1 improves.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from torch import nn
+
+from ...models.registry import create_model, get_model_spec
+from ...utils.checkpoint import load_checkpoint_file
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "rng", "args", "classes")
+
+
+def model_overrides(options: Dict[str, Any]) -> Dict[str, Any]:
+    """``create_model`` keyword arguments from a run's options."""
+    overrides = dict(options.get("model_kwargs") or {})
+    overrides.update(
+        drop_rate=float(options.get("dropout", 0.0)),
+        drop_block_prob=float(options.get("drop_block", 0.0)),
+        zero_init_last=bool(options.get("zero_init_last", True)),
+        norm_layer=options.get("norm", "batchnorm"),
+    )
+    return overrides
+
+
+def strip_prefix(state: Dict[str, Any], prefix: str) -> Dict[str, Any]:
+    """Keys without ``prefix`` (``module.`` of DDP/EMA, ``_orig_mod.`` of torch.compile); others dropped."""
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def load_trained_model(
+    model_name: str, weights: Union[str, Path], use_ema: bool = False
+) -> Tuple[nn.Module, Optional[List[str]], Dict[str, Any]]:
+    """A model in eval mode with the weights of a ``splitattn train`` checkpoint.
+
+    Returns ``(model, class names or None, the run's options)``. A file that is not one of
+    our checkpoints is handed to ``splitattn.weights.load_pretrained`` (official weights).
+    """
+    checkpoint = load_checkpoint_file(weights)
+    if "model" not in checkpoint or "classes" not in checkpoint:
+        from ...weights import load_pretrained  # official/timm checkpoints: the weights package
+
+        model = create_model(model_name)
+        load_pretrained(model, model_name, str(weights))
+        return model.eval(), None, {}
+    options = dict(checkpoint.get("args") or {})
+    trained_name = checkpoint.get("model_name")
+    if trained_name and get_model_spec(model_name).name != trained_name:
+        raise ValueError(f"{str(weights)!r} holds a {trained_name} but --model is {model_name}; pass --model {trained_name}.")
+    classes = list(checkpoint["classes"])
+    overrides = model_overrides(options)
+    if overrides["norm_layer"] == "syncbn":  # same parameters; plain BN needs no process group
+        overrides["norm_layer"] = "batchnorm"
+    model = create_model(model_name, num_classes=len(classes), **overrides)
+    state = checkpoint["model"]
+    if use_ema:
+        if not checkpoint.get("ema"):
+            raise ValueError(f"{str(weights)!r} has no EMA weights; train with --ema or drop --ema.")
+        state = strip_prefix(checkpoint["ema"], "module.")
+    model.load_state_dict(state)
+    return model.eval(), classes, options

@@ -1,0 +1,75 @@
+"""Per-epoch run logs: JSON lines, TensorBoard scalars and a PNG of the curves.
+
+Only the main process creates a ``RunLogger`` (the others log nothing), so a
+distributed run writes each file once.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+
+class RunLogger:
+    """Appends one JSON object per epoch to ``log.jsonl`` and mirrors numeric values to TensorBoard."""
+
+    def __init__(self, output_dir: Path, tensorboard: bool = True) -> None:
+        self.output_dir = Path(output_dir)
+        self.path = self.output_dir / "log.jsonl"
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
+
+    def log(self, record: Dict[str, Any], step: int) -> None:
+        """Write ``record`` as one line and its numbers as TensorBoard scalars at ``step``."""
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self.writer.add_scalar(key.replace("_", "/", 1), value, step)
+            self.writer.flush()
+
+    def records(self) -> List[Dict[str, Any]]:
+        """Every record written so far (also those of the run this one resumed)."""
+        if not self.path.exists():
+            return []
+        with open(self.path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop records of epochs after ``epoch`` (written by a run that died before its checkpoint)."""
+        kept = [r for r in self.records() if r.get("epoch", -1) <= epoch]
+        with open(self.path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_curves(records: Sequence[Dict[str, Any]], path: Path, groups: Optional[Dict[str, Sequence[str]]] = None) -> None:
+    """Save a PNG with one panel per group of keys (default: loss and accuracy) against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = groups or {"loss": ("train_loss", "val_loss"), "accuracy (%)": ("train_top1", "val_top1", "val_top5")}
+    figure, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6))
+    for axis, (title, keys) in zip(list(axes) if len(groups) > 1 else [axes], groups.items()):
+        for key in keys:
+            points = [(r["epoch"], r[key]) for r in records if key in r]
+            if points:
+                epochs, values = zip(*points)
+                axis.plot(epochs, values, marker="o", label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
