@@ -1,0 +1,61 @@
+"""Run-folder and runtime helpers shared by the training commands (task-agnostic).
+
+``resume_path`` implements the ``--resume PATH|auto`` convention (a run folder that already
+holds ``last.pt`` is never overwritten silently); ``configure_runtime`` sets CPU threads,
+deterministic kernels and seeds; ``autocast`` is the ``--amp`` context.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import ContextManager, Dict, Optional
+
+import torch
+
+from .distributed import DistContext
+from .rng import seed_everything
+
+AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resume_path(resume: Optional[str], output: Path, name: str = "last.pt") -> Optional[Path]:
+    """The checkpoint to continue from: ``resume`` itself, ``output/name`` for ``"auto"`` (None if
+    absent), None for a fresh run; a fresh run into a folder that holds ``name`` is an error."""
+    last = output / name
+    if resume == "auto":
+        return last if last.exists() else None
+    if resume:
+        if not Path(resume).is_file():
+            raise FileNotFoundError(f"--resume {resume!r}: no such checkpoint; use a path or 'auto'.")
+        return Path(resume)
+    if last.exists():
+        raise ValueError(f"{str(output)!r} already holds a run ({name}); continue it with --resume auto "
+                         "or pass another --output.")
+    return None
+
+
+def configure_runtime(dist_ctx: DistContext, seed: int, threads: Optional[int] = None,
+                      deterministic: bool = False) -> None:
+    """CPU threads (default: cores / local processes), deterministic kernels or cuDNN autotuning, and the
+    per-rank seed ``seed + rank``."""
+    if not threads and dist_ctx.device.type == "cpu":
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist_ctx.world_size))
+        threads = max(1, (os.cpu_count() or 1) // local_world)
+    if threads:
+        torch.set_num_threads(int(threads))
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif dist_ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(seed + dist_ctx.rank)
+
+
+def autocast(device: torch.device, amp: str) -> ContextManager:
+    """``torch.autocast`` for ``amp`` in ``AMP_DTYPES`` (``"none"``: a no-op context)."""
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}.")
+    dtype = AMP_DTYPES[amp]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
