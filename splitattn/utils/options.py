@@ -8,7 +8,7 @@ through ``merge_options``.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 from .config import merge_options
 
@@ -39,6 +39,3 @@ def resolve_options(args: argparse.Namespace, table: Sequence[OptionRow], config
     choices = {option_name(flags): kw["choices"] for flags, _, kw in table if "choices" in kw}
     return merge_options(defaults, explicit, explicit.get(config_key), choices)
 
-
-def table_keys(table: Sequence[OptionRow]) -> List[str]:
-    return [option_name(flags) for flags, _, _ in table]

@@ -2,20 +2,22 @@
 
 ``resume_path`` implements the ``--resume PATH|auto`` convention (a run folder that already
 holds ``last.pt`` is never overwritten silently); ``configure_runtime`` sets CPU threads,
-deterministic kernels and seeds; ``autocast`` is the ``--amp`` context.
+deterministic kernels and seeds; ``autocast`` is the ``--amp`` context; ``run_in_process_group`` wraps a
+job in torchrun's process group.
 """
 from __future__ import annotations
 
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import ContextManager, Dict, Optional
+from typing import Any, Callable, ContextManager, Dict, Optional, TypeVar
 
 import torch
 
-from .distributed import DistContext
+from .distributed import DistContext, cleanup_distributed, init_distributed
 from .rng import seed_everything
 
+T = TypeVar("T")
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -59,3 +61,13 @@ def autocast(device: torch.device, amp: str) -> ContextManager:
         raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}.")
     dtype = AMP_DTYPES[amp]
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def run_in_process_group(job: Callable[[Dict[str, Any], DistContext], T], options: Dict[str, Any]) -> T:
+    """Join torchrun's process group (if any) on ``options["device"]``, run ``job(copy of options, context)``
+    and leave the group however the job ends."""
+    dist_ctx = init_distributed(options.get("device"))
+    try:
+        return job(dict(options), dist_ctx)
+    finally:
+        cleanup_distributed()

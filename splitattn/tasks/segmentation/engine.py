@@ -17,14 +17,11 @@ from tqdm import tqdm
 
 from ...data.segmentation import IGNORE_INDEX
 from ...utils.distributed import all_reduce_sum
+from ..classification.engine import NonFiniteLossError
 from ...utils.run import autocast
 from .inference import predict_probs
 from .metrics import ConfusionMatrix
 from .model import segmentation_loss
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 @dataclass

@@ -23,9 +23,9 @@ from tqdm import tqdm
 from ...data.segmentation import SegmentationDataset, build_dataset, collate_eval
 from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...utils.checkpoint import atomic_save, load_checkpoint_file
-from ...utils.distributed import DistContext, all_gather_object, cleanup_distributed, init_distributed
+from ...utils.distributed import DistContext, all_gather_object
 from ...utils.rng import capture_rng_state, restore_rng_state
-from ...utils.run import configure_runtime, resume_path
+from ...utils.run import configure_runtime, resume_path, run_in_process_group
 from ...utils.run_log import RunLogger, plot_curves
 from ..classification.engine import ShardSampler
 from .checkpoint import model_from_options
@@ -89,11 +89,7 @@ def _per_process_batch(options: Dict[str, Any], world_size: int, train_size: int
 
 def train(options: Dict[str, Any]) -> Dict[str, Any]:
     """Run a ``splitattn segment train`` job described by ``options``; returns the final metrics."""
-    dist_ctx = init_distributed(options.get("device"))
-    try:
-        return _train(dict(options), dist_ctx)
-    finally:
-        cleanup_distributed()
+    return run_in_process_group(_train, options)
 
 
 def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
@@ -194,7 +190,9 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
             atomic_save(state, output / "last.pt")
             if is_best:
                 atomic_save(state, output / "best.pt")
-            plot_curves(logger.records(), output / "curves.png", CURVES)
+            records = logger.records()
+            plot_curves(records, output / "curves.png",
+                        {title: keys for title, keys in CURVES.items() if any(k in r for r in records for k in keys)})
             print(f"epoch {epoch + 1}/{epochs}: train loss {stats['loss']:.4f}, {stats['images_per_sec']:.1f} img/s"
                   + (f" | val mIoU {last_eval['miou']:.2f}% pixAcc {last_eval['pixel_acc']:.2f}%" if evaluated else ""),
                   flush=True)
