@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -123,3 +126,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["segment", "train", "--data", str(tmp_path / "missing"), "--classes", "a", "--output",
                  str(tmp_path / "run")]) == 2
     assert "data folder" in capsys.readouterr().err
+
+
+def _synthetic_folder(root, sizes):
+    """Random images with labels 0..2 and void 9, ``sizes`` per split as (height, width) lists."""
+    rng = np.random.default_rng(0)
+    for split, shapes in sizes.items():
+        for kind in ("images", "labels"):
+            (root / split / kind).mkdir(parents=True)
+        for index, (h, w) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / "images" / f"{index}.png")
+            Image.fromarray(rng.choice([0, 1, 2, 9], (h, w)).astype(np.uint8)).save(root / split / "labels" / f"{index}.png")
+    return root
+
+
+def test_two_process_gloo_run_evaluates_every_image_once(tmp_path):
+    val_shapes = [(40, 48), (36, 50), (44, 44)]  # three images on two ranks: one rank gets two
+    data = _synthetic_folder(tmp_path / "data", {"train": [(64, 64)] * 4, "val": val_shapes})
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0", "-m", "splitattn",
+               "segment", "train", "--data", str(data), "--classes", "a,b,c", "--ignore-value", "9",
+               "--backbone", "resnest14", "--output-stride", "16", "--base-size", "48", "--crop-size", "48",
+               "--batch-size", "2", "--epochs", "1", "--workers", "0", "--no-progress", "--no-tensorboard",
+               "--device", "cpu", "--output", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    labelled = sum(int((np.asarray(Image.open(p)) != 9).sum()) for p in sorted((data / "val" / "labels").iterdir()))
+    assert metrics["images"] == 3 and metrics["labelled_pixels"] == labelled
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1  # 4 images / (2 x 2) per step

@@ -78,9 +78,9 @@ def _per_process_batch(options: Dict[str, Any], world_size: int, train_size: int
         raise ValueError(f"this config asks for a global batch of {wanted} but --batch-size {batch} x {world_size} "
                          f"process(es) = {batch * world_size}; pass --batch-size {max(1, int(wanted) // world_size)} "
                          "or --global-batch to change it.")
-    if batch < 2 and options["norm"] in ("batchnorm", "syncbn") and not (options["sync_bn"] and world_size > 1):
-        raise ValueError("BatchNorm (backbone and heads) needs --batch-size >= 2 per process; raise it, "
-                         "or use --sync-bn under torchrun.")
+    if batch < 2 and not (options["sync_bn"] and world_size > 1):
+        raise ValueError("the heads' BatchNorm (ASPP's pooled branch sees one value per image) needs --batch-size "
+                         ">= 2 per process; raise it, or use --sync-bn under torchrun.")
     if train_size < batch * world_size:
         raise ValueError(f"{train_size} training images make no full batch of {batch} x {world_size}; "
                          "lower --batch-size or add data.")
@@ -123,7 +123,8 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
     lr = float(options["lr"])
     optimizer = torch.optim.SGD(parameter_groups(model, lr, float(options["head_lr_mult"]), float(options["weight_decay"])),
                                 lr=lr, momentum=float(options["momentum"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, PolyLR(total_iters, float(options["poly_power"])))
+    poly = PolyLR(total_iters, float(options["poly_power"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly)
     scaler = torch.amp.GradScaler(device.type, enabled=options["amp"] == "fp16")
 
     start_epoch, step, best_miou = 0, 0, -1.0
@@ -132,6 +133,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        scheduler.lr_lambdas = [poly] * len(optimizer.param_groups)  # this run's length, if --epochs changed
         scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, step, best_miou = int(checkpoint["epoch"]), int(checkpoint["step"]), float(checkpoint["best_miou"])
         rng_states = checkpoint.get("rng") or []
