@@ -3,11 +3,12 @@
 ``resume_path`` implements the ``--resume PATH|auto`` convention (a run folder that already
 holds ``last.pt`` is never overwritten silently); ``configure_runtime`` sets CPU threads,
 deterministic kernels and seeds; ``autocast`` is the ``--amp`` context; ``run_in_process_group`` wraps a
-job in torchrun's process group.
+job in torchrun's process group; ``restore_run_state`` loads a resumed run's state and random generators.
 """
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, Optional, TypeVar
@@ -15,7 +16,7 @@ from typing import Any, Callable, ContextManager, Dict, Optional, TypeVar
 import torch
 
 from .distributed import DistContext, cleanup_distributed, init_distributed
-from .rng import seed_everything
+from .rng import restore_rng_state, seed_everything
 
 T = TypeVar("T")
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,3 +72,17 @@ def run_in_process_group(job: Callable[[Dict[str, Any], DistContext], T], option
         return job(dict(options), dist_ctx)
     finally:
         cleanup_distributed()
+
+
+def restore_run_state(checkpoint: Dict[str, Any], parts: Dict[str, Any], dist_ctx: DistContext, source: str) -> None:
+    """Load ``checkpoint[name]`` into each of ``parts`` (anything with ``load_state_dict``) and put back this
+    rank's random generators from ``checkpoint["rng"]`` (one state per rank; with another process count
+    they start fresh, and the main process says so)."""
+    for name, part in parts.items():
+        part.load_state_dict(checkpoint[name])
+    rng_states = checkpoint.get("rng") or []
+    if len(rng_states) == dist_ctx.world_size:
+        restore_rng_state(rng_states[dist_ctx.rank])
+    elif dist_ctx.is_main:
+        print(f"note: {source} was written by {len(rng_states)} process(es), this run has "
+              f"{dist_ctx.world_size}: random states start fresh.", file=sys.stderr)

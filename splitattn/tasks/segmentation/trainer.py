@@ -24,8 +24,8 @@ from ...data.segmentation import SegmentationDataset, build_dataset, collate_eva
 from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...utils.checkpoint import atomic_save, load_checkpoint_file
 from ...utils.distributed import DistContext, all_gather_object
-from ...utils.rng import capture_rng_state, restore_rng_state
-from ...utils.run import configure_runtime, resume_path, run_in_process_group
+from ...utils.rng import capture_rng_state
+from ...utils.run import configure_runtime, restore_run_state, resume_path, run_in_process_group
 from ...utils.run_log import RunLogger, plot_curves
 from ..classification.engine import ShardSampler
 from .checkpoint import model_from_options
@@ -123,25 +123,17 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
     lr = float(options["lr"])
     optimizer = torch.optim.SGD(parameter_groups(model, lr, float(options["head_lr_mult"]), float(options["weight_decay"])),
                                 lr=lr, momentum=float(options["momentum"]))
-    poly = PolyLR(total_iters, float(options["poly_power"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, PolyLR(total_iters, float(options["poly_power"])))
     scaler = torch.amp.GradScaler(device.type, enabled=options["amp"] == "fp16")
 
     start_epoch, step, best_miou = 0, 0, -1.0
     if resume_from is not None:
         checkpoint = load_checkpoint_file(resume_from)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scheduler.lr_lambdas = [poly] * len(optimizer.param_groups)  # this run's length, if --epochs changed
-        scaler.load_state_dict(checkpoint["scaler"])
+        parts = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        restore_run_state(checkpoint, parts, dist_ctx, str(resume_from))
+        # load_state_dict restored the saved run's schedule length; use this run's (--epochs may have changed)
+        scheduler.lr_lambdas = [PolyLR(total_iters, float(options["poly_power"]))] * len(optimizer.param_groups)
         start_epoch, step, best_miou = int(checkpoint["epoch"]), int(checkpoint["step"]), float(checkpoint["best_miou"])
-        rng_states = checkpoint.get("rng") or []
-        if len(rng_states) == dist_ctx.world_size:
-            restore_rng_state(rng_states[dist_ctx.rank])
-        elif main:
-            print(f"note: {resume_from} was written by {len(rng_states)} process(es), this run has "
-                  f"{dist_ctx.world_size}: random states start fresh.", file=sys.stderr)
 
     train_model: nn.Module = model
     if dist_ctx.distributed:
