@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -143,7 +144,11 @@ def _synthetic_folder(root, sizes):
 def test_two_process_gloo_run_evaluates_every_image_once(tmp_path):
     val_shapes = [(40, 48), (36, 50), (44, 44)]  # three images on two ranks: one rank gets two
     data = _synthetic_folder(tmp_path / "data", {"train": [(64, 64)] * 4, "val": val_shapes})
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0", "-m", "splitattn",
+    with socket.socket() as probe:  # a free port: --master_port=0 hangs in the workers' rendezvous here
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={port}", "-m", "splitattn",
                "segment", "train", "--data", str(data), "--classes", "a,b,c", "--ignore-value", "9",
                "--backbone", "resnest14", "--output-stride", "16", "--base-size", "48", "--crop-size", "48",
                "--batch-size", "2", "--epochs", "1", "--workers", "0", "--no-progress", "--no-tensorboard",
