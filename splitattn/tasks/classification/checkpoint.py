@@ -53,8 +53,13 @@ def load_trained_model(
     """
     checkpoint = load_checkpoint_file(weights)
     if "model" not in checkpoint or "classes" not in checkpoint:
-        from ...weights import load_pretrained  # official/timm checkpoints: the weights package
-
+        try:  # official/timm checkpoints: the weights package maps their names
+            from ...weights import load_pretrained
+        except ImportError as error:
+            raise RuntimeError(
+                f"{str(weights)!r} is not a `splitattn train` checkpoint, and reading other weight files needs "
+                f"splitattn.weights ({error})."
+            ) from error
         model = create_model(model_name)
         load_pretrained(model, model_name, str(weights))
         return model.eval(), None, {}

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -158,6 +159,7 @@ def train(options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
+    started = time.perf_counter()
     _configure_runtime(options, dist_ctx)
     device, main = dist_ctx.device, dist_ctx.is_main
     output = Path(options["output"] or Path("runs") / options["model"])
@@ -293,6 +295,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
         "best_top1": best_top1, "model": options["model"], "num_classes": len(classes),
         "train_images": len(train_set), "eval_images": len(eval_set),
         "train_images_per_sec": (sum(r["train_images_per_sec"] for r in records) / len(records)) if records else None,
+        "wall_time_s": time.perf_counter() - started,
     }
     if main:
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,0 +1,226 @@
+"""Options, config files, recipe configs, transforms, bad input and the evaluate/predict commands."""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from splitattn.cli import build_parser, main
+from splitattn.data import Lighting, build_eval_transform, digits_datasets, load_split, mixup_batch
+from splitattn.tasks.classification import NonFiniteLossError, engine, train
+from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
+from splitattn.tasks.classification.trainer import WarmupCosine, parameter_groups
+from splitattn.utils.checkpoint import atomic_save
+from train_helpers import REPO, TINY_MODEL, make_image_folder
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# model: (train crop, eval crop, dropout) from the paper's recipe
+RECIPE_SIZES = {"resnest14": (224, 224, 0.0), "resnest26": (224, 224, 0.0), "resnest50": (224, 224, 0.0),
+                "resnest101": (224, 256, 0.0), "resnest200": (256, 320, 0.2), "resnest269": (320, 416, 0.2)}
+
+
+def _options(argv):
+    return resolve_train_options(build_parser().parse_args(["train", *argv]))
+
+
+def test_config_file_is_overridden_by_flags(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("epochs: 7\nbatch-size: 16\nlr: 0.3\nmodel_kwargs: {stem_width: 16}\n")
+    options = _options(["--config", str(yaml_file), "--epochs", "2"])
+    assert (options["epochs"], options["batch_size"], options["lr"]) == (2, 16, 0.3)
+    assert options["model_kwargs"] == {"stem_width": 16}
+    json_file = tmp_path / "run.json"
+    json_file.write_text(json.dumps({"amp": "bf16", "augment": False}))
+    options = _options(["--config", str(json_file), "--model-kwargs", "bottleneck_width=32"])
+    assert options["amp"] == "bf16" and options["augment"] is False
+    assert options["model_kwargs"] == {"bottleneck_width": 32}
+
+
+def test_unknown_config_key_is_one_clear_error(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    assert main(["train", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "unknown key(s): 'learning_rate'" in error and error.count("\n") == 1
+    config.write_text("amp: fp8\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "amp must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_shipped_configs_follow_the_paper_recipe(config: Path) -> None:
+    options = _options(["--config", str(config)])
+    recipe = dict(momentum=0.9, weight_decay=1e-4, base_lr=0.1, warmup_epochs=5, epochs=270, label_smoothing=0.1,
+                  mixup=0.2, auto_augment=True, color_jitter=0.4, pca_lighting=0.1, zero_init_last=True,
+                  drop_block=0.1, hflip=0.5, rrc_scale=[0.08, 1.0], crop_pct=0.875, lr=None)
+    assert {key: options[key] for key in recipe} == recipe
+    base_model = options["model"].split("_fast")[0]
+    train_size, eval_size, dropout = RECIPE_SIZES[base_model]
+    assert (options["img_size"], options["eval_img_size"], options["dropout"]) == (train_size, eval_size, dropout)
+    assert options["global_batch"] % options["batch_size"] == 0
+
+
+def test_every_published_model_has_a_config() -> None:
+    names = {c.stem for c in CONFIGS}
+    assert {"resnest14", "resnest26", "resnest50", "resnest101", "resnest200", "resnest269"} <= names
+    assert any(name.startswith("resnest50_fast_") for name in names)
+
+
+def test_schedule_groups_and_batch_transforms() -> None:
+    schedule = WarmupCosine(warmup=4, total=14)
+    assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert schedule(9) == pytest.approx(0.5) and schedule(14) == pytest.approx(0.0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    decay, no_decay = parameter_groups(model, 1e-4)
+    assert [p.ndim for p in decay["params"]] == [4, 2] and no_decay["weight_decay"] == 0.0
+    assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, linear bias
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    mixed, targets = mixup_batch(images, labels, num_classes=5, alpha=0.2, smoothing=0.1)
+    assert torch.allclose(targets.sum(1), torch.ones(4))
+    lam = (targets[0, 0] - 0.02) / 0.9  # class 0 only comes from sample 0, weighted by lambda
+    assert torch.allclose(mixed[0], lam * images[0] + (1 - lam) * images[3], atol=1e-6)
+
+    image = torch.full((3, 4, 4), 0.5)
+    assert torch.equal(Lighting(0.0)(image), image)
+    shifted = Lighting(0.1)(image)
+    assert not torch.equal(shifted, image) and torch.allclose(shifted.std((1, 2)), torch.zeros(3))
+
+
+def test_eval_transform_resizes_then_centre_crops() -> None:
+    transform = build_eval_transform(224)
+    assert transform.transforms[0].size == 256 and transform.transforms[1].size == (224, 224)
+    assert transform.transforms[0].interpolation.value == "bilinear"
+    assert build_eval_transform(320).transforms[0].interpolation.value == "bicubic"
+    assert build_eval_transform(416).transforms[0].size == 475
+
+
+def test_digits_ship_with_scikit_learn() -> None:
+    train_set, test_set = digits_datasets(build_eval_transform(32, 1.0), build_eval_transform(32, 1.0))
+    assert (len(train_set), len(test_set)) == (1438, 359)
+    image, label, bad = train_set[0]
+    assert image.shape == (3, 32, 32) and 0 <= label < 10 and bad == ()
+    assert sorted(set(test_set.labels)) == list(range(10))
+
+
+def _bad_input_folder(root: Path) -> Path:
+    make_image_folder(root, classes=("a", "b"), per_class=3, splits=("train",))
+    make_image_folder(root, classes=("a", "b"), per_class=2, splits=("val",), seed=1)
+    (root / "train" / "a" / "corrupt.jpg").write_bytes(b"not an image at all")
+    rgb = (np.random.default_rng(2).random((36, 36, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).convert("L").save(root / "train" / "b" / "grey.png")
+    Image.fromarray(rgb).convert("CMYK").save(root / "train" / "b" / "cmyk.jpg")
+    Image.fromarray(rgb).convert("RGBA").save(root / "val" / "b" / "rgba.png")
+    jpeg = root / "val" / "a" / "truncated.jpg"
+    Image.fromarray(rgb).save(jpeg)
+    jpeg.write_bytes(jpeg.read_bytes()[:200])
+    return root
+
+
+def _tiny_options(data: Path, output: Path, **changes) -> dict:
+    options = _options(["--data", str(data), "--output", str(output), *TINY_MODEL, "--epochs", "2",
+                        "--batch-size", "4", "--workers", "0", "--no-progress", "--threads", str(torch.get_num_threads())])
+    options.update(changes)
+    return options
+
+
+def test_bad_images_are_skipped_and_counted_and_odd_modes_converted(tmp_path: Path, capsys) -> None:
+    data = _bad_input_folder(tmp_path / "data")
+    dataset = load_split(data / "train", transform=None)
+    modes = {Path(path).name: dataset[i][0].mode for i, (path, _) in enumerate(dataset.samples) if dataset[i][2] == ()}
+    assert modes["grey.png"] == modes["cmyk.jpg"] == "RGB"
+
+    metrics = train(_tiny_options(data, tmp_path / "run", epochs=1))
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert records[0]["train_bad_images"] == 1 and records[0]["val_bad_images"] == 1
+    assert metrics["epoch"] == 1 and 0 <= metrics["top1"] <= 100 and "top5" in metrics
+    assert "corrupt.jpg" in capsys.readouterr().err
+    for name in ("last.pt", "best.pt", "metrics.json", "curves.png", "log.jsonl"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "rng", "args", "classes"} <= set(checkpoint)
+    assert main(["evaluate", "--data", str(data), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "at 32px" in out and "skipped 1 unreadable" in out
+    image = data / "val" / "b" / "rgba.png"
+    assert main(["predict", str(image), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt"), "--topk", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and {line.split()[-1] for line in lines[1:]} == {"a", "b"}
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("missing", "does not exist"), ("empty", "has no train/"), ("no_val", "has no val/"),
+    ("empty_class", "has no images"), ("no_classes", "no class sub-folders"),
+])
+def test_bad_data_folders_are_one_clear_error(tmp_path: Path, capsys, layout: str, message: str) -> None:
+    data = tmp_path / "data"
+    if layout != "missing":
+        data.mkdir()
+    if layout in ("no_val", "empty_class", "no_classes"):
+        make_image_folder(data, classes=("a",), per_class=2, splits=("train",))
+    if layout == "empty_class":
+        make_image_folder(data, classes=("a",), per_class=2, splits=("val",))
+        (data / "train" / "b").mkdir()
+        (data / "train" / "b" / "notes.txt").write_text("no images here")
+    if layout == "no_classes":
+        (data / "val").mkdir()
+    assert main(["train", "--data", str(data), "--output", str(tmp_path / "run"), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.startswith("splitattn train: error:")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
+    calls = []
+    real_loss = engine.soft_cross_entropy
+
+    def loss_turning_nan(logits, targets):
+        calls.append(1)
+        loss = real_loss(logits, targets)
+        return loss * math.nan if len(calls) > 2 else loss  # 2 steps per epoch: epoch 2 goes NaN
+
+    monkeypatch.setattr(engine, "soft_cross_entropy", loss_turning_nan)
+    with pytest.raises(NonFiniteLossError, match="last checkpoint is intact"):
+        train(_tiny_options(data, tmp_path / "run"))
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 1 and all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    atomic_save({"epoch": 1, "weight": torch.ones(3)}, path)
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        atomic_save({"epoch": 2, "weight": torch.zeros(3), "oops": lambda: None}, path)
+    kept = torch.load(path, weights_only=True)
+    assert kept["epoch"] == 1 and torch.equal(kept["weight"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_imagenet_class_names_are_built_in() -> None:
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[0] == "tench" and names[-1] == "toilet tissue"
+
+
+def test_csv_lists_of_path_and_label(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "images", classes=("cat", "dog"), per_class=2, splits=("all",))
+    rows = [f"images/all/{name}/{i}.png,{name}" for name in ("dog", "cat") for i in range(2)]
+    (tmp_path / "train.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "val.csv").write_text("images/all/cat/0.png,cat\nimages/all/dog/1.png,bird\n")
+    from splitattn.data import find_split
+
+    train_set = load_split(find_split(tmp_path, ["train"]))
+    assert train_set.classes == ["cat", "dog"] and len(train_set) == 4
+    image, label, bad = train_set[0]
+    assert image.mode == "RGB" and label == 1 and bad == ()  # first row is a dog
+    with pytest.raises(ValueError, match="labels not in the training set: \\['bird'\\]"):
+        load_split(find_split(tmp_path, ["val", "test"]), classes=train_set.classes)

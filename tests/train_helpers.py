@@ -1,0 +1,48 @@
+"""Shared pieces of the training tests: a tiny image folder and the command that trains on it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+# A narrow resnest14 at 32 px: the real architecture, small enough for 2 CPU cores.
+TINY_MODEL = ["--model", "resnest14", "--model-kwargs", "bottleneck_width=16", "stem_width=16", "--img-size", "32"]
+
+
+def make_image_folder(root: Path, classes: Sequence[str] = ("a", "b", "c", "d"), per_class: int = 8,
+                      splits: Sequence[str] = ("train", "val"), size: int = 36, seed: int = 0) -> Path:
+    """ImageFolder tree of PNGs whose mean colour depends on the class (learnable, reproducible)."""
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for index, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                base = np.zeros((size, size, 3)) + 255.0 * index / max(1, len(classes) - 1)
+                pixels = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def child_env(threads: int = 1) -> Dict[str, str]:
+    """Environment for CLI subprocesses: import this checkout, few threads."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def cli(args: List[str], threads: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m splitattn ARGS`` in a subprocess and return its completed process."""
+    result = subprocess.run([sys.executable, "-m", "splitattn", *args], cwd=REPO, env=child_env(threads),
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"splitattn {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
