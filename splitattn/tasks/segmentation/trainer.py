@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -45,7 +45,7 @@ class PolyLR:
         return max(0.0, 1.0 - step / self.total) ** self.power
 
 
-def build_datasets(options: Dict[str, Any]):
+def build_datasets(options: Dict[str, Any]) -> Tuple[SegmentationDataset, SegmentationDataset]:
     """(training set with the random joint transform, validation set at full size)."""
     common = dict(classes=options.get("classes"), ignore_value=options.get("ignore_value"),
                   skip_bad=bool(options.get("skip_bad")))
