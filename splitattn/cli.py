@@ -15,6 +15,7 @@ SUBCOMMANDS = [
     "splitattn.models.cli",
     "splitattn.weights.cli",
     "splitattn.tasks.classification.cli",
+    "splitattn.tasks.segmentation.cli",
 ]
 
 

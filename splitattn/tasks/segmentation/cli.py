@@ -1,0 +1,240 @@
+"""``splitattn segment train|evaluate|predict``.
+
+``train`` options come from the defaults below, a ``--config`` file (YAML/JSON, keys are the
+long option names; see ``configs/segmentation/``) and the command line, later ones winning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ...data.segmentation import DATASET_KINDS
+from ...layers.norm import NORM_LAYERS
+from ...utils.options import OptionRow, add_options, resolve_options
+from ...utils.run import AMP_DTYPES
+from .inference import MULTI_SCALES
+from .model import AUX_WEIGHT, HEADS
+
+_BOOL = argparse.BooleanOptionalAction
+TRAIN_OPTIONS: List[OptionRow] = [
+    (("--config",), None, dict(metavar="FILE", help="YAML or JSON file of options; flags override it")),
+    (("--dataset",), "folder", dict(choices=DATASET_KINDS, help="layout of --data")),
+    (("--data",), None, dict(metavar="DIR", help="data root (ADE20K, Cityscapes, VOC, or a folder with "
+                                                 "<split>/images and <split>/labels)")),
+    (("--classes",), None, dict(help="folder data sets: class names in id order, comma-separated or a text file")),
+    (("--ignore-value",), None, dict(type=int, help="folder data sets: the stored label value of void pixels")),
+    (("--train-split",), "train", dict()),
+    (("--val-split",), "val", dict()),
+    (("--skip-bad",), False, dict(action=_BOOL, help="skip (and count) unmatched files and size mismatches "
+                                                     "instead of stopping")),
+    (("--backbone",), "resnest50", dict(help="registered model name (`splitattn models`)")),
+    (("--pretrained",), None, dict(nargs="?", const=True, metavar="PATH",
+                                   help="backbone from ImageNet weights, or any ResNeSt classification checkpoint")),
+    (("--head",), "deeplabv3", dict(choices=HEADS)),
+    (("--output-stride",), 8, dict(type=int, choices=(8, 16), help="8: ASPP rates 12/24/36; 16: 6/12/18")),
+    (("--aux",), True, dict(action=_BOOL, help="auxiliary FCN head on stage 3")),
+    (("--aux-weight",), AUX_WEIGHT, dict(type=float)),
+    (("--norm",), "batchnorm", dict(choices=NORM_LAYERS, help="backbone normalisation")),
+    (("--sync-bn",), False, dict(action=_BOOL, help="SyncBatchNorm everywhere under torchrun (GPUs)")),
+    (("--base-size",), 520, dict(type=int, help="long side at scale 1 (training jitter and evaluation)")),
+    (("--crop-size",), 480, dict(type=int, help="training crop")),
+    (("--scale-range",), [0.5, 2.0], dict(type=float, nargs=2, metavar=("MIN", "MAX"),
+                                          help="random long-side scale, relative to --base-size")),
+    (("--hflip",), 0.5, dict(type=float, help="horizontal flip probability")),
+    (("--epochs",), 120, dict(type=int)),
+    (("--batch-size",), 16, dict(type=int, help="images per process")),
+    (("--global-batch",), None, dict(type=int, help="if set, must equal batch-size x processes (a config's check)")),
+    (("--lr",), 0.01, dict(type=float, help="backbone learning rate, poly-decayed per iteration")),
+    (("--head-lr-mult",), 10.0, dict(type=float, help="heads learn at lr x this")),
+    (("--poly-power",), 0.9, dict(type=float)),
+    (("--momentum",), 0.9, dict(type=float)),
+    (("--weight-decay",), 1e-4, dict(type=float, help="none on biases and norm parameters")),
+    (("--eval-every",), 1, dict(type=int, help="validate every N epochs (and after the last)")),
+    (("--eval-crop-size",), None, dict(type=int, help="validate in sliding windows of this size (default: whole image)")),
+    (("--output",), None, dict(metavar="DIR", help="run folder (default runs/segment-<backbone>)")),
+    (("--resume",), None, dict(metavar="PATH|auto", help="continue from a checkpoint; auto: OUTPUT/last.pt if any")),
+    (("--device",), None, dict(choices=("cpu", "cuda"), help="default: cuda when available")),
+    (("--amp",), "none", dict(choices=tuple(AMP_DTYPES), help="mixed precision")),
+    (("--workers",), 2, dict(type=int, help="data-loading processes per training process")),
+    (("--threads",), None, dict(type=int, help="torch CPU threads (default: cores / processes)")),
+    (("--seed",), 0, dict(type=int)),
+    (("--deterministic",), False, dict(action=_BOOL)),
+    (("--progress",), True, dict(action=_BOOL, help="progress bar")),
+    (("--tensorboard",), True, dict(action=_BOOL, help="TensorBoard event files")),
+]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    segment = subparsers.add_parser("segment", help="semantic segmentation: DeepLabV3/FCN on dilated ResNeSt")
+    commands = segment.add_subparsers(dest="segment_command", metavar="ACTION")
+    commands.required = True
+
+    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help="train a segmentation model",
+                                description="Train DeepLabV3 (or FCN) on a dilated ResNeSt. Run under torchrun "
+                                            "for several processes. configs/segmentation/ holds the paper's ADE20K "
+                                            "settings.")
+    add_options(train, TRAIN_OPTIONS)
+    train.add_argument("--debug", action="store_true", help="show tracebacks")
+    train.set_defaults(func=run_train)
+
+    evaluate = commands.add_parser("evaluate", help="pixAcc / mIoU / per-class IoU of a trained model")
+    evaluate.add_argument("--weights", required=True, help="last.pt or best.pt of `splitattn segment train`")
+    evaluate.add_argument("--data", help="data root (default: the run's)")
+    evaluate.add_argument("--dataset", choices=DATASET_KINDS, help="(default: the run's)")
+    evaluate.add_argument("--split", default=None, help="(default: the run's validation split)")
+    evaluate.add_argument("--ignore-value", type=int, help="folder data sets (default: the run's)")
+    evaluate.add_argument("--skip-bad", action="store_true", help="skip and count unmatched files / size mismatches")
+    evaluate.add_argument("--output", help="folder for metrics.json (default: eval-<split>-<ss|ms> by the weights)")
+    evaluate.add_argument("--workers", type=int, default=2)
+    _add_inference_args(evaluate)
+    evaluate.set_defaults(func=run_evaluate)
+
+    predict = commands.add_parser("predict", help="colour mask and overlay PNG per image")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
+    predict.add_argument("--weights", required=True, help="last.pt or best.pt of `splitattn segment train`")
+    predict.add_argument("--output", default="predictions", help="folder for <name>_mask.png and <name>_overlay.png")
+    predict.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
+    _add_inference_args(predict)
+    predict.set_defaults(func=run_predict)
+
+
+def _add_inference_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--multi-scale", action="store_true",
+                        help=f"scales {', '.join(map(str, MULTI_SCALES))} with flip (PyTorch-Encoding's testing)")
+    parser.add_argument("--scales", type=float, nargs="+", help="explicit scales (default 1.0)")
+    parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    parser.add_argument("--base-size", type=int, help="long side at scale 1 (default: the run's)")
+    parser.add_argument("--crop-size", type=int, help="sliding-window size (default: the run's --eval-crop-size)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    options = resolve_options(args, TRAIN_OPTIONS)
+    if not options["data"]:
+        raise ValueError("--data is required (on the command line or in the --config file).")
+    train(options)
+    return 0
+
+
+def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[str, Any]:
+    scales: Sequence[float] = args.scales or (MULTI_SCALES if args.multi_scale else (1.0,))
+    return dict(scales=list(scales), flip=bool(args.flip or args.multi_scale),
+                base_size=args.base_size or options.get("base_size"),
+                crop_size=args.crop_size or options.get("eval_crop_size"))
+
+
+def _device(name: Optional[str]) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no GPU is visible; use --device cpu.")
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from ...data.segmentation import build_dataset, collate_eval
+    from ...data.segmentation_transforms import SegmentationEvalTransform
+    from .checkpoint import load_segmentation_model
+    from .engine import evaluate
+    from .metrics import format_iou_table
+    from .trainer import describe_dataset
+
+    model, classes, options = load_segmentation_model(args.weights)
+    device = _device(args.device)
+    split = args.split or options.get("val_split", "val")
+    kind = args.dataset or options.get("dataset", "folder")
+    data = args.data or options.get("data")
+    if not data:
+        raise ValueError("--data is required: the checkpoint does not name its data folder.")
+    ignore = args.ignore_value if args.ignore_value is not None else options.get("ignore_value")
+    dataset = build_dataset(kind, data, split, SegmentationEvalTransform(), classes=classes, ignore_value=ignore,
+                            skip_bad=args.skip_bad)
+    if dataset.classes != classes:
+        raise ValueError(f"{data} has classes {dataset.classes[:5]}... but the model was trained on {classes[:5]}...; "
+                         "evaluate on the data set it was trained for.")
+    plan = _inference_plan(args, options)
+    loader = DataLoader(dataset, batch_size=1, num_workers=args.workers, collate_fn=collate_eval)
+    print(describe_dataset(dataset), flush=True)
+    result = evaluate(model.to(device), loader, len(classes), device, classes, progress=True, **plan)
+    tag = "ms" if len(plan["scales"]) > 1 else "ss"
+    output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}-{tag}"
+    output.mkdir(parents=True, exist_ok=True)
+    metrics = dict(result, weights=str(args.weights), data=str(data), split=split, skipped_pairs=len(dataset.skipped),
+                   **plan)
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(format_iou_table(result["per_class"]))
+    print(f"{dataset.name}: mIoU {result['miou']:.2f}%  pixAcc {result['pixel_acc']:.2f}%  "
+          f"({result['images']} images, scales {plan['scales']}{', flip' if plan['flip'] else ''}; "
+          f"metrics in {output / 'metrics.json'})")
+    return 0
+
+
+def color_palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 colours, Pascal VOC's bit-interleaved colour map (class 0 black)."""
+    palette = np.zeros((num_classes, 3), dtype=np.uint8)
+    for index in range(num_classes):
+        value, shift = index, 7
+        while value:
+            for channel in range(3):
+                palette[index, channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+            shift -= 1
+    return palette
+
+
+def _image_files(inputs: Sequence[str]) -> List[Path]:
+    from ...data.segmentation import IMAGE_SUFFIXES
+
+    files: List[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{item} is neither an image file nor a folder.")
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(inputs)}.")
+    return files
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from ...data.segmentation_transforms import normalize_image
+    from .checkpoint import load_segmentation_model
+    from .inference import predict_probs
+
+    model, classes, options = load_segmentation_model(args.weights)
+    device = _device(args.device)
+    model.to(device)
+    plan = _inference_plan(args, options)
+    palette = color_palette(len(classes))
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    for path in _image_files(args.images):
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+        except (OSError, ValueError) as error:
+            print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
+            continue
+        labels = predict_probs(model, normalize_image(image).to(device), **plan).argmax(0).cpu().numpy().astype(np.uint8)
+        mask = Image.fromarray(labels, mode="P")
+        mask.putpalette(palette.flatten().tolist())
+        overlay = Image.blend(image, Image.fromarray(palette[labels]), args.alpha)
+        mask.save(output / f"{path.stem}_mask.png")
+        overlay.save(output / f"{path.stem}_overlay.png")
+        counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size * 100
+        top = ", ".join(f"{classes[i]} {counts[i]:.1f}%" for i in np.argsort(-counts)[:3] if counts[i] > 0)
+        print(f"{path}: {output / (path.stem + '_mask.png')} ({top})")
+    return 0

@@ -1,0 +1,202 @@
+"""Segmentation data sets (ADE20K, Cityscapes, VOC, folders), bad inputs and the joint transforms."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from splitattn.data.segmentation import (
+    ADE20K_CLASSES, CAMVID_CLASSES, CAMVID_IGNORE_VALUE, IGNORE_INDEX, SegmentationDataError, build_dataset,
+    cityscapes_dataset, parse_classes, voc_dataset,
+)
+from splitattn.data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
+from splitattn.models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+from .conftest import SHARED_DATA
+
+CAMVID = SHARED_DATA / "camvid-mini"
+
+
+def _save(path: Path, array: np.ndarray, mode: str = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8), mode=mode).save(path)
+    return path
+
+
+def _rgb(h=6, w=8):
+    return np.random.default_rng(0).integers(0, 255, (h, w, 3))
+
+
+def test_ade20k_layout_shifts_labels_and_ignores_zero(tmp_path):
+    root = tmp_path / "ADEChallengeData2016"
+    _save(root / "images" / "validation" / "ADE_val_1.jpg", _rgb(2, 2))
+    _save(root / "annotations" / "validation" / "ADE_val_1.png", np.array([[0, 1], [150, 75]]))
+    dataset = build_dataset("ade20k", tmp_path, "val")  # the folder above ADEChallengeData2016 works too
+    assert len(ADE20K_CLASSES) == 150 and dataset.num_classes == 150
+    image, target = dataset.load(0)
+    assert image.mode == "RGB"
+    assert target.tolist() == [[IGNORE_INDEX, 0], [149, 74]]
+    _save(root / "annotations" / "validation" / "ADE_val_1.png", np.array([[0, 1], [151, 75]]))
+    with pytest.raises(SegmentationDataError, match=r"ADE_val_1.png holds value\(s\) \[151\]"):
+        dataset.load(0)
+
+
+def test_cityscapes_maps_label_ids_to_19_train_ids(tmp_path):
+    stem = "aachen_000000_000019"
+    _save(tmp_path / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png", _rgb(2, 3))
+    _save(tmp_path / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png", np.array([[7, 26, 0], [33, 24, 4]]))
+    _save(tmp_path / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_color.png", _rgb(2, 3))  # not a label map
+    dataset = cityscapes_dataset(tmp_path, "train")
+    assert len(dataset) == 1 and dataset.num_classes == 19
+    assert dataset.classes[0] == "road" and dataset.classes[18] == "bicycle"
+    assert dataset.load(0)[1].tolist() == [[0, 13, IGNORE_INDEX], [18, 11, IGNORE_INDEX]]
+
+
+def test_voc_palette_labels_with_boundary_ignore(tmp_path):
+    base = tmp_path / "VOCdevkit" / "VOC2012"
+    _save(base / "JPEGImages" / "2007_000032.jpg", _rgb(2, 2))
+    label = Image.fromarray(np.array([[0, 15], [255, 20]], dtype=np.uint8), mode="P")
+    label.putpalette([0, 0, 0] * 256)
+    (base / "SegmentationClass").mkdir(parents=True)
+    label.save(base / "SegmentationClass" / "2007_000032.png")
+    (base / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (base / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032\n")
+    dataset = voc_dataset(tmp_path, "val")
+    assert dataset.num_classes == 21
+    assert dataset.load(0)[1].tolist() == [[0, 15], [IGNORE_INDEX, 20]]
+    (base / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032\n2007_000033\n")
+    with pytest.raises(SegmentationDataError, match="2007_000033 is listed in val.txt"):
+        voc_dataset(tmp_path, "val")
+    assert len(voc_dataset(tmp_path, "val", skip_bad=True).skipped) == 1
+
+
+def _folder(tmp_path: Path, names=("a", "b")) -> Path:
+    for name in names:
+        _save(tmp_path / "train" / "images" / f"{name}.png", _rgb(4, 5))
+        _save(tmp_path / "train" / "labels" / f"{name}.png", np.array([[0, 1, 2, 11, 3]] * 4))
+    return tmp_path
+
+
+def test_folder_dataset_maps_ignore_value(tmp_path):
+    dataset = build_dataset("folder", _folder(tmp_path), "train", classes="w,x,y,z", ignore_value=11)
+    assert dataset.classes == ["w", "x", "y", "z"] and len(dataset) == 2
+    assert dataset.load(1)[1][0].tolist() == [0, 1, 2, IGNORE_INDEX, 3]
+
+
+def test_label_value_outside_class_list_names_file(tmp_path):
+    dataset = build_dataset("folder", _folder(tmp_path), "train", classes="w,x,y", ignore_value=11)
+    with pytest.raises(SegmentationDataError, match=r"labels/a.png holds value\(s\) \[3\].*--ignore-value"):
+        dataset[0]
+
+
+def test_ignore_value_inside_class_list_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="ignore value 1 is also a class id"):
+        build_dataset("folder", _folder(tmp_path), "train", classes="w,x,y,z", ignore_value=1)
+
+
+def test_missing_pair_is_an_error_or_skipped_and_counted(tmp_path):
+    _folder(tmp_path)
+    (tmp_path / "train" / "labels" / "b.png").unlink()
+    _save(tmp_path / "train" / "labels" / "orphan.png", np.zeros((4, 5)))
+    with pytest.raises(SegmentationDataError, match=r"images/b.png has no label map \(and 1 more"):
+        build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11)
+    dataset = build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11, skip_bad=True)
+    assert len(dataset) == 1
+    assert len(dataset.skipped) == 2 and "orphan.png has no image" in dataset.skipped[1]
+
+
+def test_size_mismatch_is_an_error_or_skipped(tmp_path):
+    _folder(tmp_path)
+    _save(tmp_path / "train" / "labels" / "a.png", np.zeros((4, 6)))
+    with pytest.raises(SegmentationDataError, match=r"labels/a.png is 6x4 but its image .*a.png is 5x4"):
+        build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11)
+    dataset = build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11, skip_bad=True)
+    assert len(dataset) == 1 and "6x4" in dataset.skipped[0]
+
+
+def test_colour_label_maps_and_missing_class_list_are_clear_errors(tmp_path):
+    _folder(tmp_path)
+    _save(tmp_path / "train" / "labels" / "a.png", _rgb(4, 5))
+    dataset = build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11)
+    with pytest.raises(SegmentationDataError, match="a.png is RGB, not a single-channel"):
+        dataset.load(0)
+    with pytest.raises(ValueError, match="needs its class list"):
+        build_dataset("folder", tmp_path, "train")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_dataset("folder", tmp_path / "nowhere", "train", classes="a")
+
+
+def test_parse_classes_from_file_list_and_string(tmp_path):
+    names = tmp_path / "classes.txt"
+    names.write_text("sky\nroad\n\n")
+    assert parse_classes(str(names)) == ["sky", "road"]
+    assert parse_classes(["a", "b"]) == ["a", "b"]
+    assert parse_classes("a, b") == ["a", "b"]
+
+
+def _two_colour(h: int, w: int):
+    """Left part red = class 0, right part blue = class 1."""
+    image = np.zeros((h, w, 3), dtype=np.uint8)
+    image[:, : w // 3, 0] = 255
+    image[:, w // 3:, 2] = 255
+    target = np.ones((h, w), dtype=np.uint8)
+    target[:, : w // 3] = 0
+    return Image.fromarray(image), target
+
+
+def _classes_from_pixels(image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    raw = image * std + mean
+    return (raw[2] > raw[0]).long()
+
+
+def test_train_transform_keeps_image_and_mask_aligned():
+    image, target = _two_colour(30, 40)
+    transform = SegmentationTrainTransform(base_size=40, crop_size=32, scale_range=(0.5, 2.0), hflip=0.5)
+    for seed in range(12):
+        torch.manual_seed(seed)
+        x, y = transform(image, target)
+        assert x.shape == (3, 32, 32) and y.shape == (32, 32) and y.dtype == torch.int64
+        valid = y != IGNORE_INDEX
+        agreement = (_classes_from_pixels(x)[valid] == y[valid]).float().mean()
+        assert agreement > 0.95  # only pixels on the resized boundary may differ (bilinear vs nearest)
+
+
+def test_train_transform_pads_labels_with_ignore_and_images_with_zero():
+    image, target = _two_colour(10, 20)
+    transform = SegmentationTrainTransform(base_size=20, crop_size=32, scale_range=(1.0, 1.0), hflip=0.0)
+    x, y = transform(image, target)
+    valid = y != IGNORE_INDEX
+    assert int(valid.sum()) == 10 * 20  # the whole image is inside the crop, the rest is padding
+    zero = ((torch.zeros(3) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))[:, None]
+    assert torch.allclose(x[:, ~valid], zero.expand(3, int((~valid).sum())), atol=1e-6)
+    assert torch.equal(_classes_from_pixels(x)[valid], y[valid])
+
+
+def test_flip_moves_image_and_mask_together():
+    image, target = _two_colour(24, 24)
+    transform = SegmentationTrainTransform(base_size=24, crop_size=24, scale_range=(1.0, 1.0), hflip=1.0)
+    x, y = transform(image, target)
+    assert torch.equal(y, torch.from_numpy(target[:, ::-1].copy()).long())
+    assert torch.equal(_classes_from_pixels(x), y)
+
+
+def test_eval_transform_keeps_full_size():
+    image, target = _two_colour(7, 9)
+    x, y = SegmentationEvalTransform()(image, target)
+    assert x.shape == (3, 7, 9) and torch.equal(y, torch.from_numpy(target).long())
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+def test_camvid_mini_loads_with_void_ignored():
+    train = build_dataset("folder", CAMVID, "train", classes=list(CAMVID_CLASSES), ignore_value=CAMVID_IGNORE_VALUE)
+    val = build_dataset("folder", CAMVID, "val", classes=list(CAMVID_CLASSES), ignore_value=CAMVID_IGNORE_VALUE)
+    assert (len(train), len(val)) == (100, 30) and not train.skipped
+    image, target = val.load(0)
+    assert image.size == (480, 360) and target.shape == (360, 480)
+    assert set(np.unique(target).tolist()) <= set(range(11)) | {IGNORE_INDEX}
+    assert (target == IGNORE_INDEX).any()  # CamVid's void (11) is present and ignored
