@@ -17,7 +17,7 @@ from splitattn.tasks.classification import NonFiniteLossError, engine, train
 from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
 from splitattn.tasks.classification.trainer import WarmupCosine, parameter_groups
 from splitattn.utils.checkpoint import atomic_save
-from train_helpers import REPO, TINY_MODEL, make_image_folder
+from .train_helpers import REPO, TINY_MODEL, make_image_folder
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 # model: (train crop, eval crop, dropout) from the paper's recipe

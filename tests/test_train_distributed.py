@@ -17,7 +17,7 @@ import torch
 
 from splitattn import create_model
 from splitattn.utils.rng import seed_everything
-from train_helpers import REPO, TINY_MODEL, child_env, cli, make_image_folder
+from .train_helpers import REPO, TINY_MODEL, child_env, cli, make_image_folder
 
 COMMON = [*TINY_MODEL, "--norm", "groupnorm", "--no-augment", "--epochs", "1", "--global-batch", "8",
           "--lr", "0.01", "--label-smoothing", "0.1", "--workers", "0", "--seed", "7", "--no-progress",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from train_helpers import REPO, TINY_MODEL, child_env, cli, make_image_folder
+from .train_helpers import REPO, TINY_MODEL, child_env, cli, make_image_folder
 
 EPOCHS = 4
 

@@ -10,8 +10,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from .conftest import REPO_ROOT as REPO, SHARED_DATA  # noqa: F401 (re-exported for the training tests)
 # A narrow resnest14 at 32 px: the real architecture, small enough for 2 CPU cores.
 TINY_MODEL = ["--model", "resnest14", "--model-kwargs", "bottleneck_width=16", "stem_width=16", "--img-size", "32"]
 
