@@ -7,7 +7,7 @@ checkpoints therefore load with ``strict=True`` and no renaming.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F

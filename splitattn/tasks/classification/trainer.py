@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from torch import nn
@@ -30,14 +29,14 @@ from ...data import build_eval_transform, build_train_transform, collate_skip_ba
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
 from ...models.registry import get_model_spec, create_model
 from ...utils.checkpoint import atomic_save, load_checkpoint_file
-from ...utils.distributed import DistContext, all_gather_object, all_reduce_sum, cleanup_distributed, init_distributed
+from ...utils.distributed import DistContext, all_gather_object, all_reduce_sum
 from ...utils.memory import enable_gradient_checkpointing
-from ...utils.rng import capture_rng_state, restore_rng_state, seed_everything
+from ...utils.rng import capture_rng_state
+from ...utils.run import AMP_DTYPES, configure_runtime, restore_run_state, resume_path, run_in_process_group
 from ...utils.run_log import RunLogger, plot_curves
 from .checkpoint import model_overrides
 from .engine import NonFiniteLossError, ShardSampler, StepContext, evaluate, train_one_epoch
 
-AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 DIGITS_SIZE = 32  # the 8x8 digits are upsampled to the smallest input the models take
 
@@ -65,22 +64,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list:
         if parameter.requires_grad:
             (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _configure_runtime(options: Dict[str, Any], dist_ctx: DistContext) -> None:
-    threads = options.get("threads")
-    if not threads and dist_ctx.device.type == "cpu":
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist_ctx.world_size))
-        threads = max(1, (os.cpu_count() or 1) // local_world)
-    if threads:
-        torch.set_num_threads(int(threads))
-    if options["deterministic"]:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    elif dist_ctx.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    seed_everything(int(options["seed"]) + dist_ctx.rank)
 
 
 def _image_sizes(options: Dict[str, Any]) -> Tuple[int, int]:
@@ -121,21 +104,6 @@ def build_model(options: Dict[str, Any], num_classes: int) -> nn.Module:
     return model
 
 
-def _resume_path(options: Dict[str, Any], output: Path) -> Optional[Path]:
-    last = output / "last.pt"
-    resume = options.get("resume")
-    if resume == "auto":
-        return last if last.exists() else None
-    if resume:
-        return Path(resume)
-    if last.exists():
-        raise ValueError(
-            f"{str(output)!r} already holds a run (last.pt); continue it with --resume auto "
-            "or pass another --output."
-        )
-    return None
-
-
 def _batch_plan(options: Dict[str, Any], world_size: int) -> Tuple[int, int, float]:
     """(global batch, accumulation steps, peak learning rate) from the batch options."""
     per_step = int(options["batch_size"]) * world_size
@@ -151,19 +119,15 @@ def _batch_plan(options: Dict[str, Any], world_size: int) -> Tuple[int, int, flo
 
 def train(options: Dict[str, Any]) -> Dict[str, Any]:
     """Run a training job described by ``options`` (the ``splitattn train`` options) and return its metrics."""
-    dist_ctx = init_distributed(options.get("device"))
-    try:
-        return _train(dict(options), dist_ctx)
-    finally:
-        cleanup_distributed()
+    return run_in_process_group(_train, options)
 
 
 def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
     started = time.perf_counter()
-    _configure_runtime(options, dist_ctx)
+    configure_runtime(dist_ctx, int(options["seed"]), options.get("threads"), bool(options["deterministic"]))
     device, main = dist_ctx.device, dist_ctx.is_main
     output = Path(options["output"] or Path("runs") / options["model"])
-    resume_from = _resume_path(options, output)
+    resume_from = resume_path(options.get("resume"), output)
     if options["sync_bn"] and dist_ctx.distributed and device.type != "cuda":
         raise ValueError("--sync-bn needs GPUs (SyncBatchNorm has no CPU kernel); on CPUs use --norm groupnorm.")
 
@@ -204,19 +168,11 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
     start_epoch, step, best_top1 = 0, 0, -1.0
     checkpoint = load_checkpoint_file(resume_from) if resume_from else None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
         if ema is not None and checkpoint.get("ema"):
-            ema.load_state_dict(checkpoint["ema"])
+            parts["ema"] = ema
+        restore_run_state(checkpoint, parts, dist_ctx, str(resume_from))
         start_epoch, step, best_top1 = int(checkpoint["epoch"]), int(checkpoint["step"]), float(checkpoint["best_top1"])
-        rng_states = checkpoint.get("rng") or []
-        if len(rng_states) == dist_ctx.world_size:
-            restore_rng_state(rng_states[dist_ctx.rank])
-        elif main:
-            print(f"note: {resume_from} was written by {len(rng_states)} process(es), this run has "
-                  f"{dist_ctx.world_size}: random states start fresh.", file=sys.stderr)
 
     train_model: nn.Module = torch.compile(model) if options["compile"] else model
     eval_model = train_model
@@ -228,7 +184,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
 
     ctx = StepContext(
         optimizer, scheduler, scaler, device, len(classes), accum_steps, steps_per_epoch,
-        float(options["mixup"]), float(options["label_smoothing"]), AUTOCAST_DTYPES[options["amp"]],
+        float(options["mixup"]), float(options["label_smoothing"]), AMP_DTYPES[options["amp"]],
         bool(options["channels_last"]), ema, ramp_drop_block if options["drop_block"] > 0 else None,
     )
     logger = None
@@ -252,7 +208,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
                   dynamic_ncols=True, leave=False) as progress:
             train_stats = train_one_epoch(train_model, train_loader, ctx, epoch, step, progress)
         step += steps_per_epoch
-        eval_args = (eval_loader, device, AUTOCAST_DTYPES[options["amp"]], bool(options["channels_last"]))
+        eval_args = (eval_loader, device, AMP_DTYPES[options["amp"]], bool(options["channels_last"]))
         last_eval = evaluate(eval_model, *eval_args)
         record: Dict[str, Any] = {
             "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
@@ -288,7 +244,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
                   f"+{record['val_bad_images']}", flush=True)
 
     if not last_eval:  # resumed a finished run: report its final evaluation
-        last_eval = evaluate(eval_model, eval_loader, device, AUTOCAST_DTYPES[options["amp"]], bool(options["channels_last"]))
+        last_eval = evaluate(eval_model, eval_loader, device, AMP_DTYPES[options["amp"]], bool(options["channels_last"]))
     records = logger.records() if logger else []
     metrics = {
         "top1": last_eval["top1"], "top5": last_eval["top5"], "loss": last_eval["loss"], "epoch": epochs,
