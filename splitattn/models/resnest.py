@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import DropBlock2d, SplitAttention, make_norm_layer
+from ..layers.split_attention import batch_norm_relu, recompute_when_saved, trains_lean
 from ..layers.norm import NormFactory
 
 # Below this the five stride-2 steps act on maps that are mostly padding.
@@ -117,6 +118,9 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
+        if isinstance(self.conv2, SplitAttention) and trains_lean(self.bn1, self.drop_block1) \
+                and trains_lean(self.conv2.bn0, self.conv2.drop_block):
+            return self.forward_lean(x)
         out = F.relu(self.drop_block1(self.bn1(self.conv1(x))), inplace=True)
         if self.avd_first is not None:
             out = self.avd_first(out)
@@ -126,8 +130,31 @@ class Bottleneck(nn.Module):
         if self.avd_last is not None:
             out = self.avd_last(out)
         out = self.drop_block3(self.bn3(self.conv3(out)))
-        shortcut = self.downsample(x) if self.downsample is not None else x
-        out += shortcut
+        return self.add_shortcut(out, x)
+
+    def forward_lean(self, x: Tensor) -> Tensor:
+        """The training forward saving fewer activations (same results as ``forward``).
+
+        bn1's input and the split-attention conv's output are kept for backward; the rectified
+        tensors computed from them (conv2's input, conv3's input) are recomputed in backward
+        by cheap elementwise passes instead of being stored: about 1/4 less activation memory.
+        """
+        z = self.conv1(x)
+        out, recompute = batch_norm_relu(z, self.bn1)
+        with recompute_when_saved(out, recompute):
+            if self.avd_first is not None:
+                out = self.avd_first(out)
+            z = self.conv2.conv(out)
+        out, recompute = self.conv2.forward_lean(z)
+        with recompute_when_saved(out, recompute):
+            if self.avd_last is not None:
+                out = self.avd_last(out)
+            out = self.conv3(out)
+        return self.add_shortcut(self.drop_block3(self.bn3(out)), x)
+
+    def add_shortcut(self, out: Tensor, x: Tensor) -> Tensor:
+        """relu(out + shortcut(x)), in place on ``out``."""
+        out += self.downsample(x) if self.downsample is not None else x
         return F.relu(out, inplace=True)
 
 
