@@ -14,6 +14,7 @@ from typing import List, Optional
 SUBCOMMANDS = [
     "splitattn.models.cli",
     "splitattn.weights.cli",
+    "splitattn.deploy.cli",
 ]
 
 

@@ -29,11 +29,11 @@ def radix_softmax(logits: Tensor, radix: int, cardinality: int) -> Tensor:
 
     Only reshape/transpose/softmax are used, so the op exports to plain ONNX (no ScatterND).
     """
-    batch = logits.shape[0]
+    # Batch sizes are left as -1 so a traced/exported graph keeps the batch dimension dynamic.
     if radix > 1:
-        grouped = logits.view(batch, cardinality, radix, -1).transpose(1, 2)
-        return F.softmax(grouped, dim=1).reshape(batch, -1)
-    return torch.sigmoid(logits).view(batch, -1)
+        grouped = logits.reshape(-1, cardinality, radix, logits.shape[1] // (cardinality * radix)).transpose(1, 2)
+        return F.softmax(grouped, dim=1).flatten(1)
+    return torch.sigmoid(logits).flatten(1)
 
 
 def trains_lean(norm: nn.Module, drop_block: nn.Module) -> bool:
@@ -118,12 +118,17 @@ def batch_norm_relu(z: Tensor, norm: nn.BatchNorm2d) -> Tuple[Tensor, Recomputed
     return out, recompute
 
 
+def _radix_view(splits: Tensor, radix: int) -> Tensor:
+    """(N, R*C, H, W) -> (N, R, C, H, W), the splits as a separate dimension."""
+    return splits.view(-1, radix, splits.shape[1] // radix, splits.shape[2], splits.shape[3])
+
+
 def _weighted_sum(splits: Tensor, attn: Tensor, radix: int) -> Tensor:
     """(N, R*C, H, W) splits, (N, R*C) attention -> (N, C, H, W), sum_r attn_r * split_r."""
-    batch, channels = splits.shape[0], splits.shape[1] // radix
+    channels = splits.shape[1] // radix
     if radix == 1:
-        return splits * attn.view(batch, channels, 1, 1)
-    return (splits.unflatten(1, (radix, channels)) * attn.view(batch, radix, channels, 1, 1)).sum(1)
+        return splits * attn.view(-1, channels, 1, 1)
+    return (_radix_view(splits, radix) * attn.view(-1, radix, channels, 1, 1)).sum(1)
 
 
 class AttentionWeightedSum(torch.autograd.Function):
@@ -267,7 +272,7 @@ class SplitAttention(nn.Module):
 
     def attention(self, splits_mean: Tensor) -> Tensor:
         """Attention weights from the pooled sum of splits: (N, C) -> (N, R*C), radix-major."""
-        gap = splits_mean.view(splits_mean.shape[0], self.out_channels, 1, 1)
+        gap = splits_mean.view(-1, self.out_channels, 1, 1)
         hidden = F.relu(self.bn1(self.fc1(gap)), inplace=True)
         return radix_softmax(self.fc2(hidden), self.radix, self.cardinality)
 
@@ -279,7 +284,7 @@ class SplitAttention(nn.Module):
         """
         splits, recompute_splits = batch_norm_relu(z, self.bn0)
         self.check_batch(splits.shape[0])
-        gap = splits.unflatten(1, (self.radix, self.out_channels)).sum(1) if self.radix > 1 else splits
+        gap = _radix_view(splits, self.radix).sum(1) if self.radix > 1 else splits
         attn = self.attention(gap.mean((2, 3)))
         out = AttentionWeightedSum.apply(splits, attn, self.radix, recompute_splits)
         attn, radix = attn.detach(), self.radix
@@ -301,7 +306,7 @@ class SplitAttention(nn.Module):
         x = F.relu(self.drop_block(self.bn0(self.conv(x))), inplace=True)
         self.check_batch(x.shape[0])
         # Sum the splits, then pool: the official order, so results match it bit for bit.
-        gap = x.unflatten(1, (self.radix, self.out_channels)).sum(1) if self.radix > 1 else x
+        gap = _radix_view(x, self.radix).sum(1) if self.radix > 1 else x
         return _weighted_sum(x, self.attention(gap.mean((2, 3))), self.radix)
 
     def extra_repr(self) -> str:
