@@ -70,9 +70,9 @@ def interleaved(results: Dict[str, Result], fns: Dict[str, Step], rounds: int, r
             results[name].seconds.append(time_call(fn, repeats, device))
 
 
-def ratio(reference: Result, other: Result) -> float:
-    """Median over rounds of other's time / reference's time: > 1 means ``reference`` is faster."""
-    return statistics.median(o / r for r, o in zip(reference.seconds, other.seconds))
+def speedup(result: Result, reference: Result) -> float:
+    """Median over rounds of reference's time / result's time: > 1 means ``result`` is faster."""
+    return statistics.median(r / o for o, r in zip(result.seconds, reference.seconds))
 
 
 def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5) -> float:

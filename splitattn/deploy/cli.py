@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import warnings
 from pathlib import Path
@@ -196,8 +197,6 @@ def _train_cases(args, device, precisions, memory_format, ours, baselines, flops
     models = [(f"splitattn eager {p}", "splitattn", ours, p) for p in precisions]
     models += [(f"{name} eager fp32", name, model, "fp32") for name, model in baselines.items()]
     for name, key, model, p in models:
-        import copy
-
         trained = copy.deepcopy(model).train().to(device=device, memory_format=memory_format)
         fns[name] = bench.train_step(trained, x, labels, _autocast(p))
         results[name] = bench.Result(name, case, args.batch_size, 3 * flops[key] * args.batch_size)
@@ -224,5 +223,5 @@ def _print_table(results: List[bench.Result], rates: Dict[str, float], compare: 
                 memory = f"{r.peak_bytes / 2**20:.0f}"
                 mem_ratio = f"{r.peak_bytes / ref.peak_bytes:.3f}x" if ref.peak_bytes else ""
             print(f"{case:<16} {r.name:<34} {r.median * 1e3:>9.1f} {r.images / r.median:>8.1f} "
-                  f"{100 * rate:>7.1f}% {bench.ratio(ref, r) if r is not ref else 1.0:>6.3f}x {memory:>9} {mem_ratio:>8}")
+                  f"{100 * rate:>7.1f}% {bench.speedup(r, ref):>6.3f}x {memory:>9} {mem_ratio:>8}")
         print(f"{'':<16} (ref: {ref.name})")

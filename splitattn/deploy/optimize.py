@@ -11,6 +11,7 @@ conv2/bn2 and the shortcut's conv/bn. The result computes the same function up t
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -172,8 +173,9 @@ def optimize_for_inference(
     if backend == "torchscript":
         example = torch.randn(1, in_chans, example_size, example_size, device=device)
         example = example.to(dtype=dtype, memory_format=memory_format)
-        with torch.no_grad():
-            traced = torch.jit.trace(fast, example, check_trace=False)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated in torch 2.x, still working
+            traced = torch.jit.trace(fast, example, check_trace=False, strict=False)  # feature lists too
             fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
     elif backend == "compile":
         fast = torch.compile(fast, dynamic=True)
