@@ -113,9 +113,9 @@ def load_images(split: str, size: int):
 @pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"{IMAGENETTE} (the shared imagenette-mini data) is absent")
 @pytest.mark.skipif(not optimize_module.cpu_supports_bf16(), reason="this CPU has no bf16 instructions")
 def test_bf16_fast_path_agrees_with_fp32_on_imagenette():
-    """Train resnest14 briefly at 48 px until it is clearly better than chance, then compare the
+    """Train resnest14 briefly at 64 px until it is clearly better than chance, then compare the
     bf16 fast path's top-1 with the fp32 eager model's on the 500 real validation images."""
-    size, batch, epochs = 48, 50, 2
+    size, batch, epochs = 64, 50, 2
     train_x, train_y = load_images("train", size)
     val_x, val_y = load_images("val", size)
     model = splitattn.create_model("resnest14", num_classes=10)
@@ -137,6 +137,6 @@ def test_bf16_fast_path_agrees_with_fp32_on_imagenette():
         eager = model(val_x).argmax(1)
         fast = optimize_for_inference(model, "bf16", example_size=size)(val_x).argmax(1)
     accuracy = (eager == val_y).float().mean().item()
-    assert accuracy > 0.25, f"the briefly trained model is too close to chance (10%): {accuracy:.1%}"
+    assert accuracy > 0.3, f"the briefly trained model is too close to chance (10%): {accuracy:.1%}"
     agreement = (fast == eager).float().mean().item()
     assert agreement >= 0.99, f"bf16 fast path agrees with fp32 eager on only {agreement:.1%} of 500 images"

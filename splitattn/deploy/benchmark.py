@@ -35,6 +35,7 @@ class Result:
     case: str
     images: int
     flops: float  # floating-point operations of one call
+    precision: str = "fp32"
     seconds: List[float] = field(default_factory=list)
     peak_bytes: Optional[int] = None
 

@@ -6,7 +6,7 @@ import copy
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -127,12 +127,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
     print("matmul rate: " + ", ".join(f"{p} {r / 1e9:.0f} GFLOP/s" for p, r in rates.items()))
     print(f"{args.rounds} rounds interleaved per case after {args.warmup} warm-up calls; medians; "
           f"'vs ref' = ref time / row time, median of per-round ratios (> 1: faster than ref)")
-    results: List[bench.Result] = []
+    print(TABLE_HEADER)
+    print("-" * len(TABLE_HEADER))
     if "infer" in modes:
-        results += _infer_cases(args, device, precisions, memory_format, ours, baselines, flops)
+        _infer_cases(args, device, precisions, memory_format, ours, baselines, flops,
+                     lambda rows: _print_case(rows, rates, compare))
     if "train" in modes:
-        results += _train_cases(args, device, precisions, memory_format, ours, baselines, flops)
-    _print_table(results, rates, compare)
+        _print_case(_train_cases(args, device, precisions, memory_format, ours, baselines, flops), rates, compare)
     return 0
 
 
@@ -140,7 +141,9 @@ def _autocast(precision: str) -> Optional[torch.dtype]:
     return None if precision == "fp32" else precision_dtype(precision)
 
 
-def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops) -> List[bench.Result]:
+def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops,
+                 report: Callable[[List[bench.Result]], None]) -> None:
+    """Latency at batch 1 and throughput at --batch-size, each case reported as soon as it is timed."""
     eager = {"splitattn": ours, **baselines}
     for model in eager.values():
         model.eval().to(device=device, memory_format=memory_format)
@@ -157,7 +160,6 @@ def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops
         ours.to(device)
         session = onnx_session(onnx_file)
     batches = [("latency b1", 1)] + ([(f"throughput b{args.batch_size}", args.batch_size)] if args.batch_size > 1 else [])
-    out: List[bench.Result] = []
     for case, batch in batches:
         x = torch.randn(batch, 3, args.img_size, args.img_size, device=device)
         xm = x.contiguous(memory_format=memory_format)
@@ -166,8 +168,7 @@ def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops
 
         def add(name: str, key: str, fn: bench.Step, precision: str) -> None:
             fns[name] = fn
-            results[name] = bench.Result(name, case, batch, flops[key] * batch)
-            results[name].precision = precision  # type: ignore[attr-defined]
+            results[name] = bench.Result(name, case, batch, flops[key] * batch, precision)
 
         for p in precisions:
             add(f"splitattn eager {p}", "splitattn", bench.inference_step(ours, xm, _autocast(p)), p)
@@ -182,13 +183,13 @@ def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops
             add(f"{name} eager fp32", name, bench.inference_step(model, xm, None), "fp32")
         repeats = 3 if batch == 1 else 1
         bench.interleaved(results, fns, args.rounds, repeats, args.warmup, device)
-        out += results.values()
+        report(list(results.values()))
     if onnx_file is not None:
         Path(onnx_file).unlink()
-    return out
 
 
 def _train_cases(args, device, precisions, memory_format, ours, baselines, flops) -> List[bench.Result]:
+    """One training step at --batch-size per model (fp32 baselines), then each step's peak memory."""
     case = f"train b{args.batch_size}"
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=memory_format)
     labels = torch.randint(0, 1000, (args.batch_size,), device=device)
@@ -199,8 +200,7 @@ def _train_cases(args, device, precisions, memory_format, ours, baselines, flops
     for name, key, model, p in models:
         trained = copy.deepcopy(model).train().to(device=device, memory_format=memory_format)
         fns[name] = bench.train_step(trained, x, labels, _autocast(p))
-        results[name] = bench.Result(name, case, args.batch_size, 3 * flops[key] * args.batch_size)
-        results[name].precision = p  # type: ignore[attr-defined]
+        results[name] = bench.Result(name, case, args.batch_size, 3 * flops[key] * args.batch_size, p)
     bench.interleaved(results, fns, args.rounds, 1, args.warmup, device)
     if not args.no_memory:
         for name, fn in fns.items():
@@ -208,20 +208,20 @@ def _train_cases(args, device, precisions, memory_format, ours, baselines, flops
     return list(results.values())
 
 
-def _print_table(results: List[bench.Result], rates: Dict[str, float], compare: List[str]) -> None:
-    header = f"{'case':<16} {'model':<34} {'ms/call':>9} {'img/s':>8} {'%matmul':>8} {'vs ref':>7} {'peak MiB':>9} {'mem/ref':>8}"
-    print(header)
-    print("-" * len(header))
-    for case in dict.fromkeys(r.case for r in results):
-        rows = [r for r in results if r.case == case]
-        refs = [r for r in rows if r.name.startswith("timm")] if "timm" in compare else []
-        ref = refs[0] if refs else rows[0]
-        for r in rows:
-            rate = r.flops / r.median / rates[r.precision]  # type: ignore[attr-defined]
-            memory = mem_ratio = ""
-            if r.peak_bytes is not None:
-                memory = f"{r.peak_bytes / 2**20:.0f}"
-                mem_ratio = f"{r.peak_bytes / ref.peak_bytes:.3f}x" if ref.peak_bytes else ""
-            print(f"{case:<16} {r.name:<34} {r.median * 1e3:>9.1f} {r.images / r.median:>8.1f} "
-                  f"{100 * rate:>7.1f}% {bench.speedup(r, ref):>6.3f}x {memory:>9} {mem_ratio:>8}")
-        print(f"{'':<16} (ref: {ref.name})")
+TABLE_HEADER = (f"{'case':<16} {'model':<34} {'ms/call':>9} {'img/s':>8} {'%matmul':>8} {'vs ref':>7} "
+                f"{'peak MiB':>9} {'mem/ref':>8}")
+
+
+def _print_case(rows: List[bench.Result], rates: Dict[str, float], compare: List[str]) -> None:
+    """The table rows of one case; the reference is timm's model when compared, else the first row."""
+    refs = [r for r in rows if r.name.startswith("timm")] if "timm" in compare else []
+    ref = refs[0] if refs else rows[0]
+    for r in rows:
+        rate = r.flops / r.median / rates[r.precision]
+        memory = mem_ratio = ""
+        if r.peak_bytes is not None:
+            memory = f"{r.peak_bytes / 2**20:.0f}"
+            mem_ratio = f"{r.peak_bytes / ref.peak_bytes:.3f}x" if ref.peak_bytes else ""
+        print(f"{r.case:<16} {r.name:<34} {r.median * 1e3:>9.1f} {r.images / r.median:>8.1f} "
+              f"{100 * rate:>7.1f}% {bench.speedup(r, ref):>6.3f}x {memory:>9} {mem_ratio:>8}")
+    print(f"{'':<16} (ref: {ref.name})", flush=True)
