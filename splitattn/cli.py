@@ -16,6 +16,7 @@ SUBCOMMANDS = [
     "splitattn.weights.cli",
     "splitattn.tasks.classification.cli",
     "splitattn.tasks.segmentation.cli",
+    "splitattn.deploy.cli",
 ]
 
 
