@@ -224,3 +224,23 @@ def test_csv_lists_of_path_and_label(tmp_path: Path) -> None:
     assert image.mode == "RGB" and label == 1 and bad == ()  # first row is a dog
     with pytest.raises(ValueError, match="labels not in the training set: \\['bird'\\]"):
         load_split(find_split(tmp_path, ["val", "test"]), classes=train_set.classes)
+
+
+@pytest.mark.parametrize("changes", [
+    {"amp": "bf16", "channels_last": True},
+    {"grad_checkpointing": True, "ema": True, "drop_block": 0.1, "mixup": 0.2, "label_smoothing": 0.1},
+    {"compile": True},
+    {"model_kwargs": {"bottleneck_width": 16, "stem_width": 16, "memory_efficient": True}},
+], ids=["bf16-channels-last", "checkpointing-ema-dropblock-mixup", "compile", "memory-efficient"])
+def test_training_options_run_end_to_end(tmp_path: Path, changes: dict) -> None:
+    """Each option trains two epochs, logs finite losses and writes loadable checkpoints."""
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
+    metrics = train(_tiny_options(data, tmp_path / "run", **changes))
+    assert metrics["epoch"] == 2 and 0.0 <= metrics["top1"] <= 100.0
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in log)
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 2 and all(torch.isfinite(t).all() for t in checkpoint["model"].values()
+                                            if t.is_floating_point())
+    if changes.get("ema"):
+        assert checkpoint["ema"] is not None

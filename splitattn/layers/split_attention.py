@@ -10,10 +10,11 @@ layer instead runs ``BatchNormReLU`` and ``AttentionWeightedSum`` below, which k
 conv output and recompute the normalised, rectified splits in backward (one cheap
 elementwise pass), so each layer holds half as many saved activations.
 """
-from __future__ import annotations
 
 from typing import Callable, Optional, Tuple
 
+# No `from __future__ import annotations` here: TorchScript reads the annotations of the
+# @torch.jit.unused methods and cannot resolve postponed (string) ones.
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -281,6 +282,11 @@ class SplitAttention(nn.Module):
         return radix_softmax(self.fc2(hidden), self.radix, self.cardinality)
 
     @torch.jit.unused
+    def uses_lean_step(self) -> bool:
+        """Whether this training call goes through ``forward_lean`` (opt-in, eager BatchNorm2d only)."""
+        return self.memory_efficient and trains_lean(self.bn0, self.drop_block)
+
+    @torch.jit.unused
     def forward_lean(self, z: Tensor) -> Tuple[Tensor, Callable[[], Tensor]]:
         """Training forward from the conv output z (N, R*C, H, W) that saves only z for backward.
 
@@ -306,7 +312,7 @@ class SplitAttention(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting() and self.memory_efficient and trains_lean(self.bn0, self.drop_block):
+        if not torch.jit.is_scripting() and self.uses_lean_step():
             return self.forward_lean(self.conv(x))[0]
         x = F.relu(self.drop_block(self.bn0(self.conv(x))), inplace=True)
         self.check_batch(x.shape[0])

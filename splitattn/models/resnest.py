@@ -5,10 +5,11 @@ Module and parameter names follow the official PyTorch implementation (which tim
 blocks with ``conv1/bn1/conv2/conv3/bn3/downsample``, and the classifier ``fc``. Official
 checkpoints therefore load with ``strict=True`` and no renaming.
 """
-from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Union
 
+# No `from __future__ import annotations` here: TorchScript reads the annotations of the
+# @torch.jit.unused methods and cannot resolve postponed (string) ones.
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -118,8 +119,7 @@ class Bottleneck(nn.Module):
         self.memory_efficient = False  # see ResNeSt.set_memory_efficient
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting() and self.memory_efficient and isinstance(self.conv2, SplitAttention) \
-                and trains_lean(self.bn1, self.drop_block1) and trains_lean(self.conv2.bn0, self.conv2.drop_block):
+        if not torch.jit.is_scripting() and self.uses_lean_step():
             return self.forward_lean(x)
         out = self.bn1(self.conv1(x))
         if self.drop_block1 is not None:
@@ -139,6 +139,12 @@ class Bottleneck(nn.Module):
         if self.drop_block3 is not None:
             out = self.drop_block3(out)
         return self.add_shortcut(out, x)
+
+    @torch.jit.unused
+    def uses_lean_step(self) -> bool:
+        """Whether this training call goes through ``forward_lean`` (opt-in, eager BatchNorm2d only)."""
+        return (self.memory_efficient and isinstance(self.conv2, SplitAttention)
+                and trains_lean(self.bn1, self.drop_block1) and self.conv2.uses_lean_step())
 
     @torch.jit.unused
     def forward_lean(self, x: Tensor) -> Tensor:
