@@ -61,13 +61,18 @@ def time_call(fn: Step, repeats: int, device: torch.device) -> float:
 
 def interleaved(results: Dict[str, Result], fns: Dict[str, Step], rounds: int, repeats: int,
                 warmup: int, device: torch.device) -> None:
-    """Warm every function up, then time them in turn for ``rounds`` rounds, appending to ``results``."""
+    """Warm every function up, then time them in turn for ``rounds`` rounds, appending to ``results``.
+
+    Odd rounds run the functions in reverse order, so whatever running first or last costs
+    (page faults on freshly mapped buffers, cache state) falls on each function equally.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     synchronize(device)
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for round_index in range(rounds):
+        for name, fn in (order if round_index % 2 == 0 else order[::-1]):
             results[name].seconds.append(time_call(fn, repeats, device))
 
 
