@@ -53,7 +53,8 @@ def test_groupnorm_is_left_in_place():
         assert relative_error(folded(x), model(x)) < 1e-4
 
 
-@pytest.mark.parametrize("backend,channels_last", [("torchscript", True), ("eager", False), ("eager", True)])
+@pytest.mark.parametrize("backend,channels_last",
+                         [("compile", True), ("torchscript", True), ("eager", False), ("eager", True)])
 def test_fast_path_fp32_matches_eager_at_other_shapes(backend, channels_last):
     model = random_model("resnest14", {"cardinality": 2, "bottleneck_width": 32})
     fast = optimize_for_inference(model, "fp32", channels_last=channels_last, backend=backend, example_size=64)
@@ -135,8 +136,10 @@ def test_bf16_fast_path_agrees_with_fp32_on_imagenette():
     model.eval()
     with torch.no_grad():
         eager = model(val_x).argmax(1)
-        fast = optimize_for_inference(model, "bf16", example_size=size)(val_x).argmax(1)
+        fast = {backend: optimize_for_inference(model, "bf16", backend=backend, example_size=size)(val_x).argmax(1)
+                for backend in ("compile", "torchscript")}
     accuracy = (eager == val_y).float().mean().item()
     assert accuracy > 0.3, f"the briefly trained model is too close to chance (10%): {accuracy:.1%}"
-    agreement = (fast == eager).float().mean().item()
-    assert agreement >= 0.99, f"bf16 fast path agrees with fp32 eager on only {agreement:.1%} of 500 images"
+    for backend, predicted in fast.items():
+        agreement = (predicted == eager).float().mean().item()
+        assert agreement >= 0.99, f"bf16 {backend} fast path agrees with fp32 eager on only {agreement:.1%} of 500 images"

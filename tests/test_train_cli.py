@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch._functorch import config as functorch_config
 
 from splitattn.cli import build_parser, main
 from splitattn.data import Lighting, build_eval_transform, digits_datasets, load_split, mixup_batch
@@ -151,10 +152,19 @@ def test_bad_images_are_skipped_and_counted_and_odd_modes_converted(tmp_path: Pa
     assert main(["evaluate", "--data", str(data), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt")]) == 0
     out = capsys.readouterr().out
     assert "top-1" in out and "at 32px" in out and "skipped 1 unreadable" in out
+    fast = ["--fast", "--backend", "torchscript"]
+    assert main(["evaluate", "--data", str(data), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt"), *fast]) == 0
+    fast_out = capsys.readouterr().out
+    assert fast_out.split("loss")[0] == out.split("loss")[0]  # same top-1/top-5; the loss may differ in rounding
     image = data / "val" / "b" / "rgba.png"
-    assert main(["predict", str(image), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt"), "--topk", "2"]) == 0
+    predict = ["predict", str(image), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt"), "--topk", "2"]
+    assert main(predict) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(image) and {line.split()[-1] for line in lines[1:]} == {"a", "b"}
+    assert main([*predict, *fast]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
+    assert main([*predict, "--precision", "bf16"]) == 2
+    assert "add --fast" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("layout, message", [
@@ -229,11 +239,13 @@ def test_csv_lists_of_path_and_label(tmp_path: Path) -> None:
 @pytest.mark.parametrize("changes", [
     {"amp": "bf16", "channels_last": True},
     {"grad_checkpointing": True, "ema": True, "drop_block": 0.1, "mixup": 0.2, "label_smoothing": 0.1},
-    {"compile": True},
+    {"compile": True, "memory_budget": 0.6},
     {"model_kwargs": {"bottleneck_width": 16, "stem_width": 16, "memory_efficient": True}},
-], ids=["bf16-channels-last", "checkpointing-ema-dropblock-mixup", "compile", "memory-efficient"])
-def test_training_options_run_end_to_end(tmp_path: Path, changes: dict) -> None:
+], ids=["bf16-channels-last", "checkpointing-ema-dropblock-mixup", "compile-memory-budget", "memory-efficient"])
+def test_training_options_run_end_to_end(tmp_path: Path, changes: dict, monkeypatch) -> None:
     """Each option trains two epochs, logs finite losses and writes loadable checkpoints."""
+    budget = functorch_config.activation_memory_budget  # process-wide: put back after the run
+    monkeypatch.setattr(functorch_config, "activation_memory_budget", budget)
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
     metrics = train(_tiny_options(data, tmp_path / "run", **changes))
     assert metrics["epoch"] == 2 and 0.0 <= metrics["top1"] <= 100.0
@@ -244,3 +256,5 @@ def test_training_options_run_end_to_end(tmp_path: Path, changes: dict) -> None:
                                             if t.is_floating_point())
     if changes.get("ema"):
         assert checkpoint["ema"] is not None
+    if changes.get("compile"):
+        assert functorch_config.activation_memory_budget == changes["memory_budget"]

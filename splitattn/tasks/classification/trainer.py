@@ -29,6 +29,7 @@ from ...data import build_eval_transform, build_train_transform, collate_skip_ba
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
 from ...models.registry import get_model_spec, create_model
 from ...utils.checkpoint import atomic_save, load_checkpoint_file
+from ...utils.compile import compile_for_training
 from ...utils.distributed import DistContext, all_gather_object, all_reduce_sum
 from ...utils.memory import enable_gradient_checkpointing
 from ...utils.rng import capture_rng_state
@@ -174,7 +175,9 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
         restore_run_state(checkpoint, parts, dist_ctx, str(resume_from))
         start_epoch, step, best_top1 = int(checkpoint["epoch"]), int(checkpoint["step"]), float(checkpoint["best_top1"])
 
-    train_model: nn.Module = torch.compile(model) if options["compile"] else model
+    if options["memory_budget"] != 1.0 and not options["compile"]:
+        raise ValueError("--memory-budget applies to compiled training; add --compile (or drop --memory-budget).")
+    train_model = compile_for_training(model, float(options["memory_budget"])) if options["compile"] else model
     eval_model = train_model
     if dist_ctx.distributed:
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
