@@ -1,0 +1,1 @@
+"""Object detection and instance segmentation: Faster/Mask R-CNN on ResNeSt, COCO-style evaluation."""
