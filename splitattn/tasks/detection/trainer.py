@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -219,6 +220,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
                                                                  if any(key in r for r in records for key in k)}, "iter")
                     progress.write(f"iter {iteration}/{max_iter}: " + (f"loss {record['train_loss']:.4f} "
                                    if "train_loss" in record else "") + format_metrics(last_eval if "val_bbox_AP" in record else {}))
+                    sys.stdout.flush()
                 if iteration == max_iter:
                     break
 
