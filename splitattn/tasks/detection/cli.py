@@ -47,6 +47,9 @@ TRAIN_OPTIONS: List[OptionRow] = [
     (("--max-size",), 1333, dict(type=int, help="longest side cap")),
     (("--hflip",), 0.5, dict(type=float, help="horizontal flip probability")),
     (("--detections-per-img",), 100, dict(type=int)),
+    (("--detector-kwargs",), {}, dict(type=str, nargs="*", metavar="KEY=VALUE",
+                                       help="more FasterRCNN/MaskRCNN arguments, e.g. box_batch_size_per_image=128 "
+                                            "rpn_post_nms_top_n_train=500")),
     (("--batch-size",), 2, dict(type=int, help="images per process")),
     (("--lr",), 0.02, dict(type=float)),
     (("--momentum",), 0.9, dict(type=float)),
@@ -116,7 +119,8 @@ def run_train(args: argparse.Namespace) -> int:
     options = resolve_options(args, TRAIN_OPTIONS)
     if not options["data"]:
         raise ValueError("--data is required (on the command line or in the --config file).")
-    options["model_kwargs"] = parse_model_kwargs(options["model_kwargs"])
+    for key in ("model_kwargs", "detector_kwargs"):
+        options[key] = parse_model_kwargs(options[key])
     train(options)
     return 0
 
