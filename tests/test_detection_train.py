@@ -55,8 +55,8 @@ def test_each_detector_learns_a_few_coco_images(arch):
     images, targets = collate_detection([dataset[0], dataset[1]])
     model = create_detection_model(arch, "resnest14", dataset.num_classes, norm="groupnorm", min_size=128,
                                    max_size=160, backbone_kwargs=NARROW, **LIGHT)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupMultiStep([], warmup_iters=2, warmup_factor=0.1))
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.005, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupMultiStep([], warmup_iters=4, warmup_factor=0.2))
     step = TrainStep(optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"))
     losses = [train_step(model, images, targets, step)["loss"] for _ in range(10)]
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3

@@ -31,9 +31,11 @@ def draw_detections(image: Tensor, output: Dict[str, Tensor], classes: Sequence[
     """
     picture = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     labels = output["labels"].tolist()
+    if not labels:
+        return picture
     palette = [tuple(int(c) for c in colour) for colour in color_palette(len(classes))]
     colours = [palette[label] for label in labels]
-    if "masks" in output and len(labels):
+    if "masks" in output:
         masks = output["masks"][:, 0].cpu() > MASK_THRESHOLD
         picture = draw_segmentation_masks(picture, masks, alpha=alpha, colors=colours)
     captions = [f"{classes[label]} {score:.2f}" for label, score in zip(labels, output["scores"].tolist())]
