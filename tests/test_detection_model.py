@@ -13,18 +13,11 @@ from splitattn.tasks.detection.cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS,
 from splitattn.tasks.classification.checkpoint import model_overrides
 from splitattn.utils.checkpoint import atomic_save
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 NARROW = {"bottleneck_width": 16, "stem_width": 16}
 SMALL = dict(min_size=128, max_size=160, backbone_kwargs=NARROW, rpn_pre_nms_top_n_test=100,
              rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
              box_batch_size_per_image=64, box_detections_per_img=20)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _batch():

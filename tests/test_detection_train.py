@@ -13,16 +13,18 @@ from splitattn.data.detection import CocoDetectionDataset, collate_detection
 from splitattn.tasks.detection import ARCHS, create_detection_model
 from splitattn.tasks.detection.checkpoint import model_from_options
 from splitattn.tasks.detection.cli import TRAIN_OPTIONS
-from splitattn.tasks.detection.engine import TrainStep, train_step
+from splitattn.tasks.detection.engine import train_step
 from splitattn.tasks.detection.trainer import WarmupMultiStep
 from splitattn.tasks.classification.cli import parse_model_kwargs
 from splitattn.utils.options import option_defaults
+from splitattn.utils.run import TrainStep
 from splitattn.utils.config import read_config_file
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
 COCO128 = SHARED_DATA / "coco128"
 needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+pytestmark = pytest.mark.usefixtures("one_thread")
 NARROW = {"bottleneck_width": 16, "stem_width": 16}
 # Fewer proposals and RoIs than the defaults: the same code paths at a fraction of the CPU time.
 LIGHT = dict(rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=150,
@@ -31,14 +33,6 @@ TINY_ARGS = ["--backbone", "resnest14", "--model-kwargs", "bottleneck_width=16",
              "--min-size", "128", "--max-size", "160", "--detector-kwargs", "rpn_pre_nms_top_n_train=300",
              "rpn_post_nms_top_n_train=150", "rpn_pre_nms_top_n_test=150", "rpn_post_nms_top_n_test=100",
              "box_batch_size_per_image=64", "--detections-per-img", "10"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _coco128(**kwargs) -> CocoDetectionDataset:

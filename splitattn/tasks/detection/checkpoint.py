@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Tuple, Union
 
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
-from ...utils.checkpoint import load_checkpoint_file
+from ...utils.checkpoint import load_task_checkpoint
 from .model import create_detection_model
 
 
@@ -32,14 +32,7 @@ def model_from_options(options: Dict[str, Any], num_classes: int, pretrained: Un
 def load_detection_model(weights: Union[str, Path]) -> Tuple[GeneralizedRCNN, List[str], Dict[str, Any], Dict[int, int]]:
     """``(model in eval mode, class names, the run's options, contiguous_to_coco)`` from a
     ``splitattn detect train`` checkpoint."""
-    checkpoint = load_checkpoint_file(weights)
-    missing = [key for key in ("model", "classes", "args") if key not in checkpoint]
-    if missing:
-        raise ValueError(f"{str(weights)!r} is not a `splitattn detect train` checkpoint (it lacks "
-                         f"{', '.join(missing)}); pass last.pt of a detection run.")
-    options = dict(checkpoint["args"])
-    if options.get("norm") == "syncbn":  # same parameters; plain BN needs no process group
-        options["norm"] = "batchnorm"
+    checkpoint, options = load_task_checkpoint(weights, "detect train", "last.pt of a detection run")
     classes = list(checkpoint["classes"])
     model = model_from_options(options, len(classes))
     model.load_state_dict(checkpoint["model"])

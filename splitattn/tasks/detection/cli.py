@@ -14,7 +14,7 @@ from ...data.detection import DATASET_KINDS
 from ...layers.norm import NORM_LAYERS
 from ...utils.inputs import image_files, pick_device
 from ...utils.options import OptionRow, add_options, resolve_options
-from ...utils.run import AMP_DTYPES
+from ...utils.run import RUN_OPTIONS
 from ..classification.cli import parse_model_kwargs
 from .model import ARCHS, TRAIN_MIN_SIZES
 
@@ -63,16 +63,8 @@ TRAIN_OPTIONS: List[OptionRow] = [
     (("--eval-every",), 5000, dict(type=int, help="COCO evaluation every N iterations (and after the last)")),
     (("--checkpoint-every",), 1000, dict(type=int, help="write last.pt every N iterations (and after the last)")),
     (("--output",), None, dict(metavar="DIR", help="run folder (default runs/detect-<arch>-<backbone>)")),
-    (("--resume",), None, dict(metavar="PATH|auto", help="continue from a checkpoint; auto: OUTPUT/last.pt if any")),
-    (("--device",), None, dict(choices=("cpu", "cuda"), help="default: cuda when available")),
-    (("--amp",), "none", dict(choices=tuple(AMP_DTYPES), help="mixed precision")),
-    (("--workers",), 2, dict(type=int, help="data-loading processes per training process")),
-    (("--threads",), None, dict(type=int, help="torch CPU threads (default: cores / processes)")),
-    (("--seed",), 0, dict(type=int)),
-    (("--deterministic",), False, dict(action=_BOOL)),
-    (("--progress",), True, dict(action=_BOOL, help="progress bar")),
-    (("--tensorboard",), True, dict(action=_BOOL, help="TensorBoard event files")),
 ]
+TRAIN_OPTIONS += RUN_OPTIONS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,6 @@ COCOeval scores them, so every rank reports the numbers of the whole set.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
 import torch
@@ -14,20 +13,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ...data.detection import Target
-from ...utils.run import autocast
+from ...utils.run import TrainStep, autocast
 from ..classification.engine import NonFiniteLossError
 from .evaluation import CocoEvaluator
-
-
-@dataclass
-class TrainStep:
-    """What a training iteration needs besides the model and the batch."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    device: torch.device
-    amp: str = "none"
 
 
 def to_device(images: List[Tensor], targets: List[Target], device: torch.device) -> tuple:
@@ -48,11 +36,7 @@ def train_step(model: nn.Module, images: List[Tensor], targets: List[Target], st
         raise NonFiniteLossError(
             f"the training loss became {loss.item()} ({ {k: round(v.item(), 4) for k, v in losses.items()} }) at lr "
             f"{step.optimizer.param_groups[0]['lr']:.3g}; lower --lr, lengthen --warmup-iters, or use --amp bf16/none.")
-    step.optimizer.zero_grad(set_to_none=True)
-    step.scaler.scale(loss).backward()
-    step.scaler.step(step.optimizer)
-    step.scaler.update()
-    step.scheduler.step()
+    step.apply(loss)
     return dict({k: v.item() for k, v in losses.items()}, loss=loss.item())
 
 

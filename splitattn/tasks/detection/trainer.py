@@ -28,12 +28,12 @@ from ...data.detection_transforms import build_detection_train_transform
 from ...utils.checkpoint import atomic_save, load_checkpoint_file
 from ...utils.distributed import DistContext, all_gather_object, all_reduce_sum
 from ...utils.rng import capture_rng_state
-from ...utils.run import configure_runtime, restore_run_state, resume_path, run_in_process_group
+from ...utils.run import TrainStep, configure_runtime, restore_run_state, resume_path, run_in_process_group
 from ...utils.run_log import RunLogger, plot_curves
 from ..classification.engine import ShardSampler
 from ..classification.trainer import parameter_groups
 from .checkpoint import model_from_options
-from .engine import TrainStep, evaluate, format_metrics, iou_types, train_step
+from .engine import evaluate, format_metrics, iou_types, train_step
 from .evaluation import CocoEvaluator
 
 CURVES = {"loss": ("train_loss",), "box AP (%)": ("val_bbox_AP", "val_bbox_AP50"), "mask AP (%)": ("val_segm_AP",)}

@@ -16,7 +16,7 @@ from ...data.segmentation import DATASET_KINDS
 from ...layers.norm import NORM_LAYERS
 from ...utils.inputs import color_palette, image_files, pick_device
 from ...utils.options import OptionRow, add_options, resolve_options
-from ...utils.run import AMP_DTYPES
+from ...utils.run import RUN_OPTIONS
 from .inference import MULTI_SCALES
 from .model import AUX_WEIGHT, HEADS
 
@@ -57,16 +57,8 @@ TRAIN_OPTIONS: List[OptionRow] = [
     (("--eval-every",), 1, dict(type=int, help="validate every N epochs (and after the last)")),
     (("--eval-crop-size",), None, dict(type=int, help="validate in sliding windows of this size (default: whole image)")),
     (("--output",), None, dict(metavar="DIR", help="run folder (default runs/segment-<backbone>)")),
-    (("--resume",), None, dict(metavar="PATH|auto", help="continue from a checkpoint; auto: OUTPUT/last.pt if any")),
-    (("--device",), None, dict(choices=("cpu", "cuda"), help="default: cuda when available")),
-    (("--amp",), "none", dict(choices=tuple(AMP_DTYPES), help="mixed precision")),
-    (("--workers",), 2, dict(type=int, help="data-loading processes per training process")),
-    (("--threads",), None, dict(type=int, help="torch CPU threads (default: cores / processes)")),
-    (("--seed",), 0, dict(type=int)),
-    (("--deterministic",), False, dict(action=_BOOL)),
-    (("--progress",), True, dict(action=_BOOL, help="progress bar")),
-    (("--tensorboard",), True, dict(action=_BOOL, help="TensorBoard event files")),
 ]
+TRAIN_OPTIONS += RUN_OPTIONS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
