@@ -250,6 +250,10 @@ def test_unreadable_or_resized_image_is_skipped_at_load_time_or_named(tmp_path):
 def test_build_detection_dataset_finds_files_or_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"instances_val2017.json.*--annotations"):
         build_detection_dataset("coco", tmp_path, "val", train=False)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "broken.json").write_text("[1, 2")
+    with pytest.raises(DetectionDataError, match=r"broken.json is not a COCO instances json .*--annotations"):
+        CocoDetectionDataset(tmp_path / "images", tmp_path / "broken.json")
     (tmp_path / "annotations").mkdir()
     _bad_coco(tmp_path).rename(tmp_path / "annotations" / "instances_val2017.json")
     dataset = build_detection_dataset("coco", tmp_path, "val", train=False)  # falls back to images/
