@@ -313,8 +313,12 @@ class CocoDetectionDataset(DetectionDataset):
         if not root_images.is_dir():
             raise FileNotFoundError(f"image folder {root_images} does not exist; pass the folder holding the json's "
                                     "file_name entries (--images).")
-        with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints its progress
-            coco = COCO(str(annotation_file))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints its progress
+                coco = COCO(str(annotation_file))
+        except (ValueError, AssertionError) as error:  # not json, or not a json object
+            raise DetectionDataError(f"{annotation_file} is not a COCO instances json ({error or 'not an object'}); "
+                                     "pass the instances_*.json file (--annotations).") from error
         category_ids = sorted(coco.cats)
         contiguous_to_coco = {label: coco_id for label, coco_id in enumerate(category_ids, start=1)}
         coco_to_contiguous = {coco_id: label for label, coco_id in contiguous_to_coco.items()}
@@ -344,7 +348,8 @@ class CocoDetectionDataset(DetectionDataset):
                 stats["crowd_regions"] += crowd
                 segmentation = _usable_segmentation(ann.get("segmentation"), height, width)
                 stats["masks_from_box"] += segmentation is None
-                area = float(ann.get("area", (box[2] - box[0]) * (box[3] - box[1])))
+                area = _floats([ann.get("area")], 1)[0]
+                area = area if math.isfinite(area) else (box[2] - box[0]) * (box[3] - box[1])
                 objects.append((box, coco_to_contiguous[ann["category_id"]], crowd, area, segmentation))
             records.append(_record(info["id"], root_images / info["file_name"], height, width, objects, True))
         classes = [coco.cats[coco_id]["name"] for coco_id in category_ids]

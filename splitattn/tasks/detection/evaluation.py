@@ -39,15 +39,12 @@ class CocoEvaluator:
     ground truth's category ids (the data set's ``contiguous_to_coco``).
     """
 
-    def __init__(self, coco_gt: COCO, iou_types: Sequence[str] = ("bbox",),
-                 contiguous_to_coco: Mapping[int, int] = None) -> None:
+    def __init__(self, coco_gt: COCO, iou_types: Sequence[str], contiguous_to_coco: Mapping[int, int]) -> None:
         unknown = [t for t in iou_types if t not in IOU_TYPES]
         if unknown or not iou_types:
             raise ValueError(f"iou_types must be a non-empty selection of {IOU_TYPES}, got {tuple(iou_types)}.")
         if "segm" in iou_types and not any("segmentation" in ann for ann in coco_gt.anns.values()):
             raise ValueError("the ground truth has no segmentations (e.g. VOC boxes); evaluate with iou_types=('bbox',).")
-        if contiguous_to_coco is None:
-            raise ValueError("contiguous_to_coco is required: pass the data set's contiguous_to_coco mapping.")
         self.coco_gt = coco_gt
         self.iou_types = tuple(iou_types)
         self.contiguous_to_coco = dict(contiguous_to_coco)
@@ -128,8 +125,10 @@ class CocoEvaluator:
     def summarize(self) -> Dict[str, Dict[str, float]]:
         """``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, over the images passed to
         ``update``. COCOeval's printed table is kept in ``reports[iou_type]``. Without any detection the
-        scores are 0 and ``notes`` says why (COCOeval cannot load an empty result list)."""
+        scores are 0 and ``notes`` says why (COCOeval cannot load an empty result list). Call it after
+        ``gather`` (on the main process, when distributed)."""
         results = self.results
+        self.notes, self.reports = [], {}
         if not results:
             self.notes.append(f"no detections on the {len(self.predictions)} evaluated images: every score is 0.")
             return {iou_type: {name: 0.0 for name in STAT_NAMES} for iou_type in self.iou_types}
