@@ -121,8 +121,8 @@ class CascadeRoIHeads(nn.Module):
                                                    labels, regression_targets)
                 losses[f"loss_classifier_{k}"] = weight * loss_cls
                 losses[f"loss_box_reg_{k}"] = weight * loss_box
-            stage_probs.append(F.softmax(class_logits, -1))
-            refined = stage.box_coder.decode(deltas.detach(), boxes).reshape(-1, 4)
+            stage_probs.append(F.softmax(class_logits.float(), -1))
+            refined = stage.box_coder.decode(deltas.detach().float(), boxes).reshape(-1, 4)  # float boxes under autocast
             boxes = [box_ops.clip_boxes_to_image(b, shape)
                      for b, shape in zip(refined.split([len(b) for b in boxes]), image_shapes)]
             if self.training:  # degenerate boxes cannot be matched: drop them before the next stage
