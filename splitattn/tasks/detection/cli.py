@@ -140,7 +140,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                          "evaluate on the data set it was trained for.")
     subset = limit(dataset, args.max_images if args.max_images is not None else options.get("max_images"))
     print(dataset.summary(), flush=True)
-    evaluator = CocoEvaluator(dataset.coco, iou_types(model), dataset.contiguous_to_coco)
+    evaluator = CocoEvaluator(dataset.coco, iou_types(model, dataset.coco), dataset.contiguous_to_coco)
     loader = make_loader(subset, 1, ShardSampler(len(subset)), args.workers, device)
     scores = evaluate(model.to(device), loader, evaluator, device, progress=True)
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"

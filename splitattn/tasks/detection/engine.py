@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Sequence
 
 import torch
+from pycocotools.coco import COCO
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -60,9 +61,11 @@ def evaluate(model: nn.Module, loader: DataLoader, evaluator: CocoEvaluator, dev
     return evaluator.summarize()
 
 
-def iou_types(model: nn.Module) -> Sequence[str]:
-    """``("bbox", "segm")`` for mask models, ``("bbox",)`` otherwise."""
-    return ("bbox", "segm") if getattr(model.roi_heads, "mask_predictor", None) is not None else ("bbox",)
+def iou_types(model: nn.Module, coco_gt: COCO) -> Sequence[str]:
+    """``("bbox", "segm")`` for mask models on ground truth with segmentations (COCO), else ``("bbox",)``
+    (box-only models, and VOC's boxes)."""
+    masks = getattr(model.roi_heads, "mask_predictor", None) is not None
+    return ("bbox", "segm") if masks and any("segmentation" in a for a in coco_gt.anns.values()) else ("bbox",)
 
 
 def format_metrics(metrics: Dict[str, Dict[str, Any]]) -> str:

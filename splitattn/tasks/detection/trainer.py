@@ -109,9 +109,10 @@ def train(options: Dict[str, Any]) -> Dict[str, Any]:
     return run_in_process_group(_train, options)
 
 
-def make_loader(dataset: Dataset, batch: int, sampler: Sampler, workers: int, device: torch.device) -> DataLoader:
+def make_loader(dataset: Dataset, batch: int, sampler: Sampler, workers: int, device: torch.device,
+                drop_last: bool = False) -> DataLoader:
     """Batches of ``collate_detection`` (lists of images and targets) drawn by ``sampler``."""
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=batch > 1 and isinstance(sampler, ResumableSampler),
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=drop_last,
                       num_workers=workers, collate_fn=collate_detection, pin_memory=device.type == "cuda",
                       generator=torch.Generator())
 
@@ -131,7 +132,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
                          "lower --batch-size or add data.")
     sampler = ResumableSampler(DistributedSampler(train_set, dist_ctx.world_size, dist_ctx.rank, shuffle=True,
                                                   seed=seed, drop_last=True), batch)
-    train_loader = make_loader(train_set, batch, sampler, workers, device)
+    train_loader = make_loader(train_set, batch, sampler, workers, device, drop_last=True)
     val_loader = make_loader(val_set, 1, ShardSampler(len(val_set), dist_ctx.rank, dist_ctx.world_size), workers, device)
     iters_per_epoch = len(sampler.sampler) // batch
     max_iter = int(options["max_iter"])
@@ -158,7 +159,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=True)
     step = TrainStep(optimizer, scheduler, scaler, device, options["amp"])
-    kinds = iou_types(model)
+    kinds = iou_types(model, full_val.coco)
 
     logger: Optional[RunLogger] = None
     if main:
