@@ -16,6 +16,7 @@ SUBCOMMANDS = [
     "splitattn.weights.cli",
     "splitattn.tasks.classification.cli",
     "splitattn.tasks.segmentation.cli",
+    "splitattn.tasks.detection.cli",
     "splitattn.deploy.cli",
 ]
 

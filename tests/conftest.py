@@ -51,3 +51,12 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread (detection steps on a shared 2-core machine are much faster so)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

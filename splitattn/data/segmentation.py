@@ -20,9 +20,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..utils.inputs import IMAGE_SUFFIXES
+
 IGNORE_INDEX = 255
 INVALID = -1  # lookup-table entry of a stored value that no class or ignore value accounts for
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PathLike = Union[str, Path]
 Pair = Tuple[Path, Path]
 JointTransform = Callable[[Image.Image, np.ndarray], Tuple[Tensor, Tensor]]

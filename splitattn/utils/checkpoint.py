@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Tuple, Union
 
 import torch
 
@@ -49,3 +49,19 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise RuntimeError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, expected a dict.")
     return checkpoint
+
+
+def load_task_checkpoint(path: PathLike, command: str, files: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(checkpoint, the run's options)`` of a ``splitattn <command>`` run, which must hold ``model``,
+    ``classes`` and ``args``; the options ask for plain BatchNorm where the run used SyncBatchNorm (the
+    same parameters, and no process group is needed to evaluate). ``files`` names the run's checkpoint
+    files in the error message."""
+    checkpoint = load_checkpoint_file(path)
+    missing = [key for key in ("model", "classes", "args") if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a `splitattn {command}` checkpoint (it lacks "
+                         f"{', '.join(missing)}); pass {files}.")
+    options = dict(checkpoint["args"])
+    if options.get("norm") == "syncbn":
+        options["norm"] = "batchnorm"
+    return checkpoint, options

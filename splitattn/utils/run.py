@@ -7,19 +7,54 @@ job in torchrun's process group; ``restore_run_state`` loads a resumed run's sta
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, Optional, TypeVar
+from typing import Any, Callable, ContextManager, Dict, List, Optional, TypeVar
 
 import torch
+from torch import Tensor
 
 from .distributed import DistContext, cleanup_distributed, init_distributed
+from .options import OptionRow
 from .rng import restore_rng_state, seed_everything
 
 T = TypeVar("T")
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The run options of the segment and detect training commands (rows of a ``utils.options`` table).
+RUN_OPTIONS: List[OptionRow] = [
+    (("--resume",), None, dict(metavar="PATH|auto", help="continue from a checkpoint; auto: OUTPUT/last.pt if any")),
+    (("--device",), None, dict(choices=("cpu", "cuda"), help="default: cuda when available")),
+    (("--amp",), "none", dict(choices=tuple(AMP_DTYPES), help="mixed precision")),
+    (("--workers",), 2, dict(type=int, help="data-loading processes per training process")),
+    (("--threads",), None, dict(type=int, help="torch CPU threads (default: cores / processes)")),
+    (("--seed",), 0, dict(type=int)),
+    (("--deterministic",), False, dict(action=argparse.BooleanOptionalAction)),
+    (("--progress",), True, dict(action=argparse.BooleanOptionalAction, help="progress bar")),
+    (("--tensorboard",), True, dict(action=argparse.BooleanOptionalAction, help="TensorBoard event files")),
+]
+
+
+@dataclass
+class TrainStep:
+    """What an optimizer step needs besides the model and the batch."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: str = "none"
+
+    def apply(self, loss: Tensor) -> None:
+        """Backward of ``loss`` (scaled for fp16), one optimizer step and one scheduler step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
 
 
 def resume_path(resume: Optional[str], output: Path, name: str = "last.pt") -> Optional[Path]:

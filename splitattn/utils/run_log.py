@@ -40,9 +40,10 @@ class RunLogger:
         with open(self.path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop records of epochs after ``epoch`` (written by a run that died before its checkpoint)."""
-        kept = [r for r in self.records() if r.get("epoch", -1) <= epoch]
+    def truncate_after(self, epoch: int, key: str = "epoch") -> None:
+        """Drop records whose ``key`` (the epoch, or the iteration of iteration-based runs) is past
+        ``epoch`` (written by a run that died before its checkpoint)."""
+        kept = [r for r in self.records() if r.get(key, -1) <= epoch]
         with open(self.path, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
 
@@ -51,8 +52,9 @@ class RunLogger:
             self.writer.close()
 
 
-def plot_curves(records: Sequence[Dict[str, Any]], path: Path, groups: Optional[Dict[str, Sequence[str]]] = None) -> None:
-    """Save a PNG with one panel per group of keys (default: loss and accuracy) against the epoch."""
+def plot_curves(records: Sequence[Dict[str, Any]], path: Path, groups: Optional[Dict[str, Sequence[str]]] = None,
+                x_key: str = "epoch") -> None:
+    """Save a PNG with one panel per group of keys (default: loss and accuracy) against ``x_key``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,11 +64,11 @@ def plot_curves(records: Sequence[Dict[str, Any]], path: Path, groups: Optional[
     figure, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6))
     for axis, (title, keys) in zip(list(axes) if len(groups) > 1 else [axes], groups.items()):
         for key in keys:
-            points = [(r["epoch"], r[key]) for r in records if key in r]
+            points = [(r[x_key], r[key]) for r in records if key in r]
             if points:
                 epochs, values = zip(*points)
                 axis.plot(epochs, values, marker="o", label=key)
-        axis.set_xlabel("epoch")
+        axis.set_xlabel(x_key)
         axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
-from ...utils.checkpoint import load_checkpoint_file
+from ...utils.checkpoint import load_task_checkpoint
 from .model import SegmentationModel, create_segmentation_model
 
 
@@ -29,14 +29,7 @@ def model_from_options(options: Dict[str, Any], num_classes: int, pretrained: Un
 
 def load_segmentation_model(weights: Union[str, Path]) -> Tuple[SegmentationModel, List[str], Dict[str, Any]]:
     """``(model in eval mode, class names, the run's options)`` from a ``splitattn segment train`` checkpoint."""
-    checkpoint = load_checkpoint_file(weights)
-    missing = [key for key in ("model", "classes", "args") if key not in checkpoint]
-    if missing:
-        raise ValueError(f"{str(weights)!r} is not a `splitattn segment train` checkpoint (it lacks "
-                         f"{', '.join(missing)}); pass last.pt or best.pt of a segmentation run.")
-    options = dict(checkpoint["args"])
-    if options.get("norm") == "syncbn":  # same parameters; plain BN needs no process group
-        options["norm"] = "batchnorm"
+    checkpoint, options = load_task_checkpoint(weights, "segment train", "last.pt or best.pt of a segmentation run")
     classes = list(checkpoint["classes"])
     model = model_from_options(options, len(classes))
     model.load_state_dict(checkpoint["model"])

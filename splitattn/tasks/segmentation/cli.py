@@ -8,15 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
-import torch
 
 from ...data.segmentation import DATASET_KINDS
 from ...layers.norm import NORM_LAYERS
+from ...utils.inputs import color_palette, image_files, pick_device
 from ...utils.options import OptionRow, add_options, resolve_options
-from ...utils.run import AMP_DTYPES
+from ...utils.run import RUN_OPTIONS
 from .inference import MULTI_SCALES
 from .model import AUX_WEIGHT, HEADS
 
@@ -57,16 +57,8 @@ TRAIN_OPTIONS: List[OptionRow] = [
     (("--eval-every",), 1, dict(type=int, help="validate every N epochs (and after the last)")),
     (("--eval-crop-size",), None, dict(type=int, help="validate in sliding windows of this size (default: whole image)")),
     (("--output",), None, dict(metavar="DIR", help="run folder (default runs/segment-<backbone>)")),
-    (("--resume",), None, dict(metavar="PATH|auto", help="continue from a checkpoint; auto: OUTPUT/last.pt if any")),
-    (("--device",), None, dict(choices=("cpu", "cuda"), help="default: cuda when available")),
-    (("--amp",), "none", dict(choices=tuple(AMP_DTYPES), help="mixed precision")),
-    (("--workers",), 2, dict(type=int, help="data-loading processes per training process")),
-    (("--threads",), None, dict(type=int, help="torch CPU threads (default: cores / processes)")),
-    (("--seed",), 0, dict(type=int)),
-    (("--deterministic",), False, dict(action=_BOOL)),
-    (("--progress",), True, dict(action=_BOOL, help="progress bar")),
-    (("--tensorboard",), True, dict(action=_BOOL, help="TensorBoard event files")),
 ]
+TRAIN_OPTIONS += RUN_OPTIONS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -131,12 +123,6 @@ def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[s
                 crop_size=args.crop_size or options.get("eval_crop_size"))
 
 
-def _device(name: Optional[str]) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no GPU is visible; use --device cpu.")
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
@@ -148,7 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .trainer import describe_dataset
 
     model, classes, options = load_segmentation_model(args.weights)
-    device = _device(args.device)
+    device = pick_device(args.device)
     split = args.split or options.get("val_split", "val")
     kind = args.dataset or options.get("dataset", "folder")
     data = args.data or options.get("data")
@@ -177,36 +163,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def color_palette(num_classes: int) -> np.ndarray:
-    """(num_classes, 3) uint8 colours, Pascal VOC's bit-interleaved colour map (class 0 black)."""
-    palette = np.zeros((num_classes, 3), dtype=np.uint8)
-    for index in range(num_classes):
-        value, shift = index, 7
-        while value:
-            for channel in range(3):
-                palette[index, channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-            shift -= 1
-    return palette
-
-
-def _image_files(inputs: Sequence[str]) -> List[Path]:
-    from ...data.segmentation import IMAGE_SUFFIXES
-
-    files: List[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{item} is neither an image file nor a folder.")
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(inputs)}.")
-    return files
-
-
 def run_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -215,13 +171,13 @@ def run_predict(args: argparse.Namespace) -> int:
     from .inference import predict_probs
 
     model, classes, options = load_segmentation_model(args.weights)
-    device = _device(args.device)
+    device = pick_device(args.device)
     model.to(device)
     plan = _inference_plan(args, options)
     palette = color_palette(len(classes))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    for path in _image_files(args.images):
+    for path in image_files(args.images):
         try:
             with Image.open(path) as opened:
                 image = opened.convert("RGB")

@@ -18,25 +18,20 @@ from tqdm import tqdm
 from ...data.segmentation import IGNORE_INDEX
 from ...utils.distributed import all_reduce_sum
 from ..classification.engine import NonFiniteLossError
-from ...utils.run import autocast
+from ...utils.run import TrainStep, autocast
 from .inference import predict_probs
 from .metrics import ConfusionMatrix
 from .model import segmentation_loss
 
 
 @dataclass
-class TrainStep:
-    """What a training epoch needs besides the model and the data."""
+class SegmentationStep(TrainStep):
+    """``TrainStep`` plus the auxiliary head's loss weight."""
 
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    device: torch.device
-    amp: str = "none"
     aux_weight: float = 0.2
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, step: TrainStep, progress: Optional[tqdm] = None) -> Dict[str, float]:
+def train_one_epoch(model: nn.Module, loader: DataLoader, step: SegmentationStep, progress: Optional[tqdm] = None) -> Dict[str, float]:
     """Train over ``loader`` once, one optimizer and poly-LR step per batch; returns the mean loss
     (over all ranks) and the images per second of this process."""
     model.train()
@@ -51,11 +46,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, step: TrainStep, progr
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at lr {step.optimizer.param_groups[0]['lr']:.3g}; "
                 "lower --lr, or use --amp bf16/none instead of fp16.")
-        step.optimizer.zero_grad(set_to_none=True)
-        step.scaler.scale(loss).backward()
-        step.scaler.step(step.optimizer)
-        step.scaler.update()
-        step.scheduler.step()
+        step.apply(loss)
         loss_sum += loss.item()
         batches += 1
         images += inputs.shape[0]

@@ -29,7 +29,7 @@ from ...utils.run import configure_runtime, restore_run_state, resume_path, run_
 from ...utils.run_log import RunLogger, plot_curves
 from ..classification.engine import ShardSampler
 from .checkpoint import model_from_options
-from .engine import TrainStep, evaluate, train_one_epoch
+from .engine import SegmentationStep, evaluate, train_one_epoch
 from .metrics import format_iou_table
 
 CURVES = {"loss": ("train_loss",), "validation (%)": ("val_miou", "val_pixel_acc")}
@@ -138,7 +138,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
     train_model: nn.Module = model
     if dist_ctx.distributed:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_step = TrainStep(optimizer, scheduler, scaler, device, options["amp"], float(options["aux_weight"]))
+    train_step = SegmentationStep(optimizer, scheduler, scaler, device, options["amp"], float(options["aux_weight"]))
     eval_args = dict(num_classes=len(classes), device=device, class_names=classes, base_size=options["base_size"],
                      crop_size=options.get("eval_crop_size"), amp=options["amp"])
 

@@ -1,0 +1,166 @@
+"""Cascade R-CNN box heads (Cai and Vasconcelos, 2018) assembled from torchvision's RoI pieces.
+
+Three stages, each a torchvision ``RoIHeads`` used for its sampling (``select_training_samples``:
+ground truth appended to the proposals, ``Matcher`` at the stage's IoU, 512 RoIs per image with 25%
+positives) and its ``BoxCoder`` (the stage's regression weights), with its own ``TwoMLPHead`` and a
+class-agnostic ``AgnosticBoxPredictor``:
+
+- stage k trains on the detached, clipped boxes refined by stage k-1 (stage 0 on the RPN proposals),
+  matched at IoU 0.5 / 0.6 / 0.7 with weights (10, 10, 5, 5) / (20, 20, 10, 10) / (30, 30, 15, 15);
+- each stage's losses are torchvision's Fast R-CNN losses (cross-entropy, smooth L1 with beta 1/9 over
+  the sampled RoIs) scaled by ``stage_loss_weights``, 1 each as in the paper and detectron2 (mmdetection
+  uses 1, 0.5, 0.25); detectron2's extra 1/3 gradient scaling inside the heads is not applied;
+- inference runs the three stages in turn on the refined boxes, averages their softmax class
+  probabilities (``cascade_scores``) and keeps the last stage's boxes, then applies the score
+  threshold, per-class NMS and the per-image cap as torchvision's ``RoIHeads.postprocess_detections``;
+- the optional mask head trains on stage 0's positive RoIs (as detectron2) and predicts on the final boxes.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, maskrcnn_inference, maskrcnn_loss
+from torchvision.ops import boxes as box_ops
+
+CASCADE_IOUS = (0.5, 0.6, 0.7)
+CASCADE_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))
+
+
+class AgnosticBoxPredictor(nn.Module):
+    """Shape: (N, C) RoI features -> class logits (N, K) and one class-agnostic box delta (N, 4)."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes)
+        self.bbox_pred = nn.Linear(in_channels, 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        x = x.flatten(1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+def cascade_scores(stage_probs: Sequence[Tensor]) -> Tensor:
+    """The cascade's class probabilities: the mean of the stages' (N, K) softmax outputs."""
+    return torch.stack(list(stage_probs)).mean(0)
+
+
+class CascadeRoIHeads(nn.Module):
+    """Drop-in ``roi_heads`` of a torchvision ``GeneralizedRCNN`` (see the module docstring).
+
+    ``forward(features, proposals, image_shapes, targets)`` -> (detections, losses) like
+    ``RoIHeads``: detections are dicts of ``boxes`` (n, 4), ``labels`` (n,), ``scores`` (n,)
+    [+ ``masks`` (n, 1, 28, 28) probabilities] in the resized image's pixels; losses are
+    ``loss_classifier_{k}``, ``loss_box_reg_{k}`` per stage k [+ ``loss_mask``].
+    """
+
+    def __init__(
+        self,
+        box_roi_pool: nn.Module,
+        in_features: int,
+        num_classes: int,
+        ious: Sequence[float] = CASCADE_IOUS,
+        reg_weights: Sequence[Sequence[float]] = CASCADE_REG_WEIGHTS,
+        representation_size: int = 1024,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        stage_loss_weights: Sequence[float] = (1.0, 1.0, 1.0),
+        mask_roi_pool: Optional[nn.Module] = None,
+        mask_head: Optional[nn.Module] = None,
+        mask_predictor: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__()
+        if not len(ious) == len(reg_weights) == len(stage_loss_weights):
+            raise ValueError(f"one IoU, regression weights and loss weight per stage: got {len(ious)} IoUs, "
+                             f"{len(reg_weights)} weights and {len(stage_loss_weights)} loss weights.")
+        self.stages = nn.ModuleList(
+            RoIHeads(box_roi_pool, TwoMLPHead(in_features, representation_size),
+                     AgnosticBoxPredictor(representation_size, num_classes), iou, iou, batch_size_per_image,
+                     positive_fraction, tuple(weights), score_thresh, nms_thresh, detections_per_img)
+            for iou, weights in zip(ious, reg_weights))
+        self.stage_loss_weights = tuple(float(w) for w in stage_loss_weights)
+        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+        self.mask_roi_pool, self.mask_head, self.mask_predictor = mask_roi_pool, mask_head, mask_predictor
+
+    def has_mask(self) -> bool:
+        return self.mask_predictor is not None
+
+    def forward(
+        self,
+        features: Dict[str, Tensor],
+        proposals: List[Tensor],
+        image_shapes: List[Tuple[int, int]],
+        targets: Optional[List[Dict[str, Tensor]]] = None,
+    ) -> Tuple[List[Dict[str, Tensor]], Dict[str, Tensor]]:
+        if self.training:
+            needed = ("boxes", "labels", "masks") if self.has_mask() else ("boxes", "labels")
+            if targets is None or any(key not in t for t in targets for key in needed):
+                raise ValueError(f"training needs targets with {', '.join(needed)} for every image.")
+        losses: Dict[str, Tensor] = {}
+        stage_probs: List[Tensor] = []
+        boxes = proposals
+        for k, (stage, weight) in enumerate(zip(self.stages, self.stage_loss_weights)):
+            if self.training:
+                boxes, matched_idxs, labels, regression_targets = stage.select_training_samples(boxes, targets)
+                if k == 0:
+                    mask_samples = (boxes, matched_idxs, labels)
+            class_logits, deltas = stage.box_predictor(stage.box_head(stage.box_roi_pool(features, boxes, image_shapes)))
+            if self.training:
+                # fastrcnn_loss picks each RoI's deltas at its class: give every class the agnostic ones
+                loss_cls, loss_box = fastrcnn_loss(class_logits, deltas.repeat(1, class_logits.shape[1]),
+                                                   labels, regression_targets)
+                losses[f"loss_classifier_{k}"] = weight * loss_cls
+                losses[f"loss_box_reg_{k}"] = weight * loss_box
+            stage_probs.append(F.softmax(class_logits.float(), -1))
+            refined = stage.box_coder.decode(deltas.detach().float(), boxes).reshape(-1, 4)  # float boxes under autocast
+            boxes = [box_ops.clip_boxes_to_image(b, shape)
+                     for b, shape in zip(refined.split([len(b) for b in boxes]), image_shapes)]
+            if self.training:  # degenerate boxes cannot be matched: drop them before the next stage
+                boxes = [b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])] for b in boxes]
+
+        result: List[Dict[str, Tensor]] = []
+        if not self.training:
+            scores = cascade_scores(stage_probs).split([len(b) for b in boxes])
+            result = self.postprocess_detections(list(scores), boxes)
+        if self.has_mask():
+            if self.training:
+                sampled, matched_idxs, labels = mask_samples
+                positive = [torch.where(label > 0)[0] for label in labels]
+                mask_boxes = [b[i] for b, i in zip(sampled, positive)]
+            else:
+                mask_boxes = [r["boxes"] for r in result]
+            mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_boxes, image_shapes)))
+            if self.training:
+                losses["loss_mask"] = maskrcnn_loss(
+                    mask_logits, mask_boxes, [t["masks"] for t in targets], [t["labels"] for t in targets],
+                    [m[i] for m, i in zip(matched_idxs, positive)])
+            else:
+                for probs, r in zip(maskrcnn_inference(mask_logits, [r["labels"] for r in result]), result):
+                    r["masks"] = probs
+        return result, losses
+
+    def postprocess_detections(self, scores: List[Tensor], boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
+        """Per image, (n, K) class probabilities and (n, 4) boxes -> detections: every (box, foreground
+        class) pair above ``score_thresh``, non-empty, after per-class NMS, the best ``detections_per_img``."""
+        result = []
+        for probs, image_boxes in zip(scores, boxes):
+            count, num_classes = probs.shape
+            labels = torch.arange(1, num_classes, device=probs.device).expand(count, num_classes - 1).reshape(-1)
+            flat_boxes = image_boxes[:, None].expand(count, num_classes - 1, 4).reshape(-1, 4)
+            flat_scores = probs[:, 1:].reshape(-1)
+            keep = torch.where(flat_scores > self.score_thresh)[0]
+            keep = keep[box_ops.remove_small_boxes(flat_boxes[keep], min_size=1e-2)]
+            keep = keep[box_ops.batched_nms(flat_boxes[keep], flat_scores[keep], labels[keep], self.nms_thresh)]
+            keep = keep[: self.detections_per_img]
+            result.append({"boxes": flat_boxes[keep], "labels": labels[keep], "scores": flat_scores[keep]})
+        return result

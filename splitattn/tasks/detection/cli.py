@@ -1,0 +1,187 @@
+"""``splitattn detect train|evaluate|predict``.
+
+``train`` options come from the defaults below, a ``--config`` file (YAML/JSON, keys are the long
+option names; see ``configs/detection/``) and the command line, later ones winning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import List
+
+from ...data.detection import DATASET_KINDS
+from ...layers.norm import NORM_LAYERS
+from ...utils.inputs import image_files, pick_device
+from ...utils.options import OptionRow, add_options, resolve_options
+from ...utils.run import RUN_OPTIONS
+from ..classification.cli import parse_model_kwargs
+from .model import ARCHS, TRAIN_MIN_SIZES
+
+_BOOL = argparse.BooleanOptionalAction
+TRAIN_OPTIONS: List[OptionRow] = [
+    (("--config",), None, dict(metavar="FILE", help="YAML or JSON file of options; flags override it")),
+    (("--dataset",), "coco", dict(choices=DATASET_KINDS, help="layout of --data")),
+    (("--data",), None, dict(metavar="DIR", help="data root: COCO (annotations/instances_<split>[2017].json and "
+                                                 "<split>[2017]/ or images/) or VOC (VOCdevkit or VOC2007/VOC2012)")),
+    (("--annotations",), None, dict(metavar="JSON", help="COCO: the instances json (default: found under --data)")),
+    (("--images",), None, dict(metavar="DIR", help="COCO: the image folder (default: found under --data)")),
+    (("--classes",), None, dict(nargs="+", help="VOC: class names (default: the 20 VOC classes)")),
+    (("--train-split",), "train", dict()),
+    (("--val-split",), "val", dict()),
+    (("--max-images",), None, dict(type=int, help="use only the first N images of each split (quick runs, overfitting)")),
+    (("--skip-bad",), True, dict(action=_BOOL, help="skip (and count) missing or unreadable images instead of stopping")),
+    (("--arch",), "faster_rcnn", dict(choices=ARCHS)),
+    (("--backbone",), "resnest50", dict(help="registered model name (`splitattn models`)")),
+    (("--model-kwargs",), {}, dict(type=str, nargs="*", metavar="KEY=VALUE",
+                                    help="backbone create_model overrides, e.g. stem_width=16 bottleneck_width=16")),
+    (("--pretrained",), None, dict(nargs="?", const=True, metavar="PATH",
+                                   help="backbone from ImageNet weights, or any ResNeSt classification checkpoint")),
+    (("--norm",), "frozenbn", dict(choices=NORM_LAYERS, help="backbone normalisation (the paper: syncbn on GPUs)")),
+    (("--trainable-layers",), None, dict(type=int, choices=range(6), metavar="0-5",
+                                         help="backbone stages trained, from the last (default: 3 with frozenbn, else 5)")),
+    (("--fpn-norm",), None, dict(choices=NORM_LAYERS, help="normalisation inside the FPN (default: none)")),
+    (("--min-size",), list(TRAIN_MIN_SIZES), dict(type=int, nargs="+",
+                                                  help="training short side(s), one sampled per image; evaluation "
+                                                       "uses the last")),
+    (("--max-size",), 1333, dict(type=int, help="longest side cap")),
+    (("--hflip",), 0.5, dict(type=float, help="horizontal flip probability")),
+    (("--detections-per-img",), 100, dict(type=int)),
+    (("--detector-kwargs",), {}, dict(type=str, nargs="*", metavar="KEY=VALUE",
+                                       help="more FasterRCNN/MaskRCNN arguments, e.g. box_batch_size_per_image=128 "
+                                            "rpn_post_nms_top_n_train=500")),
+    (("--batch-size",), 2, dict(type=int, help="images per process")),
+    (("--lr",), 0.02, dict(type=float)),
+    (("--momentum",), 0.9, dict(type=float)),
+    (("--weight-decay",), 1e-4, dict(type=float, help="none on biases and norm parameters")),
+    (("--max-iter",), 90000, dict(type=int, help="training iterations (optimizer steps)")),
+    (("--steps",), [60000, 80000], dict(type=int, nargs="*", help="iterations where the lr is multiplied by --gamma")),
+    (("--gamma",), 0.1, dict(type=float)),
+    (("--warmup-iters",), 1000, dict(type=int, help="linear warm-up length")),
+    (("--warmup-factor",), 0.001, dict(type=float, help="lr factor at iteration 0 of the warm-up")),
+    (("--log-every",), 20, dict(type=int, help="log the mean losses every N iterations")),
+    (("--eval-every",), 5000, dict(type=int, help="COCO evaluation every N iterations (and after the last)")),
+    (("--checkpoint-every",), 1000, dict(type=int, help="write last.pt every N iterations (and after the last)")),
+    (("--output",), None, dict(metavar="DIR", help="run folder (default runs/detect-<arch>-<backbone>)")),
+]
+TRAIN_OPTIONS += RUN_OPTIONS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    detect = subparsers.add_parser("detect", help="object detection / instance segmentation: (Cascade) Faster/Mask "
+                                                  "R-CNN on ResNeSt-FPN")
+    commands = detect.add_subparsers(dest="detect_command", metavar="ACTION")
+    commands.required = True
+
+    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help="train a detector",
+                                description="Train Faster/Mask/Cascade R-CNN on a ResNeSt-FPN backbone, iteration by "
+                                            "iteration. Run under torchrun for several processes. configs/detection/ "
+                                            "holds the paper's COCO settings.")
+    add_options(train, TRAIN_OPTIONS)
+    train.add_argument("--debug", action="store_true", help="show tracebacks")
+    train.set_defaults(func=run_train)
+
+    evaluate = commands.add_parser("evaluate", help="COCO box (and mask) AP of a trained detector")
+    evaluate.add_argument("--weights", required=True, help="last.pt of `splitattn detect train`")
+    evaluate.add_argument("--data", help="data root (default: the run's)")
+    evaluate.add_argument("--annotations", help="COCO instances json (default: the run's)")
+    evaluate.add_argument("--images", help="COCO image folder (default: the run's)")
+    evaluate.add_argument("--split", help="(default: the run's evaluation split)")
+    evaluate.add_argument("--max-images", type=int, help="only the first N images (default: the run's)")
+    evaluate.add_argument("--output", help="folder for metrics.json and detections.json "
+                                           "(default: eval-<split> by the weights)")
+    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    evaluate.add_argument("--debug", action="store_true", help="show tracebacks")
+    evaluate.set_defaults(func=run_evaluate)
+
+    predict = commands.add_parser("predict", help="draw detections (boxes, classes, scores, masks) onto images")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
+    predict.add_argument("--weights", required=True, help="last.pt of `splitattn detect train`")
+    predict.add_argument("--output", default="detections", help="folder for <name>_detections.png")
+    predict.add_argument("--score-threshold", type=float, default=0.5, help="draw detections scoring at least this")
+    predict.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    predict.add_argument("--debug", action="store_true", help="show tracebacks")
+    predict.set_defaults(func=run_predict)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    options = resolve_options(args, TRAIN_OPTIONS)
+    if not options["data"]:
+        raise ValueError("--data is required (on the command line or in the --config file).")
+    for key in ("model_kwargs", "detector_kwargs"):
+        options[key] = parse_model_kwargs(options[key])
+    train(options)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ...data.detection import build_detection_dataset
+    from .checkpoint import load_detection_model
+    from .engine import evaluate, format_metrics, iou_types
+    from .evaluation import CocoEvaluator
+    from .trainer import limit, make_loader
+    from ..classification.engine import ShardSampler
+
+    model, classes, options, _ = load_detection_model(args.weights)
+    device = pick_device(args.device)
+    split = args.split or options.get("val_split", "val")
+    data = args.data or options.get("data")
+    if not data:
+        raise ValueError("--data is required: the checkpoint does not name its data folder.")
+    dataset = build_detection_dataset(options.get("dataset", "coco"), data, split, False,
+                                      annotation_file=args.annotations or options.get("annotations"),
+                                      images=args.images or options.get("images"), classes=options.get("classes"),
+                                      skip_bad=True, with_masks=False)
+    if dataset.classes != classes:
+        raise ValueError(f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {classes[1:6]}...; "
+                         "evaluate on the data set it was trained for.")
+    subset = limit(dataset, args.max_images if args.max_images is not None else options.get("max_images"))
+    print(dataset.summary(), flush=True)
+    evaluator = CocoEvaluator(dataset.coco, iou_types(model, dataset.coco), dataset.contiguous_to_coco)
+    loader = make_loader(subset, 1, ShardSampler(len(subset)), args.workers, device)
+    scores = evaluate(model.to(device), loader, evaluator, device, progress=True)
+    output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
+    output.mkdir(parents=True, exist_ok=True)
+    evaluator.write_results(output / "detections.json")
+    metrics = dict(scores, weights=str(args.weights), data=str(data), split=split, images=len(subset),
+                   data_stats=dataset.stats)
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    for kind, report in evaluator.reports.items():
+        print(f"{kind}:\n{report}")
+    print(f"{format_metrics(scores)} ({len(subset)} images; metrics in {output / 'metrics.json'})")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    from .checkpoint import load_detection_model
+    from .inference import draw_detections, keep_confident
+
+    model, classes, _, _ = load_detection_model(args.weights)
+    device = pick_device(args.device)
+    model.to(device)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    for path in image_files(args.images):
+        try:
+            with Image.open(path) as opened:
+                image = TF.pil_to_tensor(opened.convert("RGB")).float().div_(255)
+        except (OSError, ValueError) as error:
+            print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
+            continue
+        with torch.no_grad():
+            detections = keep_confident({k: v.cpu() for k, v in model([image.to(device)])[0].items()},
+                                        args.score_threshold)
+        picture = draw_detections(image, detections, classes)
+        target = output / f"{path.stem}_detections.png"
+        TF.to_pil_image(picture).save(target)
+        found = ", ".join(f"{classes[label]} {score:.2f}" for label, score in
+                          zip(detections["labels"].tolist(), detections["scores"].tolist()))
+        print(f"{path}: {target} ({len(detections['labels'])} detections{': ' + found if found else ''})")
+    return 0

@@ -1,0 +1,74 @@
+"""One detection training iteration and one COCO evaluation pass.
+
+Both work in one process and under torchrun: evaluation gathers every rank's detections before
+COCOeval scores them, so every rank reports the numbers of the whole set.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import torch
+from pycocotools.coco import COCO
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ...data.detection import Target
+from ...utils.run import TrainStep, autocast
+from ..classification.engine import NonFiniteLossError
+from .evaluation import CocoEvaluator
+
+
+def to_device(images: List[Tensor], targets: List[Target], device: torch.device) -> tuple:
+    """Images and the tensors of each target on ``device`` (plain values such as ``image_id`` stay)."""
+    moved = [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+    return [image.to(device, non_blocking=True) for image in images], moved
+
+
+def train_step(model: nn.Module, images: List[Tensor], targets: List[Target], step: TrainStep) -> Dict[str, float]:
+    """One SGD step on a batch (lists of (3, H, W) images in 0..1 and their targets) and one scheduler
+    step; returns every loss of the detector and their sum ``loss``."""
+    model.train()
+    images, targets = to_device(images, targets, step.device)
+    with autocast(step.device, step.amp):
+        losses = model(images, targets)
+    loss = sum(value.float() for value in losses.values())
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"the training loss became {loss.item()} ({ {k: round(v.item(), 4) for k, v in losses.items()} }) at lr "
+            f"{step.optimizer.param_groups[0]['lr']:.3g}; lower --lr, lengthen --warmup-iters, or use --amp bf16/none.")
+    step.apply(loss)
+    return dict({k: v.item() for k, v in losses.items()}, loss=loss.item())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, evaluator: CocoEvaluator, device: torch.device,
+             amp: str = "none", progress: bool = False) -> Dict[str, Dict[str, float]]:
+    """Detect on every image of ``loader`` (batches from ``collate_detection``), gather over ranks and
+    score: ``{"bbox": {"AP", "AP50", ...}, "segm": {...}}`` in percent (see ``CocoEvaluator``)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for images, targets in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True, leave=False):
+            if not images:
+                continue
+            with autocast(device, amp):
+                outputs = model([image.to(device) for image in images])
+            evaluator.update({t["image_id"]: {k: v.float().cpu() for k, v in o.items()} for t, o in zip(targets, outputs)})
+    finally:
+        model.train(was_training)
+    evaluator.gather()
+    return evaluator.summarize()
+
+
+def iou_types(model: nn.Module, coco_gt: COCO) -> Sequence[str]:
+    """``("bbox", "segm")`` for mask models on ground truth with segmentations (COCO), else ``("bbox",)``
+    (box-only models, and VOC's boxes)."""
+    masks = getattr(model.roi_heads, "mask_predictor", None) is not None
+    return ("bbox", "segm") if masks and any("segmentation" in a for a in coco_gt.anns.values()) else ("bbox",)
+
+
+def format_metrics(metrics: Dict[str, Dict[str, Any]]) -> str:
+    """``bbox AP 41.2 AP50 60.1 ... | segm AP ...`` for the log."""
+    return " | ".join(f"{kind} " + " ".join(f"{name} {value:.1f}" for name, value in scores.items())
+                      for kind, scores in metrics.items())

@@ -1,0 +1,149 @@
+"""COCO-style detection scores: model outputs -> COCO results json -> pycocotools ``COCOeval``.
+
+The official scorer is run rather than reimplemented, so the numbers are the ones published
+for COCO (and, with difficult objects as crowd regions, for VOC in COCO's metric). Scores are
+percentages (AP 100 = perfect), as in the segmentation metrics; a score COCOeval cannot define
+(no ground truth in that area range) is NaN, as in detectron2.
+
+Only images passed to ``update`` are scored (torchvision's references and detectron2 do the
+same), so evaluating a subset is correct; an image with no detections must still be passed,
+with empty tensors, so that its objects count as missed.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence, Union
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import Tensor
+
+from ...utils.distributed import all_gather_object
+
+IOU_TYPES = ("bbox", "segm")
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six entries of COCOeval.stats
+MASK_THRESHOLD = 0.5
+
+
+class CocoEvaluator:
+    """Collects detections per image and scores them against ``coco_gt`` with ``COCOeval``.
+
+    ``iou_types``: ``("bbox",)`` or ``("bbox", "segm")`` (the latter needs masks in the outputs and
+    segmentations in the ground truth). ``contiguous_to_coco`` maps the model's labels 1..K to the
+    ground truth's category ids (the data set's ``contiguous_to_coco``).
+    """
+
+    def __init__(self, coco_gt: COCO, iou_types: Sequence[str], contiguous_to_coco: Mapping[int, int]) -> None:
+        unknown = [t for t in iou_types if t not in IOU_TYPES]
+        if unknown or not iou_types:
+            raise ValueError(f"iou_types must be a non-empty selection of {IOU_TYPES}, got {tuple(iou_types)}.")
+        if "segm" in iou_types and not any("segmentation" in ann for ann in coco_gt.anns.values()):
+            raise ValueError("the ground truth has no segmentations (e.g. VOC boxes); evaluate with iou_types=('bbox',).")
+        self.coco_gt = coco_gt
+        self.iou_types = tuple(iou_types)
+        self.contiguous_to_coco = dict(contiguous_to_coco)
+        self.predictions: Dict[int, List[Dict[str, Any]]] = {}
+        self.notes: List[str] = []
+        self.reports: Dict[str, str] = {}
+
+    def update(self, outputs: Mapping[int, Mapping[str, Tensor]]) -> None:
+        """Add the detections of some images: ``{image_id: {"boxes": float [N, 4] x1 y1 x2 y2 in the
+        original image's pixels, "scores": [N], "labels": int64 [N] contiguous 1..K, "masks": [N, 1, H, W]
+        or [N, H, W] probabilities or 0/1 at the original size (needed for "segm")}}``.
+
+        An image passed again replaces its earlier detections.
+        """
+        for image_id, output in outputs.items():
+            image_id = int(image_id)
+            if image_id not in self.coco_gt.imgs:
+                raise ValueError(f"image id {image_id} is not in the ground truth; pass target['image_id'] of the "
+                                 "evaluation data set.")
+            self.predictions[image_id] = self._to_coco(image_id, output)
+
+    def _to_coco(self, image_id: int, output: Mapping[str, Tensor]) -> List[Dict[str, Any]]:
+        """COCO result dicts (``bbox`` x y w h, ``category_id``, ``score``, ``segmentation`` RLE with str counts)."""
+        boxes = output["boxes"].detach().cpu().double().reshape(-1, 4)
+        xywh = boxes.clone()
+        xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+        labels = output["labels"].detach().cpu().tolist()
+        scores = output["scores"].detach().cpu().tolist()
+        if not len(labels) == len(scores) == len(xywh):
+            raise ValueError(f"image {image_id}: {len(xywh)} boxes, {len(scores)} scores and {len(labels)} labels.")
+        bad = sorted({label for label in labels if label not in self.contiguous_to_coco})
+        if bad:
+            raise ValueError(f"image {image_id}: labels {bad[:10]} are not the data set's contiguous ids 1.."
+                             f"{len(self.contiguous_to_coco)}; the model must have {len(self.contiguous_to_coco) + 1} "
+                             "classes (with the background).")
+        results = [{"image_id": image_id, "category_id": self.contiguous_to_coco[label], "bbox": box, "score": score}
+                   for label, box, score in zip(labels, xywh.tolist(), scores)]
+        if "segm" in self.iou_types and results:
+            for result, rle in zip(results, self._encode_masks(image_id, output)):
+                result["segmentation"] = rle
+        return results
+
+    def _encode_masks(self, image_id: int, output: Mapping[str, Tensor]) -> List[Dict[str, Any]]:
+        if "masks" not in output:
+            raise ValueError(f"image {image_id}: 'segm' evaluation needs 'masks' in the outputs.")
+        masks = output["masks"].detach()
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        info = self.coco_gt.imgs[image_id]
+        if tuple(masks.shape[1:]) != (info["height"], info["width"]):
+            raise ValueError(f"image {image_id}: masks are {tuple(masks.shape[1:])} but the image is "
+                             f"{(info['height'], info['width'])}; paste masks at the original image size.")
+        binary = (masks > MASK_THRESHOLD).cpu().numpy().astype(np.uint8)
+        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+        return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in rles]
+
+    def gather(self) -> None:
+        """Merge the detections of every process into each (no-op in a single process). An image scored
+        by several processes (DistributedSampler repeats images to even out the shards) keeps the first."""
+        merged: Dict[int, List[Dict[str, Any]]] = {}
+        for part in all_gather_object(self.predictions):
+            for image_id, results in part.items():
+                merged.setdefault(image_id, results)
+        self.predictions = merged
+
+    @property
+    def results(self) -> List[Dict[str, Any]]:
+        """Every detection as a COCO result dict, ordered by image id."""
+        return [result for image_id in sorted(self.predictions) for result in self.predictions[image_id]]
+
+    def write_results(self, path: Union[str, Path]) -> Path:
+        """Write ``results`` as the COCO results json (what the COCO evaluation server takes)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.results))
+        return path
+
+    def summarize(self) -> Dict[str, Dict[str, float]]:
+        """``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, over the images passed to
+        ``update``. COCOeval's printed table is kept in ``reports[iou_type]``. Without any detection the
+        scores are 0 and ``notes`` says why (COCOeval cannot load an empty result list). Call it after
+        ``gather`` (on the main process, when distributed)."""
+        results = self.results
+        self.notes, self.reports = [], {}
+        if not results:
+            self.notes.append(f"no detections on the {len(self.predictions)} evaluated images: every score is 0.")
+            return {iou_type: {name: 0.0 for name in STAT_NAMES} for iou_type in self.iou_types}
+        scores = {}
+        for iou_type in self.iou_types:
+            drop = "segmentation" if iou_type == "bbox" else "bbox"  # loadRes takes areas from what is left
+            detections = [{k: v for k, v in result.items() if k != drop} for result in results]
+            with contextlib.redirect_stdout(io.StringIO()) as text:
+                coco_eval = COCOeval(self.coco_gt, self.coco_gt.loadRes(detections), iou_type)
+                coco_eval.params.imgIds = sorted(self.predictions)
+                coco_eval.evaluate()
+                coco_eval.accumulate()
+                start = text.tell()
+                coco_eval.summarize()
+            self.reports[iou_type] = text.getvalue()[start:]
+            scores[iou_type] = {name: float(value) * 100 if value >= 0 else math.nan
+                                for name, value in zip(STAT_NAMES, coco_eval.stats)}
+        return scores

@@ -1,0 +1,47 @@
+"""Command-line helpers shared by the ``predict``/``evaluate`` commands of every task (task-agnostic):
+the device to run on, the image files named on the command line, and a class colour map."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def pick_device(name: Optional[str]) -> torch.device:
+    """``--device``: ``cpu``, ``cuda`` (an error without a GPU) or ``None`` (a GPU when one is visible)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no GPU is visible; use --device cpu.")
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def image_files(inputs: Sequence[str], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
+    """Image files named on the command line: files as given, folders expanded to their images (sorted)."""
+    files: List[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{item} is neither an image file nor a folder.")
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(suffixes)}) in {', '.join(inputs)}.")
+    return files
+
+
+def color_palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 colours, Pascal VOC's bit-interleaved colour map (class 0 black)."""
+    palette = np.zeros((num_classes, 3), dtype=np.uint8)
+    for index in range(num_classes):
+        value, shift = index, 7
+        while value:
+            for channel in range(3):
+                palette[index, channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+            shift -= 1
+    return palette
