@@ -51,6 +51,13 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
 
+    def finish(self, metrics: Dict[str, Any], summary: str) -> None:
+        """Write the run's final ``metrics.json``, close TensorBoard and print ``summary`` with the file's path."""
+        path = self.output_dir / "metrics.json"
+        path.write_text(json.dumps(metrics, indent=2))
+        self.close()
+        print(f"{summary} (metrics in {path})", flush=True)
+
 
 def plot_curves(records: Sequence[Dict[str, Any]], path: Path, groups: Optional[Dict[str, Sequence[str]]] = None,
                 x_key: str = "epoch") -> None:

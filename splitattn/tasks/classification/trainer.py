@@ -257,8 +257,6 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
         "wall_time_s": time.perf_counter() - started,
     }
     if main:
-        (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        logger.close()
-        print(f"test accuracy after {epochs} epochs: top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}% "
-              f"(metrics in {output / 'metrics.json'})", flush=True)
+        logger.finish(metrics, f"test accuracy after {epochs} epochs: top-1 {metrics['top1']:.2f}%, "
+                               f"top-5 {metrics['top5']:.2f}%")
     return metrics

@@ -231,9 +231,6 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
                                    train_images=len(train_set), val_images=len(val_set),
                                    data_stats={"train": full_train.stats, "val": full_val.stats})
     if main:
-        (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        logger.close()
-        print(f"evaluation after {max_iter} iterations: {format_metrics(last_eval)} (metrics in "
-              f"{output / 'metrics.json'})", flush=True)
+        logger.finish(metrics, f"evaluation after {max_iter} iterations: {format_metrics(last_eval)}")
     return metrics
 

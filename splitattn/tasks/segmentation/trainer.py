@@ -197,11 +197,9 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
                    output_stride=options["output_stride"], scales=[1.0], flip=False, train_images=len(train_set),
                    val_images=len(val_set), skipped_pairs=len(train_set.skipped) + len(val_set.skipped))
     if main:
-        (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        logger.close()
         print(format_iou_table(metrics["per_class"]))
-        print(f"validation after {epochs} epochs: mIoU {metrics['miou']:.2f}%, pixAcc {metrics['pixel_acc']:.2f}% "
-              f"(metrics in {output / 'metrics.json'})", flush=True)
+        logger.finish(metrics, f"validation after {epochs} epochs: mIoU {metrics['miou']:.2f}%, "
+                               f"pixAcc {metrics['pixel_acc']:.2f}%")
     return metrics
 
 
