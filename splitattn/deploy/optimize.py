@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import copy
 import warnings
+from contextlib import nullcontext
 from typing import Iterator, Optional, Tuple
 
 import torch
+import torch._inductor.config as inductor_config
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -129,11 +131,15 @@ class InferenceModel(nn.Module):
 
     def forward(self, x: Tensor):
         check_image_batch(x, self.in_chans)
-        with torch.no_grad():  # Inductor freezes weights only in no-grad graphs; nothing here trains
+        # Inductor compiles lazily, at the first call for each input shape, so freezing must be on then (a
+        # torch.compile(options=...) setting does not reach it); it yields the frozen kernels only for graphs
+        # traced in inference mode. The outputs are cloned out of inference mode: ordinary tensors.
+        freezing = inductor_config.patch(freezing=True) if self.backend == "compile" else nullcontext()
+        with torch.inference_mode(), freezing:
             out = self.inner(x.to(dtype=self.dtype, memory_format=self.memory_format))
         if isinstance(out, (list, tuple)):
-            return [o.float() for o in out]
-        return out.float()
+            return [o.to(torch.float32, copy=True) for o in out]
+        return out.to(torch.float32, copy=True)
 
     def extra_repr(self) -> str:
         return f"precision={self.precision}, channels_last={self.memory_format == torch.channels_last}, backend={self.backend}"
@@ -189,5 +195,5 @@ def optimize_for_inference(
             traced = torch.jit.trace(fast, example, check_trace=False, strict=False)  # feature lists too
             fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
     elif backend == "compile":
-        fast = torch.compile(fast, options={"freezing": True})
+        fast = torch.compile(fast)  # frozen: see InferenceModel.forward
     return InferenceModel(fast, dtype, channels_last, in_chans, precision, backend).eval()
