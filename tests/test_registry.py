@@ -54,12 +54,15 @@ def test_mac_counter_counts_a_known_network():
 
 
 def test_eval_configs_follow_the_paper():
+    # Crop sizes of the authors' model zoo table (README of zhanghang1989/ResNeSt): 224, 256, 320, 416.
     sizes = {name: MODEL_SPECS[name].eval_config for name in ("resnest50", "resnest101", "resnest200", "resnest269")}
     assert [c.input_size for c in sizes.values()] == [224, 256, 320, 416]
-    assert [c.interpolation for c in sizes.values()] == ["bilinear", "bilinear", "bicubic", "bicubic"]
-    assert sizes["resnest50"].resize_size == 256 and sizes["resnest269"].resize_size == 475
+    # verify.py keeps size / (size + 32) of the short side and resizes bicubic (pixels: test_eval_protocol.py).
+    assert all(c.crop_mode == "crop_resize" and c.interpolation == "bicubic" for c in sizes.values())
+    assert [round(c.crop_pct * (c.input_size + 32)) for c in sizes.values()] == [224, 256, 320, 416]
     model = splitattn.create_model("resnest50d")
-    assert model.eval_config is MODEL_SPECS["resnest50"].eval_config and model.model_name == "resnest50"
+    assert model.eval_config == MODEL_SPECS["resnest50"].eval_config and model.model_name == "resnest50"
+    assert splitattn.create_model("resnest14d").eval_config.crop_mode == "center"  # hub-only weights: timm's
 
 
 def test_unknown_name_lists_close_names():

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from torch._functorch import config as functorch_config
+from torchvision import transforms as T
 
 from splitattn.cli import build_parser, main
 from splitattn.data import Lighting, build_eval_transform, digits_datasets, load_split, mixup_batch
@@ -96,11 +97,12 @@ def test_schedule_groups_and_batch_transforms() -> None:
 
 
 def test_eval_transform_resizes_then_centre_crops() -> None:
-    transform = build_eval_transform(224)
-    assert transform.transforms[0].size == 256 and transform.transforms[1].size == (224, 224)
-    assert transform.transforms[0].interpolation.value == "bilinear"
-    assert build_eval_transform(320).transforms[0].interpolation.value == "bicubic"
-    assert build_eval_transform(416).transforms[0].size == 475
+    # A run trained here is evaluated with timm's rule: short side to floor(size / crop_pct), centre crop.
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    reference = T.Compose([T.Resize(256, T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    assert torch.equal(build_eval_transform(224)(image), reference(image))
+    assert build_eval_transform(416, 0.928, "bicubic").transforms[0].size == math.floor(416 / 0.928) == 448
 
 
 def test_digits_ship_with_scikit_learn() -> None:

@@ -1,20 +1,26 @@
 """The ResNeSt recipe's image transforms and batch mixing.
 
 Training: random-resized crop, horizontal flip, AutoAugment (ImageNet policy), colour
-jitter, PCA lighting noise (AlexNet), normalisation. Evaluation: resize the short side to
-``crop / crop_pct``, centre-crop; bicubic from 320 px up, as the published models do.
+jitter, PCA lighting noise (AlexNet), normalisation. Evaluation: the protocol of the
+weights (``EvalConfig``): the authors' crop-then-resize for the official checkpoints,
+timm's resize-then-crop for the timm hub copies and for runs trained here.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+import math
+from dataclasses import replace
+from typing import Any, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from PIL import Image
+from torch import nn
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD, EvalConfig
 
 # PCA of ImageNet RGB pixels (AlexNet, Krizhevsky et al. 2012), pixel values in [0, 1].
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -23,12 +29,13 @@ IMAGENET_EIGVEC = (
     (-0.5808, -0.0045, -0.8140),
     (-0.5836, -0.6948, 0.4203),
 )
-BICUBIC_FROM = 320
+# Training crops: bicubic from 320 px up, bilinear below (the recipe's training setting).
+TRAIN_BICUBIC_FROM = 320
 
 
 def interpolation_for(size: int) -> InterpolationMode:
-    """Bicubic from 320 px up (the large models' published setting), bilinear below."""
-    return InterpolationMode.BICUBIC if size >= BICUBIC_FROM else InterpolationMode.BILINEAR
+    """Interpolation of the training random-resized crop: bicubic from 320 px up, bilinear below."""
+    return InterpolationMode.BICUBIC if size >= TRAIN_BICUBIC_FROM else InterpolationMode.BILINEAR
 
 
 class Lighting:
@@ -62,13 +69,13 @@ def build_train_transform(
     auto_augment: bool = False,
     color_jitter: float = 0.0,
     pca_lighting: float = 0.0,
-    crop_pct: float = 0.875,
+    crop_pct: float = EvalConfig.crop_pct,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> T.Compose:
     """Training pipeline; ``augment=False`` gives the deterministic evaluation pipeline instead."""
     if not augment:
-        return build_eval_transform(size, crop_pct, mean, std)
+        return build_eval_transform(size, crop_pct, mean=mean, std=std)
     steps: list = [T.RandomResizedCrop(size, scale=tuple(scale), interpolation=interpolation_for(size))]
     if hflip > 0:
         steps.append(T.RandomHorizontalFlip(hflip))
@@ -83,18 +90,82 @@ def build_train_transform(
     return T.Compose(steps)
 
 
+class CenterCropResize(nn.Module):
+    """The authors' evaluation crop (``ECenterCrop`` of zhanghang1989/ResNeSt ``scripts/torch/verify.py``).
+
+    Keeps a centred square of ``crop_pct * short side`` pixels (the box rounded to whole pixels
+    as PIL's ``Image.crop`` rounds it), then resizes it to ``size x size``. PIL image in, PIL
+    image out (tensors (..., H, W) work too, through torchvision's ``resized_crop``).
+    """
+
+    def __init__(self, size: int, crop_pct: float, interpolation: InterpolationMode = InterpolationMode.BICUBIC) -> None:
+        super().__init__()
+        self.size, self.crop_pct, self.interpolation = int(size), float(crop_pct), interpolation
+
+    def forward(self, image: Union[Image.Image, Tensor]) -> Union[Image.Image, Tensor]:
+        height, width = TF.get_image_size(image)[::-1]
+        crop = self.crop_pct * min(height, width)
+        top, left = round((height - crop) / 2), round((width - crop) / 2)
+        bottom, right = round(top + crop), round(left + crop)
+        return TF.resized_crop(image, top, left, bottom - top, right - left, [self.size, self.size],
+                               self.interpolation, antialias=True)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, crop_pct={self.crop_pct:.4f}, interpolation={self.interpolation.value}"
+
+
 def build_eval_transform(
-    size: int, crop_pct: float = 0.875, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    size: int,
+    crop_pct: float = EvalConfig.crop_pct,
+    interpolation: str = EvalConfig.interpolation,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_mode: str = EvalConfig.crop_mode,
 ) -> T.Compose:
-    """Resize the short side to ``int(size / crop_pct)``, centre-crop ``size``, normalise."""
-    if not 0 < crop_pct <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}.")
-    return T.Compose([
-        T.Resize(int(size / crop_pct), interpolation=interpolation_for(size)),
-        T.CenterCrop(size),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    """Evaluation pipeline, PIL image -> float tensor (3, ``size``, ``size``), normalised.
+
+    ``crop_mode="center"`` (timm's, the default for runs trained here): resize the short side
+    to ``floor(size / crop_pct)``, centre-crop ``size``. ``crop_mode="crop_resize"`` (the
+    authors'): crop ``crop_pct`` of the short side, resize to ``size``. See ``EvalConfig``;
+    invalid values raise ``ValueError`` naming them.
+    """
+    config = EvalConfig(size, crop_pct, interpolation, tuple(mean), tuple(std), crop_mode)
+    mode = InterpolationMode(config.interpolation)
+    if config.crop_mode == "crop_resize":
+        geometry: list = [CenterCropResize(size, config.crop_pct, mode)]
+    else:
+        geometry = [T.Resize(math.floor(size / config.crop_pct), interpolation=mode), T.CenterCrop(size)]
+    return T.Compose([*geometry, T.ToTensor(), T.Normalize(config.mean, config.std)])
+
+
+def eval_transform_for(config: EvalConfig) -> T.Compose:
+    """The evaluation pipeline of an ``EvalConfig`` (see ``build_eval_transform``)."""
+    return build_eval_transform(config.input_size, config.crop_pct, config.interpolation, config.mean, config.std,
+                                config.crop_mode)
+
+
+def create_eval_transform(model: Union[str, nn.Module], **overrides: Any) -> T.Compose:
+    """The transform ``splitattn evaluate`` uses for ``model``: PIL image -> float tensor (3, S, S).
+
+    ``model`` is a registered name or alias (its default weights' protocol: the authors' for
+    the official files and models without weights, timm's for hub-only weights such as
+    ResNeSt-14/26) or a model from ``create_model`` (its ``eval_config``, which follows the
+    weights it was loaded with). ``overrides`` replace ``EvalConfig`` fields (``input_size``
+    keeps the protocol, see ``EvalConfig.at_size``). Raises ``ValueError`` for an unknown name
+    and ``TypeError`` for a module without ``eval_config``.
+    """
+    if isinstance(model, str):
+        from ..weights.sources import default_eval_config
+
+        config = default_eval_config(model)
+    elif isinstance(getattr(model, "eval_config", None), EvalConfig):
+        config = model.eval_config
+    else:
+        raise TypeError(f"create_eval_transform needs a registered model name or a model from create_model "
+                        f"(which carries eval_config), got {type(model).__name__}.")
+    if "input_size" in overrides:
+        config = config.at_size(overrides.pop("input_size"))
+    return eval_transform_for(replace(config, **overrides))
 
 
 def smooth_one_hot(labels: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:

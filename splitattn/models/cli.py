@@ -1,4 +1,4 @@
-"""``splitattn models``: the table of registered variants with their size and cost."""
+"""``splitattn models``: the table of registered variants with their size, cost and evaluation protocol."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ from .registry import MODEL_SPECS, create_model, list_models
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list the registered models: params, GMACs, input size")
+    parser = subparsers.add_parser("models", help="list the registered models: params, GMACs, evaluation protocol")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnest50*'")
     parser.set_defaults(func=run)
 
@@ -17,7 +17,10 @@ def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"no model matches {args.pattern!r}; `splitattn models` lists them all.")
-    header = f"{'name':<26} {'params (M)':>10} {'GMACs':>7} {'input':>5}  {'published':<16} aliases"
+    from ..weights.sources import CHECKPOINTS
+
+    header = (f"{'name':<26} {'params (M)':>10} {'GMACs':>7} {'input':>5}  {'published':<12} "
+              f"{'evaluation per weight source':<38} aliases")
     print(header)
     print("-" * len(header))
     for name in names:
@@ -30,5 +33,11 @@ def run(args: argparse.Namespace) -> int:
             published = f"{spec.published_params_m}M"
             if spec.published_gmacs is not None:
                 published += f" {spec.published_gmacs}G"
-        print(f"{name:<26} {params:>10.2f} {gmacs:>7.2f} {size:>5}  {published:<16} {', '.join(spec.aliases)}")
+        sources = CHECKPOINTS.get(name, ())
+        protocols = [f"{c.source}: {c.eval_config.describe()}" for c in sources] or [
+            f"no weights: {spec.eval_config.describe()}"]
+        print(f"{name:<26} {params:>10.2f} {gmacs:>7.2f} {size:>5}  {published:<12} {protocols[0]:<38} "
+              f"{', '.join(spec.aliases)}")
+        for protocol in protocols[1:]:  # further sources, in the order they are tried
+            print(f"{'':<65} {protocol}")
     return 0

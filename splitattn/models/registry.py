@@ -7,7 +7,7 @@ parameter count / multiply-accumulates that the tests pin.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
@@ -18,25 +18,74 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+CROP_MODES = ("crop_resize", "center")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation preprocessing: resize the short side to ``resize_size``, centre-crop ``input_size``."""
+    """How evaluation images are prepared for one set of weights: PIL image -> (3, S, S) float tensor.
+
+    Two published protocols exist (``crop_mode``), both keeping a centred square of about
+    ``crop_pct`` of the image's short side:
+
+    - ``"crop_resize"``: the authors' protocol (zhanghang1989/ResNeSt, ``scripts/torch/verify.py``,
+      ``ECenterCrop``): crop a centred square of ``crop_pct * short side`` pixels, then resize it
+      to ``input_size x input_size`` (bicubic). The authors use ``crop_pct = S / (S + 32)``, see
+      ``EvalConfig.resnest``. Their official checkpoints' accuracies were measured this way.
+    - ``"center"``: timm's protocol (``timm.data.create_transform``, crop mode ``center``): resize
+      the short side to ``floor(input_size / crop_pct)``, then centre-crop ``input_size``. The
+      timm hub copies of the weights carry their own ``crop_pct``/``interpolation``.
+
+    Then ``ToTensor`` (values in [0, 1]) and normalisation by ``mean``/``std`` (RGB).
+    ``splitattn.data.create_eval_transform`` builds the transform.
+    """
 
     input_size: int = 224
-    crop_pct: float = 0.875
+    crop_pct: float = 0.875  # the defaults are timm's (DEFAULT_CROP_PCT, bilinear), used for runs trained here
     interpolation: str = "bilinear"
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
+    crop_mode: str = "center"
 
-    @property
-    def resize_size(self) -> int:
-        """Short side before the centre crop (the official code uses ``int(crop / 0.875)``)."""
-        return int(self.input_size / self.crop_pct)
+    def __post_init__(self) -> None:
+        if int(self.input_size) != self.input_size or self.input_size < 1:
+            raise ValueError(f"EvalConfig input_size must be a positive number of pixels, got {self.input_size!r}.")
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"EvalConfig crop_pct must be in (0, 1], got {self.crop_pct!r}.")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"EvalConfig interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                             f"got {self.interpolation!r}.")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"EvalConfig crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}.")
+
+    @classmethod
+    def resnest(cls, input_size: int) -> "EvalConfig":
+        """The authors' protocol at ``input_size``: crop ``S / (S + 32)`` of the short side, bicubic resize."""
+        return cls(input_size, input_size / (input_size + 32), "bicubic", crop_mode="crop_resize")
+
+    def at_size(self, input_size: int) -> "EvalConfig":
+        """The same protocol at another size (the authors' crop fraction follows the size; timm's is fixed)."""
+        if self.crop_mode == "crop_resize" and self.crop_pct == self.input_size / (self.input_size + 32):
+            return replace(self, input_size=input_size, crop_pct=input_size / (input_size + 32))
+        return replace(self, input_size=input_size)
+
+    def describe(self) -> str:
+        """One line for tables, e.g. ``crop 0.875 -> bicubic 224`` or ``bilinear 256 -> crop 224``."""
+        if self.crop_mode == "crop_resize":
+            return f"crop {self.crop_pct:.3f} -> {self.interpolation} {self.input_size}"
+        return f"{self.interpolation} {int(self.input_size / self.crop_pct)} -> crop {self.input_size}"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named configuration: ``ResNeSt`` arguments plus what is published about it."""
+    """A named configuration: ``ResNeSt`` arguments plus what is published about it.
+
+    ``eval_config`` is the authors' evaluation protocol at the paper's input size
+    (``EvalConfig.resnest``): the one of the official checkpoints and of models without published
+    weights. A checkpoint source can carry its own (``splitattn.weights.sources``: the timm hub
+    copies use timm's); ``default_eval_config`` gives the one of a model's default weights.
+    """
 
     name: str
     arch: Dict[str, Any]
@@ -49,7 +98,6 @@ class ModelSpec:
 
 
 _RESNEST = dict(radix=2, cardinality=1, bottleneck_width=64, deep_stem=True, avg_down=True, avd=True)
-_BICUBIC = dict(interpolation="bicubic")
 
 
 def _spec(name: str, description: str, layers: Sequence[int], input_size: int = 224, **kwargs: Any) -> ModelSpec:
@@ -57,8 +105,7 @@ def _spec(name: str, description: str, layers: Sequence[int], input_size: int = 
     meta_keys = ("published_params_m", "published_gmacs", "timm_name", "aliases")
     meta = {k: kwargs.pop(k) for k in meta_keys if k in kwargs}
     arch.update(kwargs)
-    interpolation = "bicubic" if input_size >= 320 else "bilinear"
-    return ModelSpec(name, arch, EvalConfig(input_size, interpolation=interpolation), description, **meta)
+    return ModelSpec(name, arch, EvalConfig.resnest(input_size), description, **meta)
 
 
 def _fast(radix: int, cardinality: int, width: int, params: float, gmacs: float, **kwargs: Any) -> ModelSpec:
@@ -176,19 +223,25 @@ def create_model(
         **overrides: any ``ResNeSt`` argument (``norm_layer``, ``output_stride``,
             ``drop_block_prob`` ...) and the official ``dilated``/``dilation``/``final_drop``.
 
-    The returned module carries ``model.eval_config`` (its evaluation preprocessing) and
-    ``model.model_name``.
+    The returned module carries ``model.eval_config`` (the evaluation preprocessing of the
+    weights it holds: those loaded, else the model's default weights; see
+    ``splitattn.data.create_eval_transform``) and ``model.model_name``.
     """
     spec = get_model_spec(name)
     if "classes" in overrides:
         num_classes = overrides.pop("classes")
     arch = _arch_kwargs(spec, overrides)
     classifier = ResNeSt(num_classes=num_classes if not features_only else 0, **arch)
-    if pretrained:
-        from ..weights import load_pretrained
+    from ..weights.sources import default_eval_config, eval_config_for_file
 
-        load_pretrained(classifier, spec.name, pretrained)
+    eval_config = default_eval_config(spec.name)
+    if pretrained:
+        from ..weights.loading import load_checkpoint, load_state_dict_into, resolve_checkpoint_path
+
+        path = resolve_checkpoint_path(spec.name, pretrained)
+        load_state_dict_into(classifier, load_checkpoint(path), origin=str(path))
+        eval_config = eval_config_for_file(spec.name, path.name)
     model: nn.Module = ResNeStFeatures(classifier, out_indices) if features_only else classifier
-    model.eval_config = spec.eval_config
+    model.eval_config = eval_config
     model.model_name = spec.name
     return model

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ..models.registry import MODEL_SPECS, get_model_spec
+from ..models.registry import MODEL_SPECS, EvalConfig, get_model_spec
 
 OFFICIAL_BASE_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
 HUB_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
@@ -34,6 +34,8 @@ class Checkpoint:
     ``filename`` is both the name in the local cache and the name under which a mirror
     (``SPLITATTN_WEIGHTS_MIRROR``) serves the file. ``sha256`` is the published hash or
     its prefix (lower-case hex, at least 8 digits); ``None`` where nothing is published.
+    ``eval_config`` is the evaluation preprocessing under which the file's accuracy was
+    published; ``None`` stands for the model's registered one (the authors' protocol).
     """
 
     model: str
@@ -41,6 +43,7 @@ class Checkpoint:
     url: str
     source: str
     sha256: Optional[str] = None
+    eval_config: Optional[EvalConfig] = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_SPECS:
@@ -49,6 +52,8 @@ class Checkpoint:
             raise ValueError(f"Checkpoint filename must be a plain file name, got {self.filename!r}.")
         if self.sha256 is not None and not _HEX.fullmatch(self.sha256):
             raise ValueError(f"sha256 must be 8 to 64 lower-case hex digits, got {self.sha256!r}.")
+        if self.eval_config is None:
+            object.__setattr__(self, "eval_config", MODEL_SPECS[self.model].eval_config)
 
 
 def official(model: str, sha256_prefix: str) -> Checkpoint:
@@ -57,9 +62,15 @@ def official(model: str, sha256_prefix: str) -> Checkpoint:
     return Checkpoint(model, filename, OFFICIAL_BASE_URL + filename, OFFICIAL, sha256_prefix)
 
 
-def timm_hub(model: str, repo: str) -> Checkpoint:
-    """The safetensors file of a timm hub repository such as ``timm/resnest14d.gluon_in1k``."""
-    return Checkpoint(model, f"{repo.split('/')[-1]}.safetensors", HUB_URL.format(repo=repo), TIMM_HUB)
+def timm_hub(model: str, repo: str, crop_pct: float, interpolation: str) -> Checkpoint:
+    """The safetensors file of a timm hub repository such as ``timm/resnest14d.gluon_in1k``.
+
+    ``crop_pct`` and ``interpolation`` are those of timm's pretrained config for the file
+    (``timm.models.get_pretrained_cfg``): the copy is evaluated with timm's protocol.
+    """
+    config = EvalConfig(MODEL_SPECS[model].eval_config.input_size, crop_pct, interpolation, crop_mode="center")
+    return Checkpoint(model, f"{repo.split('/')[-1]}.safetensors", HUB_URL.format(repo=repo), TIMM_HUB,
+                      eval_config=config)
 
 
 _OFFICIAL_HASHES = {
@@ -75,15 +86,16 @@ _OFFICIAL_HASHES = {
     "resnest50_fast_4s2x40d": "41d14ed0",
     "resnest50_fast_1s4x24d": "d4a4f76f",
 }
+# Hub repository, and the crop_pct and interpolation of timm's pretrained config for it.
 _HUB_REPOS = {
-    "resnest14": "timm/resnest14d.gluon_in1k",
-    "resnest26": "timm/resnest26d.gluon_in1k",
-    "resnest50": "timm/resnest50d.in1k",
-    "resnest101": "timm/resnest101e.in1k",
-    "resnest200": "timm/resnest200e.in1k",
-    "resnest269": "timm/resnest269e.in1k",
-    "resnest50_fast_4s2x40d": "timm/resnest50d_4s2x40d.in1k",
-    "resnest50_fast_1s4x24d": "timm/resnest50d_1s4x24d.in1k",
+    "resnest14": ("timm/resnest14d.gluon_in1k", 0.875, "bilinear"),
+    "resnest26": ("timm/resnest26d.gluon_in1k", 0.875, "bilinear"),
+    "resnest50": ("timm/resnest50d.in1k", 0.875, "bilinear"),
+    "resnest101": ("timm/resnest101e.in1k", 0.875, "bilinear"),
+    "resnest200": ("timm/resnest200e.in1k", 0.909, "bicubic"),
+    "resnest269": ("timm/resnest269e.in1k", 0.928, "bicubic"),
+    "resnest50_fast_4s2x40d": ("timm/resnest50d_4s2x40d.in1k", 0.875, "bicubic"),
+    "resnest50_fast_1s4x24d": ("timm/resnest50d_1s4x24d.in1k", 0.875, "bicubic"),
 }
 
 def _published(name: str) -> Tuple[Checkpoint, ...]:
@@ -91,7 +103,7 @@ def _published(name: str) -> Tuple[Checkpoint, ...]:
     if name in _OFFICIAL_HASHES:
         sources.append(official(name, _OFFICIAL_HASHES[name]))
     if name in _HUB_REPOS:
-        sources.append(timm_hub(name, _HUB_REPOS[name]))
+        sources.append(timm_hub(name, *_HUB_REPOS[name]))
     return tuple(sources)
 
 
@@ -116,6 +128,26 @@ def find_checkpoint(filename: str) -> Optional[Checkpoint]:
     """The registered checkpoint stored under ``filename`` (a cache or mirror file name), if any."""
     matches: List[Checkpoint] = [c for sources in CHECKPOINTS.values() for c in sources if c.filename == filename]
     return matches[0] if matches else None
+
+
+def default_eval_config(name: str) -> EvalConfig:
+    """The evaluation protocol of a model's default weights (its first source), or its registered one.
+
+    ``name`` is a registered name or alias. Official files and models without published
+    weights use the authors' protocol; a model whose first source is a timm hub copy
+    (ResNeSt-14/26) uses timm's.
+    """
+    spec = get_model_spec(name)
+    sources = CHECKPOINTS.get(spec.name, ())
+    return sources[0].eval_config if sources else spec.eval_config
+
+
+def eval_config_for_file(name: str, filename: str) -> EvalConfig:
+    """The evaluation protocol for weights loaded from ``filename``: its registered source's, else the default."""
+    checkpoint = find_checkpoint(filename)
+    if checkpoint is not None and checkpoint.model == get_model_spec(name).name:
+        return checkpoint.eval_config
+    return default_eval_config(name)
 
 
 def hash_from_name(filename: str) -> Optional[str]:

@@ -13,6 +13,7 @@ import torch
 
 from ...deploy.optimize import BACKENDS, optimize_for_inference
 from ...layers.norm import NORM_LAYERS
+from ...models.registry import EvalConfig
 from ...utils.config import merge_options
 
 # (flags, default, argparse keywords): every entry is also a config-file key.
@@ -51,7 +52,8 @@ TRAIN_OPTIONS: List[Tuple[Tuple[str, ...], Any, Dict[str, Any]]] = [
                                    help="start from ImageNet weights (or a weights file); the classifier is re-initialised")),
     (("--img-size",), None, dict(type=int, help="training crop (default: the model's evaluation size)")),
     (("--eval-img-size",), None, dict(type=int, help="evaluation crop (default: --img-size)")),
-    (("--crop-pct",), 0.875, dict(type=float, help="evaluation resizes the short side to crop / crop-pct")),
+    (("--crop-pct",), EvalConfig.crop_pct, dict(type=float, help="evaluation resizes the short side to crop / crop-pct "
+                                                                  "(bilinear), then centre-crops")),
     (("--workers",), 2, dict(type=int, help="data-loading processes per training process")),
     (("--threads",), None, dict(type=int, help="torch CPU threads (default: cores / processes)")),
     (("--seed",), 0, dict(type=int)),
@@ -160,20 +162,26 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _inference_setup(args: argparse.Namespace):
-    from ...data import build_eval_transform
-    from ...models.registry import get_model_spec
+    from ...data import build_eval_transform, eval_transform_for
+    from ...models.registry import EvalConfig, get_model_spec
+    from ...weights.sources import eval_config_for_file
     from .checkpoint import load_trained_model
 
     model, classes, options = load_trained_model(args.model, args.weights, use_ema=args.ema)
-    size = args.img_size or options.get("eval_img_size") or options.get("img_size") \
-        or get_model_spec(args.model).eval_config.input_size
-    crop_pct = options.get("crop_pct", get_model_spec(args.model).eval_config.crop_pct)
+    if options:  # a run trained here: the validation transform it was trained with
+        size = args.img_size or options.get("eval_img_size") or options.get("img_size") \
+            or get_model_spec(args.model).eval_config.input_size
+        transform = build_eval_transform(int(size), options.get("crop_pct", EvalConfig.crop_pct))
+    else:  # published weights: the protocol of their source (the authors' or timm's)
+        config = eval_config_for_file(args.model, Path(str(args.weights)).name)
+        config = config.at_size(args.img_size) if args.img_size else config
+        size, transform = config.input_size, eval_transform_for(config)
     num_classes = model.num_classes
     if args.fast:
         model = optimize_for_inference(model, args.precision, backend=args.backend, example_size=int(size))
     elif args.precision != "fp32":
         raise ValueError(f"--precision {args.precision} is a setting of the fast path; add --fast.")
-    return model, num_classes, classes, build_eval_transform(int(size), crop_pct), int(size)
+    return model, num_classes, classes, transform, int(size)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
