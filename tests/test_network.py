@@ -79,16 +79,18 @@ def test_batch_of_one_in_training():
     x = torch.randn(1, 3, 64, 64)
     with pytest.raises(ValueError, match="batch of 1 in training mode.*frozenbn.*groupnorm"):
         splitattn.create_model("resnest14").train()(x)
-    for norm in ("frozenbn", "groupnorm"):
-        model = splitattn.create_model("resnest14", norm_layer=norm).train()
+    with pytest.warns(splitattn.models.FrozenNormWithoutWeightsWarning):  # from scratch: tests/test_norm_layers.py
+        frozen = splitattn.create_model("resnest14", norm_layer="frozenbn").train()
+    for model in (frozen, splitattn.create_model("resnest14", norm_layer="groupnorm").train()):
         model(x).sum().backward()
     splitattn.create_model("resnest14").eval()(x)
     splitattn.create_model("resnest14").train()(torch.randn(2, 3, 64, 64))
 
 
 def test_norm_layers_and_freezing():
-    assert isinstance(splitattn.create_model("resnest14", norm_layer="frozenbn").layer1[0].conv2.bn1,
-                      FrozenBatchNorm2d)
+    with pytest.warns(splitattn.models.FrozenNormWithoutWeightsWarning):
+        frozen_norms = splitattn.create_model("resnest14", norm_layer="frozenbn")
+    assert isinstance(frozen_norms.layer1[0].conv2.bn1, FrozenBatchNorm2d)
     assert isinstance(splitattn.create_model("resnest14", norm_layer="syncbn").bn1, nn.SyncBatchNorm)
     gn = splitattn.create_model("resnest50_fast_2s2x40d", norm_layer="groupnorm")
     assert gn.layer1[0].bn1.num_groups == 16  # 80 channels: gcd(32, 80) groups

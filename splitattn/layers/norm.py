@@ -10,6 +10,7 @@ import math
 from functools import partial
 from typing import Callable, Union
 
+import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -26,8 +27,15 @@ def group_norm(num_channels: int, num_groups: int = 32) -> nn.GroupNorm:
 def make_norm_layer(norm: Union[str, NormFactory]) -> NormFactory:
     """Turn a norm name (or a callable taking a channel count) into a norm factory.
 
-    Names: ``batchnorm`` (default), ``syncbn``, ``frozenbn``, ``groupnorm``.
+    Names: ``batchnorm`` (default), ``syncbn``, ``frozenbn``, ``groupnorm``. A norm-layer
+    *instance* (``nn.BatchNorm2d(64)``) raises ``TypeError``: every layer needs its own module
+    with its own channel count, so pass the class, a factory or a name.
     """
+    if isinstance(norm, nn.Module):
+        raise TypeError(
+            f"norm_layer got a module instance ({norm!r}); pass the class (nn.BatchNorm2d), a factory "
+            f"taking a channel count (lambda c: nn.GroupNorm(8, c)) or a name ({', '.join(NORM_LAYERS)})."
+        )
     if callable(norm):
         return norm
     factories = {
@@ -40,6 +48,28 @@ def make_norm_layer(norm: Union[str, NormFactory]) -> NormFactory:
     if key not in factories:
         raise ValueError(f"Unknown norm_layer {norm!r}; choose one of {', '.join(NORM_LAYERS)}.")
     return factories[key]
+
+
+def has_learnable_weight(norm: nn.Module) -> bool:
+    """Whether ``norm`` has an affine weight that training updates (not ``FrozenBatchNorm2d``'s buffer)."""
+    weight = getattr(norm, "weight", None)
+    return isinstance(weight, nn.Parameter) and weight.requires_grad
+
+
+def batch_statistics_are_local(norm: nn.Module) -> bool:
+    """Whether ``norm`` normalises a training batch with statistics of this process's images only.
+
+    True for a training-mode BatchNorm, and for a SyncBatchNorm outside a process group of
+    several processes (it then falls back to plain BatchNorm). False for a SyncBatchNorm whose
+    group spans several processes (statistics over all their images: one image per process
+    is fine under torchrun), for eval mode and for other norms.
+    """
+    if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or not norm.training:
+        return False
+    if isinstance(norm, nn.SyncBatchNorm) and torch.distributed.is_available() and torch.distributed.is_initialized():
+        group = norm.process_group if norm.process_group is not None else torch.distributed.group.WORLD
+        return torch.distributed.get_world_size(group) == 1
+    return True
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .norm import batch_statistics_are_local
+
 
 def radix_softmax(logits: Tensor, radix: int, cardinality: int) -> Tensor:
     """Normalise attention logits across the ``radix`` splits of each cardinal group.
@@ -301,14 +303,26 @@ class SplitAttention(nn.Module):
         attn, radix = attn.detach(), self.radix
         return out, lambda: _weighted_sum(recompute_splits(), attn, radix)
 
+    @torch.jit.unused
+    def local_batch_statistics(self) -> bool:
+        """``batch_statistics_are_local(self.bn1)`` (eager only: it reads the process group)."""
+        return batch_statistics_are_local(self.bn1)
+
     def check_batch(self, batch: int) -> None:
-        """Refuse a training batch of 1 when the attention's BatchNorm needs batch statistics."""
-        if self.needs_batch_statistics and self.bn1.training and batch == 1:
+        """Refuse a training batch of 1 when the attention's BatchNorm needs this process's batch statistics.
+
+        SyncBatchNorm across several processes takes its statistics from all their images, so
+        one image per process passes (``batch_statistics_are_local``).
+        """
+        if not (self.needs_batch_statistics and self.bn1.training and batch == 1):
+            return
+        if torch.jit.is_scripting() or self.local_batch_statistics():  # scripted: SyncBN not told apart
             raise ValueError(
                 "SplitAttention got a batch of 1 in training mode: its attention branch pools "
                 "each image to 1x1, and BatchNorm cannot compute batch statistics from one value "
-                "per channel. Use a batch of at least 2, call model.eval() for inference, or build "
-                "the model with norm_layer='frozenbn' or 'groupnorm'."
+                "per channel. Use a batch of at least 2, call model.eval() for inference, build "
+                "the model with norm_layer='frozenbn' (pretrained weights only) or 'groupnorm', or "
+                "train with norm_layer='syncbn' across several processes under torchrun."
             )
 
     def forward(self, x: Tensor) -> Tensor:

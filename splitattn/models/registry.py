@@ -7,10 +7,12 @@ parameter count / multiply-accumulates that the tests pin.
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
 from .resnest import ResNeSt, ResNeStFeatures
 
@@ -163,6 +165,14 @@ _ARCH_ARGS = (
 )
 
 
+class FrozenNormWithoutWeightsWarning(UserWarning):
+    """``create_model`` built frozen BatchNorm layers without loading pretrained weights.
+
+    Frozen BN keeps gamma 1, beta 0, mean 0, variance 1 forever: no normalisation at all.
+    Code that loads a checkpoint right after ``create_model`` may filter this category.
+    """
+
+
 def list_models(pattern: str = "*", include_aliases: bool = False) -> List[str]:
     """Registered model names (in registry order) matching a shell-style ``pattern`` such as ``"resnest50*"``."""
     import fnmatch
@@ -241,6 +251,13 @@ def create_model(
         path = resolve_checkpoint_path(spec.name, pretrained)
         load_state_dict_into(classifier, load_checkpoint(path), origin=str(path))
         eval_config = eval_config_for_file(spec.name, path.name)
+    elif any(isinstance(m, FrozenBatchNorm2d) for m in classifier.modules()):
+        warnings.warn(
+            f"{spec.name} was built with frozen BatchNorm (FrozenBatchNorm2d) but without pretrained weights: "
+            "its statistics and affine parameters stay at their initial values and never adapt, which is almost "
+            "always a mistake. Pass pretrained=True (or a checkpoint), or use norm_layer='groupnorm' or 'syncbn'.",
+            FrozenNormWithoutWeightsWarning, stacklevel=2,
+        )
     model: nn.Module = ResNeStFeatures(classifier, out_indices) if features_only else classifier
     model.eval_config = eval_config
     model.model_name = spec.name

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..layers import DropBlock2d, SplitAttention, make_norm_layer
 from ..layers.split_attention import batch_norm_relu, recompute_when_saved, trains_lean
-from ..layers.norm import NormFactory
+from ..layers.norm import NormFactory, has_learnable_weight
 
 # Below this the five stride-2 steps act on maps that are mostly padding.
 MIN_INPUT_SIZE = 32
@@ -225,7 +225,8 @@ class ResNeSt(nn.Module):
         drop_block_prob: build DropBlock (block 3) into stages 3 and 4 with this probability;
             ramp it during training with ``set_drop_block_prob``.
         norm_layer: ``batchnorm``, ``syncbn``, ``frozenbn``, ``groupnorm`` or a factory.
-        zero_init_last: zero the last BN gamma of each block (the recipe's "last gamma").
+        zero_init_last: zero the last BN gamma of each block (the recipe's "last gamma"); norms
+            whose weight does not learn (``frozenbn``) keep gamma 1.
         memory_efficient: train through the lean Split-Attention step, which keeps about 1/4
             less activation memory for backward at a few percent of speed (same results).
 
@@ -318,8 +319,9 @@ class ResNeSt(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         if zero_init_last:
+            # Only a gamma that training updates: a frozen norm's zero would silence the branch forever.
             for module in self.modules():
-                if isinstance(module, Bottleneck) and getattr(module.bn3, "weight", None) is not None:
+                if isinstance(module, Bottleneck) and has_learnable_weight(module.bn3):
                     nn.init.zeros_(module.bn3.weight)
 
     @torch.jit.ignore
