@@ -1,7 +1,9 @@
 """DropBlock (Ghiasi et al. 2018): structured dropout of contiguous square regions.
 
-The official ResNeSt code declares DropBlock but raises NotImplementedError; this is a
-working implementation with the paper's placement (block size 3, stages 3 and 4).
+The official ResNeSt PyTorch code declares DropBlock but raises NotImplementedError; the
+authors' GluonCV code (``resnest/gluon/dropblock.py``) implements it, placed after the norms
+of stages 3 and 4 with block size 3. As there and in the paper's Algorithm 1, every channel
+of every image gets its own mask.
 """
 from __future__ import annotations
 
@@ -10,14 +12,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class DropBlock2d(nn.Module):
-    """Zero out ``block_size`` x ``block_size`` regions, then rescale to keep the mean.
+def check_drop_prob(prob: float) -> float:
+    """``prob`` as a float, or ``ValueError`` unless ``0 <= prob < 1`` (1 would drop everything)."""
+    value = float(prob)
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise ValueError(f"DropBlock probability must satisfy 0 <= p < 1, got {prob!r}.")
+    return value
 
-    ``drop_prob`` is a plain attribute so a training loop can ramp it (the ResNeSt recipe
-    ramps it linearly from 0 to its target); see ``ResNeSt.set_drop_block_prob``.
-    The block seeds are sampled so that the expected fraction of dropped units equals
-    ``drop_prob`` (the gamma of the paper, Eq. 1). One mask per image, shared by all
-    channels, as in the paper. Identity in eval mode or when ``drop_prob == 0``.
+
+class DropBlock2d(nn.Module):
+    """Zero out ``block_size`` x ``block_size`` regions, independently per channel, then rescale.
+
+    Block centres are drawn where a whole block fits, with the rate gamma of the paper (Eq. 1)
+    so that the expected dropped fraction is ``drop_prob``; the kept units are scaled by
+    (all units / kept units) of the batch, as ``torchvision.ops.drop_block2d`` does. Identity
+    in eval mode. Same statistics as ``torchvision.ops.drop_block2d`` (tested), which is not
+    used itself because its probability is a Python float: one compiled graph per value under
+    ``torch.compile`` and no tensor in TorchScript.
+
+    ``drop_prob`` is a 0-dim float32 buffer (not saved in the state dict), so that ramping it
+    during training (``ResNeSt.set_drop_block_prob``, ``set_drop_prob``) changes a tensor's value
+    and never recompiles a ``torch.compile`` graph. With ``drop_prob == 0`` in training the
+    output equals the input (no block is drawn).
 
     Shape: (N, C, H, W) -> (N, C, H, W).
     """
@@ -26,27 +42,27 @@ class DropBlock2d(nn.Module):
         super().__init__()
         if block_size < 1 or block_size % 2 == 0:
             raise ValueError(f"DropBlock2d needs an odd block_size >= 1, got {block_size}.")
-        if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f"DropBlock2d needs 0 <= drop_prob < 1, got {drop_prob}.")
-        self.drop_prob = float(drop_prob)
+        self.register_buffer("drop_prob", torch.tensor(check_drop_prob(drop_prob)), persistent=False)
         self.block_size = block_size
 
+    def set_drop_prob(self, prob: float) -> None:
+        """Set the probability in place (no recompilation); ``ValueError`` unless ``0 <= prob < 1``."""
+        self.drop_prob.fill_(check_drop_prob(prob))
+
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.drop_prob == 0.0:
+        if not self.training:
             return x
-        batch, _, height, width = x.shape
+        batch, channels, height, width = x.shape
         block = min(self.block_size, height, width)
         block -= 1 - block % 2  # keep it odd so the padded max-pool gives back H x W
         valid_h, valid_w = height - block + 1, width - block + 1
-        # Seeds only where a whole block fits; gamma makes the dropped fraction drop_prob.
-        gamma = self.drop_prob * height * width / (block * block * valid_h * valid_w)
-        seeds = torch.rand((batch, 1, valid_h, valid_w), dtype=x.dtype, device=x.device) < gamma
+        gamma = self.drop_prob.to(x.dtype) * (height * width / (block * block * valid_h * valid_w))
+        seeds = torch.rand((batch, channels, valid_h, valid_w), dtype=x.dtype, device=x.device) < gamma
         pad = block // 2
         seeds = F.pad(seeds.to(x.dtype), (pad, pad, pad, pad))
-        dropped = F.max_pool2d(seeds, kernel_size=block, stride=1, padding=pad)
-        keep = 1.0 - dropped
+        keep = 1.0 - F.max_pool2d(seeds, kernel_size=block, stride=1, padding=pad)
         scale = keep.numel() / keep.sum().clamp(min=1.0)
         return x * keep * scale
 
     def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}, block_size={self.block_size}"
+        return f"drop_prob={float(self.drop_prob):.4g}, block_size={self.block_size}"

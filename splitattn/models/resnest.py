@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import DropBlock2d, SplitAttention, make_norm_layer
+from ..layers.drop_block import check_drop_prob
 from ..layers.split_attention import batch_norm_relu, recompute_when_saved, trains_lean
 from ..layers.norm import NormFactory, has_learnable_weight
 
@@ -222,8 +223,8 @@ class ResNeSt(nn.Module):
         in_chans: image channels.
         output_stride: 32, or 16/8 with dilated stages 4 (and 3), for dense prediction.
         drop_rate: dropout before the classifier.
-        drop_block_prob: build DropBlock (block 3) into stages 3 and 4 with this probability;
-            ramp it during training with ``set_drop_block_prob``.
+        drop_block_prob: build DropBlock (block 3, per-channel masks) into stages 3 and 4 with
+            this probability, in [0, 1); ramp it during training with ``set_drop_block_prob``.
         norm_layer: ``batchnorm``, ``syncbn``, ``frozenbn``, ``groupnorm`` or a factory.
         zero_init_last: zero the last BN gamma of each block (the recipe's "last gamma"); norms
             whose weight does not learn (``frozenbn``) keep gamma 1.
@@ -260,6 +261,7 @@ class ResNeSt(nn.Module):
             raise ValueError(f"output_stride must be one of 8, 16, 32, got {output_stride}.")
         if radix < 0:
             raise ValueError(f"radix must be >= 0, got {radix}.")
+        check_drop_prob(drop_block_prob)
         norm = make_norm_layer(norm_layer)
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -326,12 +328,18 @@ class ResNeSt(nn.Module):
 
     @torch.jit.ignore
     def set_drop_block_prob(self, prob: float) -> None:
-        """Set the DropBlock probability of every DropBlock layer (for the linear ramp)."""
+        """Set the DropBlock probability of every DropBlock layer (for the linear ramp).
+
+        Changes the layers' probability buffers in place, so a ``torch.compile``d model is not
+        recompiled. Raises ``ValueError`` unless ``0 <= prob < 1``, or for ``prob > 0`` on a
+        model built without DropBlock.
+        """
+        prob = check_drop_prob(prob)
         layers = [m for m in self.modules() if isinstance(m, DropBlock2d)]
         if not layers and prob > 0:
             raise ValueError("This model has no DropBlock layers; build it with drop_block_prob > 0.")
         for layer in layers:
-            layer.drop_prob = float(prob)
+            layer.set_drop_prob(prob)
 
     @torch.jit.ignore
     def set_memory_efficient(self, enabled: bool = True) -> None:
