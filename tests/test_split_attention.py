@@ -52,9 +52,18 @@ def test_shapes_stride_dilation_and_inner_width():
     layer = SplitAttention(64, 128, stride=2, dilation=2, radix=2, cardinality=2)
     assert layer.conv.groups == 4 and layer.conv.padding == (2, 2)
     assert layer.fc1.groups == 2 and layer.fc2.out_channels == 256
-    assert layer.inner_channels == 64 * 2 // 4
-    assert SplitAttention(32, 32, radix=1).inner_channels == 32  # floor of 32
     assert layer(torch.randn(2, 64, 15, 16)).shape == (2, 128, 8, 8)
+
+
+@pytest.mark.parametrize("channels,radix,cardinality", [(64, 2, 1), (256, 2, 1), (512, 4, 1), (80, 2, 2), (96, 1, 4),
+                                                        (32, 1, 1)])
+def test_same_layers_as_timms_split_attention(channels, radix, cardinality):
+    """Inner width (max(C * R / 4, 32) as the official code) and every weight's shape, against timm's SplitAttn."""
+    timm_layers = pytest.importorskip("timm.layers")
+    ours = SplitAttention(channels, channels, radix=radix, cardinality=cardinality)
+    theirs = timm_layers.SplitAttn(channels, channels, groups=cardinality, radix=radix, norm_layer=nn.BatchNorm2d)
+    assert ours.inner_channels == theirs.fc1.out_channels
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
 
 
 def test_radix_softmax_orders_output_radix_major():
