@@ -30,6 +30,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from ..layers import SplitAttention
 from ..models.resnest import Bottleneck, check_image_batch
+from ..models.registry import EvalConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -150,7 +151,7 @@ def optimize_for_inference(
     precision: str = "fp32",
     channels_last: Optional[bool] = None,
     backend: str = "compile",
-    example_size: int = 224,
+    example_size: Optional[int] = None,
 ) -> InferenceModel:
     """A fast inference copy of ``model`` (the original is not modified).
 
@@ -163,7 +164,8 @@ def optimize_for_inference(
             each new input shape compiles, tens of seconds on a CPU), ``torchscript`` (trace,
             ``torch.jit.freeze`` and ``torch.jit.optimize_for_inference``: ready at once, no compiler
             needed) or ``eager`` (folding and layout only).
-        example_size: image size of the example input used for tracing (any size works afterwards).
+        example_size: image size of the example input used for tracing (any size works afterwards);
+            default: the input size of the model's ``eval_config`` (``EvalConfig``'s default without one).
 
     Returns an ``InferenceModel``: float32 (N, C, H, W) in, float32 outputs out. fp32 outputs match
     the eager model within about 1e-5 relative; bf16 ones within bf16 rounding (~1e-2).
@@ -188,6 +190,8 @@ def optimize_for_inference(
     for param in fast.parameters():
         param.requires_grad_(False)
     if backend == "torchscript":
+        if example_size is None:
+            example_size = getattr(model, "eval_config", EvalConfig()).input_size
         example = torch.randn(1, in_chans, example_size, example_size, device=device)
         example = example.to(dtype=dtype, memory_format=memory_format)
         with torch.no_grad(), warnings.catch_warnings():

@@ -163,7 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _inference_setup(args: argparse.Namespace):
     from ...data import build_eval_transform, eval_transform_for
-    from ...models.registry import EvalConfig, get_model_spec
+    from ...models.registry import get_model_spec
     from ...weights.sources import eval_config_for_file
     from .checkpoint import load_trained_model
 
