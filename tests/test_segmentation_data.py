@@ -86,10 +86,14 @@ def test_folder_dataset_maps_ignore_value(tmp_path):
     assert dataset.load(1)[1][0].tolist() == [0, 1, 2, IGNORE_INDEX, 3]
 
 
-def test_label_value_outside_class_list_names_file(tmp_path):
-    dataset = build_dataset("folder", _folder(tmp_path), "train", classes="w,x,y", ignore_value=11)
+def test_label_value_outside_class_list_names_file_when_built(tmp_path):
+    # issue 12.2: found when the data set is built, not mid-epoch
+    _folder(tmp_path)
+    _save(tmp_path / "train" / "labels" / "b.png", np.array([[0, 1, 2, 11, 2]] * 4))
     with pytest.raises(SegmentationDataError, match=r"labels/a.png holds value\(s\) \[3\].*--ignore-value"):
-        dataset[0]
+        build_dataset("folder", tmp_path, "train", classes="w,x,y", ignore_value=11)
+    dataset = build_dataset("folder", tmp_path, "train", classes="w,x,y", ignore_value=11, skip_bad=True)
+    assert [pair[1].name for pair in dataset.pairs] == ["b.png"] and "a.png holds value(s) [3]" in dataset.skipped[0]
 
 
 def test_ignore_value_inside_class_list_is_refused(tmp_path):
@@ -120,9 +124,8 @@ def test_size_mismatch_is_an_error_or_skipped(tmp_path):
 def test_colour_label_maps_and_missing_class_list_are_clear_errors(tmp_path):
     _folder(tmp_path)
     _save(tmp_path / "train" / "labels" / "a.png", _rgb(4, 5))
-    dataset = build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11)
-    with pytest.raises(SegmentationDataError, match="a.png is RGB, not a single-channel"):
-        dataset.load(0)
+    with pytest.raises(SegmentationDataError, match="a.png is RGB, not a single-channel.*palette"):
+        build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11)  # issue 12.2: at build
     with pytest.raises(ValueError, match="needs its class list"):
         build_dataset("folder", tmp_path, "train")
     with pytest.raises(FileNotFoundError, match="does not exist"):
