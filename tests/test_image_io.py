@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
 from splitattn.data.detection import CocoDetectionDataset
@@ -139,3 +139,16 @@ def test_hidden_files_are_never_samples(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / name, format="JPEG")
     assert image_files([str(tmp_path)]) == [tmp_path / "a.jpg"]
     assert is_hidden(tmp_path / ".ipynb_checkpoints" / "a.jpg", tmp_path) and not is_hidden(tmp_path / "a.jpg", tmp_path)
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png", "tif", "webp"])
+def test_header_size_is_the_size_of_the_upright_image(tmp_path, suffix):
+    stored = Image.fromarray(np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3))
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[ORIENTATION] = orientation
+        stored.save(tmp_path / f"o{orientation}.{suffix}", exif=exif)
+        with Image.open(tmp_path / f"o{orientation}.{suffix}") as opened:  # PIL's own transpose as reference
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+        assert image_size(tmp_path / f"o{orientation}.{suffix}") == upright.size, orientation

@@ -83,8 +83,12 @@ def image_size(path: Union[str, Path]) -> Tuple[int, int]:
     """
     with Image.open(path) as opened:
         width, height = opened.size
-        # Image.getexif of the base class uses only what the header gave (PNG's override would decode the file)
-        orientation = Image.Image.getexif(opened).get(ExifTags.Base.Orientation, 1)
+        if opened.format == "TIFF":  # PIL turns a TIFF upright itself when reading it: its size is upright
+            return width, height
+        # PNG's getexif decodes the whole file to find an eXIf chunk after the pixels; the base class's reads
+        # only what the header gave. JPEG and WebP read their EXIF with the header.
+        exif = Image.Image.getexif(opened) if opened.format == "PNG" else opened.getexif()
+        orientation = exif.get(ExifTags.Base.Orientation, 1)
     return (height, width) if orientation in _QUARTER_TURNS else (width, height)
 
 

@@ -103,7 +103,7 @@ def identity_lut(num_classes: int, ignore_values: Sequence[int] = ()) -> np.ndar
     return lut
 
 
-INDEX_MODES = ("L", "P", "I", "I;16", "1")
+INDEX_MODES = ("L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N", "1")
 COLOUR_MODES = ("RGB", "RGBA", "P")
 IGNORE_NAME = "ignore"  # palette rows of this name map their colour (or, with r,g,b = *, every other) to IGNORE_INDEX
 BUILD_CHECK_THREADS = 8
