@@ -116,8 +116,9 @@ def read_label(path: Path) -> np.ndarray:
     if label.mode not in INDEX_MODES:
         raise SegmentationDataError(
             f"label map {path} is {label.mode}, not a single-channel image of class ids; colour-coded label maps "
-            "need their palette (a CSV of name,r,g,b: palette=... in build_dataset, --palette).")
-    return np.asarray(label)
+            "need their palette, a CSV of name,r,g,b (build_dataset(..., palette=...)).")
+    values = np.asarray(label)
+    return values.astype(np.uint8) if values.dtype == bool else values  # mode "1": ids 0 and 1
 
 
 def _colour_codes(rgb: np.ndarray) -> np.ndarray:
