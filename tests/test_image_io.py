@@ -59,6 +59,11 @@ def test_16_and_32_bit_greyscale_scaled_as_torchvision_to_dtype(tmp_path):
     assert np.array_equal(np.asarray(read_image(tmp_path / "deep32.tif", channels=1)), reference32)
     assert np.array_equal(reference32, grey)
 
+    floats = (deep / 65535.0).astype(np.float32)  # 32-bit float TIFF (mode F), 0..1
+    Image.fromarray(floats, "F").save(tmp_path / "float.tif")
+    reference_f = TF.to_dtype(torch.from_numpy(floats), torch.uint8, scale=True).numpy()
+    assert np.array_equal(np.asarray(read_image(tmp_path / "float.tif", channels=1)), reference_f)
+
 
 @needs_imagenette
 @pytest.mark.parametrize("orientation", [3, 6, 8])

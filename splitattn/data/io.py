@@ -54,7 +54,8 @@ def to_8bit(image: Image.Image) -> Image.Image:
         return Image.fromarray((np.clip(values, 0, None) >> _SHIFTS[image.mode]).clip(0, 255).astype(np.uint8), "L")
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float32)
-        return Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8), "L")
+        # to_dtype's float -> uint8 rule: multiply by 256 - 1e-3 and truncate (evenly sized bins, 1.0 -> 255)
+        return Image.fromarray((np.clip(values, 0.0, 1.0) * (256 - 1e-3)).astype(np.uint8), "L")
     return image
 
 
