@@ -1,6 +1,7 @@
 """Segmentation data sets (ADE20K, Cityscapes, VOC, folders), bad inputs and the joint transforms."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +87,14 @@ def test_folder_dataset_maps_ignore_value(tmp_path):
     assert dataset.load(1)[1][0].tolist() == [0, 1, 2, IGNORE_INDEX, 3]
 
 
-def test_label_value_outside_class_list_names_file(tmp_path):
-    dataset = build_dataset("folder", _folder(tmp_path), "train", classes="w,x,y", ignore_value=11)
+def test_label_value_outside_class_list_names_file_when_built(tmp_path):
+    # issue 12.2: found when the data set is built, not mid-epoch
+    _folder(tmp_path)
+    _save(tmp_path / "train" / "labels" / "b.png", np.array([[0, 1, 2, 11, 2]] * 4))
     with pytest.raises(SegmentationDataError, match=r"labels/a.png holds value\(s\) \[3\].*--ignore-value"):
-        dataset[0]
+        build_dataset("folder", tmp_path, "train", classes="w,x,y", ignore_value=11)
+    dataset = build_dataset("folder", tmp_path, "train", classes="w,x,y", ignore_value=11, skip_bad=True)
+    assert [pair[1].name for pair in dataset.pairs] == ["b.png"] and "a.png holds value(s) [3]" in dataset.skipped[0]
 
 
 def test_ignore_value_inside_class_list_is_refused(tmp_path):
@@ -120,9 +125,8 @@ def test_size_mismatch_is_an_error_or_skipped(tmp_path):
 def test_colour_label_maps_and_missing_class_list_are_clear_errors(tmp_path):
     _folder(tmp_path)
     _save(tmp_path / "train" / "labels" / "a.png", _rgb(4, 5))
-    dataset = build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11)
-    with pytest.raises(SegmentationDataError, match="a.png is RGB, not a single-channel"):
-        dataset.load(0)
+    with pytest.raises(SegmentationDataError, match="a.png is RGB, not a single-channel.*palette"):
+        build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11)  # issue 12.2: at build
     with pytest.raises(ValueError, match="needs its class list"):
         build_dataset("folder", tmp_path, "train")
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -200,3 +204,105 @@ def test_camvid_mini_loads_with_void_ignored():
     assert image.size == (480, 360) and target.shape == (360, 480)
     assert set(np.unique(target).tolist()) <= set(range(11)) | {IGNORE_INDEX}
     assert (target == IGNORE_INDEX).any()  # CamVid's void (11) is present and ignored
+
+
+# CamVid's original label colours (Brostow et al.) for the 11 SegNet classes, and black for void.
+CAMVID_COLOURS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+
+
+def _palette_file(path: Path, extra=("ignore,0,0,0",)) -> Path:
+    rows = ["name,r,g,b"] + [f"{name},{r},{g},{b}" for name, (r, g, b) in zip(CAMVID_CLASSES, CAMVID_COLOURS)]
+    path.write_text("\n".join(rows + list(extra)) + "\n")
+    return path
+
+
+def _colour_twin(index_root: Path, colour_root: Path, count: int) -> None:
+    """A copy of ``count`` CamVid pairs (images linked) whose label maps are written as RGB colours."""
+    colours = np.array(CAMVID_COLOURS + ((0, 0, 0),), dtype=np.uint8)  # value 11 (void) -> black
+    for kind in ("images", "labels"):
+        (index_root / "train" / kind).mkdir(parents=True)
+        (colour_root / "train" / kind).mkdir(parents=True)
+    for image in sorted((CAMVID / "train" / "images").glob("*.png"))[:count]:
+        label = CAMVID / "train" / "labels" / image.name
+        for root in (index_root, colour_root):
+            (root / "train" / "images" / image.name).symlink_to(image)
+        (index_root / "train" / "labels" / image.name).symlink_to(label)
+        Image.fromarray(colours[np.asarray(Image.open(label))]).save(colour_root / "train" / "labels" / image.name)
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+def test_colour_coded_twin_gives_identical_training_targets(tmp_path):
+    _colour_twin(tmp_path / "index", tmp_path / "colour", 4)
+    index = build_dataset("folder", tmp_path / "index", "train", classes=list(CAMVID_CLASSES),
+                          ignore_value=CAMVID_IGNORE_VALUE)
+    colour = build_dataset("folder", tmp_path / "colour", "train", palette=_palette_file(tmp_path / "camvid.csv"))
+    assert colour.classes == list(CAMVID_CLASSES) and len(colour) == len(index) == 4
+    transform = SegmentationTrainTransform(base_size=120, crop_size=64)
+    for i in range(4):
+        assert np.array_equal(colour.load(i)[1], index.load(i)[1])
+        random.seed(i), torch.manual_seed(i)  # the scale comes from random, the crop and flip from torch
+        x_index, y_index = transform(*index.load(i))
+        random.seed(i), torch.manual_seed(i)
+        x_colour, y_colour = transform(*colour.load(i))
+        assert torch.equal(y_index, y_colour) and torch.equal(x_index, x_colour)
+    stored = np.asarray(Image.open(CAMVID / "train" / "labels" / index.pairs[0][1].name))
+    assert np.array_equal(colour.load(0)[1], np.where(stored == CAMVID_IGNORE_VALUE, IGNORE_INDEX, stored))
+
+
+def test_unknown_colour_names_file_colour_and_pixel_or_is_ignored(tmp_path):
+    _save(tmp_path / "train" / "images" / "a.png", _rgb(4, 5))
+    label = np.zeros((4, 5, 3), dtype=np.uint8)
+    label[:, :, 0] = 128  # (128, 0, 0) = building
+    label[2, 3] = (1, 2, 3)
+    _save(tmp_path / "train" / "labels" / "a.png", label)
+    palette = _palette_file(tmp_path / "palette.csv")
+    with pytest.raises(SegmentationDataError, match=r"labels/a.png has colour\(s\) \[\(1, 2, 3\)\] .*palette.csv "
+                                                    r"\(first at pixel x=3, y=2\)"):
+        build_dataset("folder", tmp_path, "train", palette=palette)
+    lenient = _palette_file(tmp_path / "lenient.csv", ("ignore,0,0,0", "ignore,*,*,*"))
+    target = build_dataset("folder", tmp_path, "train", palette=lenient).load(0)[1]
+    expected = np.full((4, 5), 1)
+    expected[2, 3] = IGNORE_INDEX
+    assert target.tolist() == expected.tolist()
+    _save(tmp_path / "train" / "labels" / "a.png", np.ones((4, 5)))
+    with pytest.raises(SegmentationDataError, match="a.png is L, not a colour image"):
+        build_dataset("folder", tmp_path, "train", palette=palette)
+
+
+def test_palette_file_errors_name_the_line(tmp_path):
+    from splitattn.data.segmentation import read_palette
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sky,128,128,128\nroad,300,0,0\n")
+    with pytest.raises(SegmentationDataError, match=r"bad.csv, line 2: r,g,b must be integers 0..255"):
+        read_palette(bad)
+    bad.write_text("sky,128,128,128\nroad,128,128,128\n")
+    with pytest.raises(SegmentationDataError, match=r"line 2: colour \(128,128,128\) is already on line 1"):
+        read_palette(bad)
+    shared = tmp_path / "shared.csv"
+    shared.write_text("# two colours for one class\nroad,1,1,1\ncar,2,2,2\nroad,3,3,3\n")
+    palette = read_palette(shared)
+    assert palette.classes == ("road", "car") and palette.ids.tolist() == [0, 1, 0]
+
+
+def test_hidden_files_in_segmentation_folders_are_not_pairs(tmp_path):
+    _folder(tmp_path)
+    _save(tmp_path / "train" / "images" / "._a.png", _rgb(4, 5))
+    _save(tmp_path / "train" / "labels" / ".ipynb_checkpoints" / "a-checkpoint.png", np.zeros((4, 5)))
+    (tmp_path / "train" / "images" / ".DS_Store").write_bytes(b"\0")
+    dataset = build_dataset("folder", tmp_path, "train", classes="w,x,y,z", ignore_value=11)
+    assert [pair[0].name for pair in dataset.pairs] == ["a.png", "b.png"] and not dataset.skipped
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+def test_camvid_build_checks_every_label_map(capsys):
+    import time
+
+    start = time.perf_counter()
+    train = build_dataset("folder", CAMVID, "train", classes=list(CAMVID_CLASSES), ignore_value=CAMVID_IGNORE_VALUE)
+    with capsys.disabled():
+        print(f"\ncamvid-mini train: {len(train)} pairs checked in {time.perf_counter() - start:.2f} s")
+    # one class fewer: the maps holding class 10 (bicyclist) are found at build
+    with pytest.raises(SegmentationDataError, match=r"holds value\(s\) \[10\].*more pair\(s\) have problems"):
+        build_dataset("folder", CAMVID, "train", classes=list(CAMVID_CLASSES[:10]), ignore_value=CAMVID_IGNORE_VALUE)

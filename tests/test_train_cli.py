@@ -178,7 +178,7 @@ def test_bad_data_folders_are_one_clear_error(tmp_path: Path, capsys, layout: st
     if layout != "missing":
         data.mkdir()
     if layout in ("no_val", "empty_class", "no_classes"):
-        make_image_folder(data, classes=("a",), per_class=2, splits=("train",))
+        make_image_folder(data, classes=("a", "c"), per_class=2, splits=("train",))  # 1 class is an error of its own
     if layout == "empty_class":
         make_image_folder(data, classes=("a",), per_class=2, splits=("val",))
         (data / "train" / "b").mkdir()

@@ -49,6 +49,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
+from .io import read_image
 from .segmentation import VOC_CLASSES
 
 PathLike = Union[str, Path]
@@ -249,8 +250,7 @@ class DetectionDataset(Dataset):
         ``skip_bad`` is on."""
         record = self.records[index]
         try:
-            with Image.open(record.path) as image:
-                rgb = image.convert("RGB")
+            rgb = read_image(record.path)
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             problem = f"image {record.path} cannot be read ({error})"
         else:

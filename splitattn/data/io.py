@@ -11,18 +11,27 @@ array wherever it is used:
   (``uint16 -> uint8`` is ``v >> 8``; ``int32 -> uint8`` is ``v >> 23``; float is taken as
   0..1), never clipped at 255 by ``convert`` and never stretched per image;
 - the result has the model's channel count: 1 (``L``), 3 (``RGB``) or 4 (``RGBA``).
+
+Label maps are read with ``open_upright``: the same orientation, but their stored values are
+never converted (a mode conversion would turn class ids into grey levels or colours).
+``image_size`` gives the upright size from the file header alone, so data sets can check
+image/annotation sizes when they are built without decoding any pixels.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
-__all__ = ["CHANNEL_MODES", "is_hidden", "read_image", "to_8bit"]
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["CHANNEL_MODES", "channel_stats", "image_size", "is_hidden", "open_upright", "read_image", "to_8bit"]
 
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# EXIF orientations that turn the stored picture by 90 degrees (width and height swap when made upright)
+_QUARTER_TURNS = (5, 6, 7, 8)
 # bits to drop when scaling each high-bit-depth mode to 8 bits (to_dtype(..., scale=True))
 _SHIFTS = {"I;16": 8, "I;16L": 8, "I;16B": 8, "I;16N": 8, "I": 23}
 
@@ -45,8 +54,54 @@ def to_8bit(image: Image.Image) -> Image.Image:
         return Image.fromarray((np.clip(values, 0, None) >> _SHIFTS[image.mode]).clip(0, 255).astype(np.uint8), "L")
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float32)
-        return Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8), "L")
+        # to_dtype's float -> uint8 rule: multiply by 256 - 1e-3 and truncate (evenly sized bins, 1.0 -> 255)
+        return Image.fromarray((np.clip(values, 0.0, 1.0) * (256 - 1e-3)).astype(np.uint8), "L")
     return image
+
+
+def channel_stats(channels: int, mean: Sequence[float] = IMAGENET_MEAN,
+                  std: Sequence[float] = IMAGENET_STD) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Normalisation ``(mean, std)`` with one value per channel for images read with ``channels`` channels.
+
+    3 channels: ``mean``/``std`` as given (ImageNet's RGB statistics by default). 1 channel (``L``): the
+    average of the three values. 4 channels (``RGBA``): the three RGB values, then that average for the fourth
+    channel. Raises ``ValueError`` for other channel counts.
+    """
+    if channels not in CHANNEL_MODES:
+        raise ValueError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    grey = (sum(mean) / len(mean),), (sum(std) / len(std),)
+    if channels == 1:
+        return grey
+    return (mean, std) if channels == 3 else (mean + grey[0], std + grey[1])
+
+
+def image_size(path: Union[str, Path]) -> Tuple[int, int]:
+    """``(width, height)`` of the image at ``path`` once made upright, read from the file header only.
+
+    The EXIF orientation is taken from the metadata PIL reads with the header (JPEG/TIFF/WebP EXIF, a PNG
+    ``eXIf`` chunk before the pixel data); no pixel is decoded. Raises ``OSError`` for unreadable files.
+    """
+    with Image.open(path) as opened:
+        width, height = opened.size
+        if opened.format == "TIFF":  # PIL turns a TIFF upright itself when reading it: its size is upright
+            return width, height
+        # PNG's getexif decodes the whole file to find an eXIf chunk after the pixels; the base class's reads
+        # only what the header gave. JPEG and WebP read their EXIF with the header.
+        exif = Image.Image.getexif(opened) if opened.format == "PNG" else opened.getexif()
+        orientation = exif.get(ExifTags.Base.Orientation, 1)
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
+
+
+def open_upright(path: Union[str, Path]) -> Image.Image:
+    """Decode the image at ``path`` and apply its EXIF orientation; its mode and values are kept as stored.
+
+    For label maps and other files whose values are not intensities. Raises ``OSError`` /
+    ``PIL.UnidentifiedImageError`` for unreadable files.
+    """
+    with Image.open(path) as opened:
+        opened.load()
+        return ImageOps.exif_transpose(opened)
 
 
 def read_image(path: Union[str, Path], channels: int = 3) -> Image.Image:
@@ -58,10 +113,7 @@ def read_image(path: Union[str, Path], channels: int = 3) -> Image.Image:
     """
     if channels not in CHANNEL_MODES:
         raise ValueError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
-    with Image.open(path) as opened:
-        opened.load()
-        upright = ImageOps.exif_transpose(opened)
-    image = to_8bit(upright)
+    image = to_8bit(open_upright(path))
     mode = CHANNEL_MODES[channels]
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # a palette image's transparency cannot go straight to L/RGB cleanly

@@ -5,11 +5,13 @@ Training follows PyTorch-Encoding: the long side is resized to a random length i
 the labels), the result is padded to the crop size (image with 0, labels with
 ``IGNORE_INDEX`` so padding never counts), randomly cropped and flipped, then normalised.
 Evaluation only normalises: images keep their size and the prediction code scales them.
+Images may have 1, 3 or 4 channels (``channels``, the model's ``in_chans``); the normalisation
+has one mean/std a channel (``splitattn.data.io.channel_stats``).
 """
 from __future__ import annotations
 
 import random
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from .io import channel_stats
 from .segmentation import IGNORE_INDEX
 
 
@@ -50,7 +52,10 @@ class RandomLongSideScale:
 
 
 class SegmentationTrainTransform:
-    """(PIL RGB image, (H, W) uint8 target) -> ((3, crop, crop) float image, (crop, crop) int64 target)."""
+    """(PIL image of C channels, (H, W) uint8 target) -> ((C, crop, crop) float image, (crop, crop) int64 target).
+
+    ``mean``/``std`` default to ``channel_stats(channels)`` (ImageNet's for RGB).
+    """
 
     def __init__(
         self,
@@ -58,9 +63,11 @@ class SegmentationTrainTransform:
         crop_size: int,
         scale_range: Tuple[float, float] = (0.5, 2.0),
         hflip: float = 0.5,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        channels: int = 3,
     ) -> None:
+        mean, std = _stats(channels, mean, std)
         self.scale = RandomLongSideScale(base_size, scale_range)
         self.rest = v2.Compose([
             v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
@@ -77,17 +84,32 @@ class SegmentationTrainTransform:
 
 
 class SegmentationEvalTransform:
-    """(PIL RGB image, (H, W) uint8 target) -> ((3, H, W) normalised image, (H, W) int64 target), sizes kept."""
+    """(PIL image of C channels, (H, W) uint8 target) -> ((C, H, W) normalised image, (H, W) int64 target),
+    sizes kept; ``mean``/``std`` default to ``channel_stats(channels)``."""
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                 channels: int = 3) -> None:
+        mean, std = _stats(channels, mean, std)
         self.mean, self.std = list(mean), list(std)
 
     def __call__(self, image: Image.Image, target: np.ndarray) -> Tuple[Tensor, Tensor]:
         return normalize_image(image, self.mean, self.std), torch.from_numpy(np.ascontiguousarray(target)).long()
 
 
-def normalize_image(image: Image.Image, mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """PIL RGB image -> (3, H, W) float tensor normalised with ``mean``/``std``."""
+def _stats(channels: int, mean: Optional[Sequence[float]], std: Optional[Sequence[float]]):
+    """``(mean, std)``: the given values, else ``channel_stats(channels)``; one value a channel or an error."""
+    default_mean, default_std = channel_stats(channels)
+    mean, std = tuple(default_mean if mean is None else mean), tuple(default_std if std is None else std)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"normalisation needs one mean and one std per channel ({channels}), got mean {mean} "
+                         f"and std {std}.")
+    return mean, std
+
+
+def normalize_image(image: Image.Image, mean: Optional[Sequence[float]] = None,
+                    std: Optional[Sequence[float]] = None) -> Tensor:
+    """PIL image of C channels -> (C, H, W) float tensor normalised with ``mean``/``std`` (default:
+    ``channel_stats(C)``, ImageNet's for RGB)."""
     tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)
+    mean, std = _stats(tensor.shape[0], mean, std)
     return TF.normalize(tensor, list(mean), list(std))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,8 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD, EvalConfig
+from ..models.registry import EvalConfig
+from .io import channel_stats
 
 # PCA of ImageNet RGB pixels (AlexNet, Krizhevsky et al. 2012), pixel values in [0, 1].
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -39,9 +40,11 @@ def interpolation_for(size: int) -> InterpolationMode:
 
 
 class Lighting:
-    """AlexNet-style PCA lighting noise on a (3, H, W) tensor in [0, 1]: add ``eigvec @ (alpha * eigval)``.
+    """AlexNet-style PCA lighting noise on a (C, H, W) tensor in [0, 1]: add ``eigvec @ (alpha * eigval)``.
 
-    ``alpha`` ~ N(0, ``std``) per image, drawn from torch's generator.
+    ``alpha`` ~ N(0, ``std``) per image, drawn from torch's generator. The RGB shift goes to the first three
+    channels (a fourth, alpha, is left as it is); a single-channel image gets the shift's mean (its luminance
+    part, a brightness change). Raises ``ValueError`` for other channel counts.
     """
 
     def __init__(self, std: float, eigval: Sequence[float] = IMAGENET_EIGVAL,
@@ -53,12 +56,24 @@ class Lighting:
     def __call__(self, image: Tensor) -> Tensor:
         if self.std == 0:
             return image
+        if image.shape[0] not in (1, 3, 4):
+            raise ValueError(f"PCA lighting is for images of 1, 3 or 4 channels, got {image.shape[0]}.")
         alpha = torch.randn(3) * self.std
         rgb = self.eigvec @ (alpha * self.eigval)
-        return image + rgb.view(3, 1, 1)
+        if image.shape[0] == 1:
+            return image + rgb.mean()
+        shift = torch.cat([rgb, rgb.new_zeros(image.shape[0] - 3)])
+        return image + shift.view(-1, 1, 1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(std={self.std})"
+
+
+def _normalisation(mean: Optional[Sequence[float]], std: Optional[Sequence[float]],
+                   channels: int) -> Tuple[Sequence[float], Sequence[float]]:
+    """``mean``/``std``, each defaulting to ``channel_stats(channels)``."""
+    default_mean, default_std = channel_stats(channels)
+    return (default_mean if mean is None else mean), (default_std if std is None else std)
 
 
 def build_train_transform(
@@ -70,10 +85,18 @@ def build_train_transform(
     color_jitter: float = 0.0,
     pca_lighting: float = 0.0,
     crop_pct: float = EvalConfig.crop_pct,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    channels: int = 3,
 ) -> T.Compose:
-    """Training pipeline; ``augment=False`` gives the deterministic evaluation pipeline instead."""
+    """Training pipeline for PIL images of ``channels`` channels (1, 3 or 4: the model's ``in_chans``);
+    ``mean``/``std`` default to ``channel_stats(channels)`` (ImageNet's for RGB). ``augment=False`` gives the
+    deterministic evaluation pipeline instead. Raises ``ValueError`` for AutoAugment on 4 channels (its
+    colour operations are defined for 1 and 3)."""
+    mean, std = _normalisation(mean, std, channels)
+    if auto_augment and augment and channels == 4:
+        raise ValueError("AutoAugment is defined for 1- and 3-channel images, not 4; turn it off (auto_augment: "
+                         "false, --no-auto-augment) to train a 4-channel model.")
     if not augment:
         return build_eval_transform(size, crop_pct, mean=mean, std=std)
     steps: list = [T.RandomResizedCrop(size, scale=tuple(scale), interpolation=interpolation_for(size))]
@@ -118,17 +141,20 @@ def build_eval_transform(
     size: int,
     crop_pct: float = EvalConfig.crop_pct,
     interpolation: str = EvalConfig.interpolation,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
     crop_mode: str = EvalConfig.crop_mode,
+    channels: int = 3,
 ) -> T.Compose:
-    """Evaluation pipeline, PIL image -> float tensor (3, ``size``, ``size``), normalised.
+    """Evaluation pipeline, PIL image of ``channels`` channels -> float tensor (``channels``, ``size``, ``size``),
+    normalised by ``mean``/``std`` (default ``channel_stats(channels)``: ImageNet's for RGB).
 
     ``crop_mode="center"`` (timm's, the default for runs trained here): resize the short side
     to ``floor(size / crop_pct)``, centre-crop ``size``. ``crop_mode="crop_resize"`` (the
     authors'): crop ``crop_pct`` of the short side, resize to ``size``. See ``EvalConfig``;
     invalid values raise ``ValueError`` naming them.
     """
+    mean, std = _normalisation(mean, std, channels)
     config = EvalConfig(size, crop_pct, interpolation, tuple(mean), tuple(std), crop_mode)
     mode = InterpolationMode(config.interpolation)
     if config.crop_mode == "crop_resize":

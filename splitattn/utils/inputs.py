@@ -8,6 +8,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..data.io import is_hidden
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -19,12 +21,14 @@ def pick_device(name: Optional[str]) -> torch.device:
 
 
 def image_files(inputs: Sequence[str], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
-    """Image files named on the command line: files as given, folders expanded to their images (sorted)."""
+    """Image files named on the command line: files as given, folders expanded to their images (sorted;
+    hidden files such as ``.DS_Store`` or ``._x.jpg`` left out)."""
     files: List[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+            files += sorted(p for p in path.iterdir()
+                            if p.suffix.lower() in suffixes and not is_hidden(p.name) and p.is_file())
         elif path.is_file():
             files.append(path)
         else:

@@ -216,14 +216,14 @@ def imagenet_class_names() -> List[str]:
 
 @torch.no_grad()
 def run_predict(args: argparse.Namespace) -> int:
-    from ...data import open_rgb
+    from ...data import read_image
 
     model, num_classes, classes, transform, _ = _inference_setup(args)
     if classes is None:
         classes = imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     for path in args.images:
         try:
-            image = open_rgb(path)
+            image = read_image(path, channels=getattr(model, "in_chans", 3))
         except (OSError, ValueError, SyntaxError) as error:
             print(f"{path}: cannot read image ({type(error).__name__}: {error})")
             continue

@@ -157,9 +157,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
+    from ...data.io import read_image
     from .checkpoint import load_detection_model
     from .inference import draw_detections, keep_confident
 
@@ -170,8 +170,7 @@ def run_predict(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     for path in image_files(args.images):
         try:
-            with Image.open(path) as opened:
-                image = TF.pil_to_tensor(opened.convert("RGB")).float().div_(255)
+            image = TF.pil_to_tensor(read_image(path)).float().div_(255)
         except (OSError, ValueError) as error:
             print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
             continue

@@ -166,6 +166,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from ...data.io import read_image
     from ...data.segmentation_transforms import normalize_image
     from .checkpoint import load_segmentation_model
     from .inference import predict_probs
@@ -179,8 +180,7 @@ def run_predict(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     for path in image_files(args.images):
         try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
+            image = read_image(path)
         except (OSError, ValueError) as error:
             print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
             continue
