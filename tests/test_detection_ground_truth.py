@@ -162,6 +162,16 @@ def test_missing_iscrowd_and_area_get_coco_defaults(tmp_path):
     assert {a["area"] for a in dataset.coco.anns.values()} >= {expected_mask_area, 50.0}
 
 
+def test_evaluation_set_without_objects_to_detect_builds(tmp_path):
+    """The dry evaluation has nothing to score (only a crowd region, an unknown category): the set still builds."""
+    path = _write(tmp_path, range(1, 13))
+    spec = json.loads(path.read_text())
+    spec["annotations"] = [dict(spec["annotations"][8]), dict(spec["annotations"][0], category_id=5)]
+    path.write_text(json.dumps(spec))
+    dataset = CocoDetectionDataset(tmp_path / "images", path)
+    assert len(dataset) == 2 and [a["iscrowd"] for a in dataset.coco.anns.values()] == [1]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda s: s["images"][0].update(id="a"), r"images\[0\] has 'id' 'a'.*integers"),
     (lambda s: s["images"][1].pop("height"), r"images\[1\] \(id 2\) has 'height' None"),

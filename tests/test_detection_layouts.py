@@ -19,6 +19,7 @@ from splitattn.data.detection import (
 )
 
 from .conftest import SHARED_DATA
+from .train_helpers import cli
 
 COCO128 = SHARED_DATA / "coco128"
 needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
@@ -259,3 +260,26 @@ def test_coco128_converted_to_yolo_and_labelimg_gives_the_json_targets(tmp_path)
     assert from_labelimg.classes[1:] == used  # read from the files: the names that occur, sorted
     _assert_same_targets(coco, from_yolo, atol=1e-3)
     _assert_same_targets(coco, from_labelimg, atol=1.0)
+
+
+def test_roboflow_valid_folder_serves_the_val_split(tmp_path):
+    root = _write_labelimg(tmp_path / "roboflow")
+    (root / "val").rename(root / "valid")
+    assert [r.path.name for r in build_detection_dataset(None, root, "val", False, classes=CLASSES).records] == ["c.jpg"]
+
+
+@pytest.mark.slow
+def test_cli_trains_on_a_labelimg_folder_found_without_dataset(tmp_path):
+    """No --dataset: the folder is recognised, the class list read from the training files is printed and
+    passed to the val split (which holds only dogs), and the run evaluates with it."""
+    root = _write_labelimg(tmp_path / "labelimg")
+    result = cli(["detect", "train", "--data", str(root), "--backbone", "resnest14", "--model-kwargs",
+                  "bottleneck_width=16", "stem_width=16", "--norm", "groupnorm", "--min-size", "64", "--max-size", "96",
+                  "--batch-size", "2", "--max-iter", "1", "--warmup-iters", "1", "--workers", "0", "--threads", "1",
+                  "--device", "cpu", "--no-progress", "--no-tensorboard", "--detections-per-img", "10",
+                  "--output", str(tmp_path / "run")])
+    assert "VOC folder labelimg train: 2 of 2 images, 5 annotations, 3 classes (read from the files, sorted: bird, " \
+           "cat, dog)" in result.stdout
+    assert "VOC folder labelimg val: 1 of 1 images, 1 annotations, 3 classes." in result.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}

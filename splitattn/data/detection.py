@@ -296,6 +296,8 @@ class DetectionDataset(Dataset):
             evaluator = CocoEvaluator(self.coco, iou_types, self.contiguous_to_coco)
             evaluator.update({i: perfect_detections(self.coco, i, self.coco_to_contiguous, "segm" in iou_types)
                               for i in image_ids})
+            if not evaluator.results:  # no object to detect in these images: nothing to score
+                return
             scores = evaluator.summarize()
         except (KeyError, TypeError, ValueError, IndexError) as error:
             raise DetectionDataError(f"{self.name}: its ground truth cannot be evaluated ({type(error).__name__}: "
@@ -688,7 +690,8 @@ def _xml_files(folder: Path) -> List[Path]:
 class VocFolderDetectionDataset(DetectionDataset):
     """Pascal VOC XML files as labelImg, CVAT and Roboflow export them, outside a VOCdevkit tree.
 
-    The split is ``root/<split>/`` (every ``*.xml`` below it) or the list file ``root/<split>.txt``
+    The split is ``root/<split>/`` (every ``*.xml`` below it; for ``val`` also Roboflow's ``valid/``) or the
+    list file ``root/<split>.txt``
     (one name per line: a file stem, an image or an XML file name; the XML of that stem is looked up
     under ``root``). Each XML's image (its ``<filename>``, see ``VocDetectionDataset``) is looked for
     beside the XML, in ``images`` when given, in ``images/`` or ``JPEGImages/`` beside the XML's folder,
@@ -702,7 +705,9 @@ class VocFolderDetectionDataset(DetectionDataset):
                  transforms: Optional[DetectionTransform] = None, train: bool = False, skip_bad: bool = True,
                  images: Optional[PathLike] = None) -> None:
         root = Path(root)
-        folder, list_file = root / split, root / f"{split}.txt"
+        names = [split, *(("valid", "validation") if split == "val" else ())]  # Roboflow writes valid/
+        folder = next((root / name for name in names if (root / name).is_dir()), root / split)
+        list_file = root / f"{split}.txt"
         if folder.is_dir():
             xml_files, fix = _xml_files(folder), f"remove it from {folder}"
         elif list_file.is_file():
@@ -796,13 +801,17 @@ def _yolo_images(entry: Any, base: Path, source: Path) -> List[Path]:
     return sorted(p for p in where.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p, where))
 
 
+def _mapping(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _read_data_yaml(root: Path) -> Tuple[Optional[Path], Dict[str, Any]]:
     """``(path, contents)`` of the YOLO ``data.yaml`` at or in ``root`` (``(None, {})`` without one)."""
     import yaml
 
     path = root if root.is_file() else root / "data.yaml"
     if not path.is_file():
-        found = [p for p in sorted(root.glob("*.y*ml")) if "names" in (yaml.safe_load(p.read_text()) or {})]
+        found = [p for p in sorted(root.glob("*.y*ml")) if "names" in _mapping(yaml.safe_load(p.read_text()))]
         if len(found) != 1:
             return None, {}
         path = found[0]
