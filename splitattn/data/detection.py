@@ -289,7 +289,7 @@ class DetectionDataset(Dataset):
         after training, so that a file it cannot score fails now rather than after the last step: the
         objects themselves as detections must give AP 100 (or no AP at all: no objects). Images with more
         objects than COCO's 100 detections per image cannot reach 100 and are left out."""
-        from ..tasks.detection.evaluation import CocoEvaluator, perfect_detections  # evaluation imports this module
+        from ..tasks.detection.evaluation import CocoEvaluator, perfect_detections  # lazily: tasks load the models
 
         image_ids = [i for i in sorted(self.coco.imgs)[:DRY_RUN_IMAGES] if len(self.coco.imgToAnns.get(i, ())) <= 100]
         try:
@@ -419,7 +419,7 @@ def _load_coco_json(annotation_file: Path) -> COCO:
     except (ValueError, UnicodeDecodeError) as error:  # not json
         raise DetectionDataError(f"{annotation_file} is not a COCO instances json ({error}); pass the instances_*.json "
                                  "file (--annotations).") from error
-    if not isinstance(spec, dict) or not isinstance(spec.get("images"), list) or not isinstance(spec.get("categories"), list):
+    if not (isinstance(spec, dict) and isinstance(spec.get("images"), list) and isinstance(spec.get("categories"), list)):
         raise DetectionDataError(f"{annotation_file} is not a COCO instances json (it needs an object with 'images' and "
                                  "'categories' lists); pass the instances_*.json file (--annotations).")
     spec.setdefault("annotations", [])

@@ -125,9 +125,10 @@ class CocoEvaluator:
 
     def summarize(self) -> Dict[str, Dict[str, Optional[float]]]:
         """``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, over the images passed to
-        ``update``; ``None`` where COCOeval cannot compute a score (no ground truth in that area range). COCOeval's printed table is kept in ``reports[iou_type]``. Without any detection the
-        scores are 0 and ``notes`` says why (COCOeval cannot load an empty result list). Call it after
-        ``gather`` (on the main process, when distributed)."""
+        ``update``; ``None`` where COCOeval cannot compute a score (no ground truth in that area range).
+        COCOeval's printed table is kept in ``reports[iou_type]``. Without any detection the scores are 0
+        and ``notes`` says why (COCOeval cannot load an empty result list). Call it after ``gather`` (on
+        the main process, when distributed)."""
         results = self.results
         self.notes, self.reports = [], {}
         if not results:
