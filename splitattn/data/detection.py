@@ -60,6 +60,7 @@ import math
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -251,7 +252,7 @@ class DetectionDataset(Dataset):
 
     ``classes[0]`` is ``"__background__"``, ``classes[k]`` the name of contiguous label k;
     ``contiguous_to_coco`` / ``coco_to_contiguous`` map labels to the category ids of ``coco``, the
-    evaluation ground truth built from ``records``. ``classes_from_files`` is True when the class list
+    evaluation ground truth built from ``records`` (all of them, before a training set filters them). ``classes_from_files`` is True when the class list
     was read from the annotation files (``summary`` then lists it). Raises ``DetectionDataError`` when
     no image is usable or (``train=False``) when the ground truth does not score AP 100 on itself.
     """
@@ -269,10 +270,7 @@ class DetectionDataset(Dataset):
         self.name = name
         self.stats = stats
         self.classes_from_files = classes_from_files
-        with_segmentations = any(r.segmentations is not None for r in records)
-        self.coco = _coco_from_records(records, {self.contiguous_to_coco[label]: self.classes[label]
-                                                 for label in range(1, len(self.classes))},
-                                       self.contiguous_to_coco, with_segmentations)
+        self._all_records = records  # the ground truth's images: also those a training set leaves out
         if train:
             usable = [r for r in records if (r.iscrowd == 0).any()]
             stats["images_filtered_for_training"] = len(records) - len(usable)
@@ -282,7 +280,16 @@ class DetectionDataset(Dataset):
         if not records:
             raise DetectionDataError(f"{name} has no usable images; {self.summary()}")
         if not train:
+            with_segmentations = any("segmentation" in a for a in self.coco.anns.values())
             self.dry_evaluation(("bbox", "segm") if with_masks and with_segmentations else ("bbox",))
+
+    @cached_property
+    def coco(self) -> COCO:
+        """The evaluation ground truth, built from the cleaned records on first use (when an evaluation set is
+        built; a training set, which is never scored, does not pay for it)."""
+        return _coco_from_records(self._all_records, {self.contiguous_to_coco[label]: self.classes[label]
+                                                      for label in range(1, len(self.classes))},
+                                  self.contiguous_to_coco, any(r.segmentations is not None for r in self._all_records))
 
     def dry_evaluation(self, iou_types: Sequence[str]) -> None:
         """Score the ground truth of the first ``DRY_RUN_IMAGES`` images on itself through the evaluator used
