@@ -283,3 +283,23 @@ def test_cli_trains_on_a_labelimg_folder_found_without_dataset(tmp_path):
     assert "VOC folder labelimg val: 1 of 1 images, 1 annotations, 3 classes." in result.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+
+
+def test_yolo_sizes_are_those_of_the_upright_photo(tmp_path):
+    """A phone photo stored 40x20 with EXIF orientation 6 (rotate 90) is 20x40 upright: YOLO's normalised
+    boxes are scaled by the upright size, as PIL's exif_transpose gives it."""
+    from PIL import ImageOps
+
+    stored = tmp_path / "phone" / "images" / "val" / "p.jpg"
+    stored.parent.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((20, 40, 3), dtype=np.uint8)).save(stored, exif=exif)
+    label = tmp_path / "phone" / "labels" / "val" / "p.txt"
+    label.parent.mkdir(parents=True)
+    label.write_text("0 0.5 0.25 0.5 0.25\n")
+    dataset = build_detection_dataset(None, tmp_path / "phone", "val", False, classes=["cup"])
+    with Image.open(stored) as image:
+        upright = ImageOps.exif_transpose(image).size
+    assert upright == (20, 40) and (dataset.records[0].width, dataset.records[0].height) == upright
+    assert dataset.target(0)["boxes"].tolist() == [[5, 5, 15, 15]]
