@@ -27,7 +27,8 @@ TRAIN_OPTIONS: List[OptionRow] = [
                                                  "folder of VOC XML files (<split>/ or <split>.txt) or YOLO "
                                                  "(data.yaml, images/, labels/)")),
     (("--annotations",), None, dict(metavar="JSON", help="COCO: the instances json (default: found under --data)")),
-    (("--images",), None, dict(metavar="DIR", help="COCO: the image folder (default: found under --data)")),
+    (("--images",), None, dict(metavar="DIR", help="COCO: the image folder (default: found under --data); VOC "
+                                                   "folder: one more folder to look for the images in")),
     (("--classes",), None, dict(nargs="+", help="class names (default: VOC's 20, a VOC folder's names sorted, "
                                                 "YOLO's data.yaml, COCO's categories)")),
     (("--train-split",), "train", dict()),
