@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from torchvision import tv_tensors
 
 from splitattn.data.detection import (
     STATS_KEYS, CocoDetectionDataset, DetectionDataError, build_detection_dataset, collate_detection,
     segmentation_to_mask,
 )
-from splitattn.data.detection_transforms import RandomHorizontalFlip, horizontal_flip
+from splitattn.data.detection_transforms import build_detection_train_transform
 from splitattn.tasks.detection.evaluation import CocoEvaluator
 
 from .conftest import SHARED_DATA
@@ -258,8 +259,8 @@ def test_build_detection_dataset_finds_files_or_says_what_is_missing(tmp_path):
     _bad_coco(tmp_path).rename(tmp_path / "annotations" / "instances_val2017.json")
     dataset = build_detection_dataset("coco", tmp_path, "val", train=False)  # falls back to images/
     assert len(dataset) == 3 and dataset.records[0].path == tmp_path / "images" / "a.jpg"
-    with pytest.raises(ValueError, match="unknown detection data set kind 'yolo'"):
-        build_detection_dataset("yolo", tmp_path, "val", train=False)
+    with pytest.raises(ValueError, match="unknown detection data set kind 'kitti'"):
+        build_detection_dataset("kitti", tmp_path, "val", train=False)
 
 
 def _box_masks(boxes, height, width):
@@ -279,23 +280,43 @@ def _mask_boxes(masks):
 
 
 def test_horizontal_flip_keeps_boxes_masks_and_image_together():
+    """The v2 pipeline on tv_tensors: boxes, masks and image mirrored together (x1, x2 -> W - x2, W - x1,
+    checked against the masks' own pixels), the per-box entries kept in step, the input left alone."""
     boxes = [[0, 1, 3, 4], [5, 0, 10, 6], [2, 2, 3, 3]]
-    image = torch.rand(3, 6, 10)
-    target = {"boxes": torch.tensor(boxes, dtype=torch.float32), "masks": _box_masks(boxes, 6, 10),
-              "labels": torch.tensor([1, 2, 3]), "image_id": 7}
-    flipped_image, flipped = horizontal_flip(image, target)
+    image = tv_tensors.Image(torch.rand(3, 6, 10))
+    target = {"boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32), format="XYXY",
+                                                canvas_size=(6, 10)),
+              "masks": tv_tensors.Mask(_box_masks(boxes, 6, 10)), "labels": torch.tensor([1, 2, 3]),
+              "area": torch.tensor([9.0, 30.0, 1.0]), "iscrowd": torch.tensor([0, 0, 0]), "image_id": 7}
+    flip = build_detection_train_transform(1.0)
+    flipped_image, flipped = flip(image, target)
     assert flipped["boxes"].tolist() == [[7, 1, 10, 4], [0, 0, 5, 6], [7, 2, 8, 3]]
     assert _mask_boxes(flipped["masks"]) == flipped["boxes"].int().tolist()
+    assert isinstance(flipped["boxes"], tv_tensors.BoundingBoxes) and isinstance(flipped["masks"], tv_tensors.Mask)
     assert torch.equal(flipped_image[:, :, 0], image[:, :, 9])
     assert torch.equal(flipped_image[:, 1:4, 7:10], image[:, 1:4, 0:3].flip(-1))  # the pixels under box 0
-    assert flipped["labels"] is target["labels"] and target["boxes"].tolist() == boxes  # input left alone
-    back_image, back = horizontal_flip(flipped_image, flipped)
+    assert flipped["labels"].tolist() == [1, 2, 3] and flipped["image_id"] == 7
+    assert target["boxes"].tolist() == boxes  # input left alone
+    back_image, back = flip(flipped_image, flipped)
     assert torch.equal(back_image, image) and torch.equal(back["boxes"], target["boxes"])
     assert torch.equal(back["masks"], target["masks"])
-    assert RandomHorizontalFlip(0.0)(image, target)[1] is target
-    assert RandomHorizontalFlip(1.0)(image, target)[1]["boxes"].tolist() == flipped["boxes"].tolist()
-    draws = [RandomHorizontalFlip(0.5)(image, target)[1] is target for _ in range(64)]
+    kept_image, kept = build_detection_train_transform(0.0)(image, target)
+    assert torch.equal(kept_image, image) and kept["boxes"].tolist() == boxes
+    draws = [torch.equal(build_detection_train_transform(0.5)(image, target)[0], image) for _ in range(64)]
     assert 10 < sum(draws) < 54
+    with pytest.raises(ValueError, match="flip probability"):
+        build_detection_train_transform(1.5)
+
+
+def test_sanitize_drops_a_degenerate_box_with_its_label_area_crowd_flag_and_mask():
+    boxes = [[0, 1, 3, 4], [5, 0, 5.5, 6], [2, 2, 3, 3]]  # box 1 is half a pixel wide
+    target = {"boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes), format="XYXY", canvas_size=(6, 10)),
+              "masks": tv_tensors.Mask(_box_masks([[0, 1, 3, 4], [5, 0, 6, 6], [2, 2, 3, 3]], 6, 10)),
+              "labels": torch.tensor([1, 2, 3]), "area": torch.tensor([9.0, 3.0, 1.0]), "iscrowd": torch.tensor([0, 1, 0])}
+    _, kept = build_detection_train_transform(0.0)(tv_tensors.Image(torch.rand(3, 6, 10)), target)
+    assert kept["boxes"].tolist() == [[0, 1, 3, 4], [2, 2, 3, 3]] and kept["labels"].tolist() == [1, 3]
+    assert kept["area"].tolist() == [9.0, 1.0] and kept["iscrowd"].tolist() == [0, 0]
+    assert torch.equal(kept["masks"], target["masks"][[0, 2]])
 
 
 def _write_voc(root: Path) -> Path:

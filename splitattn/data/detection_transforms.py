@@ -1,48 +1,36 @@
-"""Joint image + target transforms for detection training: a random horizontal flip, nothing else.
+"""Joint image + target transforms for detection training, through ``torchvision.transforms.v2``.
 
-The detection model's own ``GeneralizedRCNNTransform`` resizes (multiscale training comes from
-its ``min_size`` tuple) and normalises, so the data set neither resizes nor changes colours;
-boxes, masks and image must stay in one coordinate frame, which flipping them together keeps.
+The data sets give ``tv_tensors`` (``Image``, ``BoundingBoxes``, ``Mask``), so each v2 transform moves
+the image, its boxes and its masks together, and ``SanitizeBoundingBoxes`` drops any box a transform
+made degenerate together with its label, area, crowd flag and mask (torchvision's detection
+references do the same). The training recipe of the Mask/Faster R-CNN papers (detectron2,
+torchvision references) is a random horizontal flip and nothing else: the detection model's own
+``GeneralizedRCNNTransform`` resizes (multiscale training comes from its ``min_size`` tuple) and
+normalises, so the data set neither resizes nor changes colours.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
-import torch
 from torch import Tensor
+from torchvision.transforms import v2
 
-from .detection import DetectionTransform, Target
-
-
-def horizontal_flip(image: Tensor, target: Target) -> Tuple[Tensor, Target]:
-    """Mirror a [C, H, W] image left-right with its target: x1, x2 of the [N, 4] ``boxes`` become
-    W - x2, W - x1 and the [N, H, W] ``masks`` are mirrored too. The input target is not modified."""
-    width = image.shape[-1]
-    flipped = dict(target)
-    boxes = target["boxes"]
-    flipped["boxes"] = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-    if "masks" in target:
-        flipped["masks"] = target["masks"].flip(-1)
-    return image.flip(-1), flipped
+from .detection import DetectionTransform
 
 
-class RandomHorizontalFlip:
-    """``horizontal_flip`` with probability ``p`` (drawn from torch's generator, which DataLoader seeds per worker)."""
-
-    def __init__(self, p: float = 0.5) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"flip probability must be in 0..1, got {p}.")
-        self.p = p
-
-    def __call__(self, image: Tensor, target: Target) -> Tuple[Tensor, Target]:
-        if torch.rand(()).item() < self.p:
-            return horizontal_flip(image, target)
-        return image, target
-
-    def __repr__(self) -> str:
-        return f"RandomHorizontalFlip(p={self.p})"
+def _per_box_entries(inputs: Any) -> Tuple[Tensor, ...]:
+    """The target entries that hold one value per box, besides the boxes and masks (which v2 finds)."""
+    target = inputs[1]
+    return tuple(target[key] for key in ("labels", "area", "iscrowd") if key in target)
 
 
 def build_detection_train_transform(hflip_prob: float = 0.5) -> DetectionTransform:
-    """The training transform of the Mask/Faster R-CNN recipes (detectron2, torchvision references)."""
-    return RandomHorizontalFlip(hflip_prob)
+    """``transform(image, target) -> (image, target)`` of the Mask/Faster R-CNN recipes: ``v2.RandomHorizontalFlip``
+    (probability ``hflip_prob``, drawn from torch's generator, which DataLoader seeds per worker; boxes x1, x2
+    become W - x2, W - x1 and masks are mirrored) then ``v2.SanitizeBoundingBoxes`` (boxes under 1 pixel wide
+    or high dropped with their ``labels``, ``area``, ``iscrowd`` and masks). The image and target must be
+    ``tv_tensors`` as the detection data sets give them; the input target is not modified.
+    Raises ``ValueError`` for a probability outside 0..1."""
+    if not 0.0 <= hflip_prob <= 1.0:
+        raise ValueError(f"flip probability must be in 0..1, got {hflip_prob}.")
+    return v2.Compose([v2.RandomHorizontalFlip(hflip_prob), v2.SanitizeBoundingBoxes(labels_getter=_per_box_entries)])

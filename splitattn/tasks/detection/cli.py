@@ -21,12 +21,16 @@ from .model import ARCHS, TRAIN_MIN_SIZES
 _BOOL = argparse.BooleanOptionalAction
 TRAIN_OPTIONS: List[OptionRow] = [
     (("--config",), None, dict(metavar="FILE", help="YAML or JSON file of options; flags override it")),
-    (("--dataset",), "coco", dict(choices=DATASET_KINDS, help="layout of --data")),
+    (("--dataset",), None, dict(choices=DATASET_KINDS, help="layout of --data (default: found from its files)")),
     (("--data",), None, dict(metavar="DIR", help="data root: COCO (annotations/instances_<split>[2017].json and "
-                                                 "<split>[2017]/ or images/) or VOC (VOCdevkit or VOC2007/VOC2012)")),
+                                                 "<split>[2017]/ or images/), VOC (VOCdevkit or VOC2007/VOC2012), a "
+                                                 "folder of VOC XML files (<split>/ or <split>.txt) or YOLO "
+                                                 "(data.yaml, images/, labels/)")),
     (("--annotations",), None, dict(metavar="JSON", help="COCO: the instances json (default: found under --data)")),
-    (("--images",), None, dict(metavar="DIR", help="COCO: the image folder (default: found under --data)")),
-    (("--classes",), None, dict(nargs="+", help="VOC: class names (default: the 20 VOC classes)")),
+    (("--images",), None, dict(metavar="DIR", help="COCO: the image folder (default: found under --data); VOC "
+                                                   "folder: one more folder to look for the images in")),
+    (("--classes",), None, dict(nargs="+", help="class names (default: VOC's 20, a VOC folder's names sorted, "
+                                                "YOLO's data.yaml, COCO's categories)")),
     (("--train-split",), "train", dict()),
     (("--val-split",), "val", dict()),
     (("--max-images",), None, dict(type=int, help="use only the first N images of each split (quick runs, overfitting)")),
@@ -131,9 +135,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = args.data or options.get("data")
     if not data:
         raise ValueError("--data is required: the checkpoint does not name its data folder.")
-    dataset = build_detection_dataset(options.get("dataset", "coco"), data, split, False,
+    dataset = build_detection_dataset(options.get("dataset"), data, split, False,
                                       annotation_file=args.annotations or options.get("annotations"),
-                                      images=args.images or options.get("images"), classes=options.get("classes"),
+                                      images=args.images or options.get("images"), classes=classes[1:],
                                       skip_bad=True, with_masks=False)
     if dataset.classes != classes:
         raise ValueError(f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {classes[1:6]}...; "

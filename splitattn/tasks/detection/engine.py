@@ -69,6 +69,7 @@ def iou_types(model: nn.Module, coco_gt: COCO) -> Sequence[str]:
 
 
 def format_metrics(metrics: Dict[str, Dict[str, Any]]) -> str:
-    """``bbox AP 41.2 AP50 60.1 ... | segm AP ...`` for the log."""
-    return " | ".join(f"{kind} " + " ".join(f"{name} {value:.1f}" for name, value in scores.items())
+    """``bbox AP 41.2 AP50 60.1 ... | segm AP ...`` for the log (``n/a`` for a score COCO cannot compute)."""
+    return " | ".join(f"{kind} " + " ".join(f"{name} {'n/a' if value is None else f'{value:.1f}'}"
+                                            for name, value in scores.items())
                       for kind, scores in metrics.items())

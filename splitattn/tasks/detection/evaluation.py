@@ -3,7 +3,8 @@
 The official scorer is run rather than reimplemented, so the numbers are the ones published
 for COCO (and, with difficult objects as crowd regions, for VOC in COCO's metric). Scores are
 percentages (AP 100 = perfect), as in the segmentation metrics; a score COCOeval cannot define
-(no ground truth in that area range) is NaN, as in detectron2.
+(its -1: no ground truth in that area range, e.g. no small objects) is ``None``, so ``metrics.json``
+stays strict JSON (``null``), never NaN.
 
 Only images passed to ``update`` are scored (torchvision's references and detectron2 do the
 same), so evaluating a subset is correct; an image with no detections must still be passed,
@@ -14,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -122,11 +123,12 @@ class CocoEvaluator:
         path.write_text(json.dumps(self.results))
         return path
 
-    def summarize(self) -> Dict[str, Dict[str, float]]:
+    def summarize(self) -> Dict[str, Dict[str, Optional[float]]]:
         """``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, over the images passed to
-        ``update``. COCOeval's printed table is kept in ``reports[iou_type]``. Without any detection the
-        scores are 0 and ``notes`` says why (COCOeval cannot load an empty result list). Call it after
-        ``gather`` (on the main process, when distributed)."""
+        ``update``; ``None`` where COCOeval cannot compute a score (no ground truth in that area range).
+        COCOeval's printed table is kept in ``reports[iou_type]``. Without any detection the scores are 0
+        and ``notes`` says why (COCOeval cannot load an empty result list). Call it after ``gather`` (on
+        the main process, when distributed)."""
         results = self.results
         self.notes, self.reports = [], {}
         if not results:
@@ -144,6 +146,25 @@ class CocoEvaluator:
                 start = text.tell()
                 coco_eval.summarize()
             self.reports[iou_type] = text.getvalue()[start:]
-            scores[iou_type] = {name: float(value) * 100 if value >= 0 else math.nan
+            scores[iou_type] = {name: float(value) * 100 if value >= 0 else None
                                 for name, value in zip(STAT_NAMES, coco_eval.stats)}
         return scores
+
+
+def perfect_detections(coco_gt: COCO, image_id: int, coco_to_contiguous: Mapping[int, int],
+                       with_masks: bool) -> Dict[str, Tensor]:
+    """The detections of a perfect detector on image ``image_id`` of ``coco_gt``, in the model's output
+    format (see ``CocoEvaluator.update``): every non-crowd object's box (x1 y1 x2 y2), contiguous label and
+    score 1, with its 0/1 mask [N, H, W] when ``with_masks``. Scoring them must give AP 100: the data sets'
+    dry evaluation and the tests use it."""
+    annotations = [a for a in coco_gt.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+    boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float64).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    output = {"boxes": boxes, "labels": torch.tensor([coco_to_contiguous[a["category_id"]] for a in annotations],
+                                                     dtype=torch.int64),
+              "scores": torch.ones(len(annotations))}
+    if with_masks:
+        info = coco_gt.imgs[image_id]
+        output["masks"] = torch.from_numpy(np.stack([coco_gt.annToMask(a) for a in annotations]) if annotations else
+                                           np.zeros((0, info["height"], info["width"]), dtype=np.uint8))
+    return output

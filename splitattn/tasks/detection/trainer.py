@@ -80,7 +80,8 @@ def build_datasets(options: Dict[str, Any]) -> Tuple[DetectionDataset, Detection
                   classes=options.get("classes"), skip_bad=bool(options["skip_bad"]), with_masks="mask" in options["arch"])
     train_set = build_detection_dataset(options["dataset"], options["data"], options["train_split"], True,
                                         build_detection_train_transform(float(options["hflip"])), **common)
-    val_set = build_detection_dataset(options["dataset"], options["data"], options["val_split"], False, **common)
+    val_set = build_detection_dataset(options["dataset"], options["data"], options["val_split"], False,
+                                      **dict(common, classes=train_set.classes[1:]))  # numbered as in training
     return train_set, val_set
 
 
