@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.segmentation.deeplabv3 import ASPP, ASPPPooling, DeepLabHead
+from torchvision.models.segmentation.deeplabv3 import ASPPPooling, DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -61,9 +61,7 @@ def deeplabv3_head(in_channels: int, num_classes: int, atrous_rates: Sequence[in
     The classifier is module ``5`` (torchvision's layout has it at ``4``, without the dropout).
     """
     head = DeepLabHead(in_channels, num_classes, list(atrous_rates))
-    aspp = head[0]
-    assert isinstance(aspp, ASPP)
-    aspp.project[3] = nn.Dropout2d(ASPP_DROPOUT)
+    head[0].project[3] = nn.Dropout2d(ASPP_DROPOUT)  # head[0] is torchvision's ASPP
     head.insert(4, nn.Dropout2d(CLASSIFIER_DROPOUT))
     return replace_batch_norm(head, norm_layer)
 
