@@ -277,20 +277,29 @@ def test_cascade_mask_rcnn_with_the_papers_heads_learns_a_few_coco_images():
 
 
 @pytest.mark.parametrize("arch", ["cascade_rcnn", "cascade_mask_rcnn"])
-def test_scripted_cascade_detects_as_eager(arch):
+def test_scripted_cascade_detects_and_trains_as_eager(arch):
     torch.manual_seed(0)
     model = create_detection_model(arch, "resnest14", 4, norm="groupnorm", box_head="4conv1fc",
                                    head_norm="groupnorm", **SMALL).eval()
     model.roi_heads.score_thresh = 0.0  # untrained: keep every detection so there is something to compare
     images = [torch.rand(3, 120, 150)]
+    script = torch.jit.script(model)
     with torch.no_grad():
         eager = model(images)[0]
-        losses, scripted = torch.jit.script(model)(images)  # scripted torchvision detectors return both
+        losses, scripted = script(images)  # scripted torchvision detectors return both
     scripted = scripted[0]
     assert losses == {} and set(scripted) == set(eager) and len(eager["boxes"]) > 0
     for key in eager:
         assert scripted[key].shape == eager[key].shape
         assert torch.allclose(scripted[key].float(), eager[key].float(), atol=1e-5), key
+    # training too: the same RoIs sampled from the same seed give the same losses
+    batch, targets = _batch()
+    torch.manual_seed(1)
+    eager_losses = model.train()(batch[:1], targets[:1])
+    torch.manual_seed(1)
+    scripted_losses, _ = script.train()(batch[:1], targets[:1])
+    assert set(scripted_losses) == set(eager_losses)
+    assert all(torch.allclose(scripted_losses[k], eager_losses[k], atol=1e-5) for k in eager_losses), scripted_losses
 
 
 @pytest.mark.parametrize("kwargs,message", [

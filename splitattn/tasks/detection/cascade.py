@@ -113,15 +113,15 @@ class CascadeRoIHeads(nn.Module):
         image_shapes: List[Tuple[int, int]],
         targets: Optional[List[Dict[str, Tensor]]] = None,
     ) -> Tuple[List[Dict[str, Tensor]], Dict[str, Tensor]]:
-        needed = ["boxes", "labels", "masks"] if self.has_mask() else ["boxes", "labels"]
         if self.training:
-            missing = targets is None
-            if targets is not None:
-                for target in targets:
-                    for key in needed:
-                        missing = missing or key not in target
-            if missing:
-                raise ValueError("training needs targets with " + ", ".join(needed) + " for every image.")
+            needed = ["boxes", "labels", "masks"] if self.has_mask() else ["boxes", "labels"]
+            message = "training needs targets with " + ", ".join(needed) + " for every image."
+            if targets is None:
+                raise ValueError(message)
+            for target in targets:
+                for key in needed:
+                    if key not in target:
+                        raise ValueError(message)
         losses: Dict[str, Tensor] = {}
         stage_probs: List[Tensor] = []
         boxes = proposals
