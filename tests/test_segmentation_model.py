@@ -1,8 +1,10 @@
-"""DeepLabV3/FCN on dilated ResNeSt, whole-image / sliding / multi-scale prediction, and evaluation."""
+"""DeepLabV3/FCN on dilated ResNeSt (heads checked against PyTorch-Encoding's), their normalisation and batch-of-one
+errors, whole-image / sliding / multi-scale prediction, and evaluation."""
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.models.segmentation.deeplabv3 import ASPP, ASPPPooling, DeepLabHead
@@ -136,3 +138,89 @@ def test_evaluate_accumulates_one_confusion_matrix_over_images_of_different_size
     assert result["labelled_pixels"] == 40 * 56 + 63 * 36
     assert result["miou"] == pytest.approx(reference["miou"])
     assert result["pixel_acc"] == pytest.approx(reference["pixel_acc"])
+
+
+def _conv_norm_relu(cin, cout, norm, kernel=1, dilation=1):
+    return [nn.Conv2d(cin, cout, kernel, padding=dilation if kernel == 3 else 0, dilation=dilation, bias=False),
+            norm(cout), nn.ReLU()]
+
+
+class EncodingDeepLabV3Head(nn.Module):
+    """PyTorch-Encoding's DeepLabV3Head (encoding/models/sseg/deeplab.py), written out for the comparison:
+    ASPP_Module (b0 1x1, b1-b3 3x3 atrous, b4 image pooling; project 1x1, norm, ReLU, Dropout2d(0.5)), then
+    3x3 conv, norm, ReLU, Dropout2d(0.1), 1x1 classifier; upsampling with align_corners=True."""
+
+    def __init__(self, in_channels, num_classes, rates, norm):
+        super().__init__()
+        inter = in_channels // 8
+        self.b0 = nn.Sequential(*_conv_norm_relu(in_channels, inter, norm))
+        self.b1, self.b2, self.b3 = (nn.Sequential(*_conv_norm_relu(in_channels, inter, norm, 3, r)) for r in rates)
+        self.b4 = nn.Sequential(nn.AdaptiveAvgPool2d(1), *_conv_norm_relu(in_channels, inter, norm))
+        self.project = nn.Sequential(*_conv_norm_relu(5 * inter, inter, norm), nn.Dropout2d(0.5))
+        self.block = nn.Sequential(*_conv_norm_relu(inter, inter, norm, 3), nn.Dropout2d(0.1), nn.Conv2d(inter, num_classes, 1))
+
+    def forward(self, x):
+        pooled = F.interpolate(self.b4(x), x.shape[-2:], mode="bilinear", align_corners=True)
+        return self.block(self.project(torch.cat([self.b0(x), self.b1(x), self.b2(x), self.b3(x), pooled], 1)))
+
+
+class EncodingFCNHead(nn.Sequential):
+    """PyTorch-Encoding's FCNHead (encoding/models/sseg/fcn.py, without with_global)."""
+
+    def __init__(self, in_channels, num_classes, norm):
+        super().__init__(*_conv_norm_relu(in_channels, in_channels // 4, norm, 3), nn.Dropout(0.1),
+                         nn.Conv2d(in_channels // 4, num_classes, 1))
+
+
+def _load_in_order(reference, ours):
+    """Copy our head's weights into the reference: both list their tensors in the same order."""
+    theirs, mine = reference.state_dict(), list(ours.state_dict().values())
+    assert [v.shape for v in theirs.values()] == [v.shape for v in mine]
+    reference.load_state_dict(dict(zip(theirs, mine)))
+
+
+@pytest.mark.parametrize("norm_layer, norm", [("batchnorm", nn.BatchNorm2d), ("groupnorm", lambda c: nn.GroupNorm(32, c))])
+def test_heads_equal_pytorch_encodings_in_training_and_evaluation(norm_layer, norm):
+    """Same weights, same random seed: our DeepLabV3 and FCN heads give PyTorch-Encoding's outputs, dropouts
+    (their kind, rate and place) included in training mode; the heads' norm follows the backbone's."""
+    model = create_segmentation_model("resnest14", 5, norm_layer=norm_layer, **TINY)
+    references = [(model.head, EncodingDeepLabV3Head(2048, 5, (12, 24, 36), norm), torch.randn(2, 2048, 9, 11)),
+                  (model.aux_head, EncodingFCNHead(1024, 5, norm), torch.randn(2, 1024, 9, 11))]
+    for ours, reference, x in references:
+        _load_in_order(reference, ours)
+        for training in (True, False):
+            ours.train(training), reference.train(training)
+            torch.manual_seed(1)
+            expected = reference(x)
+            torch.manual_seed(1)
+            assert torch.allclose(ours(x), expected, atol=1e-5), (type(ours).__name__, training)
+
+
+def test_groupnorm_model_trains_on_a_batch_of_one():
+    """norm_layer='groupnorm' puts GroupNorm in the heads too: no BatchNorm anywhere, so one image trains."""
+    model = create_segmentation_model("resnest14", 3, norm_layer="groupnorm", **TINY).train()
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    out = model(torch.randn(1, 3, 48, 64))
+    segmentation_loss(out, torch.randint(0, 3, (1, 48, 64)), IGNORE_INDEX).backward()
+    assert out["out"].shape == out["aux"].shape == (1, 3, 48, 64)
+
+
+def test_batchnorm_heads_refuse_a_batch_of_one_clearly():
+    """On a frozen-BN backbone (which takes one image) the heads' BatchNorm: torch's "Expected more than 1 value
+    per channel" from ASPP's pooling branch becomes an error naming the fixes; evaluation, the FCN head (no
+    pooling branch) and head_norm='groupnorm' take one image."""
+    model = create_segmentation_model("resnest14", 3, norm_layer="frozenbn", **TINY).train()
+    with pytest.raises(ValueError, match="batch of 1 image.*image-pooling branch.*head_norm='groupnorm'"):
+        model(torch.randn(1, 3, 48, 64))
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 48, 64))["out"].shape == (1, 3, 48, 64)
+    for kwargs in (dict(head="fcn"), dict(head_norm="groupnorm")):
+        model = create_segmentation_model("resnest14", 3, norm_layer="frozenbn", **kwargs, **TINY).train()
+        assert model(torch.randn(1, 3, 48, 64))["out"].shape == (1, 3, 48, 64)
+
+
+def test_frozen_batchnorm_backbone_gets_trainable_batchnorm_heads():
+    model = create_segmentation_model("resnest14", 3, norm_layer="frozenbn", **TINY)
+    assert all(isinstance(m, nn.BatchNorm2d) for m in model.head.modules() if "Norm" in type(m).__name__)
+    with pytest.raises(ValueError, match="head_norm='frozenbn'.*freeze nothing"):
+        create_segmentation_model("resnest14", 3, head_norm="frozenbn", **TINY)

@@ -26,6 +26,7 @@ def model_from_options(options: Dict[str, Any], num_classes: int, pretrained: Un
         min_size=tuple(options["min_size"]), max_size=int(options["max_size"]),
         trainable_layers=options.get("trainable_layers"), fpn_norm=options.get("fpn_norm"),
         backbone_kwargs=options.get("model_kwargs") or {},
+        box_head=options.get("box_head", "2fc"), head_norm=options.get("head_norm"),
         **dict(options.get("detector_kwargs") or {}, box_detections_per_img=int(options.get("detections_per_img", 100))))
 
 

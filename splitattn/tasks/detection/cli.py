@@ -16,7 +16,7 @@ from ...utils.inputs import image_files, pick_device
 from ...utils.options import OptionRow, add_options, resolve_options
 from ...utils.run import RUN_OPTIONS
 from ..classification.cli import parse_model_kwargs
-from .model import ARCHS, TRAIN_MIN_SIZES
+from .model import ARCHS, BOX_HEADS, TRAIN_MIN_SIZES
 
 _BOOL = argparse.BooleanOptionalAction
 TRAIN_OPTIONS: List[OptionRow] = [
@@ -45,6 +45,9 @@ TRAIN_OPTIONS: List[OptionRow] = [
     (("--trainable-layers",), None, dict(type=int, choices=range(6), metavar="0-5",
                                          help="backbone stages trained, from the last (default: 3 with frozenbn, else 5)")),
     (("--fpn-norm",), None, dict(choices=NORM_LAYERS, help="normalisation inside the FPN (default: none)")),
+    (("--box-head",), "2fc", dict(choices=BOX_HEADS, help="box head: 2fc (torchvision's) or 4conv1fc (the paper's)")),
+    (("--head-norm",), None, dict(choices=NORM_LAYERS, help="normalisation of the 4conv1fc box head and the mask head "
+                                                           "(default: none)")),
     (("--min-size",), list(TRAIN_MIN_SIZES), dict(type=int, nargs="+",
                                                   help="training short side(s), one sampled per image; evaluation "
                                                        "uses the last")),
