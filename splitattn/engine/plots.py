@@ -59,7 +59,7 @@ def curves_figure(records: Sequence[Dict[str, Any]], x_key: str = "epoch",
     no record holds a value to plot.
 
     Every series is a line with markers (a single evaluation is a visible point); x ticks are
-    integers; losses and the learning rate start at 0; percentages run up to 100, from 0 or from
+    integers; losses and the learning rate start at 0 (or their lowest value if negative); percentages run up to 100, from 0 or from
     10 points below the lowest value.
     """
     rows = [record for record in records if _number(record.get(x_key))]
@@ -79,12 +79,13 @@ def curves_figure(records: Sequence[Dict[str, Any]], x_key: str = "epoch",
             points = [(record[x_key], record[key]) for record in rows if _number(record.get(key))]
             if points:
                 x, y = zip(*points)
-                axis.plot(x, y, marker="o", markersize=4 if len(points) > 30 else 6, label=label)
+                # unclipped: a marker on the axis' edge (100%, a learning rate of 0) shows whole
+                axis.plot(x, y, marker="o", markersize=4 if len(points) > 30 else 6, label=label, clip_on=False)
                 lowest = min(lowest, min(y))
         if percent:
             axis.set_ylim(max(0.0, 10 * math.floor(lowest / 10) - 10), 100)
         else:
-            axis.set_ylim(bottom=0)
+            axis.set_ylim(bottom=min(0.0, lowest))
             axis.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
         axis.set_xlim(min(xs) - margin, max(xs) + margin)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
