@@ -79,6 +79,30 @@ def test_detection_labels_are_legible_at_any_image_size(long_side, tmp_path):
         assert text_height >= 0.02 * image.height, (text_height, image.height)
 
 
+@pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+def test_detection_masks_are_blended_not_painted():
+    from pycocotools.coco import COCO
+
+    image, output, classes = _coco_ground_truth()
+    coco = COCO(str(COCO128 / "annotations" / "instances.json"))
+    annotations = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=COCO_IMAGE_ID)) if not a["iscrowd"]]
+    masks = np.stack([coco.annToMask(a) for a in annotations]).astype(bool)
+    output["masks"] = torch.from_numpy(masks).float()[:, None]
+    original = np.asarray(image)
+    tensor = torch.from_numpy(original.copy()).permute(2, 0, 1).float() / 255
+    picture = draw_detections(tensor, output, classes).permute(1, 2, 0).numpy().astype(int)
+    largest = int(masks.sum((1, 2)).argmax())  # the dog
+    inside = masks[largest] & (masks.sum(0) == 1)
+    colour = color_palette(len(classes))[output["labels"][largest]].astype(int)
+    drawn, below = picture[inside], original[inside].astype(int)
+    # every masked pixel moved towards the class colour but kept part of the image under it
+    changed = np.abs(drawn - below).sum(1) > 0
+    assert changed.mean() > 0.95
+    between = ((drawn >= np.minimum(below, colour) - 1) & (drawn <= np.maximum(below, colour) + 1)).all(1)
+    assert between.mean() > 0.9  # boxes and labels cover the rest
+    assert (np.abs(drawn - colour).sum(1) > 10).mean() > 0.9  # not painted over
+
+
 def test_detection_drawing_keeps_the_image_without_detections():
     image = torch.rand(3, 40, 60)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}
