@@ -84,7 +84,8 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
     for image in images:
         mask = Image.open(out / f"{image.stem}_mask.png")
         overlay = Image.open(out / f"{image.stem}_overlay.png")
-        assert mask.mode == "P" and mask.size == overlay.size == (480, 360)
+        assert mask.mode == "P" and mask.size == (480, 360)
+        assert overlay.height == 360 and overlay.width > 480  # the image and, on its right, the legend
         assert np.asarray(mask).max() < len(CAMVID_CLASSES)
 
 

@@ -1,11 +1,10 @@
 """Command-line helpers shared by the ``predict``/``evaluate`` commands of every task (task-agnostic):
-the device to run on, the image files named on the command line, and a class colour map."""
+the device to run on and the image files named on the command line."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from ..data.io import is_hidden
@@ -36,16 +35,3 @@ def image_files(inputs: Sequence[str], suffixes: Sequence[str] = IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(suffixes)}) in {', '.join(inputs)}.")
     return files
-
-
-def color_palette(num_classes: int) -> np.ndarray:
-    """(num_classes, 3) uint8 colours, Pascal VOC's bit-interleaved colour map (class 0 black)."""
-    palette = np.zeros((num_classes, 3), dtype=np.uint8)
-    for index in range(num_classes):
-        value, shift = index, 7
-        while value:
-            for channel in range(3):
-                palette[index, channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-            shift -= 1
-    return palette

@@ -1,4 +1,4 @@
-"""Per-epoch run logs: JSON lines, TensorBoard scalars and a PNG of the curves.
+"""Per-epoch run logs: JSON lines and TensorBoard scalars (``engine.plots`` draws ``curves.png`` from them).
 
 Only the main process creates a ``RunLogger`` (the others log nothing), so a
 distributed run writes each file once.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List
 
 
 class RunLogger:
@@ -57,28 +57,3 @@ class RunLogger:
         path.write_text(json.dumps(metrics, indent=2))
         self.close()
         print(f"{summary} (metrics in {path})", flush=True)
-
-
-def plot_curves(records: Sequence[Dict[str, Any]], path: Path, groups: Optional[Dict[str, Sequence[str]]] = None,
-                x_key: str = "epoch") -> None:
-    """Save a PNG with one panel per group of keys (default: loss and accuracy) against ``x_key``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = groups or {"loss": ("train_loss", "val_loss"), "accuracy (%)": ("train_top1", "val_top1", "val_top5")}
-    figure, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6))
-    for axis, (title, keys) in zip(list(axes) if len(groups) > 1 else [axes], groups.items()):
-        for key in keys:
-            points = [(r[x_key], r[key]) for r in records if key in r]
-            if points:
-                epochs, values = zip(*points)
-                axis.plot(epochs, values, marker="o", label=key)
-        axis.set_xlabel(x_key)
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)

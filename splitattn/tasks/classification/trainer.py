@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ...data import build_eval_transform, build_train_transform, collate_skip_bad, digits_datasets, find_split, load_split
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
+from ...engine.plots import plot_curves
 from ...models.registry import get_model_spec, create_model
 from ...utils.checkpoint import atomic_save, load_checkpoint_file
 from ...utils.compile import compile_for_training
@@ -34,7 +35,7 @@ from ...utils.distributed import DistContext, all_gather_object, all_reduce_sum
 from ...utils.memory import enable_gradient_checkpointing
 from ...utils.rng import capture_rng_state
 from ...utils.run import AMP_DTYPES, configure_runtime, restore_run_state, resume_path, run_in_process_group
-from ...utils.run_log import RunLogger, plot_curves
+from ...utils.run_log import RunLogger
 from .checkpoint import model_overrides
 from .engine import NonFiniteLossError, ShardSampler, StepContext, evaluate, train_one_epoch
 
@@ -238,7 +239,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
             atomic_save(state, output / "last.pt")
             if is_best:
                 atomic_save(state, output / "best.pt")
-            plot_curves(logger.records(), output / "curves.png")
+            plot_curves(logger.records(), output / "curves.png", num_classes=len(classes))
             for path in ctx.bad_paths[:5]:
                 print(f"warning: skipped unreadable image {path}", file=sys.stderr)
             print(f"epoch {epoch + 1}/{epochs}: train loss {record['train_loss']:.4f} top1 {record['train_top1']:.2f}% "

@@ -25,18 +25,17 @@ from tqdm import tqdm
 
 from ...data.detection import DetectionDataset, build_detection_dataset, collate_detection
 from ...data.detection_transforms import build_detection_train_transform
+from ...engine.plots import plot_curves
 from ...utils.checkpoint import atomic_save, load_checkpoint_file
 from ...utils.distributed import DistContext, all_gather_object, all_reduce_sum
 from ...utils.rng import capture_rng_state
 from ...utils.run import TrainStep, configure_runtime, restore_run_state, resume_path, run_in_process_group
-from ...utils.run_log import RunLogger, plot_curves
+from ...utils.run_log import RunLogger
 from ..classification.engine import ShardSampler
 from ..classification.trainer import parameter_groups
 from .checkpoint import model_from_options
 from .engine import evaluate, format_metrics, iou_types, train_step
 from .evaluation import CocoEvaluator
-
-CURVES = {"loss": ("train_loss",), "box AP (%)": ("val_bbox_AP", "val_bbox_AP50"), "mask AP (%)": ("val_segm_AP",)}
 
 
 class WarmupMultiStep:
@@ -217,9 +216,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
                     save()
                 if main and record:
                     logger.log(record, iteration)
-                    records = logger.records()
-                    plot_curves(records, output / "curves.png", {t: k for t, k in CURVES.items()
-                                                                 if any(key in r for r in records for key in k)}, "iter")
+                    plot_curves(logger.records(), output / "curves.png", "iter")
                     progress.write(f"iter {iteration}/{max_iter}: " + (f"loss {record['train_loss']:.4f} "
                                    if "train_loss" in record else "") + format_metrics(last_eval if "val_bbox_AP" in record else {}))
                     sys.stdout.flush()

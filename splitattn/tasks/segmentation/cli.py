@@ -14,7 +14,7 @@ import numpy as np
 
 from ...data.segmentation import DATASET_KINDS
 from ...layers.norm import NORM_LAYERS
-from ...utils.inputs import color_palette, image_files, pick_device
+from ...utils.inputs import image_files, pick_device
 from ...utils.options import OptionRow, add_options, resolve_options
 from ...utils.run import RUN_OPTIONS
 from .inference import MULTI_SCALES
@@ -170,12 +170,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from ...data.segmentation_transforms import normalize_image
     from .checkpoint import load_segmentation_model
     from .inference import predict_probs
+    from .visualize import save_segmentation_outputs
 
     model, classes, options = load_segmentation_model(args.weights)
     device = pick_device(args.device)
     model.to(device)
     plan = _inference_plan(args, options)
-    palette = color_palette(len(classes))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     for path in image_files(args.images):
@@ -185,12 +185,9 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
             continue
         labels = predict_probs(model, normalize_image(image).to(device), **plan).argmax(0).cpu().numpy().astype(np.uint8)
-        mask = Image.fromarray(labels, mode="P")
-        mask.putpalette(palette.flatten().tolist())
-        overlay = Image.blend(image, Image.fromarray(palette[labels]), args.alpha)
-        mask.save(output / f"{path.stem}_mask.png")
-        overlay.save(output / f"{path.stem}_overlay.png")
+        mask_path, _ = save_segmentation_outputs(image, labels, classes, output / path.stem, options.get("dataset"),
+                                                 args.alpha)
         counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size * 100
         top = ", ".join(f"{classes[i]} {counts[i]:.1f}%" for i in np.argsort(-counts)[:3] if counts[i] > 0)
-        print(f"{path}: {output / (path.stem + '_mask.png')} ({top})")
+        print(f"{path}: {mask_path} ({top})")
     return 0

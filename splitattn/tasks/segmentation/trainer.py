@@ -22,17 +22,16 @@ from tqdm import tqdm
 
 from ...data.segmentation import SegmentationDataset, build_dataset, collate_eval
 from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
+from ...engine.plots import plot_curves
 from ...utils.checkpoint import atomic_save, load_checkpoint_file
 from ...utils.distributed import DistContext, all_gather_object
 from ...utils.rng import capture_rng_state
 from ...utils.run import configure_runtime, restore_run_state, resume_path, run_in_process_group
-from ...utils.run_log import RunLogger, plot_curves
+from ...utils.run_log import RunLogger
 from ..classification.engine import ShardSampler
 from .checkpoint import model_from_options
 from .engine import SegmentationStep, evaluate, train_one_epoch
 from .metrics import format_iou_table
-
-CURVES = {"loss": ("train_loss",), "validation (%)": ("val_miou", "val_pixel_acc")}
 
 
 class PolyLR:
@@ -184,9 +183,7 @@ def _train(options: Dict[str, Any], dist_ctx: DistContext) -> Dict[str, Any]:
             atomic_save(state, output / "last.pt")
             if is_best:
                 atomic_save(state, output / "best.pt")
-            records = logger.records()
-            plot_curves(records, output / "curves.png",
-                        {title: keys for title, keys in CURVES.items() if any(k in r for r in records for k in keys)})
+            plot_curves(logger.records(), output / "curves.png")
             print(f"epoch {epoch + 1}/{epochs}: train loss {stats['loss']:.4f}, {stats['images_per_sec']:.1f} img/s"
                   + (f" | val mIoU {last_eval['miou']:.2f}% pixAcc {last_eval['pixel_acc']:.2f}%" if evaluated else ""),
                   flush=True)
