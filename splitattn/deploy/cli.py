@@ -15,8 +15,8 @@ from ..models import create_model, get_model_spec
 from ..utils.compile import compile_for_training
 from . import benchmark as bench
 from .export import (
-    EXPORT_FORMATS, ONNX_EXPORTERS, eval_config_for, export_metadata, export_model, load_model_for_export, onnx_session,
-    read_export_metadata,
+    EXPORT_FORMATS, ONNX_EXPORTERS, check_inputs, eval_config_for, export_metadata, export_model, load_model_for_export,
+    onnx_session, read_export_metadata,
 )
 from .optimize import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
 
@@ -102,7 +102,8 @@ def run_export(args: argparse.Namespace) -> int:
               "`pip install 'splitattn[export]'` brings the dynamo exporter")
     print(f"exported {args.model} to {path} ({args.format} by {how}, {path.stat().st_size / 2**20:.1f} MiB) with "
           f"{len(metadata['classes'])} class names and the {size}px evaluation preprocessing")
-    print(f"max relative error vs eager on batches 2x{size}x{size} and 1x{size + 32}x{size - 32}: {error:.2e}")
+    shapes = " and ".join("x".join(map(str, x.shape[:1] + x.shape[2:])) for x in check_inputs(1, size))
+    print(f"max relative error vs eager on batches {shapes}: {error:.2e}")
     if error > 1e-3:
         raise RuntimeError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
     return 0

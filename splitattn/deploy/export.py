@@ -131,11 +131,12 @@ def export_metadata(model_name: str, model: nn.Module, eval_config: EvalConfig,
 
 
 def check_inputs(in_chans: int, size: int) -> List[Tensor]:
-    """Two checking batches of different batch and spatial sizes, so dynamic axes are exercised."""
+    """Two checking batches of different batch and spatial sizes, so dynamic axes are exercised:
+    (2, C, size, size) and (1, C, size + 32, max(size - 32, 32))."""
     generator = torch.Generator().manual_seed(0)
     return [
         torch.randn(2, in_chans, size, size, generator=generator),
-        torch.randn(1, in_chans, size + 32, size - 32, generator=generator),
+        torch.randn(1, in_chans, size + 32, max(size - 32, 32), generator=generator),
     ]
 
 
