@@ -26,7 +26,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
-DYNAMO_MARKS = [pytest.mark.slow, pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo ONNX exporter needs onnxscript")]
+DYNAMO_MARKS = [pytest.mark.slow,
+                pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo ONNX exporter needs onnxscript")]
 PIP_EXPORT = "pip install 'splitattn[export]'"
 
 
@@ -161,3 +162,10 @@ def test_missing_export_packages_name_the_pip_command(tmp_path, capsys, monkeypa
     error = capsys.readouterr().err
     assert "ONNX export needs the Python package 'onnx'" in error and PIP_EXPORT in error
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_predict_refuses_mixed_sources(tmp_path, capsys):
+    assert main(["predict", "--onnx", str(tmp_path / "m.onnx"), "--weights", "last.pt", "x.jpg"]) == 2
+    assert "drop --model, --weights" in capsys.readouterr().err
+    assert main(["predict", "x.jpg"]) == 2
+    assert "needs --model and --weights (or --onnx FILE" in capsys.readouterr().err

@@ -28,7 +28,8 @@ pytest.importorskip("onnxruntime")
 IMAGENETTE_VAL = SHARED_DATA / "imagenette-mini" / "val"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not IMAGENETTE_VAL.is_dir(), reason=f"{IMAGENETTE_VAL} (the shared imagenette-mini data) is absent"),
+    pytest.mark.skipif(not IMAGENETTE_VAL.is_dir(),
+                       reason=f"{IMAGENETTE_VAL} (the shared imagenette-mini data) is absent"),
 ]
 CLASSES = ("tench", "church", "golf ball", "parachute")
 
@@ -108,3 +109,4 @@ def test_runtime_preprocessing_is_the_stored_protocol(run, fmt):
                                        atol=1e-6)
         probs = classifier.predict(image)
         assert probs.shape == (4,) and abs(float(probs.sum()) - 1) < 1e-5
+

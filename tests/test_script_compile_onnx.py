@@ -58,7 +58,8 @@ def test_torchscript_and_onnx_every_variant(tmp_path, name):
     with pytest.raises(Exception, match="input channels"):
         scripted(torch.randn(2, 1, 64, 64))
     # the legacy exporter here (fast); the dynamo exporter on the full resnest50 below
-    check_onnx(model, export_onnx(model, tmp_path / "m.onnx", 64, exporter="legacy"), sizes=[(1, 3, 64, 80), (3, 3, 97, 71)])
+    path = export_onnx(model, tmp_path / "m.onnx", 64, exporter="legacy")
+    check_onnx(model, path, sizes=[(1, 3, 64, 80), (3, 3, 97, 71)])
 
 
 def test_script_and_onnx_backbone_dilated():
@@ -83,7 +84,8 @@ def test_full_resnest50_onnx(tmp_path):
     """The full resnest50 through the exporter `splitattn export` uses (dynamo when onnxscript is installed)."""
     model = splitattn.create_model("resnest50").eval()
     exporter = "dynamo" if importlib.util.find_spec("onnxscript") else "legacy"
-    check_onnx(model, export_onnx(model, tmp_path / "r50.onnx", 96, exporter=exporter), sizes=[(1, 3, 96, 96), (2, 3, 128, 96)])
+    path = export_onnx(model, tmp_path / "r50.onnx", 96, exporter=exporter)
+    check_onnx(model, path, sizes=[(1, 3, 96, 96), (2, 3, 128, 96)])
 
 
 @pytest.mark.parametrize("name", BLOCK_KINDS)

@@ -1,4 +1,5 @@
-"""Deployment and speed: the inference fast path, export to ONNX/TorchScript with metadata, running exports, benchmarks."""
+"""Deployment and speed: the inference fast path, export to ONNX/TorchScript with metadata, running exported
+files, benchmarks."""
 from .export import (
     EXPORT_FORMATS, export_metadata, export_model, export_onnx, export_torchscript, load_model_for_export,
     read_export_metadata,

@@ -96,12 +96,12 @@ def run_export(args: argparse.Namespace) -> int:
     size = config.input_size
     metadata = export_metadata(args.model, model, config, classes, args.weights)
     path, error = export_model(model, args.output, args.format, size, metadata, args.exporter)
-    how = f"{read_export_metadata(path)['exporter']} exporter" if args.format == "onnx" else "torch.jit.trace"
-    if how.startswith("legacy") and args.exporter == "auto":
+    exporter = read_export_metadata(path)["exporter"]  # dynamo, legacy or torch.jit.trace
+    if exporter == "legacy" and args.exporter == "auto":
         print("note: onnxscript is not installed, so the legacy TorchScript-based ONNX exporter was used; "
               "`pip install 'splitattn[export]'` brings the dynamo exporter")
-    print(f"exported {args.model} to {path} ({args.format} by {how}, {path.stat().st_size / 2**20:.1f} MiB) with "
-          f"{len(metadata['classes'])} class names and the {size}px evaluation preprocessing")
+    print(f"exported {args.model} to {path} ({args.format} by {exporter}, {path.stat().st_size / 2**20:.1f} MiB) "
+          f"with {len(metadata['classes'])} class names and the {size}px evaluation preprocessing")
     shapes = " and ".join("x".join(map(str, x.shape[:1] + x.shape[2:])) for x in check_inputs(1, size))
     print(f"max relative error vs eager on batches {shapes}: {error:.2e}")
     if error > 1e-3:

@@ -157,7 +157,8 @@ def resolve_onnx_exporter(exporter: str = "auto") -> str:
 def export_onnx(model: nn.Module, path: PathLike, size: int = 224, opset: int = ONNX_OPSET, exporter: str = "auto",
                 metadata: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ``model`` as ONNX with dynamic batch, height and width: input ``images`` (N, C, H, W) float32,
-    output ``logits`` (N, classes); ``metadata`` (JSON-serialisable values) goes into ``metadata_props``.
+    output ``logits`` (N, classes); ``metadata`` (JSON-serialisable values) goes into ``metadata_props``, each
+    value as JSON text, with ``exporter`` (``dynamo`` or ``legacy``) added.
 
     ``exporter``: ``dynamo`` (torch.export), ``legacy`` (TorchScript tracing) or ``auto`` (see
     ``resolve_onnx_exporter``). Returns the path. Raises ``MissingDependencyError`` without ``onnx``.
@@ -211,7 +212,8 @@ def read_export_metadata(path: PathLike) -> Dict[str, Any]:
         metadata = {prop.key: json.loads(prop.value) for prop in proto.metadata_props}
         metadata["format"] = "onnx"
     if "model_name" not in metadata:
-        raise ValueError(f"{str(path)!r} carries no splitattn export metadata; export it again with `splitattn export`.")
+        raise ValueError(f"{str(path)!r} carries no splitattn export metadata; export it again with "
+                         "`splitattn export`.")
     return metadata
 
 
@@ -258,7 +260,8 @@ def check_onnx(model: nn.Module, path: PathLike, inputs: Sequence[Tensor]) -> fl
 def export_torchscript(model: nn.Module, path: PathLike, size: int = 224,
                        metadata: Optional[Mapping[str, Any]] = None) -> Path:
     """Trace ``model`` and save it as TorchScript (loadable with ``torch.jit.load``, no Python classes needed),
-    with ``metadata`` as the archive's extra file ``splitattn.json``."""
+    with ``metadata`` (plus ``exporter``: ``torch.jit.trace``) as JSON in the archive's extra file
+    ``splitattn.json``."""
     path = Path(path)
     example = torch.randn(1, getattr(model, "in_chans", 3), size, size)
     extra = {TORCHSCRIPT_METADATA_FILE: json.dumps({**(metadata or {}), "exporter": "torch.jit.trace"})}

@@ -216,6 +216,10 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.exported:
         from ...deploy.runtime import predict_exported
 
+        if args.model or args.weights or args.img_size or args.ema or args.fast:
+            raise ValueError("--onnx/--torchscript runs the exported file with its stored model and preprocessing; "
+                             "drop --model, --weights, --img-size, --ema and --fast.")
+
         return predict_exported(args.exported, args.images, args.topk)
     if not (args.model and args.weights):
         raise ValueError("predict needs --model and --weights (or --onnx FILE for an exported model).")
