@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..models import create_model
 from ..models.registry import EvalConfig, get_model_spec
+from ..models.resnest import MIN_INPUT_SIZE
 from ..utils.deps import require
 
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -174,7 +175,8 @@ def export_onnx(model: nn.Module, path: PathLike, size: int = 224, opset: int = 
 
             program = torch.onnx.export(
                 model.eval(), (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: Dim("batch"), 2: Dim("height"), 3: Dim("width")},), opset_version=opset,
+                dynamic_shapes=({0: Dim("batch"), 2: Dim("height", min=MIN_INPUT_SIZE),
+                                 3: Dim("width", min=MIN_INPUT_SIZE)},), opset_version=opset,
                 verbose=False,
             )
             program.save(str(path), external_data=False)
