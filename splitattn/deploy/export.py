@@ -173,12 +173,17 @@ def export_onnx(model: nn.Module, path: PathLike, size: int = 224, opset: int = 
         if exporter == "dynamo":
             from torch.export import Dim
 
-            program = torch.onnx.export(
-                model.eval(), (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: Dim("batch"), 2: Dim("height", min=MIN_INPUT_SIZE),
-                                 3: Dim("width", min=MIN_INPUT_SIZE)},), opset_version=opset,
-                verbose=False,
-            )
+            try:
+                program = torch.onnx.export(
+                    model.eval(), (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    dynamic_shapes=({0: Dim("batch"), 2: Dim("height", min=MIN_INPUT_SIZE),
+                                     3: Dim("width", min=MIN_INPUT_SIZE)},), opset_version=opset, verbose=False,
+                )
+            except Exception as error:  # torch.export raises many types; name the fallback
+                raise RuntimeError(
+                    f"the dynamo ONNX exporter could not capture the model ({type(error).__name__}: {error}); "
+                    "exporter='legacy' (`splitattn export --exporter legacy`) uses the TorchScript-based exporter."
+                ) from error
             program.save(str(path), external_data=False)
         else:  # the documented fallback: deprecated, so its DeprecationWarning is expected here
             warnings.simplefilter("ignore", DeprecationWarning)
