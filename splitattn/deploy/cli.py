@@ -6,7 +6,7 @@ import copy
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -14,7 +14,10 @@ from torch import nn
 from ..models import create_model, get_model_spec
 from ..utils.compile import compile_for_training
 from . import benchmark as bench
-from .export import EXPORT_FORMATS, export_model, load_model_for_export, onnx_session
+from .export import (
+    EXPORT_FORMATS, ONNX_EXPORTERS, check_inputs, eval_config_for, export_metadata, export_model, load_model_for_export,
+    onnx_session, read_export_metadata,
+)
 from .optimize import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
 
 COMPARABLE = ("timm", "torchvision")
@@ -58,21 +61,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "against the eager model on two input shapes, printing the largest relative error.",
     )
     export.add_argument("--model", required=True)
-    export.add_argument("--weights", default=None, help="checkpoint file (without it: random weights, with a warning)")
+    export.add_argument("--weights", default=None,
+                        help="a `splitattn train` checkpoint (rebuilt from the run's options, with its class names) "
+                             "or a weights file; without it: random weights, with a warning")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--output", required=True)
-    export.add_argument("--img-size", type=int, default=None, help="example/check size (default: the model's)")
-    export.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's classifier size")
+    export.add_argument("--img-size", type=int, default=None,
+                        help="evaluation crop stored in the file and used for the check (default: the run's, else "
+                             "the model's)")
+    export.add_argument("--num-classes", type=int, default=None,
+                        help="for a weights file: its classifier size (default: read from the file)")
+    export.add_argument("--exporter", default="auto", choices=ONNX_EXPORTERS,
+                        help="ONNX: dynamo (torch.export; needs onnxscript), legacy (TorchScript tracing), auto: "
+                             "dynamo when onnxscript is installed")
     export.add_argument("--debug", action="store_true", help="show tracebacks")
     export.set_defaults(func=run_export)
 
 
+def _load_model(args: argparse.Namespace) -> Tuple[nn.Module, Optional[List[str]], Dict[str, Any]]:
+    """(model in eval mode, class names or None, the run's options) for ``--model``/``--weights``: a
+    ``splitattn train`` checkpoint is rebuilt from its own options; another weights file loads into ``--model``."""
+    from ..tasks.classification.checkpoint import load_trained_model
+    from ..weights import read_checkpoint
+
+    stored = read_checkpoint(args.weights) if args.weights else None
+    if isinstance(stored, dict) and "model" in stored and "classes" in stored:
+        return load_trained_model(args.model, args.weights)
+    return load_model_for_export(args.model, args.weights, args.num_classes), None, {}
+
+
 def run_export(args: argparse.Namespace) -> int:
-    size = args.img_size or get_model_spec(args.model).eval_config.input_size
-    model = load_model_for_export(args.model, args.weights, args.num_classes)
-    path, error = export_model(model, args.output, args.format, size)
-    print(f"exported {args.model} to {path} ({args.format}, {path.stat().st_size / 2**20:.1f} MiB)")
-    print(f"max relative error vs eager on batches 2x{size}x{size} and 1x{size + 32}x{size - 32}: {error:.2e}")
+    model, classes, options = _load_model(args)
+    config = eval_config_for(args.model, options, args.img_size)
+    size = config.input_size
+    metadata = export_metadata(args.model, model, config, classes, args.weights)
+    path, error = export_model(model, args.output, args.format, size, metadata, args.exporter)
+    exporter = read_export_metadata(path)["exporter"]  # dynamo, legacy or torch.jit.trace
+    if exporter == "legacy" and args.exporter == "auto":
+        print("note: onnxscript is not installed, so the legacy TorchScript-based ONNX exporter was used; "
+              "`pip install 'splitattn[export]'` brings the dynamo exporter")
+    print(f"exported {args.model} to {path} ({args.format} by {exporter}, {path.stat().st_size / 2**20:.1f} MiB) "
+          f"with {len(metadata['classes'])} class names and the {size}px evaluation preprocessing")
+    shapes = " and ".join("x".join(map(str, x.shape[:1] + x.shape[2:])) for x in check_inputs(1, size))
+    print(f"max relative error vs eager on batches {shapes}: {error:.2e}")
     if error > 1e-3:
         raise RuntimeError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
     return 0

@@ -136,14 +136,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     predict = subparsers.add_parser("predict", help="top-k classes of images")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    _add_inference_args(predict)
+    _add_inference_args(predict, required=False)
+    predict.add_argument("--onnx", "--torchscript", dest="exported", metavar="FILE", default=None,
+                         help="run a file of `splitattn export` (ONNX or TorchScript) with its stored class names and "
+                              "preprocessing, instead of --model/--weights")
     predict.add_argument("--topk", type=int, default=5)
     predict.set_defaults(func=run_predict)
 
 
-def _add_inference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="registered model name")
-    parser.add_argument("--weights", required=True, help="checkpoint of `splitattn train` (last.pt/best.pt)")
+def _add_inference_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--model", required=required, help="registered model name")
+    parser.add_argument("--weights", required=required, help="checkpoint of `splitattn train` (last.pt/best.pt)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="evaluation crop (default: the run's evaluation size, else the model's)")
     parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
@@ -218,6 +221,16 @@ def imagenet_class_names() -> List[str]:
 def run_predict(args: argparse.Namespace) -> int:
     from ...data import read_image
 
+    if args.exported:
+        from ...deploy.runtime import predict_exported
+
+        if args.model or args.weights or args.img_size or args.ema or args.fast:
+            raise ValueError("--onnx/--torchscript runs the exported file with its stored model and preprocessing; "
+                             "drop --model, --weights, --img-size, --ema and --fast.")
+
+        return predict_exported(args.exported, args.images, args.topk)
+    if not (args.model and args.weights):
+        raise ValueError("predict needs --model and --weights (or --onnx FILE for an exported model).")
     model, num_classes, classes, transform, _ = _inference_setup(args)
     if classes is None:
         classes = imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
