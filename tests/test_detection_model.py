@@ -11,7 +11,7 @@ from splitattn.models.registry import create_model
 from splitattn.tasks.detection import ARCHS, create_detection_model, resnest_fpn_backbone
 from splitattn.tasks.detection.cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads, cascade_scores
 from splitattn.tasks.classification.checkpoint import model_overrides
-from splitattn.utils.checkpoint import atomic_save
+from splitattn.engine.checkpoint import atomic_save
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NARROW = {"bottleneck_width": 16, "stem_width": 16}

@@ -15,7 +15,7 @@ from PIL import Image
 from splitattn.cli import build_parser, main
 from splitattn.data.segmentation import CAMVID_CLASSES
 from splitattn.tasks.segmentation.cli import TRAIN_OPTIONS
-from splitattn.tasks.segmentation.trainer import PolyLR
+from splitattn.engine.optim import poly
 from splitattn.utils.options import resolve_options
 
 from .conftest import REPO_ROOT, SHARED_DATA
@@ -58,6 +58,7 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     assert "val_miou" in records[1] and "val_miou" in records[3] and "val_miou" not in records[2]
+    assert "val_loss" in records[1] and records[1]["val_loss"] > 0
     # the resumed run follows its own 8-step poly schedule: after step 6 the lr is 0.01 x (2/8) ** 0.9
     assert records[2]["lr"] == pytest.approx(0.01 * 0.25 ** 0.9)
     losses = [r["train_loss"] for r in records]
@@ -89,9 +90,15 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
 
 
 def test_poly_schedule():
-    poly = PolyLR(total=100, power=0.9)
-    assert poly(0) == 1.0 and poly(100) == 0.0
-    assert poly(50) == pytest.approx(0.5 ** 0.9)
+    """torch's PolynomialLR against DeepLab's poly factor (1 - step / total) ** power, transcribed."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = poly(optimizer, total=100, power=0.9)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(100):
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([(1 - step / 100) ** 0.9 for step in range(101)], abs=1e-9)
+    assert lrs[0] == 1.0 and lrs[100] == 0.0
 
 
 def _resolve(argv):

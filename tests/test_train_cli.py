@@ -16,8 +16,8 @@ from splitattn.cli import build_parser, main
 from splitattn.data import Lighting, build_eval_transform, digits_datasets, load_split, mixup_batch
 from splitattn.tasks.classification import NonFiniteLossError, engine, train
 from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
-from splitattn.tasks.classification.trainer import WarmupCosine, parameter_groups
-from splitattn.utils.checkpoint import atomic_save
+from splitattn.engine.checkpoint import atomic_save
+from splitattn.engine.optim import parameter_groups, warmup_cosine
 from .train_helpers import REPO, TINY_MODEL, make_image_folder
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -74,9 +74,12 @@ def test_every_published_model_has_a_config() -> None:
 
 
 def test_schedule_groups_and_batch_transforms() -> None:
-    schedule = WarmupCosine(warmup=4, total=14)
-    assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert schedule(9) == pytest.approx(0.5) and schedule(14) == pytest.approx(0.0)
+    # the recipe's schedule, transcribed: (step + 1) / warmup, then 0.5 (1 + cos(pi progress))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, warmup=4, total=14)
+    lrs = [optimizer.param_groups[0]["lr"]] + [scheduler.step() or optimizer.param_groups[0]["lr"] for _ in range(14)]
+    expected = [(s + 1) / 4 if s < 4 else 0.5 * (1 + math.cos(math.pi * (s - 4) / 10)) for s in range(15)]
+    assert lrs == pytest.approx(expected, abs=1e-12)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
     decay, no_decay = parameter_groups(model, 1e-4)
     assert [p.ndim for p in decay["params"]] == [4, 2] and no_decay["weight_decay"] == 0.0

@@ -7,7 +7,7 @@ A checkpoint is a dict of tensors and plain Python values (it loads with
 - ``optimizer``, ``scheduler``, ``scaler``: their state dicts;
 - ``ema``: the EMA model's state dict (``module.``-prefixed keys plus ``n_averaged``), or None;
 - ``epoch``: epochs completed; ``step``: optimizer steps completed;
-- ``rng``: one random state per rank (see ``splitattn.utils.rng``);
+- ``rng``: one random state per rank (see ``splitattn.engine.checkpoint``);
 - ``args``: the run's options; ``classes``: the class names in label order;
 - ``best_top1``: the best validation top-1 so far; ``model_name``: the registered model.
 
@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from torch import nn
 
 from ...models.registry import create_model, get_model_spec
-from ...utils.checkpoint import load_checkpoint_file
+from ...weights.loading import strip_wrapper_prefixes
+from ...engine.checkpoint import load_checkpoint_file
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "rng", "args", "classes")
 
@@ -36,11 +37,6 @@ def model_overrides(options: Dict[str, Any]) -> Dict[str, Any]:
         norm_layer=options.get("norm", "batchnorm"),
     )
     return overrides
-
-
-def strip_prefix(state: Dict[str, Any], prefix: str) -> Dict[str, Any]:
-    """Keys without ``prefix`` (``module.`` of DDP/EMA, ``_orig_mod.`` of torch.compile); others dropped."""
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def load_trained_model(
@@ -76,6 +72,6 @@ def load_trained_model(
     if use_ema:
         if not checkpoint.get("ema"):
             raise ValueError(f"{str(weights)!r} has no EMA weights; train with --ema or drop --ema.")
-        state = strip_prefix(checkpoint["ema"], "module.")
+        state = strip_wrapper_prefixes(checkpoint["ema"])
     model.load_state_dict(state)
     return model.eval(), classes, options

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Tuple, Union
 
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
-from ...utils.checkpoint import load_task_checkpoint
+from ...engine.checkpoint import load_task_checkpoint
 from .model import create_detection_model
 
 

@@ -14,7 +14,7 @@ from ...data.detection import DATASET_KINDS
 from ...layers.norm import NORM_LAYERS
 from ...utils.inputs import image_files, pick_device
 from ...utils.options import OptionRow, add_options, resolve_options
-from ...utils.run import RUN_OPTIONS
+from ...engine.runtime import RUN_OPTIONS
 from ..classification.cli import parse_model_kwargs
 from .model import ARCHS, TRAIN_MIN_SIZES
 
@@ -122,8 +122,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_detection_model
     from .engine import evaluate, format_metrics, iou_types
     from .evaluation import CocoEvaluator
-    from .trainer import limit, make_loader
-    from ..classification.engine import ShardSampler
+    from ...data.detection import collate_detection
+    from ...engine.data import eval_loader
+    from ...utils.distributed import DistContext
+    from .trainer import limit
 
     model, classes, options, _ = load_detection_model(args.weights)
     device = pick_device(args.device)
@@ -141,7 +143,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     subset = limit(dataset, args.max_images if args.max_images is not None else options.get("max_images"))
     print(dataset.summary(), flush=True)
     evaluator = CocoEvaluator(dataset.coco, iou_types(model, dataset.coco), dataset.contiguous_to_coco)
-    loader = make_loader(subset, 1, ShardSampler(len(subset)), args.workers, device)
+    loader = eval_loader(subset, 1, DistContext(device=device), args.workers, collate_detection)
     scores = evaluate(model.to(device), loader, evaluator, device, progress=True)
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
     output.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
-from ...utils.checkpoint import load_task_checkpoint
+from ...engine.checkpoint import load_task_checkpoint
 from .model import SegmentationModel, create_segmentation_model
 
 

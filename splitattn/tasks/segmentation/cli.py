@@ -16,7 +16,7 @@ from ...data.segmentation import DATASET_KINDS
 from ...layers.norm import NORM_LAYERS
 from ...utils.inputs import color_palette, image_files, pick_device
 from ...utils.options import OptionRow, add_options, resolve_options
-from ...utils.run import RUN_OPTIONS
+from ...engine.runtime import RUN_OPTIONS
 from .inference import MULTI_SCALES
 from .model import AUX_WEIGHT, HEADS
 
