@@ -12,12 +12,9 @@ from splitattn.cli import main
 from splitattn.data.detection import CocoDetectionDataset, collate_detection
 from splitattn.tasks.detection import ARCHS, create_detection_model
 from splitattn.tasks.detection.checkpoint import model_from_options
-from splitattn.tasks.detection.cli import TRAIN_OPTIONS
 from splitattn.engine.optim import warmup_multistep
 from splitattn.tasks.detection.engine import detection_loss
-from splitattn.tasks.classification.cli import parse_model_kwargs
-from splitattn.utils.options import option_defaults
-from splitattn.utils.config import read_config_file
+from splitattn.config import DetectConfig, from_dict, read_config_file
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -76,6 +73,7 @@ def test_warmup_multistep_schedule():
     scheduler = warmup_multistep(optimizer, [60, 80], gamma=0.1, warmup=10, warmup_factor=0.001)
     lrs = [optimizer.param_groups[0]["lr"]]
     for _ in range(100):
+        optimizer.step()
         scheduler.step()
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([detectron2(it) for it in range(101)], rel=1e-9)
@@ -147,12 +145,7 @@ CONFIGS = sorted((REPO_ROOT / "configs" / "detection").glob("*.yaml"))
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_configs_build_their_models(config):
-    options = option_defaults(TRAIN_OPTIONS)
-    values = read_config_file(str(config))
-    assert not set(values) - set(options), f"unknown keys in {config.name}"
-    options.update(values)
-    for key in ("model_kwargs", "detector_kwargs"):
-        options[key] = parse_model_kwargs(options[key])
+    options = from_dict(DetectConfig, read_config_file(str(config)), config.name).to_dict()
     model = model_from_options(options, 81, pretrained=False)
     assert model.arch == options["arch"] and model.transform.min_size[-1] == options["min_size"][-1]
     if "resnest50" in config.name:  # the paper's 1x schedule

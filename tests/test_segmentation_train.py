@@ -14,9 +14,8 @@ from PIL import Image
 
 from splitattn.cli import build_parser, main
 from splitattn.data.segmentation import CAMVID_CLASSES
-from splitattn.tasks.segmentation.cli import TRAIN_OPTIONS
+from splitattn.config import SegmentConfig, resolve
 from splitattn.engine.optim import poly
-from splitattn.utils.options import resolve_options
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -95,6 +94,7 @@ def test_poly_schedule():
     scheduler = poly(optimizer, total=100, power=0.9)
     lrs = [optimizer.param_groups[0]["lr"]]
     for _ in range(100):
+        optimizer.step()
         scheduler.step()
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([(1 - step / 100) ** 0.9 for step in range(101)], abs=1e-9)
@@ -104,7 +104,7 @@ def test_poly_schedule():
 def _resolve(argv):
     parser = build_parser()
     args = parser.parse_args(["segment", "train", *argv])
-    return resolve_options(args, TRAIN_OPTIONS)
+    return resolve(SegmentConfig, args)[0].to_dict()
 
 
 def test_ade20k_config_holds_the_paper_settings():

@@ -77,7 +77,7 @@ def test_schedule_groups_and_batch_transforms() -> None:
     # the recipe's schedule, transcribed: (step + 1) / warmup, then 0.5 (1 + cos(pi progress))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = warmup_cosine(optimizer, warmup=4, total=14)
-    lrs = [optimizer.param_groups[0]["lr"]] + [scheduler.step() or optimizer.param_groups[0]["lr"] for _ in range(14)]
+    lrs = [optimizer.param_groups[0]["lr"]] + [optimizer.step() or scheduler.step() or optimizer.param_groups[0]["lr"] for _ in range(14)]
     expected = [(s + 1) / 4 if s < 4 else 0.5 * (1 + math.cos(math.pi * (s - 4) / 10)) for s in range(15)]
     assert lrs == pytest.approx(expected, abs=1e-12)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))

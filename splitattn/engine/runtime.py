@@ -4,31 +4,17 @@ torchrun's process group.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Dict, List, Optional, TypeVar
+from typing import Any, Callable, ContextManager, Dict, Optional, TypeVar
 
 import torch
 
 from ..utils.distributed import DistContext, cleanup_distributed, init_distributed
-from ..utils.options import OptionRow
 from .checkpoint import seed_everything
 
 T = TypeVar("T")
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# The run options of the segment and detect training commands (rows of a ``utils.options`` table).
-RUN_OPTIONS: List[OptionRow] = [
-    (("--resume",), None, dict(metavar="PATH|auto", help="continue from a checkpoint; auto: OUTPUT/last.pt if any")),
-    (("--device",), None, dict(choices=("cpu", "cuda"), help="default: cuda when available")),
-    (("--amp",), "none", dict(choices=tuple(AMP_DTYPES), help="mixed precision")),
-    (("--workers",), 2, dict(type=int, help="data-loading processes per training process")),
-    (("--threads",), None, dict(type=int, help="torch CPU threads (default: cores / processes)")),
-    (("--seed",), 0, dict(type=int)),
-    (("--deterministic",), False, dict(action=argparse.BooleanOptionalAction)),
-    (("--progress",), True, dict(action=argparse.BooleanOptionalAction, help="progress bar")),
-    (("--tensorboard",), True, dict(action=argparse.BooleanOptionalAction, help="TensorBoard event files")),
-]
 
 
 def configure_runtime(dist_ctx: DistContext, seed: int, threads: Optional[int] = None,

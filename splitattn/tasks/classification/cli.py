@@ -7,110 +7,25 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import torch
 
 from ...deploy.optimize import BACKENDS, optimize_for_inference
-from ...layers.norm import NORM_LAYERS
-from ...utils.config import merge_options
+from ...config import ClassifyConfig, add_arguments, from_dict, resolve
 
-# (flags, default, argparse keywords): every entry is also a config-file key.
-TRAIN_OPTIONS: List[Tuple[Tuple[str, ...], Any, Dict[str, Any]]] = [
-    (("--data",), None, dict(metavar="DIR", help="folder with train/ and val/ (or test/) as ImageFolder trees or "
-                                                  ".csv lists of path,label; omitted: scikit-learn's digits")),
-    (("--model",), "resnest14", dict(help="registered model name (`splitattn models`)")),
-    (("--output",), None, dict(metavar="DIR", help="run folder for checkpoints and logs (default runs/<model>)")),
-    (("--config",), None, dict(metavar="FILE", help="YAML or JSON file of options; flags override it")),
-    (("--epochs",), 10, dict(type=int)),
-    (("--batch-size",), 64, dict(type=int, help="images per process per micro-batch")),
-    (("--global-batch",), None, dict(type=int, help="images per optimizer step; reached by gradient accumulation")),
-    (("--lr",), None, dict(type=float, help="peak learning rate (default base-lr x global batch / 256)")),
-    (("--base-lr",), 0.1, dict(type=float, help="learning rate per 256 images")),
-    (("--momentum",), 0.9, dict(type=float)),
-    (("--weight-decay",), 1e-4, dict(type=float, help="on conv/linear weights; none on biases and norm parameters")),
-    (("--warmup-epochs",), 0.0, dict(type=float, help="linear warm-up before the cosine decay")),
-    (("--label-smoothing",), 0.0, dict(type=float)),
-    (("--mixup",), 0.0, dict(type=float, metavar="ALPHA", help="mixup Beta(alpha, alpha); 0 disables")),
-    (("--augment",), True, dict(action=argparse.BooleanOptionalAction,
-                                help="random augmentation; --no-augment trains on the evaluation transform")),
-    (("--rrc-scale",), [0.08, 1.0], dict(type=float, nargs=2, metavar=("MIN", "MAX"),
-                                         help="area range of the random-resized crop")),
-    (("--hflip",), 0.5, dict(type=float, help="horizontal flip probability")),
-    (("--auto-augment",), False, dict(action=argparse.BooleanOptionalAction, help="AutoAugment, ImageNet policy")),
-    (("--color-jitter",), 0.0, dict(type=float, help="brightness/contrast/saturation jitter")),
-    (("--pca-lighting",), 0.0, dict(type=float, help="AlexNet PCA lighting noise std")),
-    (("--drop-block",), 0.0, dict(type=float, help="DropBlock probability in stages 3-4, ramped from 0")),
-    (("--dropout",), 0.0, dict(type=float, help="dropout before the classifier")),
-    (("--zero-init-last",), True, dict(action=argparse.BooleanOptionalAction, help="zero the last BN gamma of blocks")),
-    (("--norm",), "batchnorm", dict(choices=NORM_LAYERS, help="normalisation layer")),
-    (("--sync-bn",), False, dict(action=argparse.BooleanOptionalAction, help="SyncBatchNorm under torchrun (GPUs)")),
-    (("--model-kwargs",), {}, dict(type=str, nargs="*", metavar="KEY=VALUE",
-                                    help="more create_model overrides, e.g. stem_width=16 bottleneck_width=32")),
-    (("--pretrained",), None, dict(nargs="?", const=True, metavar="PATH",
-                                   help="start from ImageNet weights (or a weights file); the classifier is re-initialised")),
-    (("--img-size",), None, dict(type=int, help="training crop (default: the model's evaluation size)")),
-    (("--eval-img-size",), None, dict(type=int, help="evaluation crop (default: --img-size)")),
-    (("--crop-pct",), 0.875, dict(type=float, help="evaluation resizes the short side to crop / crop-pct")),
-    (("--workers",), 2, dict(type=int, help="data-loading processes per training process")),
-    (("--threads",), None, dict(type=int, help="torch CPU threads (default: cores / processes)")),
-    (("--seed",), 0, dict(type=int)),
-    (("--deterministic",), False, dict(action=argparse.BooleanOptionalAction,
-                                       help="deterministic kernels: resumed runs match uninterrupted ones bit for bit")),
-    (("--resume",), None, dict(metavar="PATH|auto", help="continue from a checkpoint; auto: OUTPUT/last.pt if any")),
-    (("--device",), None, dict(choices=("cpu", "cuda"), help="default: cuda when available")),
-    (("--amp",), "none", dict(choices=("none", "bf16", "fp16"), help="mixed precision")),
-    (("--channels-last",), False, dict(action=argparse.BooleanOptionalAction)),
-    (("--compile",), False, dict(action=argparse.BooleanOptionalAction, help="torch.compile the model")),
-    (("--memory-budget",), 1.0, dict(type=float, help="with --compile: activation memory budget in (0, 1]; lower "
-                                                       "recomputes cheap ops in backward to save memory (0.7: "
-                                                       "0.57x timm's peak for resnest50, and faster)")),
-    (("--grad-checkpointing",), False, dict(action=argparse.BooleanOptionalAction,
-                                            help="recompute activations in backward to save memory")),
-    (("--ema",), False, dict(action=argparse.BooleanOptionalAction, help="keep and evaluate an EMA of the weights")),
-    (("--ema-decay",), 0.9998, dict(type=float)),
-    (("--progress",), True, dict(action=argparse.BooleanOptionalAction, help="progress bar")),
-    (("--tensorboard",), True, dict(action=argparse.BooleanOptionalAction, help="TensorBoard event files")),
-]
-
-
-def _dest(flags: Tuple[str, ...]) -> str:
-    return flags[0].lstrip("-").replace("-", "_")
-
-
-TRAIN_DEFAULTS: Dict[str, Any] = {_dest(flags): default for flags, default, _ in TRAIN_OPTIONS}
 # Without --data, `splitattn train` is the quick demo on scikit-learn's digits (about a minute on
 # 2 CPU cores): a narrow resnest14 for 2 epochs, no flips (digits are not mirror images). Options
 # given on the command line or in a config file still win over these.
 DIGITS_DEFAULTS: Dict[str, Any] = {"epochs": 2, "hflip": 0.0, "model_kwargs": {"bottleneck_width": 16, "stem_width": 16}}
 
 
-def parse_model_kwargs(items: Any) -> Dict[str, Any]:
-    """``["a=1", "b=x"]`` (command line) or a mapping (config file) -> dict with YAML-typed values."""
-    if isinstance(items, dict):
-        return dict(items)
-    import yaml
-
-    parsed: Dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--model-kwargs takes KEY=VALUE pairs, got {item!r}.")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return parsed
-
-
 def resolve_train_options(args: argparse.Namespace) -> Dict[str, Any]:
-    """Defaults < config file < command line, as one plain dict of options."""
-    explicit = {key: value for key, value in vars(args).items() if key in TRAIN_DEFAULTS}
-    choices = {_dest(flags): kw["choices"] for flags, _, kw in TRAIN_OPTIONS if "choices" in kw}
-    options = merge_options(TRAIN_DEFAULTS, explicit, explicit.get("config"), choices)
-    if not options["data"]:
-        options = merge_options({**TRAIN_DEFAULTS, **DIGITS_DEFAULTS}, explicit, explicit.get("config"), choices)
-    options["model_kwargs"] = parse_model_kwargs(options["model_kwargs"])
-    if options["resume"] not in (None, "auto") and not Path(options["resume"]).is_file():
-        raise FileNotFoundError(f"--resume {options['resume']!r}: no such checkpoint; use a path or 'auto'.")
-    return options
+    """Defaults < config file < command line, checked against ``ClassifyConfig``, as plain options."""
+    config, given = resolve(ClassifyConfig, args)
+    if not config.data:
+        config = from_dict(ClassifyConfig, {**DIGITS_DEFAULTS, **given}, "the options")
+    return config.to_dict()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -118,10 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                   argument_default=argparse.SUPPRESS,
                                   description="Train on an image folder (or the built-in digits) with the ResNeSt recipe. "
                                               "Run under torchrun for several processes.")
-    for flags, default, keywords in TRAIN_OPTIONS:
-        help_text = keywords.pop("help", "")
-        keywords["help"] = f"{help_text} (default: {default})".strip()
-        train.add_argument(*flags, **keywords)
+    add_arguments(train, ClassifyConfig)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     train.set_defaults(func=run_train)
 

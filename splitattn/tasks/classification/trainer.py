@@ -9,11 +9,12 @@ SyncBN, EMA, channels_last, compile, DDP, gradient accumulation, logs and resuma
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Mapping, Union, List, Tuple
 
 from torch import nn
 from torch.utils.data import Dataset
 
+from ...config import ClassifyConfig, from_dict
 from ...data import build_eval_transform, build_train_transform, collate_skip_bad, digits_datasets, find_split, load_split
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
 from ...engine.data import eval_loader, train_loader
@@ -82,8 +83,9 @@ def _batch_plan(options: Dict[str, Any], world_size: int) -> Tuple[int, int, flo
     return global_batch, global_batch // per_step, float(lr)
 
 
-def train(options: Dict[str, Any]) -> Dict[str, Any]:
-    """Run a training job described by ``options`` (the ``splitattn train`` options) and return its metrics."""
+def train(config: Union[ClassifyConfig, Mapping[str, Any]]) -> Dict[str, Any]:
+    """Run a training job described by ``options`` (the ``splitattn train`` options) and return its metrics. ``config``: a ``ClassifyConfig`` or a mapping of its fields (checked the same way)."""
+    options = (config if isinstance(config, ClassifyConfig) else from_dict(ClassifyConfig, config)).to_dict()
     return run_training(options, options["model"], build_run)
 
 

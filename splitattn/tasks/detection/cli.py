@@ -8,64 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import List
 
-from ...data.detection import DATASET_KINDS
-from ...layers.norm import NORM_LAYERS
+
+from ...config import DetectConfig, ConfigError, add_arguments, resolve
 from ...utils.inputs import image_files, pick_device
-from ...utils.options import OptionRow, add_options, resolve_options
-from ...engine.runtime import RUN_OPTIONS
-from ..classification.cli import parse_model_kwargs
-from .model import ARCHS, TRAIN_MIN_SIZES
-
-_BOOL = argparse.BooleanOptionalAction
-TRAIN_OPTIONS: List[OptionRow] = [
-    (("--config",), None, dict(metavar="FILE", help="YAML or JSON file of options; flags override it")),
-    (("--dataset",), "coco", dict(choices=DATASET_KINDS, help="layout of --data")),
-    (("--data",), None, dict(metavar="DIR", help="data root: COCO (annotations/instances_<split>[2017].json and "
-                                                 "<split>[2017]/ or images/) or VOC (VOCdevkit or VOC2007/VOC2012)")),
-    (("--annotations",), None, dict(metavar="JSON", help="COCO: the instances json (default: found under --data)")),
-    (("--images",), None, dict(metavar="DIR", help="COCO: the image folder (default: found under --data)")),
-    (("--classes",), None, dict(nargs="+", help="VOC: class names (default: the 20 VOC classes)")),
-    (("--train-split",), "train", dict()),
-    (("--val-split",), "val", dict()),
-    (("--max-images",), None, dict(type=int, help="use only the first N images of each split (quick runs, overfitting)")),
-    (("--skip-bad",), True, dict(action=_BOOL, help="skip (and count) missing or unreadable images instead of stopping")),
-    (("--arch",), "faster_rcnn", dict(choices=ARCHS)),
-    (("--backbone",), "resnest50", dict(help="registered model name (`splitattn models`)")),
-    (("--model-kwargs",), {}, dict(type=str, nargs="*", metavar="KEY=VALUE",
-                                    help="backbone create_model overrides, e.g. stem_width=16 bottleneck_width=16")),
-    (("--pretrained",), None, dict(nargs="?", const=True, metavar="PATH",
-                                   help="backbone from ImageNet weights, or any ResNeSt classification checkpoint")),
-    (("--norm",), "frozenbn", dict(choices=NORM_LAYERS, help="backbone normalisation (the paper: syncbn on GPUs)")),
-    (("--trainable-layers",), None, dict(type=int, choices=range(6), metavar="0-5",
-                                         help="backbone stages trained, from the last (default: 3 with frozenbn, else 5)")),
-    (("--fpn-norm",), None, dict(choices=NORM_LAYERS, help="normalisation inside the FPN (default: none)")),
-    (("--min-size",), list(TRAIN_MIN_SIZES), dict(type=int, nargs="+",
-                                                  help="training short side(s), one sampled per image; evaluation "
-                                                       "uses the last")),
-    (("--max-size",), 1333, dict(type=int, help="longest side cap")),
-    (("--hflip",), 0.5, dict(type=float, help="horizontal flip probability")),
-    (("--detections-per-img",), 100, dict(type=int)),
-    (("--detector-kwargs",), {}, dict(type=str, nargs="*", metavar="KEY=VALUE",
-                                       help="more FasterRCNN/MaskRCNN arguments, e.g. box_batch_size_per_image=128 "
-                                            "rpn_post_nms_top_n_train=500")),
-    (("--batch-size",), 2, dict(type=int, help="images per process")),
-    (("--lr",), 0.02, dict(type=float)),
-    (("--momentum",), 0.9, dict(type=float)),
-    (("--weight-decay",), 1e-4, dict(type=float, help="none on biases and norm parameters")),
-    (("--max-iter",), 90000, dict(type=int, help="training iterations (optimizer steps)")),
-    (("--steps",), [60000, 80000], dict(type=int, nargs="*", help="iterations where the lr is multiplied by --gamma")),
-    (("--gamma",), 0.1, dict(type=float)),
-    (("--warmup-iters",), 1000, dict(type=int, help="linear warm-up length")),
-    (("--warmup-factor",), 0.001, dict(type=float, help="lr factor at iteration 0 of the warm-up")),
-    (("--log-every",), 20, dict(type=int, help="log the mean losses every N iterations")),
-    (("--eval-every",), 5000, dict(type=int, help="COCO evaluation every N iterations (and after the last)")),
-    (("--checkpoint-every",), 1000, dict(type=int, help="write last.pt every N iterations (and after the last)")),
-    (("--output",), None, dict(metavar="DIR", help="run folder (default runs/detect-<arch>-<backbone>)")),
-]
-TRAIN_OPTIONS += RUN_OPTIONS
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     detect = subparsers.add_parser("detect", help="object detection / instance segmentation: (Cascade) Faster/Mask "
@@ -77,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                 description="Train Faster/Mask/Cascade R-CNN on a ResNeSt-FPN backbone, iteration by "
                                             "iteration. Run under torchrun for several processes. configs/detection/ "
                                             "holds the paper's COCO settings.")
-    add_options(train, TRAIN_OPTIONS)
+    add_arguments(train, DetectConfig)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     train.set_defaults(func=run_train)
 
@@ -108,12 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    options = resolve_options(args, TRAIN_OPTIONS)
-    if not options["data"]:
-        raise ValueError("--data is required (on the command line or in the --config file).")
-    for key in ("model_kwargs", "detector_kwargs"):
-        options[key] = parse_model_kwargs(options[key])
-    train(options)
+    config, _ = resolve(DetectConfig, args)
+    if not config.data:
+        raise ConfigError("--data is required (on the command line or in the --config file).")
+    train(config)
     return 0
 
 

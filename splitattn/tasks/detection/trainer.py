@@ -10,11 +10,12 @@ schedule (linear warm-up from ``warmup_factor``, then x ``gamma`` at each of ``s
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Union, Optional, Tuple
 
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ...config import DetectConfig, from_dict
 from ...data.detection import DetectionDataset, build_detection_dataset, collate_detection
 from ...data.detection_transforms import build_detection_train_transform
 from ...engine.data import eval_loader, train_loader
@@ -56,8 +57,9 @@ def check_options(options: Dict[str, Any], dist_ctx: DistContext) -> None:
         raise ValueError("--amp fp16 is for GPUs; on CPUs use --amp bf16 or none.")
 
 
-def train(options: Dict[str, Any]) -> Dict[str, Any]:
-    """Run a ``splitattn detect train`` job described by ``options``; returns the final metrics."""
+def train(config: Union[DetectConfig, Mapping[str, Any]]) -> Dict[str, Any]:
+    """Run a ``splitattn detect train`` job described by ``options``; returns the final metrics. ``config``: a ``DetectConfig`` or a mapping of its fields (checked the same way)."""
+    options = (config if isinstance(config, DetectConfig) else from_dict(DetectConfig, config)).to_dict()
     return run_training(options, f"detect-{options['arch']}-{options['backbone']}", build_run)
 
 

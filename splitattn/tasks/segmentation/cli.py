@@ -8,57 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 
-from ...data.segmentation import DATASET_KINDS
-from ...layers.norm import NORM_LAYERS
+from ...config import SEGMENTATION_DATASETS, ConfigError, SegmentConfig, add_arguments, resolve
 from ...utils.inputs import color_palette, image_files, pick_device
-from ...utils.options import OptionRow, add_options, resolve_options
-from ...engine.runtime import RUN_OPTIONS
 from .inference import MULTI_SCALES
-from .model import AUX_WEIGHT, HEADS
-
-_BOOL = argparse.BooleanOptionalAction
-TRAIN_OPTIONS: List[OptionRow] = [
-    (("--config",), None, dict(metavar="FILE", help="YAML or JSON file of options; flags override it")),
-    (("--dataset",), "folder", dict(choices=DATASET_KINDS, help="layout of --data")),
-    (("--data",), None, dict(metavar="DIR", help="data root (ADE20K, Cityscapes, VOC, or a folder with "
-                                                 "<split>/images and <split>/labels)")),
-    (("--classes",), None, dict(help="folder data sets: class names in id order, comma-separated or a text file")),
-    (("--ignore-value",), None, dict(type=int, help="folder data sets: the stored label value of void pixels")),
-    (("--train-split",), "train", dict()),
-    (("--val-split",), "val", dict()),
-    (("--skip-bad",), False, dict(action=_BOOL, help="skip (and count) unmatched files and size mismatches "
-                                                     "instead of stopping")),
-    (("--backbone",), "resnest50", dict(help="registered model name (`splitattn models`)")),
-    (("--pretrained",), None, dict(nargs="?", const=True, metavar="PATH",
-                                   help="backbone from ImageNet weights, or any ResNeSt classification checkpoint")),
-    (("--head",), "deeplabv3", dict(choices=HEADS)),
-    (("--output-stride",), 8, dict(type=int, choices=(8, 16), help="8: ASPP rates 12/24/36; 16: 6/12/18")),
-    (("--aux",), True, dict(action=_BOOL, help="auxiliary FCN head on stage 3")),
-    (("--aux-weight",), AUX_WEIGHT, dict(type=float)),
-    (("--norm",), "batchnorm", dict(choices=NORM_LAYERS, help="backbone normalisation")),
-    (("--sync-bn",), False, dict(action=_BOOL, help="SyncBatchNorm everywhere under torchrun (GPUs)")),
-    (("--base-size",), 520, dict(type=int, help="long side at scale 1 (training jitter and evaluation)")),
-    (("--crop-size",), 480, dict(type=int, help="training crop")),
-    (("--scale-range",), [0.5, 2.0], dict(type=float, nargs=2, metavar=("MIN", "MAX"),
-                                          help="random long-side scale, relative to --base-size")),
-    (("--hflip",), 0.5, dict(type=float, help="horizontal flip probability")),
-    (("--epochs",), 120, dict(type=int)),
-    (("--batch-size",), 16, dict(type=int, help="images per process")),
-    (("--global-batch",), None, dict(type=int, help="if set, must equal batch-size x processes (a config's check)")),
-    (("--lr",), 0.01, dict(type=float, help="backbone learning rate, poly-decayed per iteration")),
-    (("--head-lr-mult",), 10.0, dict(type=float, help="heads learn at lr x this")),
-    (("--poly-power",), 0.9, dict(type=float)),
-    (("--momentum",), 0.9, dict(type=float)),
-    (("--weight-decay",), 1e-4, dict(type=float, help="none on biases and norm parameters")),
-    (("--eval-every",), 1, dict(type=int, help="validate every N epochs (and after the last)")),
-    (("--eval-crop-size",), None, dict(type=int, help="validate in sliding windows of this size (default: whole image)")),
-    (("--output",), None, dict(metavar="DIR", help="run folder (default runs/segment-<backbone>)")),
-]
-TRAIN_OPTIONS += RUN_OPTIONS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -70,14 +26,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                 description="Train DeepLabV3 (or FCN) on a dilated ResNeSt. Run under torchrun "
                                             "for several processes. configs/segmentation/ holds the paper's ADE20K "
                                             "settings.")
-    add_options(train, TRAIN_OPTIONS)
+    add_arguments(train, SegmentConfig)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     train.set_defaults(func=run_train)
 
     evaluate = commands.add_parser("evaluate", help="pixAcc / mIoU / per-class IoU of a trained model")
     evaluate.add_argument("--weights", required=True, help="last.pt or best.pt of `splitattn segment train`")
     evaluate.add_argument("--data", help="data root (default: the run's)")
-    evaluate.add_argument("--dataset", choices=DATASET_KINDS, help="(default: the run's)")
+    evaluate.add_argument("--dataset", choices=SEGMENTATION_DATASETS, help="(default: the run's)")
     evaluate.add_argument("--split", default=None, help="(default: the run's validation split)")
     evaluate.add_argument("--ignore-value", type=int, help="folder data sets (default: the run's)")
     evaluate.add_argument("--skip-bad", action="store_true", help="skip and count unmatched files / size mismatches")
@@ -109,10 +65,10 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    options = resolve_options(args, TRAIN_OPTIONS)
-    if not options["data"]:
-        raise ValueError("--data is required (on the command line or in the --config file).")
-    train(options)
+    config, _ = resolve(SegmentConfig, args)
+    if not config.data:
+        raise ConfigError("--data is required (on the command line or in the --config file).")
+    train(config)
     return 0
 
 

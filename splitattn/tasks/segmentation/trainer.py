@@ -8,10 +8,11 @@ rate and the poly schedule per iteration. The engine (``splitattn.engine.loop``)
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Union, Tuple
 
 from torch import nn
 
+from ...config import SegmentConfig, from_dict
 from ...data.segmentation import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
 from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...engine.data import eval_loader, train_loader
@@ -52,8 +53,9 @@ def _per_process_batch(options: Dict[str, Any], world_size: int, train_size: int
     return batch
 
 
-def train(options: Dict[str, Any]) -> Dict[str, Any]:
-    """Run a ``splitattn segment train`` job described by ``options``; returns the final metrics."""
+def train(config: Union[SegmentConfig, Mapping[str, Any]]) -> Dict[str, Any]:
+    """Run a ``splitattn segment train`` job described by ``options``; returns the final metrics. ``config``: a ``SegmentConfig`` or a mapping of its fields (checked the same way)."""
+    options = (config if isinstance(config, SegmentConfig) else from_dict(SegmentConfig, config)).to_dict()
     return run_training(options, f"segment-{options['backbone']}", build_run)
 
 
