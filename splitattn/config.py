@@ -29,6 +29,7 @@ DETECTION_DATASETS = ("coco", "voc")                               # splitattn.d
 SEGMENTATION_DATASETS = ("ade20k", "cityscapes", "voc", "folder")  # splitattn.data.segmentation.DATASET_KINDS
 SEGMENTATION_HEADS = ("deeplabv3", "fcn")                          # splitattn.tasks.segmentation.model.HEADS
 BOX_HEADS = ("2fc", "4conv1fc")
+FAST_BACKENDS = ("compile", "torchscript", "eager")               # splitattn.deploy.optimize.BACKENDS
 
 C = TypeVar("C", bound="RunConfig")
 

@@ -261,3 +261,71 @@ def test_training_options_run_end_to_end(tmp_path: Path, changes: dict, monkeypa
         assert checkpoint["ema"] is not None
     if changes.get("compile"):
         assert functorch_config.activation_memory_budget == changes["memory_budget"]
+
+
+WRONG_TASK_COMMANDS = {"classification": "classify", "detection": "detect", "segmentation": "segment"}
+
+
+@pytest.mark.parametrize("task", list(WRONG_TASK_COMMANDS) + ["bare"])
+@pytest.mark.parametrize("command", ["classify", "detect", "segment"])
+@pytest.mark.parametrize("action", ["evaluate", "predict"])
+def test_weights_of_another_task_name_the_right_command(tmp_path: Path, capsys, task: str, command: str,
+                                                        action: str) -> None:
+    """Each command taking --weights says in one line which command a foreign checkpoint belongs to (exit 1)."""
+    if WRONG_TASK_COMMANDS.get(task) == command:
+        pytest.skip("the matching pairing is exercised by the training tests")
+    path = tmp_path / "last.pt"
+    if task == "bare":
+        torch.save(torch.nn.Linear(2, 2).state_dict(), path)
+    else:  # the entries every run checkpoint carries; the error comes before any model is built
+        atomic_save({"task": task, "command": f"{WRONG_TASK_COMMANDS[task]} train", "model": {}, "classes": ["a"],
+                     "args": {"norm": "batchnorm"}}, path)
+    image = make_image_folder(tmp_path / "images", classes=("a",), per_class=1, splits=("x",)) / "x" / "a" / "0.png"
+    argv = [command, action, "--weights", str(path)] + ([str(image)] if action == "predict" else [])
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"splitattn {command} {action}: error:")
+    if task == "bare":
+        assert "bare weights" in error and "--model" in error
+    else:
+        assert f"splitattn {WRONG_TASK_COMMANDS[task]} {action} --weights" in error
+
+
+def test_config_schema_rejects_wrong_types_and_bad_values(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("epochs: ten\n")
+    assert main(["classify", "train", "--config", str(config)]) == 2
+    assert "epochs must be int, got 'ten'" in capsys.readouterr().err
+    assert main(["classify", "train", "--drop-block", "1.0"]) == 2
+    assert "--drop-block" in capsys.readouterr().err
+    for command in (["classify", "train"], ["segment", "train", "--data", "x"], ["detect", "train", "--data", "x"]):
+        assert main([*command, "--norm", "frozenbn"]) == 2
+        error = capsys.readouterr().err
+        assert all(word in error for word in ("groupnorm", "syncbn", "--pretrained")), error
+    with pytest.raises(SystemExit):  # no prefix matching: --model is not --model-kwargs
+        main(["detect", "train", "--model", "resnest14"])
+    from splitattn import config as schema
+    from splitattn.data import detection, segmentation
+    from splitattn.deploy.optimize import BACKENDS
+    from splitattn.engine.runtime import AMP_DTYPES
+    from splitattn.layers.norm import NORM_LAYERS
+    from splitattn.tasks.detection.model import ARCHS
+    from splitattn.tasks.segmentation.model import HEADS
+
+    assert schema.NORMS == NORM_LAYERS and schema.AMP == tuple(AMP_DTYPES) and schema.DETECTION_ARCHS == ARCHS
+    assert schema.DETECTION_DATASETS == detection.DATASET_KINDS and schema.SEGMENTATION_HEADS == HEADS
+    assert schema.SEGMENTATION_DATASETS == segmentation.DATASET_KINDS and schema.FAST_BACKENDS == BACKENDS
+    with pytest.raises(schema.ConfigError, match="unknown key.*'learning_rate'"):  # the Python API: same schema
+        train({"learning_rate": 0.1})
+
+
+def test_a_second_run_without_output_gets_a_fresh_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=2)
+    monkeypatch.chdir(tmp_path)
+    argv = ["classify", "train", "--data", str(data), *TINY_MODEL, "--epochs", "1", "--batch-size", "4",
+            "--workers", "0", "--no-progress", "--no-tensorboard", "--threads", "1"]
+    assert main(argv) == 0 and main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"run folder {Path('runs') / 'resnest14'}\n" in out and f"run folder {Path('runs') / 'resnest14-2'}\n" in out
+    assert (tmp_path / "runs" / "resnest14" / "last.pt").is_file()
+    assert (tmp_path / "runs" / "resnest14-2" / "last.pt").is_file()

@@ -67,9 +67,9 @@ def test_resume_refuses_to_overwrite_and_finished_run_reports(tmp_path: Path) ->
             "--batch-size", "4", "--workers", "0", "--no-progress", "--no-tensorboard"]
     cli(args)
     again = cli(args, check=False)
-    assert again.returncode == 2 and "--resume auto" in again.stderr
+    assert again.returncode == 2 and "--resume auto" in again.stderr and "--exist-ok" in again.stderr
     finished = cli(args + ["--resume", "auto"])
-    assert "test accuracy after 1 epochs" in finished.stdout
+    assert "val accuracy after 1 epoch:" in finished.stdout
 
 
 def test_resumed_with_more_epochs_continues_on_the_longer_schedule(tmp_path: Path) -> None:

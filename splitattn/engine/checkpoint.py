@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..utils.distributed import DistContext
 from ..weights.files import atomic_path
 from ..weights.loading import read_checkpoint
@@ -77,20 +78,32 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resume_path(resume: Optional[str], output: Path, name: str = "last.pt") -> Optional[Path]:
-    """The checkpoint to continue from: ``resume`` itself, ``output/name`` for ``"auto"`` (None if
-    absent), None for a fresh run; a fresh run into a folder that holds ``name`` is an error."""
-    last = output / name
+def run_folder(output: Optional[str], default: Path, resume: Optional[str] = None,
+               exist_ok: bool = False, name: str = "last.pt") -> Tuple[Path, Optional[Path]]:
+    """``(run folder, checkpoint to continue from or None)``.
+
+    Without ``output`` a fresh run goes to ``default`` or, when that already holds a run, to the first
+    free ``default-2``, ``default-3`` ...; ``--resume`` without ``output`` continues ``default``. An
+    explicit ``output`` that holds a run (``name``) is refused unless resumed (``--resume auto``) or
+    overwritten (``--exist-ok``). ``resume``: a checkpoint path, ``"auto"`` (``folder/name`` if any) or None.
+    """
+    folder = Path(output) if output else default
+    if not output and not resume:
+        index = 1
+        while (folder / name).exists() or (folder / "log.jsonl").exists():
+            index += 1
+            folder = default.with_name(f"{default.name}-{index}")
+    last = folder / name
     if resume == "auto":
-        return last if last.exists() else None
+        return folder, (last if last.exists() else None)
     if resume:
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume {resume!r}: no such checkpoint; use a path or 'auto'.")
-        return Path(resume)
-    if last.exists():
-        raise ValueError(f"{str(output)!r} already holds a run ({name}); continue it with --resume auto "
-                         "or pass another --output.")
-    return None
+        return folder, Path(resume)
+    if last.exists() and not exist_ok:
+        raise ConfigError(f"{str(folder)!r} already holds a run ({name}); continue it with --resume auto, "
+                          "replace it with --exist-ok, or pass another --output.")
+    return folder, None
 
 
 def restore_rng_states(checkpoint: Dict[str, Any], dist_ctx: DistContext, source: str) -> None:
@@ -104,17 +117,54 @@ def restore_rng_states(checkpoint: Dict[str, Any], dist_ctx: DistContext, source
               f"{dist_ctx.world_size}: random states start fresh.", file=sys.stderr)
 
 
-def load_task_checkpoint(path: PathLike, command: str, files: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``(checkpoint, the run's options)`` of a ``splitattn <command>`` run, which must hold ``model``,
-    ``classes`` and ``args``; the options ask for plain BatchNorm where the run used SyncBatchNorm (the
-    same parameters, and no process group is needed to evaluate). ``files`` names the run's checkpoint
-    files in the error message."""
+# The task a checkpoint's ``task`` entry names -> the command group that trains and uses it.
+TASK_COMMANDS = {"classification": "classify", "detection": "detect", "segmentation": "segment"}
+
+
+def checkpoint_task(checkpoint: Dict[str, Any]) -> Optional[str]:
+    """The task of a run checkpoint (its ``task`` entry; recognised by its entries in checkpoints written
+    before that entry existed), or None for bare weights (a state dict or another project's file)."""
+    if checkpoint.get("task") in TASK_COMMANDS:
+        return checkpoint["task"]
+    if "args" not in checkpoint or "model" not in checkpoint:
+        return None
+    if "contiguous_to_coco" in checkpoint:
+        return "detection"
+    return "segmentation" if "best_miou" in checkpoint else "classification"
+
+
+def load_task_checkpoint(path: PathLike, task: str, action: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(checkpoint, the run's options)`` of a ``splitattn <task command> train`` run, for the command
+    ``splitattn <task command> <action>``. Another task's checkpoint or bare weights are a ``ValueError``
+    of one line that names the command to use. The options ask for plain BatchNorm where the run used
+    SyncBatchNorm (the same parameters, and no process group is needed to evaluate)."""
     checkpoint = load_checkpoint_file(path)
-    missing = [key for key in ("model", "classes", "args") if key not in checkpoint]
-    if missing:
-        raise ValueError(f"{str(path)!r} is not a `splitattn {command}` checkpoint (it lacks "
-                         f"{', '.join(missing)}); pass {files}.")
+    found, command = checkpoint_task(checkpoint), TASK_COMMANDS[task]
+    if found is None:
+        raise ValueError(f"{str(path)!r} holds bare weights, not a `splitattn {command} train` checkpoint; for a "
+                         f"classifier's weights use `splitattn classify {action} --model NAME --weights {path}`.")
+    if found != task:
+        raise ValueError(f"{str(path)!r} is a {found} checkpoint (`splitattn {TASK_COMMANDS[found]} train`); use "
+                         f"`splitattn {TASK_COMMANDS[found]} {action} --weights {path}`.")
     options = dict(checkpoint["args"])
     if options.get("norm") == "syncbn":
         options["norm"] = "batchnorm"
     return checkpoint, options
+
+
+def model_from_checkpoint(path: PathLike) -> Tuple[Any, Dict[str, Any]]:
+    """``(model in eval mode with the run's weights, checkpoint)`` for a run checkpoint of any task, rebuilt
+    from the checkpoint's own stored options (``in_chans`` and every ``--model-kwargs`` kept): the
+    classifier, the detector or the segmentation model. Bare weights are a ``ValueError``."""
+    checkpoint = load_checkpoint_file(path)
+    task = checkpoint_task(checkpoint)
+    if task is None:
+        raise ValueError(f"{str(path)!r} holds bare weights without the run's options; pass --model NAME to "
+                         "build the network they belong to.")
+    if task == "classification":
+        from ..tasks.classification.checkpoint import load_trained_model as load
+    elif task == "detection":
+        from ..tasks.detection.checkpoint import load_detection_model as load
+    else:
+        from ..tasks.segmentation.checkpoint import load_segmentation_model as load
+    return load(path)[0], checkpoint

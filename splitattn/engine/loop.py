@@ -3,7 +3,7 @@
 Read it top to bottom (the shape of torchvision's ``references/`` and timm's ``train.py``):
 
 1. join torchrun's process group, set threads, deterministic kernels and seeds (``runtime``);
-2. pick the run folder and the checkpoint to resume from (``checkpoint.resume_path``);
+2. pick the run folder and the checkpoint to resume from (``checkpoint.run_folder``: a fresh run never overwrites another);
 3. ``build(options, dist_ctx)``: the task hands back a ``TrainingRun``: its data set, model, loss and
    evaluator (the only task-specific parts);
 4. SyncBN, channels_last, EMA, SGD, the schedule, GradScaler; on resume: every state, RNG and the
@@ -33,9 +33,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..config import ConfigError
 from ..utils.compile import compile_for_training
 from ..utils.distributed import DistContext, all_gather_object, all_reduce_sum
-from .checkpoint import atomic_save, capture_rng_state, load_checkpoint_file, restore_rng_states, resume_path
+from .checkpoint import atomic_save, capture_rng_state, load_checkpoint_file, restore_rng_states, run_folder
 from .log import RunLogger, dumps
 from .optim import fast_forward
 from .plots import plot_curves
@@ -98,10 +99,10 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
     started = time.perf_counter()
     configure_runtime(dist_ctx, int(options["seed"]), options.get("threads"), bool(options["deterministic"]))
     device, main, seed = dist_ctx.device, dist_ctx.is_main, int(options["seed"])
-    output = Path(options["output"] or Path("runs") / default_name)
-    resume_from = resume_path(options.get("resume"), output)
+    output, resume_from = run_folder(options["output"], Path("runs") / default_name, options.get("resume"),
+                                     bool(options.get("exist_ok")))
     if options.get("sync_bn") and dist_ctx.distributed and device.type != "cuda":
-        raise ValueError("--sync-bn needs GPUs (SyncBatchNorm has no CPU kernel); on CPUs use --norm groupnorm.")
+        raise ConfigError("--sync-bn needs GPUs (SyncBatchNorm has no CPU kernel); on CPUs use --norm groupnorm.")
     run = build(options, dist_ctx)
 
     model = run.model
@@ -131,7 +132,7 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
         restore_rng_states(checkpoint, dist_ctx, str(resume_from))
 
     if options.get("memory_budget", 1.0) != 1.0 and not options.get("compile"):
-        raise ValueError("--memory-budget applies to compiled training; add --compile (or drop --memory-budget).")
+        raise ConfigError("--memory-budget applies to compiled training; add --compile (or drop --memory-budget).")
     train_model = compile_for_training(model, float(options["memory_budget"])) if options.get("compile") else model
     eval_model = run.eval_model or train_model
     if dist_ctx.distributed:
@@ -144,7 +145,7 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
         logger = RunLogger(output, tensorboard=options["tensorboard"])
         logger.truncate_after(step)
         (output / "options.json").write_text(dumps(options, indent=2, sort_keys=True, default=str))
-        print(run.intro + f"; device {device}"
+        print(run.intro + f"; device {device}; run folder {output}"
               + (f"; resuming after {run.x_key} {_x(run, step)}" if resume_from else ""), flush=True)
 
     def save(path: Path) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 
 from ...models.registry import create_model, get_model_spec
 from ...weights.loading import strip_wrapper_prefixes
-from ...engine.checkpoint import load_checkpoint_file
+from ...engine.checkpoint import checkpoint_task, load_checkpoint_file, load_task_checkpoint
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "rng", "args", "classes")
 
@@ -40,34 +40,33 @@ def model_overrides(options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def load_trained_model(
-    model_name: str, weights: Union[str, Path], use_ema: bool = False
+    weights: Union[str, Path], model_name: Optional[str] = None, use_ema: bool = False, action: str = "evaluate"
 ) -> Tuple[nn.Module, Optional[List[str]], Dict[str, Any]]:
-    """A model in eval mode with the weights of a ``splitattn train`` checkpoint.
+    """A model in eval mode with the weights of a ``splitattn classify train`` checkpoint, rebuilt from the
+    run's stored options (model, ``--model-kwargs`` such as ``in_chans``, norm, classes).
 
-    Returns ``(model, class names or None, the run's options)``. A file that is not one of
-    our checkpoints is handed to ``splitattn.weights.load_pretrained`` (official weights).
+    Returns ``(model, class names or None, the run's options)``. Bare weights (a state dict, official or
+    timm files) need ``model_name`` and go through ``splitattn.weights.load_pretrained``. Another task's
+    checkpoint, a ``model_name`` other than the run's, or ``use_ema`` without EMA weights are a
+    ``ValueError`` naming the fix (``action``: the command, for the message).
     """
     checkpoint = load_checkpoint_file(weights)
-    if "model" not in checkpoint or "classes" not in checkpoint:
-        try:  # official/timm checkpoints: the weights package maps their names
-            from ...weights import load_pretrained
-        except ImportError as error:
-            raise RuntimeError(
-                f"{str(weights)!r} is not a `splitattn train` checkpoint, and reading other weight files needs "
-                f"splitattn.weights ({error})."
-            ) from error
+    if checkpoint_task(checkpoint) is None:
+        if not model_name:
+            raise ValueError(f"{str(weights)!r} holds bare weights without a run's options; pass --model NAME "
+                             "(`splitattn models` lists them).")
+        from ...weights import load_pretrained
+
         model = create_model(model_name)
         load_pretrained(model, model_name, str(weights))
         return model.eval(), None, {}
-    options = dict(checkpoint.get("args") or {})
-    trained_name = checkpoint.get("model_name")
-    if trained_name and get_model_spec(model_name).name != trained_name:
-        raise ValueError(f"{str(weights)!r} holds a {trained_name} but --model is {model_name}; pass --model {trained_name}.")
+    checkpoint, options = load_task_checkpoint(weights, "classification", action)
+    trained_name = checkpoint.get("model_name") or options["model"]
+    if model_name and get_model_spec(model_name).name != get_model_spec(trained_name).name:
+        raise ValueError(f"{str(weights)!r} holds a {trained_name} but --model is {model_name}; drop --model "
+                         f"(the checkpoint names its model) or pass --model {trained_name}.")
     classes = list(checkpoint["classes"])
-    overrides = model_overrides(options)
-    if overrides["norm_layer"] == "syncbn":  # same parameters; plain BN needs no process group
-        overrides["norm_layer"] = "batchnorm"
-    model = create_model(model_name, num_classes=len(classes), **overrides)
+    model = create_model(trained_name, num_classes=len(classes), **model_overrides(options))
     state = checkpoint["model"]
     if use_ema:
         if not checkpoint.get("ema"):

@@ -1,4 +1,4 @@
-"""``splitattn train``, ``splitattn evaluate`` and ``splitattn predict``.
+"""``splitattn classify train|evaluate|predict`` (``splitattn train|evaluate|predict`` are aliases).
 
 ``train`` options come from three places, later ones winning: the defaults below, a
 ``--config`` file (YAML/JSON, keys are the long option names), and the command line.
@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
-import torch
-
-from ...deploy.optimize import BACKENDS, optimize_for_inference
-from ...config import ClassifyConfig, add_arguments, from_dict, resolve
+from ...config import FAST_BACKENDS, ClassifyConfig, ConfigError, add_arguments, from_dict, resolve
 
 # Without --data, `splitattn train` is the quick demo on scikit-learn's digits (about a minute on
 # 2 CPU cores): a narrow resnest14 for 2 epochs, no flips (digits are not mirror images). Options
@@ -29,7 +26,16 @@ def resolve_train_options(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="train a classifier (paper recipe in configs/)",
+    """``splitattn classify train|evaluate|predict``, and ``splitattn train|evaluate|predict`` as aliases."""
+    classify = subparsers.add_parser("classify", help="image classification: train, evaluate, predict")
+    commands = classify.add_subparsers(dest="classify_command", metavar="ACTION")
+    commands.required = True
+    _add_commands(commands, "")
+    _add_commands(subparsers, " (alias of `classify {}`)")
+
+
+def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
+    train = subparsers.add_parser("train", help="train a classifier (paper recipe in configs/)" + alias.format("train"),
                                   argument_default=argparse.SUPPRESS,
                                   description="Train on an image folder (or the built-in digits) with the ResNeSt recipe. "
                                               "Run under torchrun for several processes.")
@@ -37,14 +43,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     train.set_defaults(func=run_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="top-1/top-5 of a trained model on an image folder")
-    evaluate.add_argument("--data", required=True, help="folder with val/ or test/ (or that split itself), or a .csv")
+    evaluate = subparsers.add_parser("evaluate", help="top-1/top-5 of a trained model" + alias.format("evaluate"))
+    evaluate.add_argument("--data", help="folder with val/ or test/ (or that split itself), or a .csv "
+                                         "(default: the run's data)")
+    evaluate.add_argument("--output", help="folder for metrics.json (default: eval-<split> beside the weights)")
     _add_inference_args(evaluate)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--workers", type=int, default=2)
     evaluate.set_defaults(func=run_evaluate)
 
-    predict = subparsers.add_parser("predict", help="top-k classes of images")
+    predict = subparsers.add_parser("predict", help="top-k classes of images" + alias.format("predict"))
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     _add_inference_args(predict)
     predict.add_argument("--topk", type=int, default=5)
@@ -52,15 +60,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_inference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="registered model name")
-    parser.add_argument("--weights", required=True, help="checkpoint of `splitattn train` (last.pt/best.pt)")
+    parser.add_argument("--weights", required=True, help="last.pt/best.pt of `splitattn classify train`, or bare "
+                                                         "weights with --model")
+    parser.add_argument("--model", help="registered model name (default: the checkpoint's; needed for bare weights)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="evaluation crop (default: the run's evaluation size, else the model's)")
     parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--fast", action="store_true",
                         help="run through splitattn.optimize_for_inference (BN folded, channels_last, compiled)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="with --fast: compute precision")
-    parser.add_argument("--backend", default="compile", choices=BACKENDS, help="with --fast: compile, torchscript or eager")
+    parser.add_argument("--backend", default="compile", choices=FAST_BACKENDS,
+                        help="with --fast: compile, torchscript or eager")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -71,21 +82,25 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference_setup(args: argparse.Namespace):
+def _inference_setup(args: argparse.Namespace, action: str):
+    """``(model on the device, class names or None, the run's options, eval transform, crop size, device)``."""
     from ...data import build_eval_transform
+    from ...deploy.optimize import optimize_for_inference
     from ...models.registry import get_model_spec
+    from ...utils.inputs import pick_device
     from .checkpoint import load_trained_model
 
-    model, classes, options = load_trained_model(args.model, args.weights, use_ema=args.ema)
-    size = args.img_size or options.get("eval_img_size") or options.get("img_size") \
-        or get_model_spec(args.model).eval_config.input_size
-    crop_pct = options.get("crop_pct", get_model_spec(args.model).eval_config.crop_pct)
-    num_classes = model.num_classes
+    if args.precision != "fp32" and not args.fast:
+        raise ConfigError(f"--precision {args.precision} is a setting of the fast path; add --fast.")
+    device = pick_device(args.device)
+    model, classes, options = load_trained_model(args.weights, args.model, use_ema=args.ema, action=action)
+    spec = get_model_spec(options.get("model") or args.model)
+    size = int(args.img_size or options.get("eval_img_size") or options.get("img_size") or spec.eval_config.input_size)
+    crop_pct = options.get("crop_pct", spec.eval_config.crop_pct)
+    model.to(device)
     if args.fast:
-        model = optimize_for_inference(model, args.precision, backend=args.backend, example_size=int(size))
-    elif args.precision != "fp32":
-        raise ValueError(f"--precision {args.precision} is a setting of the fast path; add --fast.")
-    return model, num_classes, classes, build_eval_transform(int(size), crop_pct), int(size)
+        model = optimize_for_inference(model, args.precision, backend=args.backend, example_size=size)
+    return model, classes, options, build_eval_transform(size, crop_pct), size, device
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -93,21 +108,32 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from ...data import collate_skip_bad, find_split, load_split
     from ...data.datasets import EVAL_SPLITS
+    from ...engine.log import dumps
     from .engine import evaluate
 
-    model, num_classes, classes, transform, size = _inference_setup(args)
-    root = Path(args.data)
+    model, classes, options, transform, size, device = _inference_setup(args, "evaluate")
+    if not (args.data or options.get("data")):
+        raise ConfigError("--data is required: the checkpoint names no data folder (a digits demo run or bare weights).")
+    root = Path(args.data or options["data"])
     has_split = root.is_dir() and any((root / s).exists() or (root / f"{s}.csv").exists() for s in EVAL_SPLITS)
     location = find_split(root, EVAL_SPLITS) if has_split else root  # else: the split folder or CSV itself
     dataset = load_split(location, transform, classes=classes)
+    num_classes = getattr(model, "num_classes", None) or len(dataset.classes)
     if classes is None and len(dataset.classes) != num_classes:
         raise ValueError(f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
                          "its folders must be all the model's classes in label order.")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_skip_bad)
-    result = evaluate(model, loader, torch.device("cpu"))
-    print(f"{args.model} on {location} ({result['images']} images at {size}px): "
+    result = evaluate(model, loader, device)
+    name = options.get("model") or args.model
+    split = Path(location).stem
+    output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
+    output.mkdir(parents=True, exist_ok=True)
+    metrics = dict(result, model=name, weights=str(args.weights), data=str(location), img_size=size)
+    (output / "metrics.json").write_text(dumps(metrics, indent=2))
+    print(f"{name} on {location} ({result['images']} images at {size}px): "
           f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}"
-          + (f"  (skipped {result['bad_images']} unreadable)" if result["bad_images"] else ""))
+          + (f"  (skipped {result['bad_images']} unreadable)" if result["bad_images"] else "")
+          + f"; metrics in {output / 'metrics.json'}")
     return 0
 
 
@@ -118,11 +144,19 @@ def imagenet_class_names() -> List[str]:
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-@torch.no_grad()
+def format_predictions(path: str, probabilities: Sequence[float], indices: Sequence[int], classes: Sequence[str]) -> str:
+    """The lines printed for one image: its path, then ``  <prob>%  <class>`` per top-k class."""
+    return "\n".join([str(path)] + [f"  {prob * 100:6.2f}%  {classes[index]}"
+                                     for prob, index in zip(probabilities, indices)])
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    import torch
+
     from ...data import open_rgb
 
-    model, num_classes, classes, transform, _ = _inference_setup(args)
+    model, classes, _, transform, _, device = _inference_setup(args, "predict")
+    num_classes = getattr(model, "num_classes", None)
     if classes is None:
         classes = imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     for path in args.images:
@@ -131,9 +165,8 @@ def run_predict(args: argparse.Namespace) -> int:
         except (OSError, ValueError, SyntaxError) as error:
             print(f"{path}: cannot read image ({type(error).__name__}: {error})")
             continue
-        probs = model(transform(image)[None]).softmax(-1)[0]
+        with torch.no_grad():
+            probs = model(transform(image)[None].to(device)).float().softmax(-1)[0].cpu()
         top = probs.topk(min(args.topk, len(classes)))
-        print(path)
-        for prob, index in zip(top.values.tolist(), top.indices.tolist()):
-            print(f"  {prob * 100:6.2f}%  {classes[index]}")
+        print(format_predictions(path, top.values.tolist(), top.indices.tolist(), classes))
     return 0

@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Union, List, Tuple
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config import ClassifyConfig, from_dict
+from ...config import ClassifyConfig, ConfigError, from_dict
 from ...data import build_eval_transform, build_train_transform, collate_skip_bad, digits_datasets, find_split, load_split
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
 from ...engine.data import eval_loader, train_loader
@@ -75,7 +75,7 @@ def _batch_plan(options: Dict[str, Any], world_size: int) -> Tuple[int, int, flo
     per_step = int(options["batch_size"]) * world_size
     global_batch = int(options["global_batch"] or per_step)
     if global_batch % per_step:
-        raise ValueError(
+        raise ConfigError(
             f"--global-batch {global_batch} is not a multiple of --batch-size x processes = {per_step}; "
             "gradient accumulation needs a whole number of micro-batches."
         )

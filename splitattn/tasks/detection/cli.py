@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 
-from ...config import DetectConfig, ConfigError, add_arguments, resolve
+from ...config import ConfigError, DetectConfig, add_arguments, resolve
 from ...utils.inputs import image_files, pick_device
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +71,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ...utils.distributed import DistContext
     from .trainer import limit
 
-    model, classes, options, _ = load_detection_model(args.weights)
+    model, classes, options, _ = load_detection_model(args.weights, "evaluate")
     device = pick_device(args.device)
     split = args.split or options.get("val_split", "val")
     data = args.data or options.get("data")
@@ -109,7 +109,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .checkpoint import load_detection_model
     from .inference import draw_detections, keep_confident
 
-    model, classes, _, _ = load_detection_model(args.weights)
+    model, classes, _, _ = load_detection_model(args.weights, "predict")
     device = pick_device(args.device)
     model.to(device)
     output = Path(args.output)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Union, Optional, Tuple
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ...config import DetectConfig, from_dict
+from ...config import ConfigError, DetectConfig, from_dict
 from ...data.detection import DetectionDataset, build_detection_dataset, collate_detection
 from ...data.detection_transforms import build_detection_train_transform
 from ...engine.data import eval_loader, train_loader
@@ -46,15 +46,13 @@ def check_options(options: Dict[str, Any], dist_ctx: DistContext) -> None:
     """Clear errors for option combinations that cannot train."""
     norm, batch = options["norm"], int(options["batch_size"])
     if norm == "syncbn" and dist_ctx.device.type != "cuda":
-        raise ValueError("--norm syncbn needs GPUs (SyncBatchNorm synchronises CUDA tensors); on CPUs use "
-                         "--norm frozenbn or --norm groupnorm.")
+        raise ConfigError("--norm syncbn needs GPUs (SyncBatchNorm synchronises CUDA tensors); on CPUs use "
+                          "--norm frozenbn or --norm groupnorm.")
     if norm in ("batchnorm", "syncbn") and batch < 2 and not (norm == "syncbn" and dist_ctx.distributed):
-        raise ValueError(f"--norm {norm} with --batch-size 1 cannot normalise the split-attention maps (one value "
-                         "per channel); use --norm frozenbn or groupnorm, or --batch-size >= 2.")
-    if int(options["max_iter"]) < 1:
-        raise ValueError(f"--max-iter must be positive, got {options['max_iter']}.")
+        raise ConfigError(f"--norm {norm} with --batch-size 1 cannot normalise the split-attention maps (one value "
+                          "per channel); use --norm frozenbn or groupnorm, or --batch-size >= 2.")
     if options["amp"] == "fp16" and dist_ctx.device.type != "cuda":
-        raise ValueError("--amp fp16 is for GPUs; on CPUs use --amp bf16 or none.")
+        raise ConfigError("--amp fp16 is for GPUs; on CPUs use --amp bf16 or none.")
 
 
 def train(config: Union[DetectConfig, Mapping[str, Any]]) -> Dict[str, Any]:

@@ -89,7 +89,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .metrics import format_iou_table
     from .trainer import describe_dataset
 
-    model, classes, options = load_segmentation_model(args.weights)
+    model, classes, options = load_segmentation_model(args.weights, "evaluate")
     device = pick_device(args.device)
     split = args.split or options.get("val_split", "val")
     kind = args.dataset or options.get("dataset", "folder")
@@ -126,7 +126,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .checkpoint import load_segmentation_model
     from .inference import predict_probs
 
-    model, classes, options = load_segmentation_model(args.weights)
+    model, classes, options = load_segmentation_model(args.weights, "predict")
     device = pick_device(args.device)
     model.to(device)
     plan = _inference_plan(args, options)

@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Union, Tuple
 
 from torch import nn
 
-from ...config import SegmentConfig, from_dict
+from ...config import ConfigError, SegmentConfig, from_dict
 from ...data.segmentation import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
 from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...engine.data import eval_loader, train_loader
@@ -41,12 +41,12 @@ def _per_process_batch(options: Dict[str, Any], world_size: int, train_size: int
     batch = int(options["batch_size"])
     wanted = options.get("global_batch")
     if wanted and batch * world_size != int(wanted):
-        raise ValueError(f"this config asks for a global batch of {wanted} but --batch-size {batch} x {world_size} "
-                         f"process(es) = {batch * world_size}; pass --batch-size {max(1, int(wanted) // world_size)} "
-                         "or --global-batch to change it.")
+        raise ConfigError(f"this config asks for a global batch of {wanted} but --batch-size {batch} x {world_size} "
+                          f"process(es) = {batch * world_size}; pass --batch-size {max(1, int(wanted) // world_size)} "
+                          "or --global-batch to change it.")
     if batch < 2 and not (options["sync_bn"] and world_size > 1):
-        raise ValueError("the heads' BatchNorm (ASPP's pooled branch sees one value per image) needs --batch-size "
-                         ">= 2 per process; raise it, or use --sync-bn under torchrun.")
+        raise ConfigError("the heads' BatchNorm (ASPP's pooled branch sees one value per image) needs --batch-size "
+                          ">= 2 per process; raise it, or use --sync-bn under torchrun.")
     if train_size < batch * world_size:
         raise ValueError(f"{train_size} training images make no full batch of {batch} x {world_size}; "
                          "lower --batch-size or add data.")
