@@ -186,7 +186,7 @@ def test_bad_data_folders_are_one_clear_error(tmp_path: Path, capsys, layout: st
         (data / "train" / "b" / "notes.txt").write_text("no images here")
     if layout == "no_classes":
         (data / "val").mkdir()
-    assert main(["train", "--data", str(data), "--output", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert main(["train", "--data", str(data), "--output", str(tmp_path / "run"), "--no-progress"]) == 1  # a run error
     error = capsys.readouterr().err
     assert message in error and error.startswith("splitattn train: error:")
 
@@ -329,3 +329,25 @@ def test_a_second_run_without_output_gets_a_fresh_folder(tmp_path: Path, monkeyp
     assert f"run folder {Path('runs') / 'resnest14'}\n" in out and f"run folder {Path('runs') / 'resnest14-2'}\n" in out
     assert (tmp_path / "runs" / "resnest14" / "last.pt").is_file()
     assert (tmp_path / "runs" / "resnest14-2" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_export_of_the_readme_demo_run_matches_eager_in_onnx_runtime(tmp_path: Path) -> None:
+    """`splitattn train` without --data (the narrow demo network), then `splitattn export --weights RUN/last.pt`:
+    the model comes from the checkpoint's own options, and ONNX Runtime agrees with the eager model."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--output", str(run), "--workers", "0", "--no-progress",
+                 "--no-tensorboard", "--threads", "1"]) == 0
+    onnx_file = tmp_path / "demo.onnx"
+    assert main(["export", "--weights", str(run / "last.pt"), "--format", "onnx", "--output", str(onnx_file)]) == 0
+    from splitattn.tasks.classification.checkpoint import load_trained_model
+
+    model, classes, options = load_trained_model(run / "last.pt")
+    assert options["model_kwargs"] == {"bottleneck_width": 16, "stem_width": 16} and len(classes) == 10
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
+    with torch.no_grad():
+        eager = model(images).numpy()
+    assert np.allclose(ours, eager, rtol=1e-4, atol=1e-4)

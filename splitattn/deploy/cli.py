@@ -57,8 +57,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Exports with dynamic batch and image size and checks the file (ONNX Runtime or torch.jit.load) "
                     "against the eager model on two input shapes, printing the largest relative error.",
     )
-    export.add_argument("--model", required=True)
-    export.add_argument("--weights", default=None, help="checkpoint file (without it: random weights, with a warning)")
+    export.add_argument("--model", help="registered model name (default: the run checkpoint's; needed otherwise)")
+    export.add_argument("--weights", default=None, help="a `splitattn classify train` checkpoint (its model and "
+                                                        "options are used) or bare weights with --model (without it: "
+                                                        "random weights, with a warning)")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--output", required=True)
     export.add_argument("--img-size", type=int, default=None, help="example/check size (default: the model's)")
@@ -67,11 +69,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
 
 
+def _export_source(args: argparse.Namespace) -> Tuple[nn.Module, str, Optional[int]]:
+    """``(model in eval mode, its registered name, the run's evaluation size or None)``: a classification run
+    checkpoint is rebuilt from its own options (``in_chans`` and every ``--model-kwargs`` kept); bare weights
+    or none go through ``load_model_for_export`` with ``--model``."""
+    from ..engine.checkpoint import checkpoint_task, load_checkpoint_file
+
+    task = checkpoint_task(load_checkpoint_file(args.weights)) if args.weights else None
+    if task is not None:
+        if task != "classification":
+            raise ValueError(f"{args.weights!r} is a {task} checkpoint; `splitattn export` exports classifiers "
+                             "(`splitattn classify train` runs) and bare weights.")
+        from ..tasks.classification.checkpoint import load_trained_model
+
+        model, _, options = load_trained_model(args.weights, args.model, action="export")
+        return model, options["model"], options.get("eval_img_size") or options.get("img_size")
+    if not args.model:
+        raise ValueError("--model is required unless --weights is a `splitattn classify train` checkpoint.")
+    return load_model_for_export(args.model, args.weights, args.num_classes), args.model, None
+
+
 def run_export(args: argparse.Namespace) -> int:
-    size = args.img_size or get_model_spec(args.model).eval_config.input_size
-    model = load_model_for_export(args.model, args.weights, args.num_classes)
+    model, name, run_size = _export_source(args)
+    size = args.img_size or run_size or get_model_spec(name).eval_config.input_size
     path, error = export_model(model, args.output, args.format, size)
-    print(f"exported {args.model} to {path} ({args.format}, {path.stat().st_size / 2**20:.1f} MiB)")
+    print(f"exported {name} to {path} ({args.format}, {path.stat().st_size / 2**20:.1f} MiB)")
     print(f"max relative error vs eager on batches 2x{size}x{size} and 1x{size + 32}x{size - 32}: {error:.2e}")
     if error > 1e-3:
         raise RuntimeError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
