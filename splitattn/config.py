@@ -29,6 +29,7 @@ DETECTION_DATASETS = ("coco", "voc")                               # splitattn.d
 SEGMENTATION_DATASETS = ("ade20k", "cityscapes", "voc", "folder")  # splitattn.data.segmentation.DATASET_KINDS
 SEGMENTATION_HEADS = ("deeplabv3", "fcn")                          # splitattn.tasks.segmentation.model.HEADS
 BOX_HEADS = ("2fc", "4conv1fc")
+SEGMENTATION_MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # tasks.segmentation.inference.MULTI_SCALES
 FAST_BACKENDS = ("compile", "torchscript", "eager")               # splitattn.deploy.optimize.BACKENDS
 
 C = TypeVar("C", bound="RunConfig")
@@ -348,6 +349,23 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Type[RunConfig]) -> None
         elif keywords.get("const") is None:
             keywords.setdefault("type", base[0] if base[0] in (int, float, str) else str)
         parser.add_argument(_flag(item.name), **keywords)
+
+
+def add_task_commands(subparsers: argparse._SubParsersAction, task: str, help: str) -> argparse._SubParsersAction:
+    """The ``splitattn <task> ACTION`` group (``dest`` ``<task>_command``) for a task's commands."""
+    group = subparsers.add_parser(task, help=help).add_subparsers(dest=f"{task}_command", metavar="ACTION")
+    group.required = True
+    return group
+
+
+def add_train_command(commands: argparse._SubParsersAction, cls: Type[RunConfig], run: Any, help: str,
+                      description: str) -> argparse.ArgumentParser:
+    """The ``train`` command of a task: a flag per field of ``cls``, ``--debug``, and ``run(args)`` to call."""
+    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help=help, description=description)
+    add_arguments(train, cls)
+    train.add_argument("--debug", action="store_true", help="show tracebacks")
+    train.set_defaults(func=run)
+    return train
 
 
 def resolve(cls: Type[C], args: argparse.Namespace) -> Tuple[C, Dict[str, Any]]:

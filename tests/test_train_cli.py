@@ -310,11 +310,13 @@ def test_config_schema_rejects_wrong_types_and_bad_values(tmp_path: Path, capsys
     from splitattn.engine.runtime import AMP_DTYPES
     from splitattn.layers.norm import NORM_LAYERS
     from splitattn.tasks.detection.model import ARCHS
+    from splitattn.tasks.segmentation.inference import MULTI_SCALES
     from splitattn.tasks.segmentation.model import HEADS
 
     assert schema.NORMS == NORM_LAYERS and schema.AMP == tuple(AMP_DTYPES) and schema.DETECTION_ARCHS == ARCHS
     assert schema.DETECTION_DATASETS == detection.DATASET_KINDS and schema.SEGMENTATION_HEADS == HEADS
     assert schema.SEGMENTATION_DATASETS == segmentation.DATASET_KINDS and schema.FAST_BACKENDS == BACKENDS
+    assert schema.SEGMENTATION_MULTI_SCALES == MULTI_SCALES
     with pytest.raises(schema.ConfigError, match="unknown key.*'learning_rate'"):  # the Python API: same schema
         train({"learning_rate": 0.1})
 

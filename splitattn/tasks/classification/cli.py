@@ -9,7 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from ...config import FAST_BACKENDS, ClassifyConfig, ConfigError, add_arguments, from_dict, resolve
+from ...config import (FAST_BACKENDS, ClassifyConfig, ConfigError, add_task_commands, add_train_command, from_dict,
+                      resolve)
 
 # Without --data, `splitattn train` is the quick demo on scikit-learn's digits (about a minute on
 # 2 CPU cores): a narrow resnest14 for 2 epochs, no flips (digits are not mirror images). Options
@@ -27,21 +28,15 @@ def resolve_train_options(args: argparse.Namespace) -> Dict[str, Any]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """``splitattn classify train|evaluate|predict``, and ``splitattn train|evaluate|predict`` as aliases."""
-    classify = subparsers.add_parser("classify", help="image classification: train, evaluate, predict")
-    commands = classify.add_subparsers(dest="classify_command", metavar="ACTION")
-    commands.required = True
-    _add_commands(commands, "")
+    _add_commands(add_task_commands(subparsers, "classify", "image classification: train, evaluate, predict"), "")
     _add_commands(subparsers, " (alias of `classify {}`)")
 
 
 def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
-    train = subparsers.add_parser("train", help="train a classifier (paper recipe in configs/)" + alias.format("train"),
-                                  argument_default=argparse.SUPPRESS,
-                                  description="Train on an image folder (or the built-in digits) with the ResNeSt recipe. "
-                                              "Run under torchrun for several processes.")
-    add_arguments(train, ClassifyConfig)
-    train.add_argument("--debug", action="store_true", help="show tracebacks")
-    train.set_defaults(func=run_train)
+    add_train_command(subparsers, ClassifyConfig, run_train,
+                      "train a classifier (paper recipe in configs/)" + alias.format("train"),
+                      "Train on an image folder (or the built-in digits) with the ResNeSt recipe. Run under torchrun "
+                      "for several processes.")
 
     evaluate = subparsers.add_parser("evaluate", help="top-1/top-5 of a trained model" + alias.format("evaluate"))
     evaluate.add_argument("--data", help="folder with val/ or test/ (or that split itself), or a .csv "

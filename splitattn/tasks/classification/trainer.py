@@ -84,7 +84,9 @@ def _batch_plan(options: Dict[str, Any], world_size: int) -> Tuple[int, int, flo
 
 
 def train(config: Union[ClassifyConfig, Mapping[str, Any]]) -> Dict[str, Any]:
-    """Run a training job described by ``options`` (the ``splitattn train`` options) and return its metrics. ``config``: a ``ClassifyConfig`` or a mapping of its fields (checked the same way)."""
+    """Run ``splitattn classify train`` as ``config`` (a ``ClassifyConfig``, or a mapping of its fields checked the same
+    way) says; returns the final metrics (also in ``OUTPUT/metrics.json``). Raises ``ConfigError`` for options
+    that cannot work, ``NonFiniteLossError`` when the loss diverges."""
     options = (config if isinstance(config, ClassifyConfig) else from_dict(ClassifyConfig, config)).to_dict()
     return run_training(options, options["model"], build_run)
 

@@ -10,22 +10,14 @@ import json
 from pathlib import Path
 
 
-from ...config import ConfigError, DetectConfig, add_arguments, resolve
-from ...utils.inputs import image_files, pick_device
+from ...config import ConfigError, DetectConfig, add_task_commands, add_train_command, resolve
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    detect = subparsers.add_parser("detect", help="object detection / instance segmentation: (Cascade) Faster/Mask "
-                                                  "R-CNN on ResNeSt-FPN")
-    commands = detect.add_subparsers(dest="detect_command", metavar="ACTION")
-    commands.required = True
-
-    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help="train a detector",
-                                description="Train Faster/Mask/Cascade R-CNN on a ResNeSt-FPN backbone, iteration by "
-                                            "iteration. Run under torchrun for several processes. configs/detection/ "
-                                            "holds the paper's COCO settings.")
-    add_arguments(train, DetectConfig)
-    train.add_argument("--debug", action="store_true", help="show tracebacks")
-    train.set_defaults(func=run_train)
+    commands = add_task_commands(subparsers, "detect", "object detection / instance segmentation: (Cascade) "
+                                                       "Faster/Mask R-CNN on ResNeSt-FPN")
+    add_train_command(commands, DetectConfig, run_train, "train a detector",
+                      "Train Faster/Mask/Cascade R-CNN on a ResNeSt-FPN backbone, iteration by iteration. Run under "
+                      "torchrun for several processes. configs/detection/ holds the paper's COCO settings.")
 
     evaluate = commands.add_parser("evaluate", help="COCO box (and mask) AP of a trained detector")
     evaluate.add_argument("--weights", required=True, help="last.pt of `splitattn detect train`")
@@ -45,7 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     predict.add_argument("--weights", required=True, help="last.pt of `splitattn detect train`")
     predict.add_argument("--output", default="detections", help="folder for <name>_detections.png")
-    predict.add_argument("--score-threshold", type=float, default=0.5, help="draw detections scoring at least this")
+    predict.add_argument("--score-threshold", type=float, default=0.5,
+                         help="draw detections scoring at least this (default: 0.5)")
+    predict.add_argument("--max-detections", type=int, default=100,
+                         help="draw at most this many per image, the highest scores first (default: 100)")
     predict.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     predict.add_argument("--debug", action="store_true", help="show tracebacks")
     predict.set_defaults(func=run_predict)
@@ -62,6 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ...utils.inputs import pick_device
     from ...data.detection import build_detection_dataset
     from .checkpoint import load_detection_model
     from .engine import evaluate, format_metrics, iou_types
@@ -102,6 +98,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from ...utils.inputs import image_files, pick_device
     import torch
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
@@ -124,6 +121,7 @@ def run_predict(args: argparse.Namespace) -> int:
         with torch.no_grad():
             detections = keep_confident({k: v.cpu() for k, v in model([image.to(device)])[0].items()},
                                         args.score_threshold)
+        detections = {k: v[:args.max_detections] for k, v in detections.items()}  # sorted by score
         picture = draw_detections(image, detections, classes)
         target = output / f"{path.stem}_detections.png"
         TF.to_pil_image(picture).save(target)

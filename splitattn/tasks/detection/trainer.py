@@ -56,7 +56,9 @@ def check_options(options: Dict[str, Any], dist_ctx: DistContext) -> None:
 
 
 def train(config: Union[DetectConfig, Mapping[str, Any]]) -> Dict[str, Any]:
-    """Run a ``splitattn detect train`` job described by ``options``; returns the final metrics. ``config``: a ``DetectConfig`` or a mapping of its fields (checked the same way)."""
+    """Run ``splitattn detect train`` as ``config`` (a ``DetectConfig``, or a mapping of its fields checked the same
+    way) says; returns the final metrics (also in ``OUTPUT/metrics.json``). Raises ``ConfigError`` for options
+    that cannot work, ``NonFiniteLossError`` when the loss diverges."""
     options = (config if isinstance(config, DetectConfig) else from_dict(DetectConfig, config)).to_dict()
     return run_training(options, f"detect-{options['arch']}-{options['backbone']}", build_run)
 

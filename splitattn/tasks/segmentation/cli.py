@@ -10,25 +10,15 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-import numpy as np
-
-from ...config import SEGMENTATION_DATASETS, ConfigError, SegmentConfig, add_arguments, resolve
-from ...utils.inputs import color_palette, image_files, pick_device
-from .inference import MULTI_SCALES
+from ...config import (SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, ConfigError, SegmentConfig,
+                      add_task_commands, add_train_command, resolve)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    segment = subparsers.add_parser("segment", help="semantic segmentation: DeepLabV3/FCN on dilated ResNeSt")
-    commands = segment.add_subparsers(dest="segment_command", metavar="ACTION")
-    commands.required = True
-
-    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help="train a segmentation model",
-                                description="Train DeepLabV3 (or FCN) on a dilated ResNeSt. Run under torchrun "
-                                            "for several processes. configs/segmentation/ holds the paper's ADE20K "
-                                            "settings.")
-    add_arguments(train, SegmentConfig)
-    train.add_argument("--debug", action="store_true", help="show tracebacks")
-    train.set_defaults(func=run_train)
+    commands = add_task_commands(subparsers, "segment", "semantic segmentation: DeepLabV3/FCN on dilated ResNeSt")
+    add_train_command(commands, SegmentConfig, run_train, "train a segmentation model",
+                      "Train DeepLabV3 (or FCN) on a dilated ResNeSt. Run under torchrun for several processes. "
+                      "configs/segmentation/ holds the paper's ADE20K settings.")
 
     evaluate = commands.add_parser("evaluate", help="pixAcc / mIoU / per-class IoU of a trained model")
     evaluate.add_argument("--weights", required=True, help="last.pt or best.pt of `splitattn segment train`")
@@ -53,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--multi-scale", action="store_true",
-                        help=f"scales {', '.join(map(str, MULTI_SCALES))} with flip (PyTorch-Encoding's testing)")
+                        help=f"scales {', '.join(map(str, SEGMENTATION_MULTI_SCALES))} with flip (PyTorch-Encoding's testing)")
     parser.add_argument("--scales", type=float, nargs="+", help="explicit scales (default 1.0)")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
     parser.add_argument("--base-size", type=int, help="long side at scale 1 (default: the run's)")
@@ -73,13 +63,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[str, Any]:
-    scales: Sequence[float] = args.scales or (MULTI_SCALES if args.multi_scale else (1.0,))
+    scales: Sequence[float] = args.scales or (SEGMENTATION_MULTI_SCALES if args.multi_scale else (1.0,))
     return dict(scales=list(scales), flip=bool(args.flip or args.multi_scale),
                 base_size=args.base_size or options.get("base_size"),
                 crop_size=args.crop_size or options.get("eval_crop_size"))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ...utils.inputs import pick_device
     from torch.utils.data import DataLoader
 
     from ...data.segmentation import build_dataset, collate_eval
@@ -120,6 +111,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ...utils.inputs import color_palette, image_files, pick_device
     from PIL import Image
 
     from ...data.segmentation_transforms import normalize_image

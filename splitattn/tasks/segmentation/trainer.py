@@ -54,7 +54,9 @@ def _per_process_batch(options: Dict[str, Any], world_size: int, train_size: int
 
 
 def train(config: Union[SegmentConfig, Mapping[str, Any]]) -> Dict[str, Any]:
-    """Run a ``splitattn segment train`` job described by ``options``; returns the final metrics. ``config``: a ``SegmentConfig`` or a mapping of its fields (checked the same way)."""
+    """Run ``splitattn segment train`` as ``config`` (a ``SegmentConfig``, or a mapping of its fields checked the same
+    way) says; returns the final metrics (also in ``OUTPUT/metrics.json``). Raises ``ConfigError`` for options
+    that cannot work, ``NonFiniteLossError`` when the loss diverges."""
     options = (config if isinstance(config, SegmentConfig) else from_dict(SegmentConfig, config)).to_dict()
     return run_training(options, f"segment-{options['backbone']}", build_run)
 
