@@ -7,6 +7,7 @@ nothing changed, with the very same learning rates (the same float operations in
 """
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -70,7 +71,7 @@ def fast_forward(scheduler: LRScheduler, steps: int) -> List[float]:
     """Step a freshly built ``scheduler`` ``steps`` times and return the learning rate of each group
     (the optimizer steps were taken by the run that wrote the checkpoint: torch's order warning is moot)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
         for _ in range(steps):
             scheduler.step()
     return [group["lr"] for group in scheduler.optimizer.param_groups]

@@ -110,13 +110,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_prediction(image: Any, labels: Any, classes: Sequence[str], output: Path, stem: str,
+                     alpha: float) -> Path:
+    """Write ``<stem>_mask.png`` (a palette PNG whose pixel values are the class ids) and ``<stem>_overlay.png``
+    (``image`` blended with the class colours at opacity ``alpha``) for ``labels``, an (H, W) uint8 array of
+    class ids; returns the mask's path."""
+    from PIL import Image
+
+    from ...utils.inputs import color_palette
+
+    palette = color_palette(len(classes))
+    mask = Image.fromarray(labels, mode="P")
+    mask.putpalette(palette.flatten().tolist())
+    Image.blend(image, Image.fromarray(palette[labels]), alpha).save(output / f"{stem}_overlay.png")
+    mask.save(output / f"{stem}_mask.png")
+    return output / f"{stem}_mask.png"
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
-
-    from ...utils.inputs import color_palette, image_files, pick_device
     from PIL import Image
 
     from ...data.segmentation_transforms import normalize_image
+    from ...utils.inputs import image_files, pick_device
     from .checkpoint import load_segmentation_model
     from .inference import predict_probs
 
@@ -124,7 +140,6 @@ def run_predict(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model.to(device)
     plan = _inference_plan(args, options)
-    palette = color_palette(len(classes))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     for path in image_files(args.images):
@@ -134,13 +149,10 @@ def run_predict(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
             continue
-        labels = predict_probs(model, normalize_image(image).to(device), **plan).argmax(0).cpu().numpy().astype(np.uint8)
-        mask = Image.fromarray(labels, mode="P")
-        mask.putpalette(palette.flatten().tolist())
-        overlay = Image.blend(image, Image.fromarray(palette[labels]), args.alpha)
-        mask.save(output / f"{path.stem}_mask.png")
-        overlay.save(output / f"{path.stem}_overlay.png")
+        probs = predict_probs(model, normalize_image(image).to(device), **plan)
+        labels = probs.argmax(0).cpu().numpy().astype(np.uint8)
+        mask_path = write_prediction(image, labels, classes, output, path.stem, args.alpha)
         counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size * 100
         top = ", ".join(f"{classes[i]} {counts[i]:.1f}%" for i in np.argsort(-counts)[:3] if counts[i] > 0)
-        print(f"{path}: {output / (path.stem + '_mask.png')} ({top})")
+        print(f"{path}: {mask_path} ({top})")
     return 0
