@@ -70,7 +70,6 @@ class RunConfig:
     momentum: float = option(0.9)
     weight_decay: float = option(1e-4, "on conv/linear weights; none on biases and norm parameters")
     hflip: float = option(0.5, "horizontal flip probability")
-    skip_bad: bool = option(False, "skip (and count) unreadable or mismatched inputs instead of stopping")
     device: Optional[str] = option(None, "default: cuda when available", choices=("cpu", "cuda"))
     amp: str = option("none", "mixed precision", choices=AMP)
     workers: int = option(2, "data-loading processes per training process")
@@ -198,6 +197,7 @@ class SegmentConfig(RunConfig):
     classes: Union[List[str], str, None] = option(None, "folder data sets: class names in id order, "
                                                         "comma-separated or a text file")
     ignore_value: Optional[int] = option(None, "folder data sets: the stored label value of void pixels")
+    skip_bad: bool = option(True, "skip (and count) unmatched files and size mismatches instead of stopping")
     train_split: str = option("train")
     val_split: str = option("val")
     backbone: str = option("resnest50", "registered model name (`splitattn models`)")
@@ -211,7 +211,8 @@ class SegmentConfig(RunConfig):
                                       metavar=("MIN", "MAX"))
     epochs: int = option(120)
     batch_size: int = option(16, "images per process")
-    global_batch: Optional[int] = option(None, "if set, must equal batch-size x processes (a config's check)")
+    global_batch: Optional[int] = option(None, "images per optimizer step, reached by gradient accumulation "
+                                               "(default: batch size x processes)")
     lr: float = option(0.01, "backbone learning rate, poly-decayed per iteration")
     head_lr_mult: float = option(10.0, "heads learn at lr x this")
     poly_power: float = option(0.9)

@@ -6,11 +6,12 @@ pass, so a run resumed at any step sees the same remaining batches as an uninter
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from ..config import ConfigError
 from ..utils.distributed import DistContext
 
 
@@ -43,6 +44,18 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.sampler) - self.start_batch * self.batch_size
+
+
+def accumulation_steps(batch_size: int, global_batch: Optional[int], world_size: int) -> Tuple[int, int]:
+    """``(global batch, micro-batches per optimizer step)``: ``--global-batch`` images per step (default
+    ``batch_size`` x processes) are reached by gradient accumulation; it must be a whole multiple of
+    ``batch_size`` x processes (``ConfigError`` otherwise)."""
+    per_step = batch_size * world_size
+    wanted = int(global_batch or per_step)
+    if wanted % per_step:
+        raise ConfigError(f"--global-batch {wanted} is not a multiple of --batch-size x processes = {per_step}; "
+                          "gradient accumulation needs a whole number of micro-batches.")
+    return wanted, wanted // per_step
 
 
 def train_loader(dataset: Dataset, batch_size: int, dist_ctx: DistContext, seed: int, workers: int,

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from ...config import ClassifyConfig, ConfigError, from_dict
 from ...data import build_eval_transform, build_train_transform, collate_skip_bad, digits_datasets, find_split, load_split
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
-from ...engine.data import eval_loader, train_loader
+from ...engine.data import accumulation_steps, eval_loader, train_loader
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_cosine
 from ...models.registry import create_model, get_model_spec
@@ -72,15 +72,9 @@ def build_model(options: Dict[str, Any], num_classes: int) -> nn.Module:
 
 def _batch_plan(options: Dict[str, Any], world_size: int) -> Tuple[int, int, float]:
     """(global batch, accumulation steps, peak learning rate) from the batch options."""
-    per_step = int(options["batch_size"]) * world_size
-    global_batch = int(options["global_batch"] or per_step)
-    if global_batch % per_step:
-        raise ConfigError(
-            f"--global-batch {global_batch} is not a multiple of --batch-size x processes = {per_step}; "
-            "gradient accumulation needs a whole number of micro-batches."
-        )
+    global_batch, accum_steps = accumulation_steps(int(options["batch_size"]), options["global_batch"], world_size)
     lr = options["lr"] if options["lr"] is not None else options["base_lr"] * global_batch / 256
-    return global_batch, global_batch // per_step, float(lr)
+    return global_batch, accum_steps, float(lr)
 
 
 def train(config: Union[ClassifyConfig, Mapping[str, Any]]) -> Dict[str, Any]:

@@ -47,7 +47,7 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", type=float, nargs="+", help="explicit scales (default 1.0)")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
     parser.add_argument("--base-size", type=int, help="long side at scale 1 (default: the run's)")
-    parser.add_argument("--crop-size", type=int, help="sliding-window size (default: the run's --eval-crop-size)")
+    parser.add_argument("--eval-crop-size", type=int, help="sliding-window size (default: the run's)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -66,7 +66,7 @@ def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[s
     scales: Sequence[float] = args.scales or (SEGMENTATION_MULTI_SCALES if args.multi_scale else (1.0,))
     return dict(scales=list(scales), flip=bool(args.flip or args.multi_scale),
                 base_size=args.base_size or options.get("base_size"),
-                crop_size=args.crop_size or options.get("eval_crop_size"))
+                crop_size=args.eval_crop_size or options.get("eval_crop_size"))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

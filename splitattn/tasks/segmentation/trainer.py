@@ -15,7 +15,7 @@ from torch import nn
 from ...config import ConfigError, SegmentConfig, from_dict
 from ...data.segmentation import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
 from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
-from ...engine.data import eval_loader, train_loader
+from ...engine.data import accumulation_steps, eval_loader, train_loader
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, poly
 from ...utils.distributed import DistContext
@@ -37,20 +37,14 @@ def build_datasets(options: Dict[str, Any]) -> Tuple[SegmentationDataset, Segmen
     return train_set, val_set
 
 
-def _per_process_batch(options: Dict[str, Any], world_size: int, train_size: int) -> int:
+def _check_batch(options: Dict[str, Any], world_size: int, train_size: int) -> None:
     batch = int(options["batch_size"])
-    wanted = options.get("global_batch")
-    if wanted and batch * world_size != int(wanted):
-        raise ConfigError(f"this config asks for a global batch of {wanted} but --batch-size {batch} x {world_size} "
-                          f"process(es) = {batch * world_size}; pass --batch-size {max(1, int(wanted) // world_size)} "
-                          "or --global-batch to change it.")
     if batch < 2 and not (options["sync_bn"] and world_size > 1):
         raise ConfigError("the heads' BatchNorm (ASPP's pooled branch sees one value per image) needs --batch-size "
                           ">= 2 per process; raise it, or use --sync-bn under torchrun.")
     if train_size < batch * world_size:
         raise ValueError(f"{train_size} training images make no full batch of {batch} x {world_size}; "
                          "lower --batch-size or add data.")
-    return batch
 
 
 def train(config: Union[SegmentConfig, Mapping[str, Any]]) -> Dict[str, Any]:
@@ -66,10 +60,15 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
     device = dist_ctx.device
     train_set, val_set = build_datasets(options)
     classes = train_set.classes
-    batch, workers = _per_process_batch(options, dist_ctx.world_size, len(train_set)), int(options["workers"])
+    _check_batch(options, dist_ctx.world_size, len(train_set))
+    batch, workers = int(options["batch_size"]), int(options["workers"])
+    global_batch, accum_steps = accumulation_steps(batch, options["global_batch"], dist_ctx.world_size)
     loader = train_loader(train_set, batch, dist_ctx, int(options["seed"]), workers)
     val_loader = eval_loader(val_set, 1, dist_ctx, workers, collate_eval)
-    epochs, steps_per_epoch = int(options["epochs"]), len(loader)
+    epochs, steps_per_epoch = int(options["epochs"]), len(loader) // accum_steps
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training images make no optimizer step of {global_batch} images; "
+                         "lower --global-batch or add data.")
     model = model_from_options(options, len(classes), pretrained=options.get("pretrained") or False).to(device)
     lr, aux_weight = float(options["lr"]), float(options["aux_weight"])
     heads = [p for head in (model.head, model.aux_head) if head is not None for p in head.parameters()]
@@ -102,7 +101,8 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
     intro = (f"training {options['head']} on {options['backbone']} (output stride {options['output_stride']}) with "
              f"{len(train_set)} training / {len(val_set)} validation images, {len(classes)} classes"
              + (f", {skipped} bad pairs skipped" if skipped else "")
-             + f"; batch {batch} x {dist_ctx.world_size} process(es), lr {lr:g}, {epochs} epochs of "
+             + f"; global batch {global_batch} = {batch} x {dist_ctx.world_size} process(es) x {accum_steps} "
+             f"accumulation, lr {lr:g}, {epochs} epochs of "
              f"{steps_per_epoch} iterations")
     return TrainingRun(
         model=model, loader=loader, lr=lr,
@@ -110,7 +110,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
                                       [(heads, float(options["head_lr_mult"]))]),
         make_schedule=lambda optimizer, total: poly(optimizer, total, float(options["poly_power"])), loss=loss,
         evaluate=evaluate_model, summarize=summarize, total_steps=epochs * steps_per_epoch,
-        steps_per_epoch=steps_per_epoch, best_key="miou", eval_every=int(options["eval_every"]) * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch, best_key="miou", accum_steps=accum_steps, eval_every=int(options["eval_every"]) * steps_per_epoch,
         intro=intro, eval_model=model,
         state={"classes": classes, "dataset": train_set.name, "task": "segmentation", "command": "segment train"},
     )
