@@ -15,8 +15,9 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from types import TracebackType
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 # module path -> its add_parser() registers one or more subcommands
 SUBCOMMANDS = [
@@ -67,11 +68,26 @@ def _ours(trace: Optional[TracebackType]) -> bool:
     return trace is not None and os.path.abspath(trace.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR)
 
 
+def _show_warnings_plainly(name: str) -> None:
+    """Warnings of this command as ``<name>: warning: <message>``, each text once, without source paths."""
+    shown = set()
+
+    def show(message: Warning, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        text = str(message).strip()
+        if text not in shown:
+            shown.add(text)
+            print(f"{name}: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
 
     name = f"splitattn {_command(args)}"
+    if not getattr(args, "debug", False):
+        _show_warnings_plainly(name)
     try:
         return int(args.func(args) or 0)
     except Exception as error:

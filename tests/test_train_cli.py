@@ -353,3 +353,36 @@ def test_export_of_the_readme_demo_run_matches_eager_in_onnx_runtime(tmp_path: P
     with torch.no_grad():
         eager = model(images).numpy()
     assert np.allclose(ours, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_run_logs_are_strict_json(tmp_path: Path) -> None:
+    """NaN and infinities become null in log.jsonl and metrics.json (json.loads with no NaN allowed reads them)."""
+    from splitattn.engine.log import RunLogger
+
+    logger = RunLogger(tmp_path, tensorboard=False)
+    logger.log({"step": 1, "val_loss": math.nan, "val_top1": math.inf, "nested": [1.0, -math.inf]}, 1)
+    logger.finish({"top1": math.nan, "per_class": [{"iou": math.nan}]}, "done")
+
+    def strict(text: str) -> dict:
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+
+    record = strict((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert record == {"step": 1, "val_loss": None, "val_top1": None, "nested": [1.0, None]}
+    assert strict((tmp_path / "metrics.json").read_text()) == {"top1": None, "per_class": [{"iou": None}]}
+
+
+def test_checkpoint_is_written_before_the_evaluation_that_fails(tmp_path: Path, monkeypatch) -> None:
+    """The last step's last.pt survives an evaluation (or anything after the step) that crashes."""
+    from splitattn.tasks.classification import trainer
+
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
+
+    def broken_evaluation(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    monkeypatch.setattr(trainer, "evaluate", broken_evaluation)
+    with pytest.raises(RuntimeError, match="evaluation crashed"):
+        train(_tiny_options(data, tmp_path / "run", epochs=1))
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["step"] == 2 and checkpoint["task"] == "classification"
+    assert checkpoint["command"] == "classify train"
