@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
 import warnings
@@ -69,7 +70,11 @@ def _ours(trace: Optional[TracebackType]) -> bool:
 
 
 def _show_warnings_plainly(name: str) -> None:
-    """Warnings of this command as ``<name>: warning: <message>``, each text once, without source paths."""
+    """Warnings of this command as ``<name>: warning: <message>``, each text once, without source paths (set
+    inside ``warnings.catch_warnings``, so the setting ends with the command). Left alone while warnings are
+    being recorded (``catch_warnings(record=True)``, pytest.warns)."""
+    if not inspect.isfunction(getattr(warnings, "_showwarnmsg_impl", None)):  # a recorder's list.append
+        return
     shown = set()
 
     def show(message: Warning, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
@@ -86,10 +91,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .config import ConfigError
 
     name = f"splitattn {_command(args)}"
-    if not getattr(args, "debug", False):
-        _show_warnings_plainly(name)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if not getattr(args, "debug", False):
+                _show_warnings_plainly(name)
+            return int(args.func(args) or 0)
     except Exception as error:
         if getattr(args, "debug", False):
             raise
