@@ -103,6 +103,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
     epochs = int(options["epochs"])
     total_steps = epochs * steps_per_epoch
     model = build_model(options, len(classes)).to(device)
+    split = find_split(options["data"], EVAL_SPLITS).stem if options["data"] else "test"  # the split evaluated
     drop_block, amp, channels_last = float(options["drop_block"]), options["amp"], bool(options["channels_last"])
 
     warned: List[str] = []
@@ -124,7 +125,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
         metrics = {"top1": result["top1"], "top5": result["top5"], "loss": result["loss"], "epoch": epochs,
                    "best_top1": state["best_top1"], "model": options["model"], "num_classes": len(classes),
                    "train_images": len(train_set), "eval_images": len(eval_set)}
-        return metrics, (f"val accuracy after {epochs} epoch{'s' if epochs != 1 else ''}: "
+        return metrics, (f"{split} accuracy after {epochs} epoch{'s' if epochs != 1 else ''}: "
                          f"top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%")
 
     intro = (f"training {options['model']} on {len(train_set)} images ({len(classes)} classes), evaluating on "
