@@ -329,6 +329,11 @@ def from_dict(cls: Type[C], values: Mapping[str, Any], source: str = "config") -
     return config
 
 
+def as_options(cls: Type[C], config: Union[C, Mapping[str, Any]]) -> Dict[str, Any]:
+    """The plain options of ``config``: a ``cls`` instance, or a mapping of its fields (checked by ``from_dict``)."""
+    return (config if isinstance(config, cls) else from_dict(cls, config)).to_dict()
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: Type[RunConfig]) -> None:
     """One flag per field of ``cls``, each default shown once in the help. Build ``parser`` with
     ``argument_default=argparse.SUPPRESS`` so that only flags typed on the command line reach ``resolve``."""

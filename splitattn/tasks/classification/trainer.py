@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Union, List, Tuple
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config import ClassifyConfig, ConfigError, from_dict
+from ...config import ClassifyConfig, ConfigError, as_options
 from ...data import build_eval_transform, build_train_transform, collate_skip_bad, digits_datasets, find_split, load_split
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
 from ...engine.data import accumulation_steps, eval_loader, train_loader
@@ -78,10 +78,10 @@ def _batch_plan(options: Dict[str, Any], world_size: int) -> Tuple[int, int, flo
 
 
 def train(config: Union[ClassifyConfig, Mapping[str, Any]]) -> Dict[str, Any]:
-    """Run ``splitattn classify train`` as ``config`` (a ``ClassifyConfig``, or a mapping of its fields checked the same
-    way) says; returns the final metrics (also in ``OUTPUT/metrics.json``). Raises ``ConfigError`` for options
-    that cannot work, ``NonFiniteLossError`` when the loss diverges."""
-    options = (config if isinstance(config, ClassifyConfig) else from_dict(ClassifyConfig, config)).to_dict()
+    """Train as ``config`` (a ``ClassifyConfig`` or a mapping of its fields) says; returns the final metrics.
+
+    Raises ``ConfigError`` for options that cannot work and ``NonFiniteLossError`` if the loss diverges."""
+    options = as_options(ClassifyConfig, config)
     return run_training(options, options["model"], build_run)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Union, Optional, Tuple
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ...config import ConfigError, DetectConfig, from_dict
+from ...config import ConfigError, DetectConfig, as_options
 from ...data.detection import DetectionDataset, build_detection_dataset, collate_detection
 from ...data.detection_transforms import build_detection_train_transform
 from ...engine.data import eval_loader, train_loader
@@ -56,10 +56,10 @@ def check_options(options: Dict[str, Any], dist_ctx: DistContext) -> None:
 
 
 def train(config: Union[DetectConfig, Mapping[str, Any]]) -> Dict[str, Any]:
-    """Run ``splitattn detect train`` as ``config`` (a ``DetectConfig``, or a mapping of its fields checked the same
-    way) says; returns the final metrics (also in ``OUTPUT/metrics.json``). Raises ``ConfigError`` for options
-    that cannot work, ``NonFiniteLossError`` when the loss diverges."""
-    options = (config if isinstance(config, DetectConfig) else from_dict(DetectConfig, config)).to_dict()
+    """Train as ``config`` (a ``DetectConfig`` or a mapping of its fields) says; returns the final metrics.
+
+    Raises ``ConfigError`` for options that cannot work and ``NonFiniteLossError`` if the loss diverges."""
+    options = as_options(DetectConfig, config)
     return run_training(options, f"detect-{options['arch']}-{options['backbone']}", build_run)
 
 

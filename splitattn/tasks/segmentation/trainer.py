@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Union, Tuple
 
 from torch import nn
 
-from ...config import ConfigError, SegmentConfig, from_dict
+from ...config import ConfigError, SegmentConfig, as_options
 from ...data.segmentation import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
 from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...engine.data import accumulation_steps, eval_loader, train_loader
@@ -48,10 +48,10 @@ def _check_batch(options: Dict[str, Any], world_size: int, train_size: int) -> N
 
 
 def train(config: Union[SegmentConfig, Mapping[str, Any]]) -> Dict[str, Any]:
-    """Run ``splitattn segment train`` as ``config`` (a ``SegmentConfig``, or a mapping of its fields checked the same
-    way) says; returns the final metrics (also in ``OUTPUT/metrics.json``). Raises ``ConfigError`` for options
-    that cannot work, ``NonFiniteLossError`` when the loss diverges."""
-    options = (config if isinstance(config, SegmentConfig) else from_dict(SegmentConfig, config)).to_dict()
+    """Train as ``config`` (a ``SegmentConfig`` or a mapping of its fields) says; returns the final metrics.
+
+    Raises ``ConfigError`` for options that cannot work and ``NonFiniteLossError`` if the loss diverges."""
+    options = as_options(SegmentConfig, config)
     return run_training(options, f"segment-{options['backbone']}", build_run)
 
 
