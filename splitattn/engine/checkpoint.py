@@ -150,21 +150,3 @@ def load_task_checkpoint(path: PathLike, task: str, action: str) -> Tuple[Dict[s
     if options.get("norm") == "syncbn":
         options["norm"] = "batchnorm"
     return checkpoint, options
-
-
-def model_from_checkpoint(path: PathLike) -> Tuple[Any, Dict[str, Any]]:
-    """``(model in eval mode with the run's weights, checkpoint)`` for a run checkpoint of any task, rebuilt
-    from the checkpoint's own stored options (``in_chans`` and every ``--model-kwargs`` kept): the
-    classifier, the detector or the segmentation model. Bare weights are a ``ValueError``."""
-    checkpoint = load_checkpoint_file(path)
-    task = checkpoint_task(checkpoint)
-    if task is None:
-        raise ValueError(f"{str(path)!r} holds bare weights without the run's options; pass --model NAME to "
-                         "build the network they belong to.")
-    if task == "classification":
-        from ..tasks.classification.checkpoint import load_trained_model as load
-    elif task == "detection":
-        from ..tasks.detection.checkpoint import load_detection_model as load
-    else:
-        from ..tasks.segmentation.checkpoint import load_segmentation_model as load
-    return load(path)[0], checkpoint
