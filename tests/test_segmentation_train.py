@@ -167,3 +167,24 @@ def test_two_process_gloo_run_evaluates_every_image_once(tmp_path):
     labelled = sum(int((np.asarray(Image.open(p)) != 9).sum()) for p in sorted((data / "val" / "labels").iterdir()))
     assert metrics["images"] == 3 and metrics["labelled_pixels"] == labelled
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1  # 4 images / (2 x 2) per step
+
+
+def test_validation_loss_is_the_pixel_cross_entropy_over_labelled_pixels():
+    """evaluate()'s ``loss`` against torch's cross_entropy with ignore_index (single scale, no resizing)."""
+    from torch.utils.data import DataLoader
+
+    from splitattn.data.segmentation import IGNORE_INDEX, collate_eval
+    from splitattn.tasks.segmentation.engine import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 1)
+    wrapped = type("Pixels", (torch.nn.Module,), {"forward": lambda self, x: {"out": model(x)}})()
+    images = [torch.randn(3, 40, 48), torch.randn(3, 40, 48)]
+    targets = [torch.randint(0, 4, (40, 48)) for _ in images]
+    targets[1][:10] = IGNORE_INDEX
+    loader = DataLoader(list(zip(images, targets)), batch_size=2, collate_fn=collate_eval)
+    result = evaluate(wrapped.eval(), loader, 4, torch.device("cpu"), list("abcd"))
+    with torch.no_grad():
+        logits = torch.stack([model(image[None])[0] for image in images])
+    expected = torch.nn.functional.cross_entropy(logits, torch.stack(targets), ignore_index=IGNORE_INDEX)
+    assert result["loss"] == pytest.approx(expected.item(), rel=1e-5)
