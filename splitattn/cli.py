@@ -1,14 +1,24 @@
 """The ``splitattn`` command line: one entry point, a subcommand per job.
 
 Each subcommand lives next to the code it drives and registers itself through an
-``add_parser(subparsers)`` function listed in ``SUBCOMMANDS``.
+``add_parser(subparsers)`` function listed in ``SUBCOMMANDS``; those modules import torch and the
+models lazily, inside the functions that run a command, so ``--help`` answers at once.
+
+Exit codes: 0 done; 2 a usage error (argparse, or a ``config.ConfigError``: an unknown or
+ill-typed option, an option combination that cannot work); 1 a run error (missing data, a damaged
+file, a wrong checkpoint, a non-finite loss). An unexpected exception (a bug such as a ``TypeError``)
+or running out of memory is shown as what it is, with ``--debug`` for the traceback, and exits 1.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import os
 import sys
-from typing import List, Optional
+import warnings
+from types import TracebackType
+from typing import Any, Iterator, List, Optional
 
 # module path -> its add_parser() registers one or more subcommands
 SUBCOMMANDS = [
@@ -19,6 +29,15 @@ SUBCOMMANDS = [
     "splitattn.tasks.detection.cli",
     "splitattn.deploy.cli",
 ]
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                yield from _parsers(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,18 +46,74 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for module in SUBCOMMANDS:
         importlib.import_module(module).add_parser(subparsers)
+    for each in _parsers(parser):
+        each.allow_abbrev = False  # `detect train --model x` is an error, not a prefix of --model-kwargs
     return parser
+
+
+def _command(args: argparse.Namespace) -> str:
+    words = [args.command] + [value for key, value in vars(args).items()
+                              if key.endswith("_command") and isinstance(value, str)]
+    return " ".join(words)
+
+
+def _last_frame(error: BaseException) -> Optional[TracebackType]:
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace
+
+
+def _ours(trace: Optional[TracebackType]) -> bool:
+    """Raised by splitattn's own code (a deliberate run error), not inside a library."""
+    return trace is not None and os.path.abspath(trace.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR)
+
+
+def _show_warnings_plainly(name: str) -> None:
+    """Warnings of this command as ``<name>: warning: <message>``, each text once, without source paths (set
+    inside ``warnings.catch_warnings``, so the setting ends with the command). Left alone while warnings are
+    being recorded (``catch_warnings(record=True)``, pytest.warns)."""
+    if not inspect.isfunction(getattr(warnings, "_showwarnmsg_impl", None)):  # a recorder's list.append
+        return
+    shown = set()
+
+    def show(message: Warning, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        text = str(message).strip()
+        if text not in shown:
+            shown.add(text)
+            print(f"{name}: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .config import ConfigError
+
+    name = f"splitattn {_command(args)}"
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+        with warnings.catch_warnings():
+            if not getattr(args, "debug", False):
+                _show_warnings_plainly(name)
+            return int(args.func(args) or 0)
+    except Exception as error:
         if getattr(args, "debug", False):
             raise
-        print(f"splitattn {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        if isinstance(error, ConfigError):
+            print(f"{name}: error: {error}", file=sys.stderr)
+            return 2
+        if type(error).__name__ == "OutOfMemoryError":
+            print(f"{name}: out of memory: {error}\nLower --batch-size (or use --amp bf16, --grad-checkpointing); "
+                  "--debug shows the traceback.", file=sys.stderr)
+            return 1
+        where = _last_frame(error)
+        if isinstance(error, OSError) or (isinstance(error, (ValueError, RuntimeError)) and _ours(where)):
+            print(f"{name}: error: {error}", file=sys.stderr)
+            return 1
+        at = f" (at {where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
+        print(f"{name}: unexpected {type(error).__name__}: {error}{at}\nThis is likely a bug; rerun with --debug "
+              "for the full traceback and report it.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

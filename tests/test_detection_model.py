@@ -15,9 +15,9 @@ from splitattn.models.registry import create_model
 from splitattn.tasks.detection import ARCHS, create_detection_model, resnest_fpn_backbone
 from splitattn.tasks.detection.cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads, cascade_scores
 from splitattn.tasks.classification.checkpoint import model_overrides
+from splitattn.config import read_config_file
+from splitattn.engine.checkpoint import atomic_save
 from splitattn.tasks.detection.checkpoint import model_from_options
-from splitattn.utils.checkpoint import atomic_save
-from splitattn.utils.config import read_config_file
 
 from .conftest import REPO_ROOT, SHARED_DATA
 

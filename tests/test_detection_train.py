@@ -12,13 +12,9 @@ from splitattn.cli import main
 from splitattn.data.detection import CocoDetectionDataset, collate_detection
 from splitattn.tasks.detection import ARCHS, create_detection_model
 from splitattn.tasks.detection.checkpoint import model_from_options
-from splitattn.tasks.detection.cli import TRAIN_OPTIONS
-from splitattn.tasks.detection.engine import train_step
-from splitattn.tasks.detection.trainer import WarmupMultiStep
-from splitattn.tasks.classification.cli import parse_model_kwargs
-from splitattn.utils.options import option_defaults
-from splitattn.utils.run import TrainStep
-from splitattn.utils.config import read_config_file
+from splitattn.engine.optim import warmup_multistep
+from splitattn.tasks.detection.engine import detection_loss
+from splitattn.config import DetectConfig, from_dict, read_config_file
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -50,19 +46,37 @@ def test_each_detector_learns_a_few_coco_images(arch):
     model = create_detection_model(arch, "resnest14", dataset.num_classes, norm="groupnorm", min_size=128,
                                    max_size=160, backbone_kwargs=NARROW, **LIGHT)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.005, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupMultiStep([], warmup_iters=4, warmup_factor=0.2))
-    step = TrainStep(optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"))
-    losses = [train_step(model, images, targets, step)["loss"] for _ in range(10)]
+    scheduler = warmup_multistep(optimizer, [], gamma=0.1, warmup=4, warmup_factor=0.2)
+    losses = []
+    for _ in range(10):
+        model.train()
+        loss, sums = detection_loss(model, images, targets, torch.device("cpu"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(sums["loss"] / sums["images"])
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.75 * first, losses
 
 
 def test_warmup_multistep_schedule():
-    schedule = WarmupMultiStep([60000, 80000], gamma=0.1, warmup_iters=1000, warmup_factor=0.001)
-    assert schedule(0) == pytest.approx(0.001)
-    assert schedule(500) == pytest.approx(0.001 * 0.5 + 0.5)
-    assert schedule(1000) == schedule(59999) == 1.0
-    assert schedule(60000) == pytest.approx(0.1) and schedule(80000) == pytest.approx(0.01)
+    """torch's LinearLR x MultiStepLR against detectron2's WarmupMultiStepLR factor, transcribed."""
+    def detectron2(it, steps=(60, 80), gamma=0.1, warmup_iters=10, warmup_factor=0.001):
+        factor = gamma ** sum(it >= s for s in steps)
+        if it < warmup_iters:
+            alpha = it / warmup_iters
+            factor *= warmup_factor * (1 - alpha) + alpha
+        return factor
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_multistep(optimizer, [60, 80], gamma=0.1, warmup=10, warmup_factor=0.001)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(100):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([detectron2(it) for it in range(101)], rel=1e-9)
 
 
 def _train_args(output, max_iter: int) -> list:
@@ -88,6 +102,8 @@ def test_cli_train_resume_evaluate_predict(tmp_path, capsys):
     assert all(torch.equal(resumed["model"][k], reference["model"][k]) for k in reference["model"])
     records = [json.loads(line) for line in (interrupted / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [2, 4, 6]
+    assert {"train_loss_classifier", "train_loss_box_reg", "train_loss_mask"} <= set(records[0])
+    assert (interrupted / "best.pt").is_file()
     assert records[2]["lr"] == pytest.approx(0.01 * 0.1)  # past --steps 5
     assert "val_bbox_AP" in records[1] and "val_segm_AP" in records[2]
     metrics = json.loads((interrupted / "metrics.json").read_text())
@@ -129,12 +145,7 @@ CONFIGS = sorted((REPO_ROOT / "configs" / "detection").glob("*.yaml"))
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_configs_build_their_models(config):
-    options = option_defaults(TRAIN_OPTIONS)
-    values = read_config_file(str(config))
-    assert not set(values) - set(options), f"unknown keys in {config.name}"
-    options.update(values)
-    for key in ("model_kwargs", "detector_kwargs"):
-        options[key] = parse_model_kwargs(options[key])
+    options = from_dict(DetectConfig, read_config_file(str(config)), config.name).to_dict()
     model = model_from_options(options, 81, pretrained=False)
     assert model.arch == options["arch"] and model.transform.min_size[-1] == options["min_size"][-1]
     if "resnest50" in config.name:  # the paper's 1x schedule

@@ -14,9 +14,11 @@ import torch
 import splitattn
 from splitattn.cli import main
 from splitattn.deploy.export import (
-    check_inputs, eval_config_for, export_metadata, export_model, onnx_session, read_export_metadata,
+    check_inputs, export_metadata, export_model, onnx_session, read_export_metadata,
     resolve_onnx_exporter,
 )
+from splitattn.models.registry import EvalConfig
+from splitattn.tasks.classification.checkpoint import run_eval_config
 from splitattn.utils.deps import MissingDependencyError
 from splitattn.weights import save_state_dict
 
@@ -86,7 +88,7 @@ def test_metadata_is_stored_and_read_back(tmp_path, trained_like, fmt):
 
     weights = save_state_dict(trained_like.state_dict(), tmp_path / "r14.safetensors")
     classes = [f"class {i}" for i in range(10)]
-    config = eval_config_for("resnest14", {"img_size": 64, "crop_pct": 0.9})
+    config = run_eval_config({"model": "resnest14", "data": "folder", "img_size": 64, "crop_pct": 0.9})
     metadata = export_metadata("resnest14", trained_like, config, classes, weights)
     path, _ = export_model(trained_like, tmp_path / f"r14.{fmt}", fmt, 64, metadata, exporter="legacy")
     # read with each format's own tools, not with read_export_metadata
@@ -110,7 +112,7 @@ def test_metadata_is_stored_and_read_back(tmp_path, trained_like, fmt):
 
 
 def test_metadata_refuses_wrong_class_names_and_files_without_it(tmp_path, trained_like):
-    config = eval_config_for("resnest14")
+    config = EvalConfig()
     with pytest.raises(ValueError, match="3 class names for a model with 10 outputs"):
         export_metadata("resnest14", trained_like, config, ["a", "b", "c"])
     assert len(export_metadata("resnest14", trained_like, config)["classes"]) == 10

@@ -14,9 +14,8 @@ from PIL import Image
 
 from splitattn.cli import build_parser, main
 from splitattn.data.segmentation import CAMVID_CLASSES
-from splitattn.tasks.segmentation.cli import TRAIN_OPTIONS
-from splitattn.tasks.segmentation.trainer import PolyLR
-from splitattn.utils.options import resolve_options
+from splitattn.config import SegmentConfig, resolve
+from splitattn.engine.optim import poly
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -58,6 +57,7 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     assert "val_miou" in records[1] and "val_miou" in records[3] and "val_miou" not in records[2]
+    assert "val_loss" in records[1] and records[1]["val_loss"] > 0
     # the resumed run follows its own 8-step poly schedule: after step 6 the lr is 0.01 x (2/8) ** 0.9
     assert records[2]["lr"] == pytest.approx(0.01 * 0.25 ** 0.9)
     losses = [r["train_loss"] for r in records]
@@ -90,15 +90,22 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
 
 
 def test_poly_schedule():
-    poly = PolyLR(total=100, power=0.9)
-    assert poly(0) == 1.0 and poly(100) == 0.0
-    assert poly(50) == pytest.approx(0.5 ** 0.9)
+    """torch's PolynomialLR against DeepLab's poly factor (1 - step / total) ** power, transcribed."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = poly(optimizer, total=100, power=0.9)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(100):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([(1 - step / 100) ** 0.9 for step in range(101)], abs=1e-9)
+    assert lrs[0] == 1.0 and lrs[100] == 0.0
 
 
 def _resolve(argv):
     parser = build_parser()
     args = parser.parse_args(["segment", "train", *argv])
-    return resolve_options(args, TRAIN_OPTIONS)
+    return resolve(SegmentConfig, args)[0].to_dict()
 
 
 def test_ade20k_config_holds_the_paper_settings():
@@ -126,7 +133,7 @@ def test_config_with_unknown_key_is_refused(tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["segment", "train", "--data", str(tmp_path / "missing"), "--classes", "a", "--output",
-                 str(tmp_path / "run")]) == 2
+                 str(tmp_path / "run")]) == 1  # a run error (exit 2 is for usage errors)
     assert "data folder" in capsys.readouterr().err
 
 
@@ -161,3 +168,24 @@ def test_two_process_gloo_run_evaluates_every_image_once(tmp_path):
     labelled = sum(int((np.asarray(Image.open(p)) != 9).sum()) for p in sorted((data / "val" / "labels").iterdir()))
     assert metrics["images"] == 3 and metrics["labelled_pixels"] == labelled
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1  # 4 images / (2 x 2) per step
+
+
+def test_validation_loss_is_the_pixel_cross_entropy_over_labelled_pixels():
+    """evaluate()'s ``loss`` against torch's cross_entropy with ignore_index (single scale, no resizing)."""
+    from torch.utils.data import DataLoader
+
+    from splitattn.data.segmentation import IGNORE_INDEX, collate_eval
+    from splitattn.tasks.segmentation.engine import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 1)
+    wrapped = type("Pixels", (torch.nn.Module,), {"forward": lambda self, x: {"out": model(x)}})()
+    images = [torch.randn(3, 40, 48), torch.randn(3, 40, 48)]
+    targets = [torch.randint(0, 4, (40, 48)) for _ in images]
+    targets[1][:10] = IGNORE_INDEX
+    loader = DataLoader(list(zip(images, targets)), batch_size=2, collate_fn=collate_eval)
+    result = evaluate(wrapped.eval(), loader, 4, torch.device("cpu"), list("abcd"))
+    with torch.no_grad():
+        logits = torch.stack([model(image[None])[0] for image in images])
+    expected = torch.nn.functional.cross_entropy(logits, torch.stack(targets), ignore_index=IGNORE_INDEX)
+    assert result["loss"] == pytest.approx(expected.item(), rel=1e-5)

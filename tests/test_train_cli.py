@@ -17,8 +17,8 @@ from splitattn.cli import build_parser, main
 from splitattn.data import Lighting, build_eval_transform, digits_datasets, load_split, mixup_batch
 from splitattn.tasks.classification import NonFiniteLossError, engine, train
 from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
-from splitattn.tasks.classification.trainer import WarmupCosine, parameter_groups
-from splitattn.utils.checkpoint import atomic_save
+from splitattn.engine.checkpoint import atomic_save
+from splitattn.engine.optim import parameter_groups, warmup_cosine
 from .train_helpers import REPO, TINY_MODEL, make_image_folder
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -75,9 +75,12 @@ def test_every_published_model_has_a_config() -> None:
 
 
 def test_schedule_groups_and_batch_transforms() -> None:
-    schedule = WarmupCosine(warmup=4, total=14)
-    assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert schedule(9) == pytest.approx(0.5) and schedule(14) == pytest.approx(0.0)
+    # the recipe's schedule, transcribed: (step + 1) / warmup, then 0.5 (1 + cos(pi progress))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, warmup=4, total=14)
+    lrs = [optimizer.param_groups[0]["lr"]] + [optimizer.step() or scheduler.step() or optimizer.param_groups[0]["lr"] for _ in range(14)]
+    expected = [(s + 1) / 4 if s < 4 else 0.5 * (1 + math.cos(math.pi * (s - 4) / 10)) for s in range(15)]
+    assert lrs == pytest.approx(expected, abs=1e-12)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
     decay, no_decay = parameter_groups(model, 1e-4)
     assert [p.ndim for p in decay["params"]] == [4, 2] and no_decay["weight_decay"] == 0.0
@@ -185,7 +188,7 @@ def test_bad_data_folders_are_one_clear_error(tmp_path: Path, capsys, layout: st
         (data / "train" / "b" / "notes.txt").write_text("no images here")
     if layout == "no_classes":
         (data / "val").mkdir()
-    assert main(["train", "--data", str(data), "--output", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert main(["train", "--data", str(data), "--output", str(tmp_path / "run"), "--no-progress"]) == 1  # a run error
     error = capsys.readouterr().err
     assert message in error and error.startswith("splitattn train: error:")
 
@@ -260,3 +263,128 @@ def test_training_options_run_end_to_end(tmp_path: Path, changes: dict, monkeypa
         assert checkpoint["ema"] is not None
     if changes.get("compile"):
         assert functorch_config.activation_memory_budget == changes["memory_budget"]
+
+
+WRONG_TASK_COMMANDS = {"classification": "classify", "detection": "detect", "segmentation": "segment"}
+
+
+@pytest.mark.parametrize("task", list(WRONG_TASK_COMMANDS) + ["bare"])
+@pytest.mark.parametrize("command", ["classify", "detect", "segment"])
+@pytest.mark.parametrize("action", ["evaluate", "predict"])
+def test_weights_of_another_task_name_the_right_command(tmp_path: Path, capsys, task: str, command: str,
+                                                        action: str) -> None:
+    """Each command taking --weights says in one line which command a foreign checkpoint belongs to (exit 1)."""
+    if WRONG_TASK_COMMANDS.get(task) == command:
+        pytest.skip("the matching pairing is exercised by the training tests")
+    path = tmp_path / "last.pt"
+    if task == "bare":
+        torch.save(torch.nn.Linear(2, 2).state_dict(), path)
+    else:  # the entries every run checkpoint carries; the error comes before any model is built
+        atomic_save({"task": task, "command": f"{WRONG_TASK_COMMANDS[task]} train", "model": {}, "classes": ["a"],
+                     "args": {"norm": "batchnorm"}}, path)
+    image = make_image_folder(tmp_path / "images", classes=("a",), per_class=1, splits=("x",)) / "x" / "a" / "0.png"
+    argv = [command, action, "--weights", str(path)] + ([str(image)] if action == "predict" else [])
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"splitattn {command} {action}: error:")
+    if task == "bare":
+        assert "bare weights" in error and "--model" in error
+    else:
+        assert f"splitattn {WRONG_TASK_COMMANDS[task]} {action} --weights" in error
+
+
+def test_config_schema_rejects_wrong_types_and_bad_values(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("epochs: ten\n")
+    assert main(["classify", "train", "--config", str(config)]) == 2
+    assert "epochs must be int, got 'ten'" in capsys.readouterr().err
+    assert main(["classify", "train", "--drop-block", "1.0"]) == 2
+    assert "--drop-block" in capsys.readouterr().err
+    for command in (["classify", "train"], ["segment", "train", "--data", "x"], ["detect", "train", "--data", "x"]):
+        assert main([*command, "--norm", "frozenbn"]) == 2
+        error = capsys.readouterr().err
+        assert all(word in error for word in ("groupnorm", "syncbn", "--pretrained")), error
+    with pytest.raises(SystemExit):  # no prefix matching: --model is not --model-kwargs
+        main(["detect", "train", "--model", "resnest14"])
+    from splitattn import config as schema
+    from splitattn.data import detection, segmentation
+    from splitattn.deploy.optimize import BACKENDS
+    from splitattn.engine.runtime import AMP_DTYPES
+    from splitattn.layers.norm import NORM_LAYERS
+    from splitattn.tasks.detection.model import ARCHS
+    from splitattn.tasks.segmentation.inference import MULTI_SCALES
+    from splitattn.tasks.segmentation.model import HEADS
+
+    assert schema.NORMS == NORM_LAYERS and schema.AMP == tuple(AMP_DTYPES) and schema.DETECTION_ARCHS == ARCHS
+    assert schema.DETECTION_DATASETS == detection.DATASET_KINDS and schema.SEGMENTATION_HEADS == HEADS
+    assert schema.SEGMENTATION_DATASETS == segmentation.DATASET_KINDS and schema.FAST_BACKENDS == BACKENDS
+    assert schema.SEGMENTATION_MULTI_SCALES == MULTI_SCALES
+    with pytest.raises(schema.ConfigError, match="unknown key.*'learning_rate'"):  # the Python API: same schema
+        train({"learning_rate": 0.1})
+
+
+def test_a_second_run_without_output_gets_a_fresh_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=2)
+    monkeypatch.chdir(tmp_path)
+    argv = ["classify", "train", "--data", str(data), *TINY_MODEL, "--epochs", "1", "--batch-size", "4",
+            "--workers", "0", "--no-progress", "--no-tensorboard", "--threads", "1"]
+    assert main(argv) == 0 and main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"run folder {Path('runs') / 'resnest14'}\n" in out and f"run folder {Path('runs') / 'resnest14-2'}\n" in out
+    assert (tmp_path / "runs" / "resnest14" / "last.pt").is_file()
+    assert (tmp_path / "runs" / "resnest14-2" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_export_of_the_readme_demo_run_matches_eager_in_onnx_runtime(tmp_path: Path) -> None:
+    """`splitattn train` without --data (the narrow demo network), then `splitattn export --weights RUN/last.pt`:
+    the model comes from the checkpoint's own options, and ONNX Runtime agrees with the eager model."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--output", str(run), "--workers", "0", "--no-progress",
+                 "--no-tensorboard", "--threads", "1"]) == 0
+    onnx_file = tmp_path / "demo.onnx"
+    assert main(["export", "--weights", str(run / "last.pt"), "--format", "onnx", "--output", str(onnx_file)]) == 0
+    from splitattn.tasks.classification.checkpoint import load_trained_model
+
+    model, classes, options = load_trained_model(run / "last.pt")
+    assert options["model_kwargs"] == {"bottleneck_width": 16, "stem_width": 16} and len(classes) == 10
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
+    with torch.no_grad():
+        eager = model(images).numpy()
+    assert np.allclose(ours, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_run_logs_are_strict_json(tmp_path: Path) -> None:
+    """NaN and infinities become null in log.jsonl and metrics.json (json.loads with no NaN allowed reads them)."""
+    from splitattn.engine.log import RunLogger
+
+    logger = RunLogger(tmp_path, tensorboard=False)
+    logger.log({"step": 1, "val_loss": math.nan, "val_top1": math.inf, "nested": [1.0, -math.inf]}, 1)
+    logger.finish({"top1": math.nan, "per_class": [{"iou": math.nan}]}, "done")
+
+    def strict(text: str) -> dict:
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+
+    record = strict((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert record == {"step": 1, "val_loss": None, "val_top1": None, "nested": [1.0, None]}
+    assert strict((tmp_path / "metrics.json").read_text()) == {"top1": None, "per_class": [{"iou": None}]}
+
+
+def test_checkpoint_is_written_before_the_evaluation_that_fails(tmp_path: Path, monkeypatch) -> None:
+    """The last step's last.pt survives an evaluation (or anything after the step) that crashes."""
+    from splitattn.tasks.classification import trainer
+
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
+
+    def broken_evaluation(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    monkeypatch.setattr(trainer, "evaluate", broken_evaluation)
+    with pytest.raises(RuntimeError, match="evaluation crashed"):
+        train(_tiny_options(data, tmp_path / "run", epochs=1))
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["step"] == 2 and checkpoint["task"] == "classification"
+    assert checkpoint["command"] == "classify train"

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from splitattn import create_model
-from splitattn.utils.rng import seed_everything
+from splitattn.engine.checkpoint import seed_everything
 from .train_helpers import REPO, TINY_MODEL, child_env, cli, make_image_folder
 
 COMMON = [*TINY_MODEL, "--norm", "groupnorm", "--no-augment", "--epochs", "1", "--global-batch", "8",

@@ -1,12 +1,15 @@
 """Kill a training run at an arbitrary moment, resume it with --resume auto, and get bit-identical weights."""
 from __future__ import annotations
 
+import json
+import math
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from .train_helpers import REPO, TINY_MODEL, child_env, cli, make_image_folder
@@ -64,6 +67,23 @@ def test_resume_refuses_to_overwrite_and_finished_run_reports(tmp_path: Path) ->
             "--batch-size", "4", "--workers", "0", "--no-progress", "--no-tensorboard"]
     cli(args)
     again = cli(args, check=False)
-    assert again.returncode == 2 and "--resume auto" in again.stderr
+    assert again.returncode == 2 and "--resume auto" in again.stderr and "--exist-ok" in again.stderr
     finished = cli(args + ["--resume", "auto"])
-    assert "test accuracy after 1 epochs" in finished.stdout
+    assert "val accuracy after 1 epoch:" in finished.stdout
+
+
+def test_resumed_with_more_epochs_continues_on_the_longer_schedule(tmp_path: Path) -> None:
+    """A 1-epoch run resumed with --epochs 3 follows the 3-epoch cosine (never a finished schedule at lr 0)."""
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
+    args = ["train", "--data", str(data), "--output", str(tmp_path / "run"), *TINY_MODEL, "--batch-size", "4",
+            "--lr", "0.1", "--workers", "0", "--threads", "1", "--no-progress", "--no-tensorboard"]
+    cli(args + ["--epochs", "1"])  # 2 steps: the cosine ends at lr 0
+    first = _load(tmp_path / "run" / "last.pt")
+    cli(args + ["--epochs", "3", "--resume", "auto"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[0]["lr"] == 0.0  # the 1-epoch schedule
+    # the 3-epoch schedule after 4 of 6 steps, the recipe's cosine transcribed
+    assert records[1]["lr"] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 4 / 6)))
+    last = _load(tmp_path / "run" / "last.pt")
+    assert last["step"] == 6 and any(not torch.equal(first["model"][k], last["model"][k]) for k in first["model"])

@@ -46,7 +46,7 @@ def test_list_shows_sources_hashes_sizes_and_cache_state(capsys, tiny: SavedWeig
     assert [line.split() for line in out.splitlines() if line.startswith("resnest")] == [
         ["resnest14", "official", checkpoint.sha256, size, "MB", "yes", checkpoint.filename]
     ]
-    assert run(capsys, "list", "resnet*")[0] == 2
+    assert run(capsys, "list", "resnet*")[0] == 1
 
 
 def test_download_verifies_hash_and_shapes(capsys, server: WeightServer, resnest14_weights: SavedWeights,
@@ -55,9 +55,9 @@ def test_download_verifies_hash_and_shapes(capsys, server: WeightServer, resnest
     hub = Checkpoint("resnest14", "r14.in1k.safetensors", "https://huggingface.co/timm/r14/model.safetensors", TIMM_HUB)
     register(monkeypatch, hub)
     code, _, err = run(capsys, "download", "resnest14", "--source", "official")
-    assert code == 2 and "resnest14 has no official checkpoint" in err
+    assert code == 1 and "resnest14 has no official checkpoint" in err
     code, _, err = run(capsys, "download", "resnest14d")
-    assert code == 2 and "r14.in1k.safetensors" in err and "HTTP 404" in err
+    assert code == 1 and "r14.in1k.safetensors" in err and "HTTP 404" in err
     assert not (cache_dir() / hub.filename).exists()
 
     checkpoint = register_official(monkeypatch, resnest14_weights.data)
@@ -84,12 +84,12 @@ def test_verify_reports_hash_safety_and_model(capsys, tmp_path: Path, tiny: Save
     code, out, _ = run(capsys, "verify", str(small))
     assert code == 1 and "no hash registered or in the name" in out and "matches no registered model" in out
     code, _, err = run(capsys, "verify", str(small), "--model", "resnest14")
-    assert code == 2 and "does not fit resnest14" in err and "shape mismatches" in err
+    assert code == 1 and "does not fit resnest14" in err and "shape mismatches" in err
 
     renamed = tmp_path / "r14-00000000.pth"
     renamed.write_bytes(resnest14_weights.data)
     code, _, err = run(capsys, "verify", str(renamed))
-    assert code == 2 and "00000000 was expected" in err and renamed.exists()
+    assert code == 1 and "00000000 was expected" in err and renamed.exists()
 
 
 def test_verify_refuses_code_without_running_it(capsys, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_verify_refuses_code_without_running_it(capsys, tmp_path: Path) -> None:
     evil = tmp_path / "evil.pth"
     evil.write_bytes(torch_bytes({"fc.weight": RunsCommand()}))
     code, _, err = run(capsys, "verify", str(evil))
-    assert code == 2 and "Refusing to load" in err and not marker.exists()
+    assert code == 1 and "Refusing to load" in err and not marker.exists()
 
 
 def test_convert_strips_training_state_both_ways(capsys, tmp_path: Path, tiny: SavedWeights) -> None:
@@ -116,4 +116,4 @@ def test_convert_strips_training_state_both_ways(capsys, tmp_path: Path, tiny: S
     assert run(capsys, "convert", str(safe), str(tmp_path / "w.pth"))[0] == 0
     assert_same_weights(torch.load(tmp_path / "w.pth", weights_only=True), tiny.state_dict)
     code, _, err = run(capsys, "convert", str(training), str(tmp_path / "w.onnx"))
-    assert code == 2 and "Cannot tell the format" in err
+    assert code == 1 and "Cannot tell the format" in err

@@ -15,7 +15,7 @@ from ..models import create_model, get_model_spec
 from ..utils.compile import compile_for_training
 from . import benchmark as bench
 from .export import (
-    EXPORT_FORMATS, ONNX_EXPORTERS, check_inputs, eval_config_for, export_metadata, export_model, load_model_for_export,
+    EXPORT_FORMATS, ONNX_EXPORTERS, check_inputs, export_metadata, export_model, load_model_for_export,
     onnx_session, read_export_metadata,
 )
 from .optimize import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
@@ -60,10 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Exports with dynamic batch and image size and checks the file (ONNX Runtime or torch.jit.load) "
                     "against the eager model on two input shapes, printing the largest relative error.",
     )
-    export.add_argument("--model", required=True)
-    export.add_argument("--weights", default=None,
-                        help="a `splitattn train` checkpoint (rebuilt from the run's options, with its class names) "
-                             "or a weights file; without it: random weights, with a warning")
+    export.add_argument("--model", help="registered model name (default: the run checkpoint's; needed otherwise)")
+    export.add_argument("--weights", default=None, help="a `splitattn classify train` checkpoint (its model and "
+                                                        "options are used) or bare weights with --model (without it: "
+                                                        "random weights, with a warning)")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--output", required=True)
     export.add_argument("--img-size", type=int, default=None,
@@ -78,29 +78,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
 
 
-def _load_model(args: argparse.Namespace) -> Tuple[nn.Module, Optional[List[str]], Dict[str, Any]]:
-    """(model in eval mode, class names or None, the run's options) for ``--model``/``--weights``: a
-    ``splitattn train`` checkpoint is rebuilt from its own options; another weights file loads into ``--model``."""
-    from ..tasks.classification.checkpoint import load_trained_model
-    from ..weights import read_checkpoint
+def _export_source(args: argparse.Namespace) -> Tuple[nn.Module, str, Optional[List[str]], Dict[str, Any]]:
+    """``(model in eval mode, its registered name, class names or None, the run's options)``: a classification
+    run checkpoint is rebuilt from its own options (``in_chans`` and every ``--model-kwargs`` kept); bare
+    weights or none go through ``load_model_for_export`` with ``--model``."""
+    from ..engine.checkpoint import checkpoint_task, load_checkpoint_file
 
-    stored = read_checkpoint(args.weights) if args.weights else None
-    if isinstance(stored, dict) and "model" in stored and "classes" in stored:
-        return load_trained_model(args.model, args.weights)
-    return load_model_for_export(args.model, args.weights, args.num_classes), None, {}
+    task = checkpoint_task(load_checkpoint_file(args.weights)) if args.weights else None
+    if task is not None:
+        if task != "classification":
+            raise ValueError(f"{args.weights!r} is a {task} checkpoint; `splitattn export` exports classifiers "
+                             "(`splitattn classify train` runs) and bare weights.")
+        from ..tasks.classification.checkpoint import load_trained_model
+
+        model, classes, options = load_trained_model(args.weights, args.model, action="export")
+        return model, options["model"], classes, options
+    if not args.model:
+        raise ValueError("--model is required unless --weights is a `splitattn classify train` checkpoint.")
+    return load_model_for_export(args.model, args.weights, args.num_classes), args.model, None, {}
 
 
 def run_export(args: argparse.Namespace) -> int:
-    model, classes, options = _load_model(args)
-    config = eval_config_for(args.model, options, args.img_size)
+    from ..tasks.classification.checkpoint import eval_config_of
+
+    model, name, classes, options = _export_source(args)
+    config = eval_config_of(args.weights or "", name, options, args.img_size)
     size = config.input_size
-    metadata = export_metadata(args.model, model, config, classes, args.weights)
+    metadata = export_metadata(name, model, config, classes, args.weights)
     path, error = export_model(model, args.output, args.format, size, metadata, args.exporter)
     exporter = read_export_metadata(path)["exporter"]  # dynamo, legacy or torch.jit.trace
     if exporter == "legacy" and args.exporter == "auto":
         print("note: onnxscript is not installed, so the legacy TorchScript-based ONNX exporter was used; "
               "`pip install 'splitattn[export]'` brings the dynamo exporter")
-    print(f"exported {args.model} to {path} ({args.format} by {exporter}, {path.stat().st_size / 2**20:.1f} MiB) "
+    print(f"exported {name} to {path} ({args.format} by {exporter}, {path.stat().st_size / 2**20:.1f} MiB) "
           f"with {len(metadata['classes'])} class names and the {size}px evaluation preprocessing")
     shapes = " and ".join("x".join(map(str, x.shape[:1] + x.shape[2:])) for x in check_inputs(1, size))
     print(f"max relative error vs eager on batches {shapes}: {error:.2e}")

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import create_model
-from ..models.registry import EvalConfig, get_model_spec
+from ..models.registry import EvalConfig
 from ..models.resnest import MIN_INPUT_SIZE
 from ..utils.deps import require
 
@@ -66,20 +66,6 @@ def load_model_for_export(name: str, weights: Optional[PathLike] = None, num_cla
     if num_classes is None:
         num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
     return load_state_dict_into(create_model(name, num_classes=num_classes), state, origin=str(weights)).eval()
-
-
-def eval_config_for(model_name: str, options: Optional[Mapping[str, Any]] = None,
-                    img_size: Optional[int] = None) -> EvalConfig:
-    """The evaluation preprocessing of a model: the registered model's ``EvalConfig`` with a training
-    run's choices (``options``: ``eval_img_size`` / ``img_size``, ``crop_pct``) and an explicit
-    ``img_size`` on top, as ``splitattn evaluate``/``predict`` apply them to a run's checkpoint."""
-    from ..data.transforms import interpolation_for
-
-    options = options or {}
-    base = get_model_spec(model_name).eval_config
-    size = int(img_size or options.get("eval_img_size") or options.get("img_size") or base.input_size)
-    crop_pct = float(options.get("crop_pct", base.crop_pct))
-    return dataclasses.replace(base, input_size=size, crop_pct=crop_pct, interpolation=interpolation_for(size).value)
 
 
 def default_class_names(num_classes: int) -> List[str]:

@@ -2,8 +2,8 @@
 
 ``ExportedClassifier`` reads the metadata ``splitattn export`` stored in the file
 (``read_export_metadata``) and preprocesses an image with the same transform that
-``splitattn predict`` builds for the checkpoint (``splitattn.data.build_eval_transform`` from the
-stored ``EvalConfig`` fields), so the exported file and the checkpoint give the same probabilities.
+``splitattn predict`` builds for the checkpoint (``splitattn.data.eval_transform_for`` of the
+stored ``EvalConfig``), so the exported file and the checkpoint give the same probabilities.
 ONNX files run in ONNX Runtime (CPU), TorchScript files with ``torch.jit.load``.
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 from ..data.io import CHANNEL_MODES, read_image, to_8bit
-from ..data.transforms import build_eval_transform
+from ..data.transforms import eval_transform_for
 from ..models.registry import EvalConfig
+from ..tasks.classification.cli import format_predictions
 from .export import PathLike, load_torchscript, onnx_session, read_export_metadata
 
 __all__ = ["ExportedClassifier", "predict_exported"]
@@ -45,7 +46,7 @@ class ExportedClassifier:
         self.eval_config = eval_config_from_metadata(self.metadata["eval_config"])
         self.format = self.metadata["format"]
         config = self.eval_config
-        self.transform = build_eval_transform(config.input_size, config.crop_pct, config.mean, config.std)
+        self.transform = eval_transform_for(config)
         self._logits = self._onnx_runner(threads) if self.format == "onnx" else self._torchscript_runner()
 
     def _onnx_runner(self, threads: Optional[int]) -> Callable[[np.ndarray], np.ndarray]:
@@ -88,7 +89,5 @@ def predict_exported(path: PathLike, images: Sequence[Union[str, Path]], topk: i
             continue
         probs = torch.from_numpy(classifier.predict(image))
         top = probs.topk(min(topk, len(classifier.classes)))
-        print(image_path)
-        for prob, index in zip(top.values.tolist(), top.indices.tolist()):
-            print(f"  {prob * 100:6.2f}%  {classifier.classes[index]}")
+        print(format_predictions(str(image_path), top.values.tolist(), top.indices.tolist(), classifier.classes))
     return 0

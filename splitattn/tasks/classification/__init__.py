@@ -1,9 +1,10 @@
 """Image classification: training with the ResNeSt recipe, evaluation and prediction."""
+from ...engine.loop import NonFiniteLossError
 from .checkpoint import CHECKPOINT_KEYS, load_trained_model
-from .engine import accuracy_counts, evaluate, train_one_epoch
-from .trainer import NonFiniteLossError, train
+from .engine import accuracy_counts, classification_loss, evaluate
+from .trainer import train
 
 __all__ = [
-    "CHECKPOINT_KEYS", "NonFiniteLossError", "accuracy_counts", "evaluate", "load_trained_model", "train",
-    "train_one_epoch",
+    "CHECKPOINT_KEYS", "NonFiniteLossError", "accuracy_counts", "classification_loss", "evaluate",
+    "load_trained_model", "train",
 ]

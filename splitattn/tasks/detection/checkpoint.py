@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Tuple, Union
 
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
-from ...utils.checkpoint import load_task_checkpoint
+from ...engine.checkpoint import load_task_checkpoint
 from .model import create_detection_model
 
 
@@ -30,10 +30,12 @@ def model_from_options(options: Dict[str, Any], num_classes: int, pretrained: Un
         **dict(options.get("detector_kwargs") or {}, box_detections_per_img=int(options.get("detections_per_img", 100))))
 
 
-def load_detection_model(weights: Union[str, Path]) -> Tuple[GeneralizedRCNN, List[str], Dict[str, Any], Dict[int, int]]:
+def load_detection_model(
+    weights: Union[str, Path], action: str = "evaluate"
+) -> Tuple[GeneralizedRCNN, List[str], Dict[str, Any], Dict[int, int]]:
     """``(model in eval mode, class names, the run's options, contiguous_to_coco)`` from a
     ``splitattn detect train`` checkpoint."""
-    checkpoint, options = load_task_checkpoint(weights, "detect train", "last.pt of a detection run")
+    checkpoint, options = load_task_checkpoint(weights, "detection", action)
     classes = list(checkpoint["classes"])
     model = model_from_options(options, len(classes))
     model.load_state_dict(checkpoint["model"])

@@ -8,85 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import List
 
-from ...data.detection import DATASET_KINDS
-from ...layers.norm import NORM_LAYERS
-from ...utils.inputs import image_files, pick_device
-from ...utils.options import OptionRow, add_options, resolve_options
-from ...utils.run import RUN_OPTIONS
-from ..classification.cli import parse_model_kwargs
-from .model import ARCHS, BOX_HEADS, TRAIN_MIN_SIZES
 
-_BOOL = argparse.BooleanOptionalAction
-TRAIN_OPTIONS: List[OptionRow] = [
-    (("--config",), None, dict(metavar="FILE", help="YAML or JSON file of options; flags override it")),
-    (("--dataset",), None, dict(choices=DATASET_KINDS, help="layout of --data (default: found from its files)")),
-    (("--data",), None, dict(metavar="DIR", help="data root: COCO (annotations/instances_<split>[2017].json and "
-                                                 "<split>[2017]/ or images/), VOC (VOCdevkit or VOC2007/VOC2012), a "
-                                                 "folder of VOC XML files (<split>/ or <split>.txt) or YOLO "
-                                                 "(data.yaml, images/, labels/)")),
-    (("--annotations",), None, dict(metavar="JSON", help="COCO: the instances json (default: found under --data)")),
-    (("--images",), None, dict(metavar="DIR", help="COCO: the image folder (default: found under --data); VOC "
-                                                   "folder: one more folder to look for the images in")),
-    (("--classes",), None, dict(nargs="+", help="class names (default: VOC's 20, a VOC folder's names sorted, "
-                                                "YOLO's data.yaml, COCO's categories)")),
-    (("--train-split",), "train", dict()),
-    (("--val-split",), "val", dict()),
-    (("--max-images",), None, dict(type=int, help="use only the first N images of each split (quick runs, overfitting)")),
-    (("--skip-bad",), True, dict(action=_BOOL, help="skip (and count) missing or unreadable images instead of stopping")),
-    (("--arch",), "faster_rcnn", dict(choices=ARCHS)),
-    (("--backbone",), "resnest50", dict(help="registered model name (`splitattn models`)")),
-    (("--model-kwargs",), {}, dict(type=str, nargs="*", metavar="KEY=VALUE",
-                                    help="backbone create_model overrides, e.g. stem_width=16 bottleneck_width=16")),
-    (("--pretrained",), None, dict(nargs="?", const=True, metavar="PATH",
-                                   help="backbone from ImageNet weights, or any ResNeSt classification checkpoint")),
-    (("--norm",), "frozenbn", dict(choices=NORM_LAYERS, help="backbone normalisation (the paper: syncbn on GPUs)")),
-    (("--trainable-layers",), None, dict(type=int, choices=range(6), metavar="0-5",
-                                         help="backbone stages trained, from the last (default: 3 with frozenbn, else 5)")),
-    (("--fpn-norm",), None, dict(choices=NORM_LAYERS, help="normalisation inside the FPN (default: none)")),
-    (("--box-head",), "2fc", dict(choices=BOX_HEADS, help="box head: 2fc (torchvision's) or 4conv1fc (the paper's)")),
-    (("--head-norm",), None, dict(choices=NORM_LAYERS, help="normalisation of the 4conv1fc box head and the mask head "
-                                                           "(default: none)")),
-    (("--min-size",), list(TRAIN_MIN_SIZES), dict(type=int, nargs="+",
-                                                  help="training short side(s), one sampled per image; evaluation "
-                                                       "uses the last")),
-    (("--max-size",), 1333, dict(type=int, help="longest side cap")),
-    (("--hflip",), 0.5, dict(type=float, help="horizontal flip probability")),
-    (("--detections-per-img",), 100, dict(type=int)),
-    (("--detector-kwargs",), {}, dict(type=str, nargs="*", metavar="KEY=VALUE",
-                                       help="more FasterRCNN/MaskRCNN arguments, e.g. box_batch_size_per_image=128 "
-                                            "rpn_post_nms_top_n_train=500")),
-    (("--batch-size",), 2, dict(type=int, help="images per process")),
-    (("--lr",), 0.02, dict(type=float)),
-    (("--momentum",), 0.9, dict(type=float)),
-    (("--weight-decay",), 1e-4, dict(type=float, help="none on biases and norm parameters")),
-    (("--max-iter",), 90000, dict(type=int, help="training iterations (optimizer steps)")),
-    (("--steps",), [60000, 80000], dict(type=int, nargs="*", help="iterations where the lr is multiplied by --gamma")),
-    (("--gamma",), 0.1, dict(type=float)),
-    (("--warmup-iters",), 1000, dict(type=int, help="linear warm-up length")),
-    (("--warmup-factor",), 0.001, dict(type=float, help="lr factor at iteration 0 of the warm-up")),
-    (("--log-every",), 20, dict(type=int, help="log the mean losses every N iterations")),
-    (("--eval-every",), 5000, dict(type=int, help="COCO evaluation every N iterations (and after the last)")),
-    (("--checkpoint-every",), 1000, dict(type=int, help="write last.pt every N iterations (and after the last)")),
-    (("--output",), None, dict(metavar="DIR", help="run folder (default runs/detect-<arch>-<backbone>)")),
-]
-TRAIN_OPTIONS += RUN_OPTIONS
-
+from ...config import ConfigError, DetectConfig, add_task_commands, add_train_command, resolve
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    detect = subparsers.add_parser("detect", help="object detection / instance segmentation: (Cascade) Faster/Mask "
-                                                  "R-CNN on ResNeSt-FPN")
-    commands = detect.add_subparsers(dest="detect_command", metavar="ACTION")
-    commands.required = True
-
-    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help="train a detector",
-                                description="Train Faster/Mask/Cascade R-CNN on a ResNeSt-FPN backbone, iteration by "
-                                            "iteration. Run under torchrun for several processes. configs/detection/ "
-                                            "holds the paper's COCO settings.")
-    add_options(train, TRAIN_OPTIONS)
-    train.add_argument("--debug", action="store_true", help="show tracebacks")
-    train.set_defaults(func=run_train)
+    commands = add_task_commands(subparsers, "detect", "object detection / instance segmentation: (Cascade) "
+                                                       "Faster/Mask R-CNN on ResNeSt-FPN")
+    add_train_command(commands, DetectConfig, run_train, "train a detector",
+                      "Train Faster/Mask/Cascade R-CNN on a ResNeSt-FPN backbone, iteration by iteration. Run under "
+                      "torchrun for several processes. configs/detection/ holds the paper's COCO settings.")
 
     evaluate = commands.add_parser("evaluate", help="COCO box (and mask) AP of a trained detector")
     evaluate.add_argument("--weights", required=True, help="last.pt of `splitattn detect train`")
@@ -106,7 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     predict.add_argument("--weights", required=True, help="last.pt of `splitattn detect train`")
     predict.add_argument("--output", default="detections", help="folder for <name>_detections.png")
-    predict.add_argument("--score-threshold", type=float, default=0.5, help="draw detections scoring at least this")
+    predict.add_argument("--score-threshold", type=float, default=0.5,
+                         help="draw detections scoring at least this (default: 0.5)")
+    predict.add_argument("--max-detections", type=int, default=100,
+                         help="draw at most this many per image, the highest scores first (default: 100)")
     predict.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     predict.add_argument("--debug", action="store_true", help="show tracebacks")
     predict.set_defaults(func=run_predict)
@@ -115,24 +49,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    options = resolve_options(args, TRAIN_OPTIONS)
-    if not options["data"]:
-        raise ValueError("--data is required (on the command line or in the --config file).")
-    for key in ("model_kwargs", "detector_kwargs"):
-        options[key] = parse_model_kwargs(options[key])
-    train(options)
+    config, _ = resolve(DetectConfig, args)
+    if not config.data:
+        raise ConfigError("--data is required (on the command line or in the --config file).")
+    train(config)
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ...utils.inputs import pick_device
     from ...data.detection import build_detection_dataset
     from .checkpoint import load_detection_model
     from .engine import evaluate, format_metrics, iou_types
     from .evaluation import CocoEvaluator
-    from .trainer import limit, make_loader
-    from ..classification.engine import ShardSampler
+    from ...data.detection import collate_detection
+    from ...engine.data import eval_loader
+    from ...utils.distributed import DistContext
+    from .trainer import limit
 
-    model, classes, options, _ = load_detection_model(args.weights)
+    model, classes, options, _ = load_detection_model(args.weights, "evaluate")
     device = pick_device(args.device)
     split = args.split or options.get("val_split", "val")
     data = args.data or options.get("data")
@@ -148,7 +83,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     subset = limit(dataset, args.max_images if args.max_images is not None else options.get("max_images"))
     print(dataset.summary(), flush=True)
     evaluator = CocoEvaluator(dataset.coco, iou_types(model, dataset.coco), dataset.contiguous_to_coco)
-    loader = make_loader(subset, 1, ShardSampler(len(subset)), args.workers, device)
+    loader = eval_loader(subset, 1, DistContext(device=device), args.workers, collate_detection)
     scores = evaluate(model.to(device), loader, evaluator, device, progress=True)
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
     output.mkdir(parents=True, exist_ok=True)
@@ -163,6 +98,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from ...utils.inputs import image_files, pick_device
     import torch
     from torchvision.transforms.v2 import functional as TF
 
@@ -170,7 +106,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .checkpoint import load_detection_model
     from .inference import draw_detections, keep_confident
 
-    model, classes, _, _ = load_detection_model(args.weights)
+    model, classes, _, _ = load_detection_model(args.weights, "predict")
     device = pick_device(args.device)
     model.to(device)
     output = Path(args.output)
@@ -184,6 +120,7 @@ def run_predict(args: argparse.Namespace) -> int:
         with torch.no_grad():
             detections = keep_confident({k: v.cpu() for k, v in model([image.to(device)])[0].items()},
                                         args.score_threshold)
+        detections = {k: v[:args.max_detections] for k, v in detections.items()}  # sorted by score
         picture = draw_detections(image, detections, classes)
         target = output / f"{path.stem}_detections.png"
         TF.to_pil_image(picture).save(target)

@@ -1,11 +1,11 @@
-"""One detection training iteration and one COCO evaluation pass.
+"""The detection loss of a batch and one COCO evaluation pass (the engine runs the loop).
 
-Both work in one process and under torchrun: evaluation gathers every rank's detections before
+Evaluation works in one process and under torchrun: it gathers every rank's detections before
 COCOeval scores them, so every rank reports the numbers of the whole set.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from pycocotools.coco import COCO
@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ...data.detection import Target
-from ...utils.run import TrainStep, autocast
-from ..classification.engine import NonFiniteLossError
+from ...engine.runtime import autocast
 from .evaluation import CocoEvaluator
 
 
@@ -25,20 +24,15 @@ def to_device(images: List[Tensor], targets: List[Target], device: torch.device)
     return [image.to(device, non_blocking=True) for image in images], moved
 
 
-def train_step(model: nn.Module, images: List[Tensor], targets: List[Target], step: TrainStep) -> Dict[str, float]:
-    """One SGD step on a batch (lists of (3, H, W) images in 0..1 and their targets) and one scheduler
-    step; returns every loss of the detector and their sum ``loss``."""
-    model.train()
-    images, targets = to_device(images, targets, step.device)
-    with autocast(step.device, step.amp):
-        losses = model(images, targets)
+def detection_loss(model: nn.Module, images: List[Tensor], targets: List[Target],
+                   device: torch.device) -> Tuple[Tensor, Dict[str, float]]:
+    """The summed detector losses of a batch (lists of (3, H, W) images in 0..1 and their targets) and
+    their sums for the log: ``images``, ``loss`` and each component (``loss_classifier``, ...)."""
+    images, targets = to_device(images, targets, device)
+    losses = model(images, targets)
     loss = sum(value.float() for value in losses.values())
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(
-            f"the training loss became {loss.item()} ({ {k: round(v.item(), 4) for k, v in losses.items()} }) at lr "
-            f"{step.optimizer.param_groups[0]['lr']:.3g}; lower --lr, lengthen --warmup-iters, or use --amp bf16/none.")
-    step.apply(loss)
-    return dict({k: v.item() for k, v in losses.items()}, loss=loss.item())
+    count = len(images)
+    return loss, dict({k: v.item() * count for k, v in losses.items()}, loss=loss.item() * count, images=count)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
-from ...utils.checkpoint import load_task_checkpoint
+from ...engine.checkpoint import load_task_checkpoint
 from .model import SegmentationModel, create_segmentation_model
 
 
@@ -27,9 +27,11 @@ def model_from_options(options: Dict[str, Any], num_classes: int, pretrained: Un
     )
 
 
-def load_segmentation_model(weights: Union[str, Path]) -> Tuple[SegmentationModel, List[str], Dict[str, Any]]:
+def load_segmentation_model(
+    weights: Union[str, Path], action: str = "evaluate"
+) -> Tuple[SegmentationModel, List[str], Dict[str, Any]]:
     """``(model in eval mode, class names, the run's options)`` from a ``splitattn segment train`` checkpoint."""
-    checkpoint, options = load_task_checkpoint(weights, "segment train", "last.pt or best.pt of a segmentation run")
+    checkpoint, options = load_task_checkpoint(weights, "segmentation", action)
     classes = list(checkpoint["classes"])
     model = model_from_options(options, len(classes))
     model.load_state_dict(checkpoint["model"])

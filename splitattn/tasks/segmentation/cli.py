@@ -8,76 +8,22 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
-import numpy as np
-
-from ...data.segmentation import DATASET_KINDS
-from ...layers.norm import NORM_LAYERS
-from ...utils.inputs import image_files, pick_device
-from ...utils.options import OptionRow, add_options, resolve_options
-from ...utils.run import RUN_OPTIONS
-from .inference import MULTI_SCALES
-from .model import AUX_WEIGHT, HEADS
-
-_BOOL = argparse.BooleanOptionalAction
-TRAIN_OPTIONS: List[OptionRow] = [
-    (("--config",), None, dict(metavar="FILE", help="YAML or JSON file of options; flags override it")),
-    (("--dataset",), "folder", dict(choices=DATASET_KINDS, help="layout of --data")),
-    (("--data",), None, dict(metavar="DIR", help="data root (ADE20K, Cityscapes, VOC, or a folder with "
-                                                 "<split>/images and <split>/labels)")),
-    (("--classes",), None, dict(help="folder data sets: class names in id order, comma-separated or a text file")),
-    (("--ignore-value",), None, dict(type=int, help="folder data sets: the stored label value of void pixels")),
-    (("--train-split",), "train", dict()),
-    (("--val-split",), "val", dict()),
-    (("--skip-bad",), False, dict(action=_BOOL, help="skip (and count) unmatched files and size mismatches "
-                                                     "instead of stopping")),
-    (("--backbone",), "resnest50", dict(help="registered model name (`splitattn models`)")),
-    (("--pretrained",), None, dict(nargs="?", const=True, metavar="PATH",
-                                   help="backbone from ImageNet weights, or any ResNeSt classification checkpoint")),
-    (("--head",), "deeplabv3", dict(choices=HEADS)),
-    (("--output-stride",), 8, dict(type=int, choices=(8, 16), help="8: ASPP rates 12/24/36; 16: 6/12/18")),
-    (("--aux",), True, dict(action=_BOOL, help="auxiliary FCN head on stage 3")),
-    (("--aux-weight",), AUX_WEIGHT, dict(type=float)),
-    (("--norm",), "batchnorm", dict(choices=NORM_LAYERS, help="backbone normalisation")),
-    (("--sync-bn",), False, dict(action=_BOOL, help="SyncBatchNorm everywhere under torchrun (GPUs)")),
-    (("--base-size",), 520, dict(type=int, help="long side at scale 1 (training jitter and evaluation)")),
-    (("--crop-size",), 480, dict(type=int, help="training crop")),
-    (("--scale-range",), [0.5, 2.0], dict(type=float, nargs=2, metavar=("MIN", "MAX"),
-                                          help="random long-side scale, relative to --base-size")),
-    (("--hflip",), 0.5, dict(type=float, help="horizontal flip probability")),
-    (("--epochs",), 120, dict(type=int)),
-    (("--batch-size",), 16, dict(type=int, help="images per process")),
-    (("--global-batch",), None, dict(type=int, help="if set, must equal batch-size x processes (a config's check)")),
-    (("--lr",), 0.01, dict(type=float, help="backbone learning rate, poly-decayed per iteration")),
-    (("--head-lr-mult",), 10.0, dict(type=float, help="heads learn at lr x this")),
-    (("--poly-power",), 0.9, dict(type=float)),
-    (("--momentum",), 0.9, dict(type=float)),
-    (("--weight-decay",), 1e-4, dict(type=float, help="none on biases and norm parameters")),
-    (("--eval-every",), 1, dict(type=int, help="validate every N epochs (and after the last)")),
-    (("--eval-crop-size",), None, dict(type=int, help="validate in sliding windows of this size (default: whole image)")),
-    (("--output",), None, dict(metavar="DIR", help="run folder (default runs/segment-<backbone>)")),
-]
-TRAIN_OPTIONS += RUN_OPTIONS
+from ...config import (SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, ConfigError, SegmentConfig,
+                      add_task_commands, add_train_command, resolve)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    segment = subparsers.add_parser("segment", help="semantic segmentation: DeepLabV3/FCN on dilated ResNeSt")
-    commands = segment.add_subparsers(dest="segment_command", metavar="ACTION")
-    commands.required = True
-
-    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help="train a segmentation model",
-                                description="Train DeepLabV3 (or FCN) on a dilated ResNeSt. Run under torchrun "
-                                            "for several processes. configs/segmentation/ holds the paper's ADE20K "
-                                            "settings.")
-    add_options(train, TRAIN_OPTIONS)
-    train.add_argument("--debug", action="store_true", help="show tracebacks")
-    train.set_defaults(func=run_train)
+    commands = add_task_commands(subparsers, "segment", "semantic segmentation: DeepLabV3/FCN on dilated ResNeSt")
+    add_train_command(commands, SegmentConfig, run_train, "train a segmentation model",
+                      "Train DeepLabV3 (or FCN) on a dilated ResNeSt. Run under torchrun for several processes. "
+                      "configs/segmentation/ holds the paper's ADE20K settings.")
 
     evaluate = commands.add_parser("evaluate", help="pixAcc / mIoU / per-class IoU of a trained model")
     evaluate.add_argument("--weights", required=True, help="last.pt or best.pt of `splitattn segment train`")
     evaluate.add_argument("--data", help="data root (default: the run's)")
-    evaluate.add_argument("--dataset", choices=DATASET_KINDS, help="(default: the run's)")
+    evaluate.add_argument("--dataset", choices=SEGMENTATION_DATASETS, help="(default: the run's)")
     evaluate.add_argument("--split", default=None, help="(default: the run's validation split)")
     evaluate.add_argument("--ignore-value", type=int, help="folder data sets (default: the run's)")
     evaluate.add_argument("--skip-bad", action="store_true", help="skip and count unmatched files / size mismatches")
@@ -97,11 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--multi-scale", action="store_true",
-                        help=f"scales {', '.join(map(str, MULTI_SCALES))} with flip (PyTorch-Encoding's testing)")
+                        help=f"scales {', '.join(map(str, SEGMENTATION_MULTI_SCALES))} with flip (PyTorch-Encoding's testing)")
     parser.add_argument("--scales", type=float, nargs="+", help="explicit scales (default 1.0)")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
     parser.add_argument("--base-size", type=int, help="long side at scale 1 (default: the run's)")
-    parser.add_argument("--crop-size", type=int, help="sliding-window size (default: the run's --eval-crop-size)")
+    parser.add_argument("--eval-crop-size", type=int, help="sliding-window size (default: the run's)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -109,21 +55,22 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    options = resolve_options(args, TRAIN_OPTIONS)
-    if not options["data"]:
-        raise ValueError("--data is required (on the command line or in the --config file).")
-    train(options)
+    config, _ = resolve(SegmentConfig, args)
+    if not config.data:
+        raise ConfigError("--data is required (on the command line or in the --config file).")
+    train(config)
     return 0
 
 
 def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[str, Any]:
-    scales: Sequence[float] = args.scales or (MULTI_SCALES if args.multi_scale else (1.0,))
+    scales: Sequence[float] = args.scales or (SEGMENTATION_MULTI_SCALES if args.multi_scale else (1.0,))
     return dict(scales=list(scales), flip=bool(args.flip or args.multi_scale),
                 base_size=args.base_size or options.get("base_size"),
-                crop_size=args.crop_size or options.get("eval_crop_size"))
+                crop_size=args.eval_crop_size or options.get("eval_crop_size"))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ...utils.inputs import pick_device
     from torch.utils.data import DataLoader
 
     from ...data.segmentation import build_dataset, collate_eval
@@ -133,7 +80,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .metrics import format_iou_table
     from .trainer import describe_dataset
 
-    model, classes, options = load_segmentation_model(args.weights)
+    model, classes, options = load_segmentation_model(args.weights, "evaluate")
     device = pick_device(args.device)
     split = args.split or options.get("val_split", "val")
     kind = args.dataset or options.get("dataset", "folder")
@@ -164,15 +111,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from PIL import Image
+    import numpy as np
 
     from ...data.io import read_image
     from ...data.segmentation_transforms import normalize_image
+    from ...utils.inputs import image_files, pick_device
     from .checkpoint import load_segmentation_model
     from .inference import predict_probs
     from .visualize import save_segmentation_outputs
 
-    model, classes, options = load_segmentation_model(args.weights)
+    model, classes, options = load_segmentation_model(args.weights, "predict")
     device = pick_device(args.device)
     model.to(device)
     plan = _inference_plan(args, options)
@@ -184,7 +132,8 @@ def run_predict(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
             continue
-        labels = predict_probs(model, normalize_image(image).to(device), **plan).argmax(0).cpu().numpy().astype(np.uint8)
+        probs = predict_probs(model, normalize_image(image).to(device), **plan)
+        labels = probs.argmax(0).cpu().numpy().astype(np.uint8)
         mask_path, _ = save_segmentation_outputs(image, labels, classes, output / path.stem, options.get("dataset"),
                                                  args.alpha)
         counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size * 100

@@ -1,7 +1,7 @@
-"""Per-epoch run logs: JSON lines and TensorBoard scalars (``engine.plots`` draws ``curves.png`` from them).
+"""Run logs: JSON lines, TensorBoard scalars and the final ``metrics.json``.
 
-Only the main process creates a ``RunLogger`` (the others log nothing), so a
-distributed run writes each file once.
+Only the main process creates a ``RunLogger`` (the others log nothing), so a distributed run
+writes each file once. Both JSON files are strict JSON: NaN and infinities are written as ``null``.
 """
 from __future__ import annotations
 
@@ -9,6 +9,22 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Dict, List
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by None, for ``json.dumps(allow_nan=False)``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``value`` (see ``strict_json``)."""
+    return json.dumps(strict_json(value), allow_nan=False, **kwargs)
 
 
 class RunLogger:
@@ -26,7 +42,7 @@ class RunLogger:
     def log(self, record: Dict[str, Any], step: int) -> None:
         """Write ``record`` as one line and its numbers as TensorBoard scalars at ``step``."""
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.write(dumps(record, sort_keys=True) + "\n")
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -40,12 +56,11 @@ class RunLogger:
         with open(self.path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 
-    def truncate_after(self, epoch: int, key: str = "epoch") -> None:
-        """Drop records whose ``key`` (the epoch, or the iteration of iteration-based runs) is past
-        ``epoch`` (written by a run that died before its checkpoint)."""
-        kept = [r for r in self.records() if r.get(key, -1) <= epoch]
+    def truncate_after(self, step: int) -> None:
+        """Drop records past optimizer step ``step`` (written by a run that died before its checkpoint)."""
+        kept = [r for r in self.records() if r.get("step", -1) <= step]
         with open(self.path, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+            handle.writelines(dumps(r, sort_keys=True) + "\n" for r in kept)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -54,6 +69,6 @@ class RunLogger:
     def finish(self, metrics: Dict[str, Any], summary: str) -> None:
         """Write the run's final ``metrics.json``, close TensorBoard and print ``summary`` with the file's path."""
         path = self.output_dir / "metrics.json"
-        path.write_text(json.dumps(metrics, indent=2))
+        path.write_text(dumps(metrics, indent=2))
         self.close()
         print(f"{summary} (metrics in {path})", flush=True)
