@@ -18,7 +18,13 @@ from typing import Dict, List, Optional, Tuple
 from ..models.registry import MODEL_SPECS, get_model_spec
 
 OFFICIAL_BASE_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
-HUB_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
+HUB_URL = "https://huggingface.co/{repo}/resolve/{revision}/{filename}"
+HUB_FILENAME = "model.safetensors"
+# The hub revision every timm repository is fetched at. A commit id pins the bytes; "main" follows the
+# branch. It stays "main" until the commit ids are recorded (look one up with
+# `huggingface_hub.HfApi().model_info(repo).sha`): the hub publishes no hash, so these files are checked
+# by loading them strictly (every key and shape).
+HUB_REVISION = "main"
 OFFICIAL = "official"
 TIMM_HUB = "timm-hub"
 
@@ -34,6 +40,8 @@ class Checkpoint:
     ``filename`` is both the name in the local cache and the name under which a mirror
     (``SPLITATTN_WEIGHTS_MIRROR``) serves the file. ``sha256`` is the published hash or
     its prefix (lower-case hex, at least 8 digits); ``None`` where nothing is published.
+    ``repo`` and ``revision``: the Hugging Face hub repository and revision of a hub copy
+    (fetched through ``huggingface_hub``, whose cache timm shares); ``None`` for other files.
     """
 
     model: str
@@ -41,6 +49,8 @@ class Checkpoint:
     url: str
     source: str
     sha256: Optional[str] = None
+    repo: Optional[str] = None
+    revision: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_SPECS:
@@ -57,9 +67,10 @@ def official(model: str, sha256_prefix: str) -> Checkpoint:
     return Checkpoint(model, filename, OFFICIAL_BASE_URL + filename, OFFICIAL, sha256_prefix)
 
 
-def timm_hub(model: str, repo: str) -> Checkpoint:
-    """The safetensors file of a timm hub repository such as ``timm/resnest14d.gluon_in1k``."""
-    return Checkpoint(model, f"{repo.split('/')[-1]}.safetensors", HUB_URL.format(repo=repo), TIMM_HUB)
+def timm_hub(model: str, repo: str, revision: str = HUB_REVISION) -> Checkpoint:
+    """The safetensors file of a timm hub repository such as ``timm/resnest14d.gluon_in1k`` at ``revision``."""
+    url = HUB_URL.format(repo=repo, revision=revision, filename=HUB_FILENAME)
+    return Checkpoint(model, f"{repo.split('/')[-1]}.safetensors", url, TIMM_HUB, repo=repo, revision=revision)
 
 
 _OFFICIAL_HASHES = {
