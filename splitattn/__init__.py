@@ -1,7 +1,13 @@
-"""splitattn: ResNeSt (Split-Attention Networks) models, weights and task pipelines."""
+"""splitattn: ResNeSt (Split-Attention Networks) models, weights and task pipelines.
+
+Importing the package loads the model library only (torch); torchvision, the compiler and the
+task pipelines are imported when first used. ``optimize_for_inference`` is resolved on first
+access (PEP 562) for that reason.
+"""
+from typing import Any
+
 from .layers import DropBlock2d, SplitAttention
 from .models import ResNeSt, ResNeStFeatures, create_model, get_model_spec, list_models
-from .deploy import optimize_for_inference
 
 __version__ = "0.1.0"
 
@@ -9,3 +15,11 @@ __all__ = [
     "DropBlock2d", "ResNeSt", "ResNeStFeatures", "SplitAttention", "__version__",
     "create_model", "get_model_spec", "list_models", "optimize_for_inference",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "optimize_for_inference":
+        from .deploy.optimize import optimize_for_inference
+
+        return optimize_for_inference
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
 import splitattn
 from splitattn.deploy import fold_batch_norm, optimize_for_inference
@@ -34,7 +35,7 @@ def test_folding_matches_eager_on_every_block_type(variant):
     name, overrides = VARIANTS[variant]
     model = random_model(name, overrides)
     folded = fold_batch_norm(random_model(name, overrides))
-    norms = (nn.BatchNorm2d, splitattn.layers.norm.FrozenBatchNorm2d)
+    norms = (nn.BatchNorm2d, FrozenBatchNorm2d)
     assert not any(isinstance(m, norms) for m in folded.modules()), "a BatchNorm was left unfolded"
     for module in folded.modules():
         if isinstance(module, SplitAttention):
@@ -65,6 +66,34 @@ def test_fast_path_fp32_matches_eager_at_other_shapes(backend, channels_last):
             out = fast(x)
             assert out.dtype == torch.float32 and out.shape == (shape[0], 10)
             assert relative_error(out, model(x)) < 1e-4
+
+
+@pytest.mark.slow
+def test_compile_backend_freezes_the_weights(monkeypatch):
+    """Inductor's freezing pass runs on the fast path's graph and turns every parameter into a constant:
+    the compiled graph keeps one runtime input, the image. Fails if the fast path stops freezing (a
+    graph compiled without it keeps the weights as inputs), whatever the outputs."""
+    import torch._inductor.freezing as freezing
+
+    torch._dynamo.reset()
+    preserved = []
+    freeze = freezing.freeze
+
+    def spy(dynamo_gm, aot_gm, example_inputs):
+        frozen_gm, kept = freeze(dynamo_gm, aot_gm, example_inputs)
+        preserved.append((len(example_inputs), kept))
+        return frozen_gm, kept
+
+    monkeypatch.setattr(freezing, "freeze", spy)  # compile_fx imports it at each compilation
+    model = random_model("resnest14", {"bottleneck_width": 16, "stem_width": 16})
+    fast = optimize_for_inference(model, "fp32", backend="compile")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert relative_error(fast(x), model(x)) < 1e-4
+    assert len(preserved) == 1, "Inductor's freezing pass did not run on the fast path's graph"
+    n_inputs, kept = preserved[0]
+    assert n_inputs > 10 and len(kept) == 1, f"{len(kept)} of {n_inputs} graph inputs stayed inputs (not frozen)"
+    assert torch._dynamo.config.prepare_freezing is False and torch._inductor.config.freezing is False
 
 
 def test_fast_path_on_a_feature_backbone():

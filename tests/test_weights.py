@@ -16,34 +16,57 @@ from splitattn.weights import (
     CHECKPOINTS, Checkpoint, CheckpointMismatchError, ChecksumError, UnsafeCheckpointError, WeightsError,
     adapt_input_conv, checkpoints_for, load_checkpoint, load_state_dict_into, save_state_dict,
 )
-from splitattn.weights.sources import OFFICIAL, TIMM_HUB
+from splitattn.models import MODEL_SPECS
+from splitattn.weights.sources import HUB_REVISION, OFFICIAL, TIMM_HUB
 
-OFFICIAL_HASHES = {
-    "resnest50": "528c19ca", "resnest101": "22405ba7", "resnest200": "75117900", "resnest269": "0cc87c48",
-    "resnest50_fast_1s1x64d": "d8fbf808", "resnest50_fast_2s1x64d": "44938639", "resnest50_fast_4s1x64d": "f74f3fc3",
-    "resnest50_fast_1s2x40d": "32830b84", "resnest50_fast_2s2x40d": "9d126481", "resnest50_fast_4s2x40d": "41d14ed0",
-    "resnest50_fast_1s4x24d": "d4a4f76f",
-}
-HUB_REPOS = {
-    "resnest14": "resnest14d.gluon_in1k", "resnest26": "resnest26d.gluon_in1k", "resnest50": "resnest50d.in1k",
-    "resnest101": "resnest101e.in1k", "resnest200": "resnest200e.in1k", "resnest269": "resnest269e.in1k",
-    "resnest50_fast_4s2x40d": "resnest50d_4s2x40d.in1k", "resnest50_fast_1s4x24d": "resnest50d_1s4x24d.in1k",
-}
+# The official release URLs, transcribed from the authors' code (zhanghang1989/ResNeSt at 1dfb3e88,
+# resnest/torch/models/resnest.py and ablation.py: `_url_format` filled from `_model_sha256`). The file
+# name carries the first 8 hex digits of the file's sha256 (torch.hub's check_hash convention).
+OFFICIAL_URLS = [
+    f"https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/{name}-{digest}.pth"
+    for name, digest in [
+        ("resnest50", "528c19ca"), ("resnest101", "22405ba7"), ("resnest200", "75117900"), ("resnest269", "0cc87c48"),
+        ("resnest50_fast_1s1x64d", "d8fbf808"), ("resnest50_fast_2s1x64d", "44938639"),
+        ("resnest50_fast_4s1x64d", "f74f3fc3"), ("resnest50_fast_1s2x40d", "32830b84"),
+        ("resnest50_fast_2s2x40d", "9d126481"), ("resnest50_fast_4s2x40d", "41d14ed0"),
+        ("resnest50_fast_1s4x24d", "d4a4f76f"),
+    ]
+]
+
+
+def _official_expected(url: str) -> tuple:
+    """(model, (source, filename, sha256 prefix, url)) read off an official URL by torch.hub's own rule."""
+    filename = url.rsplit("/", 1)[1]
+    digest = torch.hub.HASH_REGEX.search(filename).group(1)
+    return filename[: -len(f"-{digest}.pth")], (OFFICIAL, filename, digest, url)
+
+
+def _timm_hub_repos() -> dict:
+    """Our model name -> the hub repository of timm's default pretrained weights for its timm alias."""
+    repos = {}
+    for name, spec in MODEL_SPECS.items():
+        for alias in spec.aliases:
+            cfg = timm.models.get_pretrained_cfg(alias) if alias in timm.list_models() else None
+            if cfg is not None and cfg.hf_hub_id:
+                repos[name] = cfg.hf_hub_id
+    return repos
 
 
 def test_registry_lists_every_published_file() -> None:
-    assert set(CHECKPOINTS) == set(OFFICIAL_HASHES) | set(HUB_REPOS)
+    """Every source equals an independent reference: the official URLs (the authors' code) and the hub
+    repositories of timm's pretrained configurations, fetched at the pinned revision."""
+    official = dict(_official_expected(url) for url in OFFICIAL_URLS)
+    hub = _timm_hub_repos()
+    assert len(official) == 11 and len(hub) == 8
+    assert set(CHECKPOINTS) == set(official) | set(hub)
     for name, sources in CHECKPOINTS.items():
-        expected = []
-        if name in OFFICIAL_HASHES:
-            filename = f"{name}-{OFFICIAL_HASHES[name]}.pth"
-            expected.append((OFFICIAL, filename, OFFICIAL_HASHES[name],
-                             f"https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/{filename}"))
-        if name in HUB_REPOS:
-            repo = HUB_REPOS[name]
-            expected.append((TIMM_HUB, f"{repo}.safetensors", None,
-                             f"https://huggingface.co/timm/{repo}/resolve/main/model.safetensors"))
+        expected = [official[name]] if name in official else []
+        if name in hub:
+            repo = hub[name]
+            expected.append((TIMM_HUB, f"{repo.split('/')[1]}.safetensors", None,
+                             f"https://huggingface.co/{repo}/resolve/{HUB_REVISION}/model.safetensors"))
         assert [(c.source, c.filename, c.sha256, c.url) for c in sources] == expected
+        assert [c.repo for c in sources if c.source == TIMM_HUB] == ([hub[name]] if name in hub else [])
     assert checkpoints_for("resnest50d") == CHECKPOINTS["resnest50"]  # timm alias
     with pytest.raises(ValueError, match="No pretrained weights are published for resnet50d.*pretrained=<path"):
         checkpoints_for("resnet50d")

@@ -19,7 +19,8 @@ from splitattn import create_model
 from splitattn.weights import (
     Checkpoint, ChecksumError, DownloadError, UnsafeCheckpointError, cache_dir, checkpoint_url, download_file,
 )
-from splitattn.weights.sources import TIMM_HUB, official
+from splitattn.weights.download import cached_file
+from splitattn.weights.sources import TIMM_HUB, official, timm_hub
 
 
 @pytest.fixture
@@ -78,10 +79,12 @@ def test_transfer_cut_once_is_retried(mirror: WeightServer, tiny: SavedWeights, 
 
 
 def test_transfer_cut_every_time_fails_cleanly(mirror: WeightServer, tiny: SavedWeights, monkeypatch) -> None:
+    # torch.hub keeps the bytes that arrived: a cut transfer shows as a hash mismatch, retried each time.
     checkpoint = register_official(monkeypatch, tiny.data)
     mirror.files[checkpoint.filename] = tiny.data
     mirror.cuts[checkpoint.filename] = 100
-    with pytest.raises(DownloadError, match=f"failed 3 times.*{len(tiny.data) // 2} of {len(tiny.data)} bytes"):
+    half = hashlib.sha256(tiny.data[: len(tiny.data) // 2]).hexdigest()
+    with pytest.raises(ChecksumError, match=f"{checkpoint.filename}: sha256 is {half} but {checkpoint.sha256}"):
         create_model("resnest14", pretrained=True, **TINY)
     assert mirror.requests == [checkpoint.filename] * 3
     assert os.listdir(cache_dir()) == []  # no partial or temporary file left
@@ -178,7 +181,7 @@ def test_download_shows_a_progress_bar_on_request(server: WeightServer, tmp_path
                          progress=True)
     assert dest.read_bytes() == data
     bar = capsys.readouterr().err
-    assert "blob.bin: 100%" in bar and "293k/293k" in bar
+    assert "100%" in bar and "293k/293k" in bar
 
 
 def test_a_file_url_mirror_works(tmp_path: Path, tiny: SavedWeights, monkeypatch) -> None:
@@ -188,3 +191,37 @@ def test_a_file_url_mirror_works(tmp_path: Path, tiny: SavedWeights, monkeypatch
     monkeypatch.setenv("SPLITATTN_WEIGHTS_MIRROR", (tmp_path / "mirror").as_uri())
     assert_same_weights(create_model("resnest14", pretrained=True, **TINY).state_dict(), tiny.state_dict)
     assert (cache_dir() / checkpoint.filename).read_bytes() == tiny.data
+
+
+def test_hub_copy_comes_through_huggingface_hub_and_its_cache(server: WeightServer, tiny: SavedWeights, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """Hub copies are fetched by ``hf_hub_download`` at the pinned revision (``HF_ENDPOINT`` points it at the
+    local server, which answers in the hub's resolve/ layout), land in the Hugging Face cache that timm shares,
+    and load from there with the server gone and ``HF_HUB_OFFLINE`` on."""
+    from huggingface_hub import constants as hf_constants
+
+    checkpoint = timm_hub("resnest14", "timm/tiny.in1k", revision="v1")
+    register(monkeypatch, checkpoint)
+    hub_path = "timm/tiny.in1k/resolve/v1/model.safetensors"
+    server.files[hub_path] = safetensors.torch.save(tiny.state_dict)
+    monkeypatch.setenv("HF_ENDPOINT", server.url.rstrip("/"))
+    assert_same_weights(create_model("resnest14", pretrained=True, **TINY).state_dict(), tiny.state_dict)
+    assert server.requests == [hub_path]
+    assert not cache_dir().exists() or os.listdir(cache_dir()) == []  # not copied into our cache
+    cached = cached_file(checkpoint)
+    assert cached is not None and (tmp_path / "hf" / "hub" / "models--timm--tiny.in1k") in cached.parents
+    server.stop()
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    assert_same_weights(create_model("resnest14", pretrained=True, **TINY).state_dict(), tiny.state_dict)
+    assert server.requests == [hub_path]
+
+
+def test_hub_copy_missing_offline_says_where_to_put_it(tiny: SavedWeights, monkeypatch) -> None:
+    from huggingface_hub import constants as hf_constants
+
+    checkpoint = timm_hub("resnest14", "timm/tiny.in1k")
+    register(monkeypatch, checkpoint)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DownloadError, match="cannot connect, and the Hugging Face cache has no copy") as error:
+        create_model("resnest14", pretrained=True, **TINY)
+    assert str(cache_dir() / "tiny.in1k.safetensors") in str(error.value)

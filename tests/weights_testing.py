@@ -12,10 +12,11 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 import pytest
 import torch
+from huggingface_hub import constants as hf_constants
 from torch import Tensor
 
 from splitattn import create_model
@@ -29,10 +30,14 @@ TINY = {"stem_width": 8, "bottleneck_width": 8}
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private cache, no mirror, no retry waits, and no name resolution beyond 127.0.0.1."""
+    """Private caches (ours, torch's, the Hugging Face hub's), no mirror, the real hub endpoint (unreachable:
+see below), no retry waits, and no name resolution beyond 127.0.0.1."""
     monkeypatch.setenv("SPLITATTN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("SPLITATTN_WEIGHTS_MIRROR", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read at import from HF_HOME
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(download, "RETRY_BACKOFF_S", 0.0)
     resolve = socket.getaddrinfo
 
@@ -49,7 +54,10 @@ class WeightServer:
     """``http.server`` on 127.0.0.1 in a thread, serving ``files`` (name -> bytes) at ``url``.
 
     ``cuts[name] = n`` makes the next ``n`` responses for ``name`` announce the full
-    Content-Length, send half the bytes and close the connection.
+    Content-Length, send half the bytes and close the connection. Names in the Hugging Face
+    hub's layout (``{repo}/resolve/{revision}/{file}``) are answered as the hub does: HEAD
+    requests and the commit and ETag headers that ``huggingface_hub`` reads. ``requests``
+    lists the names of GET requests.
     """
 
     def __init__(self) -> None:
@@ -59,16 +67,26 @@ class WeightServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_HEAD(self) -> Optional[bytes]:  # noqa: N802 (http.server's naming)
                 name = self.path.lstrip("/")
-                owner.requests.append(name)
                 data = owner.files.get(name)
                 if data is None:
                     self.send_error(404)
-                    return
+                    return None
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
+                if "/resolve/" in name:
+                    self.send_header("X-Repo-Commit", hashlib.sha1(name.encode()).hexdigest())
+                    self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
                 self.end_headers()
+                return data
+
+            def do_GET(self) -> None:  # noqa: N802
+                owner.requests.append(self.path.lstrip("/"))
+                data = self.do_HEAD()
+                if data is None:
+                    return
+                name = self.path.lstrip("/")
                 if owner.cuts.get(name, 0) > 0:
                     owner.cuts[name] -= 1
                     self.wfile.write(data[: len(data) // 2])

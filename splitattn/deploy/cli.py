@@ -46,8 +46,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak training memory measurement")
-    parser.add_argument("--memory-efficient", action="store_true",
-                        help="train our model through the lean Split-Attention step (less memory, a little slower)")
     parser.add_argument("--compile-train", action="store_true",
                         help="also time our training step compiled (splitattn.utils.compile_for_training)")
     parser.add_argument("--memory-budget", type=float, default=0.7,
@@ -163,7 +161,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         raise ValueError("--cuda-graphs needs a CUDA device.")
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    ours = create_model(args.model, memory_efficient=args.memory_efficient)
+    ours = create_model(args.model)
     baselines = _compared_models(compare, args.model, ours)
     flops = {"splitattn": bench.forward_flops(ours, args.img_size)}
     flops.update({name: bench.forward_flops(m, args.img_size) for name, m in baselines.items()})

@@ -9,7 +9,7 @@ conv1/bn1, the split-attention conv/bn0 and its attention fc1/bn1, conv3/bn3, th
 conv2/bn2 and the shortcut's conv/bn. The result computes the same function up to float rounding.
 
 The folded network then runs through one of three backends. ``compile`` (the default) is
-``torch.compile`` with Inductor's freezing: weights become constants, oneDNN convolutions get
+``torch.compile(options={"freezing": True})``, Inductor's freezing: weights become constants, oneDNN convolutions get
 pre-packed weights and fused ReLU/add epilogues, and the split-attention softmax and weighted
 sum become single generated kernels; on this project's 2-core AVX-512 CPU it runs resnest50 at
 about 1.5x timm's eager speed at batch 1 (fp32), where ``torchscript`` (trace + ``torch.jit.freeze``)
@@ -24,9 +24,7 @@ from contextlib import nullcontext
 from typing import Iterator, Optional, Tuple
 
 import torch
-import torch._inductor.config as inductor_config
 from torch import Tensor, nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from ..layers import SplitAttention
 from ..models.resnest import Bottleneck, check_image_batch
@@ -34,7 +32,6 @@ from ..models.registry import EvalConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 BACKENDS = ("compile", "torchscript", "eager")
 
 
@@ -48,6 +45,13 @@ def precision_dtype(precision: str) -> torch.dtype:
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX) that oneDNN uses."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def foldable_norms() -> Tuple[type, ...]:
+    """The norm classes ``fold_batch_norm`` folds: BatchNorm and torchvision's frozen BN (imported on first use)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    return (nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
 def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
@@ -99,9 +103,10 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     statistics to train with. GroupNorm and other norms that depend on the input stay.
     A DropBlock between conv and norm is not in the way: it is the identity at inference.
     """
+    foldable = foldable_norms()
     for conv_owner, conv_name, norm_owner, norm_name in list(_conv_norm_pairs(model)):
         norm = getattr(norm_owner, norm_name)
-        if not isinstance(norm, FOLDABLE_NORMS):
+        if not isinstance(norm, foldable):
             continue
         setattr(conv_owner, conv_name, fold_conv_norm(getattr(conv_owner, conv_name), norm))
         setattr(norm_owner, norm_name, nn.Identity())
@@ -132,11 +137,12 @@ class InferenceModel(nn.Module):
 
     def forward(self, x: Tensor):
         check_image_batch(x, self.in_chans)
-        # Inductor compiles lazily, at the first call for each input shape, so freezing must be on then (a
-        # torch.compile(options=...) setting does not reach it); it yields the frozen kernels only for graphs
-        # traced in inference mode. The outputs are cloned out of inference mode: ordinary tensors.
-        freezing = inductor_config.patch(freezing=True) if self.backend == "compile" else nullcontext()
-        with torch.inference_mode(), freezing:
+        # Inductor freezes (options={"freezing": True}) only graphs traced with grad mode off, and only the
+        # tensors Dynamo handed over as parameters: Dynamo does that when its `prepare_freezing` flag is on
+        # while it traces (at the first call for each input shape). The flag is set for this call only. The
+        # outputs are cloned out of inference mode: ordinary tensors.
+        tracing = torch._dynamo.config.patch(prepare_freezing=True) if self.backend == "compile" else nullcontext()
+        with torch.inference_mode(), tracing:
             out = self.inner(x.to(dtype=self.dtype, memory_format=self.memory_format))
         if isinstance(out, (list, tuple)):
             return [o.to(torch.float32, copy=True) for o in out]
@@ -160,7 +166,7 @@ def optimize_for_inference(
         precision: ``fp32``; ``bf16`` (weights and activations in bfloat16: needs a CPU with bf16
             instructions, or a GPU); ``fp16`` (GPU only).
         channels_last: NHWC activations, which oneDNN and cuDNN convolutions prefer. Default: on.
-        backend: ``compile`` (``torch.compile`` with Inductor freezing: the fastest; the first call at
+        backend: ``compile`` (``torch.compile`` with Inductor's ``freezing`` option: the fastest; the first call at
             each new input shape compiles, tens of seconds on a CPU), ``torchscript`` (trace,
             ``torch.jit.freeze`` and ``torch.jit.optimize_for_inference``: ready at once, no compiler
             needed) or ``eager`` (folding and layout only).
@@ -199,5 +205,5 @@ def optimize_for_inference(
             traced = torch.jit.trace(fast, example, check_trace=False, strict=False)  # feature lists too
             fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
     elif backend == "compile":
-        fast = torch.compile(fast)  # frozen: see InferenceModel.forward
+        fast = torch.compile(fast, options={"freezing": True})  # traced for freezing: see InferenceModel.forward
     return InferenceModel(fast, dtype, channels_last, in_chans, precision, backend).eval()

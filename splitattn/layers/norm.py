@@ -12,7 +12,6 @@ from typing import Callable, Union
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -38,6 +37,8 @@ def make_norm_layer(norm: Union[str, NormFactory]) -> NormFactory:
         )
     if callable(norm):
         return norm
+    from torchvision.ops import FrozenBatchNorm2d  # on use: importing torchvision loads the compiler stack
+
     factories = {
         "batchnorm": nn.BatchNorm2d,
         "syncbn": nn.SyncBatchNorm,
@@ -75,6 +76,8 @@ def batch_statistics_are_local(norm: nn.Module) -> bool:
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm2d/SyncBatchNorm in ``module`` by a FrozenBatchNorm2d with its statistics."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        from torchvision.ops import FrozenBatchNorm2d  # on use, as in make_norm_layer
+
         frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
         if module.affine:
             frozen.weight.copy_(module.weight.detach())

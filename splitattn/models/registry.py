@@ -161,7 +161,6 @@ _OFFICIAL_ARGS = {"final_drop": "drop_rate", "dropblock_prob": "drop_block_prob"
 _ARCH_ARGS = (
     "layers", "radix", "cardinality", "bottleneck_width", "stem_width", "deep_stem", "avg_down", "avd",
     "avd_first", "in_chans", "output_stride", "drop_rate", "drop_block_prob", "norm_layer", "zero_init_last",
-    "memory_efficient",
 )
 
 

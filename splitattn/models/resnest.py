@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from ..layers import DropBlock2d, SplitAttention, make_norm_layer
 from ..layers.drop_block import check_drop_prob
-from ..layers.split_attention import batch_norm_relu, recompute_when_saved, trains_lean
 from ..layers.norm import NormFactory, has_learnable_weight
 
 # Below this the five stride-2 steps act on maps that are mostly padding.
@@ -117,11 +116,8 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(planes * self.expansion)
         self.drop_block3 = make_drop_block()
         self.downsample = downsample
-        self.memory_efficient = False  # see ResNeSt.set_memory_efficient
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting() and self.uses_lean_step():
-            return self.forward_lean(x)
         out = self.bn1(self.conv1(x))
         if self.drop_block1 is not None:
             out = self.drop_block1(out)
@@ -137,36 +133,6 @@ class Bottleneck(nn.Module):
         if self.avd_last is not None:
             out = self.avd_last(out)
         out = self.bn3(self.conv3(out))
-        if self.drop_block3 is not None:
-            out = self.drop_block3(out)
-        return self.add_shortcut(out, x)
-
-    @torch.jit.unused
-    def uses_lean_step(self) -> bool:
-        """Whether this training call goes through ``forward_lean`` (opt-in, eager BatchNorm2d only)."""
-        return (self.memory_efficient and isinstance(self.conv2, SplitAttention)
-                and trains_lean(self.bn1, self.drop_block1) and self.conv2.uses_lean_step())
-
-    @torch.jit.unused
-    def forward_lean(self, x: Tensor) -> Tensor:
-        """The training forward saving fewer activations (same results as ``forward``).
-
-        bn1's input and the split-attention conv's output are kept for backward; the rectified
-        tensors computed from them (conv2's input, conv3's input) are recomputed in backward
-        by cheap elementwise passes instead of being stored: about 1/4 less activation memory.
-        """
-        z = self.conv1(x)
-        out, recompute = batch_norm_relu(z, self.bn1)
-        with recompute_when_saved(out, recompute):
-            if self.avd_first is not None:
-                out = self.avd_first(out)
-            z = self.conv2.conv(out)
-        out, recompute = self.conv2.forward_lean(z)
-        with recompute_when_saved(out, recompute):
-            if self.avd_last is not None:
-                out = self.avd_last(out)
-            out = self.conv3(out)
-        out = self.bn3(out)
         if self.drop_block3 is not None:
             out = self.drop_block3(out)
         return self.add_shortcut(out, x)
@@ -228,8 +194,6 @@ class ResNeSt(nn.Module):
         norm_layer: ``batchnorm``, ``syncbn``, ``frozenbn``, ``groupnorm`` or a factory.
         zero_init_last: zero the last BN gamma of each block (the recipe's "last gamma"); norms
             whose weight does not learn (``frozenbn``) keep gamma 1.
-        memory_efficient: train through the lean Split-Attention step, which keeps about 1/4
-            less activation memory for backward at a few percent of speed (same results).
 
     Shape: (N, in_chans, H, W) -> (N, num_classes) logits, H and W at least 32.
     """
@@ -252,7 +216,6 @@ class ResNeSt(nn.Module):
         drop_block_prob: float = 0.0,
         norm_layer: Union[str, NormFactory] = "batchnorm",
         zero_init_last: bool = True,
-        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         if len(layers) != 4 or min(layers) < 1:
@@ -311,7 +274,6 @@ class ResNeSt(nn.Module):
         self._init_weights(zero_init_last)
         if drop_block_prob > 0:
             self.set_drop_block_prob(drop_block_prob)
-        self.set_memory_efficient(memory_efficient)
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for module in self.modules():
@@ -340,13 +302,6 @@ class ResNeSt(nn.Module):
             raise ValueError("This model has no DropBlock layers; build it with drop_block_prob > 0.")
         for layer in layers:
             layer.set_drop_prob(prob)
-
-    @torch.jit.ignore
-    def set_memory_efficient(self, enabled: bool = True) -> None:
-        """Switch the lean training step (BatchNorm2d blocks, training mode) on or off."""
-        for module in self.modules():
-            if isinstance(module, (Bottleneck, SplitAttention)):
-                module.memory_efficient = bool(enabled)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

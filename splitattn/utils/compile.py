@@ -12,21 +12,38 @@ from eager ones, about 1e-3 relative on some BatchNorm gradients.
 """
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable
+
 import torch
 import torch._functorch.config as functorch_config
-from typing import Any
-
 from torch import nn
 
 
-def compile_for_training(model: nn.Module, memory_budget: float = 1.0, **compile_options: Any) -> nn.Module:
-    """``torch.compile(model, **compile_options)`` after setting the activation memory budget, in (0, 1].
+def _with_memory_budget(forward: Callable[..., Any], memory_budget: float) -> Callable[..., Any]:
+    """``forward`` run with PyTorch's activation memory budget set to ``memory_budget``, restored on return."""
 
-    The budget is a process-wide setting of PyTorch's, read when each graph compiles (at the
-    first training call), so every model compiled later in the process shares it.
+    @functools.wraps(forward)
+    def scoped(*args: Any, **kwargs: Any) -> Any:
+        with functorch_config.patch(activation_memory_budget=memory_budget):
+            return forward(*args, **kwargs)
+
+    return scoped
+
+
+def compile_for_training(model: nn.Module, memory_budget: float = 1.0, **compile_options: Any) -> nn.Module:
+    """``torch.compile(model, **compile_options)`` whose graphs are partitioned under ``memory_budget``, in (0, 1].
+
+    ``activation_memory_budget`` is a process-wide setting of PyTorch's, read when a graph
+    compiles: at the first training call and at each recompilation (a new input shape). The
+    returned module sets it only for the duration of its own calls and puts the previous value
+    back afterwards, so other models compiled in the same process keep theirs.
+
+    Raises ``ValueError`` for a budget outside (0, 1].
     """
     if not 0.0 < memory_budget <= 1.0:
         raise ValueError(f"memory_budget must be in (0, 1] (1.0: PyTorch's default; lower recomputes more "
                          f"to save memory), got {memory_budget}.")
-    functorch_config.activation_memory_budget = float(memory_budget)
-    return torch.compile(model, **compile_options)
+    compiled = torch.compile(model, **compile_options)
+    compiled.forward = _with_memory_budget(compiled.forward, float(memory_budget))
+    return compiled

@@ -18,7 +18,13 @@ from typing import Dict, List, Optional, Tuple
 from ..models.registry import MODEL_SPECS, EvalConfig, get_model_spec
 
 OFFICIAL_BASE_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
-HUB_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
+HUB_URL = "https://huggingface.co/{repo}/resolve/{revision}/{filename}"
+HUB_FILENAME = "model.safetensors"
+# The hub revision every timm repository is fetched at. A commit id pins the bytes; "main" follows the
+# branch. It stays "main" until the commit ids are recorded (look one up with
+# `huggingface_hub.HfApi().model_info(repo).sha`): the hub publishes no hash, so these files are checked
+# by loading them strictly (every key and shape).
+HUB_REVISION = "main"
 OFFICIAL = "official"
 TIMM_HUB = "timm-hub"
 
@@ -36,6 +42,8 @@ class Checkpoint:
     its prefix (lower-case hex, at least 8 digits); ``None`` where nothing is published.
     ``eval_config`` is the evaluation preprocessing under which the file's accuracy was
     published; ``None`` stands for the model's registered one (the authors' protocol).
+    ``repo`` and ``revision``: the Hugging Face hub repository and revision of a hub copy
+    (fetched through ``huggingface_hub``, whose cache timm shares); ``None`` for other files.
     """
 
     model: str
@@ -44,6 +52,8 @@ class Checkpoint:
     source: str
     sha256: Optional[str] = None
     eval_config: Optional[EvalConfig] = None
+    repo: Optional[str] = None
+    revision: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_SPECS:
@@ -62,15 +72,16 @@ def official(model: str, sha256_prefix: str) -> Checkpoint:
     return Checkpoint(model, filename, OFFICIAL_BASE_URL + filename, OFFICIAL, sha256_prefix)
 
 
-def timm_hub(model: str, repo: str, crop_pct: float, interpolation: str) -> Checkpoint:
-    """The safetensors file of a timm hub repository such as ``timm/resnest14d.gluon_in1k``.
+def timm_hub(model: str, repo: str, crop_pct: float, interpolation: str, revision: str = HUB_REVISION) -> Checkpoint:
+    """The safetensors file of a timm hub repository such as ``timm/resnest14d.gluon_in1k`` at ``revision``.
 
     ``crop_pct`` and ``interpolation`` are those of timm's pretrained config for the file
     (``timm.models.get_pretrained_cfg``): the copy is evaluated with timm's protocol.
     """
     config = EvalConfig(MODEL_SPECS[model].eval_config.input_size, crop_pct, interpolation, crop_mode="center")
-    return Checkpoint(model, f"{repo.split('/')[-1]}.safetensors", HUB_URL.format(repo=repo), TIMM_HUB,
-                      eval_config=config)
+    url = HUB_URL.format(repo=repo, revision=revision, filename=HUB_FILENAME)
+    return Checkpoint(model, f"{repo.split('/')[-1]}.safetensors", url, TIMM_HUB, eval_config=config, repo=repo,
+                      revision=revision)
 
 
 _OFFICIAL_HASHES = {
@@ -97,6 +108,7 @@ _HUB_REPOS = {
     "resnest50_fast_4s2x40d": ("timm/resnest50d_4s2x40d.in1k", 0.875, "bicubic"),
     "resnest50_fast_1s4x24d": ("timm/resnest50d_1s4x24d.in1k", 0.875, "bicubic"),
 }
+
 
 def _published(name: str) -> Tuple[Checkpoint, ...]:
     sources = []
