@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch._functorch import config as functorch_config
 from torchvision import transforms as T
 
 from splitattn.cli import build_parser, main
@@ -19,7 +18,7 @@ from splitattn.tasks.classification import NonFiniteLossError, engine, train
 from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
 from splitattn.engine.checkpoint import atomic_save
 from splitattn.engine.optim import parameter_groups, warmup_cosine
-from .train_helpers import REPO, TINY_MODEL, make_image_folder
+from .train_helpers import REPO, TINY_MODEL, independent_top1, make_image_folder
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 # model: (train crop, eval crop, dropout) from the paper's recipe
@@ -146,7 +145,8 @@ def test_bad_images_are_skipped_and_counted_and_odd_modes_converted(tmp_path: Pa
     metrics = train(_tiny_options(data, tmp_path / "run", epochs=1))
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert records[0]["train_bad_images"] == 1 and records[0]["val_bad_images"] == 1
-    assert metrics["epoch"] == 1 and 0 <= metrics["top1"] <= 100 and "top5" in metrics
+    assert metrics["epoch"] == 1 and "top5" in metrics
+    assert metrics["top1"] == pytest.approx(independent_top1(tmp_path / "run", data / "val"))
     assert "corrupt.jpg" in capsys.readouterr().err
     for name in ("last.pt", "best.pt", "metrics.json", "curves.png", "log.jsonl"):
         assert (tmp_path / "run" / name).stat().st_size > 0
@@ -245,15 +245,14 @@ def test_csv_lists_of_path_and_label(tmp_path: Path) -> None:
     {"amp": "bf16", "channels_last": True},
     {"grad_checkpointing": True, "ema": True, "drop_block": 0.1, "mixup": 0.2, "label_smoothing": 0.1},
     {"compile": True, "memory_budget": 0.6},
-    {"model_kwargs": {"bottleneck_width": 16, "stem_width": 16, "memory_efficient": True}},
-], ids=["bf16-channels-last", "checkpointing-ema-dropblock-mixup", "compile-memory-budget", "memory-efficient"])
-def test_training_options_run_end_to_end(tmp_path: Path, changes: dict, monkeypatch) -> None:
+], ids=["bf16-channels-last", "checkpointing-ema-dropblock-mixup", "compile-memory-budget"])
+def test_training_options_run_end_to_end(tmp_path: Path, changes: dict) -> None:
     """Each option trains two epochs, logs finite losses and writes loadable checkpoints."""
-    budget = functorch_config.activation_memory_budget  # process-wide: put back after the run
-    monkeypatch.setattr(functorch_config, "activation_memory_budget", budget)
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
     metrics = train(_tiny_options(data, tmp_path / "run", **changes))
-    assert metrics["epoch"] == 2 and 0.0 <= metrics["top1"] <= 100.0
+    # the run's evaluation against an independent one of its checkpoint (bf16/compiled kernels may flip one image)
+    assert metrics["epoch"] == 2
+    assert abs(metrics["top1"] - independent_top1(tmp_path / "run", data / "val")) <= 100 / 8 + 1e-9
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in log)
     checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
@@ -261,8 +260,6 @@ def test_training_options_run_end_to_end(tmp_path: Path, changes: dict, monkeypa
                                             if t.is_floating_point())
     if changes.get("ema"):
         assert checkpoint["ema"] is not None
-    if changes.get("compile"):
-        assert functorch_config.activation_memory_budget == changes["memory_budget"]
 
 
 WRONG_TASK_COMMANDS = {"classification": "classify", "detection": "detect", "segmentation": "segment"}

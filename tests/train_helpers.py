@@ -45,3 +45,38 @@ def cli(args: List[str], threads: int = 1, check: bool = True) -> subprocess.Com
     if check and result.returncode != 0:
         raise AssertionError(f"splitattn {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def independent_top1(run: Path, split_dir: Path) -> float:
+    """Top-1 (%) of ``run/last.pt`` on the ImageFolder ``split_dir``, recomputed without our data code: PIL
+    reading, torchvision's Resize(floor(size / crop_pct), bilinear) + CenterCrop + ImageNet normalisation (timm's
+    evaluation recipe), the model rebuilt from the checkpoint, one image at a time. Unreadable files are left
+    out, as the run's evaluation leaves them out."""
+    import math
+
+    import torch
+    from torchvision import transforms as T
+
+    from splitattn import create_model
+    from splitattn.tasks.classification.checkpoint import model_overrides
+
+    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    options, classes = checkpoint["args"], checkpoint["classes"]
+    size = int(options["eval_img_size"] or options["img_size"])
+    transform = T.Compose([T.Resize(math.floor(size / options["crop_pct"])), T.CenterCrop(size), T.ToTensor(),
+                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    model = create_model(checkpoint["model_name"], num_classes=len(classes), **model_overrides(options))
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    hits = seen = 0
+    for label, name in enumerate(classes):
+        for path in sorted((split_dir / name).iterdir()):
+            try:
+                with Image.open(path) as image:
+                    pixels = transform(image.convert("RGB"))
+            except OSError:
+                continue
+            with torch.no_grad():
+                hits += int(model(pixels[None]).argmax(1).item() == label)
+            seen += 1
+    return 100.0 * hits / seen

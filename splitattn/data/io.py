@@ -20,14 +20,15 @@ image/annotation sizes when they are built without decoding any pixels.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["CHANNEL_MODES", "channel_stats", "image_size", "is_hidden", "open_upright", "read_image", "to_8bit"]
+__all__ = ["CHANNEL_MODES", "channel_stats", "image_size", "is_hidden", "normalisation", "open_upright", "read_image",
+           "to_8bit"]
 
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 # EXIF orientations that turn the stored picture by 90 degrees (width and height swap when made upright)
@@ -91,6 +92,18 @@ def image_size(path: Union[str, Path]) -> Tuple[int, int]:
         exif = Image.Image.getexif(opened) if opened.format == "PNG" else opened.getexif()
         orientation = exif.get(ExifTags.Base.Orientation, 1)
     return (height, width) if orientation in _QUARTER_TURNS else (width, height)
+
+
+def normalisation(channels: int, mean: Optional[Sequence[float]] = None,
+                  std: Optional[Sequence[float]] = None) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """``(mean, std)`` for images of ``channels`` channels: the given values, else ``channel_stats(channels)``.
+    Raises ``ValueError`` unless there is one mean and one std per channel."""
+    default_mean, default_std = channel_stats(channels)
+    mean, std = tuple(default_mean if mean is None else mean), tuple(default_std if std is None else std)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"normalisation needs one mean and one std per channel ({channels}), got mean {mean} "
+                         f"and std {std}.")
+    return mean, std
 
 
 def open_upright(path: Union[str, Path]) -> Image.Image:

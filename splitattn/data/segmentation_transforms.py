@@ -21,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from .io import channel_stats
+from .io import normalisation
 from .segmentation import IGNORE_INDEX
 
 
@@ -67,7 +67,7 @@ class SegmentationTrainTransform:
         std: Optional[Sequence[float]] = None,
         channels: int = 3,
     ) -> None:
-        mean, std = _stats(channels, mean, std)
+        mean, std = normalisation(channels, mean, std)
         self.scale = RandomLongSideScale(base_size, scale_range)
         self.rest = v2.Compose([
             v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
@@ -89,21 +89,11 @@ class SegmentationEvalTransform:
 
     def __init__(self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  channels: int = 3) -> None:
-        mean, std = _stats(channels, mean, std)
+        mean, std = normalisation(channels, mean, std)
         self.mean, self.std = list(mean), list(std)
 
     def __call__(self, image: Image.Image, target: np.ndarray) -> Tuple[Tensor, Tensor]:
         return normalize_image(image, self.mean, self.std), torch.from_numpy(np.ascontiguousarray(target)).long()
-
-
-def _stats(channels: int, mean: Optional[Sequence[float]], std: Optional[Sequence[float]]):
-    """``(mean, std)``: the given values, else ``channel_stats(channels)``; one value a channel or an error."""
-    default_mean, default_std = channel_stats(channels)
-    mean, std = tuple(default_mean if mean is None else mean), tuple(default_std if std is None else std)
-    if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"normalisation needs one mean and one std per channel ({channels}), got mean {mean} "
-                         f"and std {std}.")
-    return mean, std
 
 
 def normalize_image(image: Image.Image, mean: Optional[Sequence[float]] = None,
@@ -111,5 +101,5 @@ def normalize_image(image: Image.Image, mean: Optional[Sequence[float]] = None,
     """PIL image of C channels -> (C, H, W) float tensor normalised with ``mean``/``std`` (default:
     ``channel_stats(C)``, ImageNet's for RGB)."""
     tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)
-    mean, std = _stats(tensor.shape[0], mean, std)
+    mean, std = normalisation(tensor.shape[0], mean, std)
     return TF.normalize(tensor, list(mean), list(std))

@@ -21,7 +21,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..models.registry import EvalConfig
-from .io import channel_stats
+from .io import normalisation
 
 # PCA of ImageNet RGB pixels (AlexNet, Krizhevsky et al. 2012), pixel values in [0, 1].
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -69,13 +69,6 @@ class Lighting:
         return f"{type(self).__name__}(std={self.std})"
 
 
-def _normalisation(mean: Optional[Sequence[float]], std: Optional[Sequence[float]],
-                   channels: int) -> Tuple[Sequence[float], Sequence[float]]:
-    """``mean``/``std``, each defaulting to ``channel_stats(channels)``."""
-    default_mean, default_std = channel_stats(channels)
-    return (default_mean if mean is None else mean), (default_std if std is None else std)
-
-
 def build_train_transform(
     size: int,
     augment: bool = True,
@@ -93,7 +86,7 @@ def build_train_transform(
     ``mean``/``std`` default to ``channel_stats(channels)`` (ImageNet's for RGB). ``augment=False`` gives the
     deterministic evaluation pipeline instead. Raises ``ValueError`` for AutoAugment on 4 channels (its
     colour operations are defined for 1 and 3)."""
-    mean, std = _normalisation(mean, std, channels)
+    mean, std = normalisation(channels, mean, std)
     if auto_augment and augment and channels == 4:
         raise ValueError("AutoAugment is defined for 1- and 3-channel images, not 4; turn it off (auto_augment: "
                          "false, --no-auto-augment) to train a 4-channel model.")
@@ -154,7 +147,7 @@ def build_eval_transform(
     authors'): crop ``crop_pct`` of the short side, resize to ``size``. See ``EvalConfig``;
     invalid values raise ``ValueError`` naming them.
     """
-    mean, std = _normalisation(mean, std, channels)
+    mean, std = normalisation(channels, mean, std)
     config = EvalConfig(size, crop_pct, interpolation, tuple(mean), tuple(std), crop_mode)
     mode = InterpolationMode(config.interpolation)
     if config.crop_mode == "crop_resize":
