@@ -39,10 +39,11 @@ class ConfigError(ValueError):
     """An option that is unknown, of the wrong type or out of range (a usage error: exit code 2)."""
 
 
-def option(default: Any, help: str = "", **argparse_keywords: Any) -> Any:
-    """A config field: its default, its help text and extra ``argparse`` keywords (choices, nargs, metavar)."""
+def option(default: Any, help: str = "", flags: Tuple[str, ...] = (), **argparse_keywords: Any) -> Any:
+    """A config field: its default, its help text, more command-line ``flags`` for it (shown first) and extra
+    ``argparse`` keywords (choices, nargs, metavar)."""
     factory = (lambda: type(default)(default)) if isinstance(default, (list, dict)) else None
-    metadata = {"help": help, "argparse": argparse_keywords}
+    metadata = {"help": help, "argparse": argparse_keywords, "flags": flags}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -159,7 +160,8 @@ class DetectConfig(RunConfig):
     max_images: Optional[int] = option(None, "use only the first N images of each split (quick runs)")
     skip_bad: bool = option(True, "skip (and count) missing or unreadable images instead of stopping")
     arch: str = option("faster_rcnn", choices=DETECTION_ARCHS)
-    backbone: str = option("resnest50", "registered model name (`splitattn models`)")
+    backbone: str = option("resnest50", "registered model name (`splitattn models`), as --model in every command",
+                           flags=("--model",), metavar="NAME")
     norm: str = option("groupnorm", "backbone normalisation (the paper: syncbn on GPUs; frozenbn needs "
                                     "--pretrained)", choices=NORMS)
     trainable_layers: Optional[int] = option(None, "backbone stages trained, from the last (default: 3 with "
@@ -208,7 +210,8 @@ class SegmentConfig(RunConfig):
     skip_bad: bool = option(True, "skip (and count) unmatched files and size mismatches instead of stopping")
     train_split: str = option("train")
     val_split: str = option("val")
-    backbone: str = option("resnest50", "registered model name (`splitattn models`)")
+    backbone: str = option("resnest50", "registered model name (`splitattn models`), as --model in every command",
+                           flags=("--model",), metavar="NAME")
     head: str = option("deeplabv3", choices=SEGMENTATION_HEADS)
     output_stride: int = option(8, "8: ASPP rates 12/24/36; 16: 6/12/18", choices=(8, 16))
     aux: bool = option(True, "auxiliary FCN head on stage 3")
@@ -362,7 +365,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Type[RunConfig]) -> None
             keywords.setdefault("type", str if typing.get_origin(base[0]) in (dict, Dict) else element)
         elif keywords.get("const") is None:
             keywords.setdefault("type", base[0] if base[0] in (int, float, str) else str)
-        parser.add_argument(_flag(item.name), **keywords)
+        parser.add_argument(*item.metadata["flags"], _flag(item.name), dest=item.name, **keywords)
 
 
 def add_task_commands(subparsers: argparse._SubParsersAction, task: str, help: str) -> argparse._SubParsersAction:

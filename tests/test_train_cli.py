@@ -354,6 +354,37 @@ def test_export_of_the_readme_demo_run_matches_eager_in_onnx_runtime(tmp_path: P
     assert np.allclose(ours, eager, rtol=1e-4, atol=1e-4)
 
 
+def test_one_channel_run_trains_exports_and_predicts_in_onnx_runtime(tmp_path: Path, capsys) -> None:
+    """A 1-channel model (``--model-kwargs in_chans=1``) trains from the CLI on greyscale-read images, exports as a
+    1-channel ONNX file (metadata says so), matches the eager model in ONNX Runtime, and ``predict --onnx`` prints
+    what ``predict --weights`` prints."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    data = make_image_folder(tmp_path / "data", classes=("dark", "mid", "light"), per_class=6)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--output", str(run), "--model", "resnest14", "--model-kwargs",
+                 "in_chans=1", "bottleneck_width=16", "stem_width=16", "--img-size", "32", "--epochs", "1",
+                 "--batch-size", "6", "--workers", "0", "--no-progress", "--no-tensorboard", "--threads", "1"]) == 0
+    onnx_file = tmp_path / "grey.onnx"
+    assert main(["export", "--weights", str(run / "last.pt"), "--format", "onnx", "--output", str(onnx_file)]) == 0
+    from splitattn.deploy.export import read_export_metadata
+    from splitattn.tasks.classification.checkpoint import load_trained_model
+
+    model, classes, _ = load_trained_model(run / "last.pt")
+    assert model.in_chans == 1 and read_export_metadata(onnx_file)["in_chans"] == 1
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1] == 1
+    images = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eager = model(images).numpy()
+    assert np.allclose(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0], eager, rtol=1e-4, atol=1e-4)
+    photos = [str(data / "val" / name / "0.png") for name in classes]
+    capsys.readouterr()
+    assert main(["predict", *photos, "--weights", str(run / "last.pt"), "--topk", "3"]) == 0
+    from_checkpoint = capsys.readouterr().out
+    assert main(["predict", *photos, "--onnx", str(onnx_file), "--topk", "3"]) == 0
+    assert capsys.readouterr().out == from_checkpoint and from_checkpoint.count("%") == 9
+
+
 def test_run_logs_are_strict_json(tmp_path: Path) -> None:
     """NaN and infinities become null in log.jsonl and metrics.json (json.loads with no NaN allowed reads them)."""
     from splitattn.engine.log import RunLogger
