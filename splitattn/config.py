@@ -20,7 +20,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 NORMS = ("batchnorm", "syncbn", "frozenbn", "groupnorm")          # splitattn.layers.norm.NORM_LAYERS
 AMP = ("none", "bf16", "fp16")                                     # splitattn.engine.runtime.AMP_DTYPES
@@ -80,8 +80,12 @@ class RunConfig:
     progress: bool = option(True, "progress bar")
     tensorboard: bool = option(True, "TensorBoard event files")
 
+    data_required: ClassVar[bool] = True  # classification trains on the built-in digits without --data
+
     def validate(self) -> None:
         """Checks that need no data; raises ``ConfigError``."""
+        if self.data_required and not self.data:
+            raise ConfigError("--data is required (on the command line or in the --config file).")
         if self.norm == "frozenbn" and not self.pretrained:
             raise ConfigError("--norm frozenbn freezes the statistics of pretrained weights, but this run starts "
                               "from scratch: add --pretrained, or use --norm groupnorm (any batch size) or "
@@ -98,6 +102,8 @@ class RunConfig:
 @dataclass
 class ClassifyConfig(RunConfig):
     """``splitattn classify train``: the ResNeSt ImageNet recipe (Zhang et al. 2020, section 5.1)."""
+
+    data_required: ClassVar[bool] = False
 
     data: Optional[str] = option(None, "folder with train/ and val/ (or test/) as ImageFolder trees or .csv lists "
                                        "of path,label; omitted: scikit-learn's digits (a one-minute demo)",

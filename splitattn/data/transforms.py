@@ -158,9 +158,10 @@ def build_eval_transform(
 
 
 def eval_transform_for(config: EvalConfig) -> T.Compose:
-    """The evaluation pipeline of an ``EvalConfig`` (see ``build_eval_transform``)."""
+    """The evaluation pipeline of an ``EvalConfig`` (see ``build_eval_transform``); images get as many channels
+    as ``config.mean`` has values."""
     return build_eval_transform(config.input_size, config.crop_pct, config.interpolation, config.mean, config.std,
-                                config.crop_mode)
+                                config.crop_mode, channels=len(config.mean))
 
 
 def create_eval_transform(model: Union[str, nn.Module], **overrides: Any) -> T.Compose:

@@ -9,8 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ...config import DetectConfig, add_task_commands, add_train_command, resolve
 
-from ...config import ConfigError, DetectConfig, add_task_commands, add_train_command, resolve
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     commands = add_task_commands(subparsers, "detect", "object detection / instance segmentation: (Cascade) "
@@ -49,10 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    config, _ = resolve(DetectConfig, args)
-    if not config.data:
-        raise ConfigError("--data is required (on the command line or in the --config file).")
-    train(config)
+    train(resolve(DetectConfig, args)[0])
     return 0
 
 

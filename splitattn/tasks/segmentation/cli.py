@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from ...config import (SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, ConfigError, SegmentConfig,
+from ...config import (SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig,
                       add_task_commands, add_train_command, resolve)
 
 
@@ -55,10 +55,7 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    config, _ = resolve(SegmentConfig, args)
-    if not config.data:
-        raise ConfigError("--data is required (on the command line or in the --config file).")
-    train(config)
+    train(resolve(SegmentConfig, args)[0])
     return 0
 
 
