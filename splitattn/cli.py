@@ -89,6 +89,7 @@ def _show_warnings_plainly(name: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
+    from .utils.deps import MissingDependencyError, missing_dependency
 
     name = f"splitattn {_command(args)}"
     try:
@@ -99,6 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as error:
         if getattr(args, "debug", False):
             raise
+        error = missing_dependency(error) or error
         if isinstance(error, ConfigError):
             print(f"{name}: error: {error}", file=sys.stderr)
             return 2
@@ -107,7 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   "--debug shows the traceback.", file=sys.stderr)
             return 1
         where = _last_frame(error)
-        if isinstance(error, OSError) or (isinstance(error, (ValueError, RuntimeError)) and _ours(where)):
+        if isinstance(error, (OSError, MissingDependencyError)) or (
+                isinstance(error, (ValueError, RuntimeError)) and _ours(where)):
             print(f"{name}: error: {error}", file=sys.stderr)
             return 1
         at = f" (at {where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""

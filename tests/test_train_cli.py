@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from splitattn.tasks.classification import NonFiniteLossError, engine, train
 from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
 from splitattn.engine.checkpoint import atomic_save
 from splitattn.engine.optim import parameter_groups, warmup_cosine
-from .train_helpers import REPO, TINY_MODEL, independent_top1, make_image_folder
+from .train_helpers import REPO, TINY_MODEL, child_env, independent_top1, make_image_folder
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 # model: (train crop, eval crop, dropout) from the paper's recipe
@@ -416,3 +418,23 @@ def test_checkpoint_is_written_before_the_evaluation_that_fails(tmp_path: Path, 
     checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["step"] == 2 and checkpoint["task"] == "classification"
     assert checkpoint["command"] == "classify train"
+
+
+def test_missing_optional_package_names_its_pip_command(tmp_path: Path) -> None:
+    """With an optional package missing (tensorboard hidden here), a command stops with one line naming the extra
+    to install, not a traceback (exit 1)."""
+    hide = ("import builtins, sys\n"
+            "real = builtins.__import__\n"
+            "def hidden(name, *args, **kwargs):\n"
+            "    if name.split('.')[0] == 'tensorboard' or name.startswith('torch.utils.tensorboard'):\n"
+            "        raise ModuleNotFoundError(\"No module named 'tensorboard'\", name='tensorboard')\n"
+            "    return real(name, *args, **kwargs)\n"
+            "builtins.__import__ = hidden\n"
+            "from splitattn.cli import main\n"
+            f"sys.exit(main(['train', '--epochs', '1', '--output', {str(tmp_path / 'run')!r}, '--no-progress', "
+            "'--workers', '0', '--threads', '1']))\n")
+    result = subprocess.run([sys.executable, "-c", hide], cwd=REPO, env=child_env(), capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "splitattn train: error: the Python package 'tensorboard' is not installed. Install it with "
+        "`pip install 'splitattn[train]'` (or `pip install tensorboard`)."]
