@@ -159,6 +159,28 @@ def test_backbone_loads_our_classification_checkpoint(tmp_path):
     assert compared and all(torch.equal(loaded[k], state[k]) for k in compared)
 
 
+def test_backbones_move_between_detection_and_segmentation_run_checkpoints(tmp_path):
+    """``pretrained=`` takes a detection or segmentation run's checkpoint (its ``task`` entry says which) and
+    loads its ResNeSt backbone, strictly, into the other task's model and into a ``features_only`` backbone."""
+    from splitattn.tasks.segmentation.model import create_segmentation_model
+
+    detector = create_detection_model("faster_rcnn", "resnest14", 3, norm="groupnorm", **SMALL)
+    detector_state = {k: v + torch.randn_like(v) if v.is_floating_point() else v
+                      for k, v in detector.state_dict().items()}
+    atomic_save({"model": detector_state, "task": "detection", "args": {}, "classes": ["bg", "a", "b"]},
+                tmp_path / "det.pt")
+    segmenter = create_segmentation_model("resnest14", 4, norm_layer="groupnorm", output_stride=16,
+                                          pretrained=str(tmp_path / "det.pt"), **NARROW)
+    body = {k[len("backbone.body."):]: v for k, v in detector_state.items() if k.startswith("backbone.body.")}
+    assert body and all(torch.equal(segmenter.backbone.state_dict()[k], v) for k, v in body.items())
+
+    atomic_save({"model": segmenter.state_dict(), "task": "segmentation", "args": {}, "classes": list("abcd")},
+                tmp_path / "seg.pt")
+    features = create_model("resnest14", features_only=True, norm_layer="groupnorm", pretrained=str(tmp_path / "seg.pt"),
+                            **NARROW)
+    assert all(torch.equal(features.state_dict()[k], v) for k, v in body.items())
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(arch="faster_rcn", backbone="resnest14"), "Did you mean faster_rcnn"),
     (dict(arch="faster_rcnn", backbone="resnest51"), "Did you mean"),

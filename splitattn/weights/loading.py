@@ -28,6 +28,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Where training checkpoints keep the weights, tried in this order (the raw model before EMA copies).
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "ema")
+# where the ResNeSt backbone sits in the model of a detection/segmentation run checkpoint (its ``task`` entry)
+BACKBONE_PREFIXES = {"detection": "backbone.body.", "segmentation": "backbone."}
 # Wrappers whose prefix ends up in saved keys: DistributedDataParallel/DataParallel, torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
@@ -112,12 +114,17 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> StateDict:
 
 def extract_state_dict(obj: Any, key: Optional[str] = None, origin: str = "checkpoint") -> StateDict:
     """The model weights in a loaded checkpoint: the object itself or, in a training checkpoint, the entry
-    under ``key`` (default: the first of ``STATE_DICT_KEYS`` present), with wrapper prefixes removed."""
+    under ``key`` (default: the first of ``STATE_DICT_KEYS`` present), with wrapper prefixes removed. A
+    ``splitattn detect|segment train`` checkpoint gives its ResNeSt backbone (keys as ``features_only``
+    models have them; no classifier)."""
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             keys = list(obj) if isinstance(obj, Mapping) else type(obj).__name__
             raise ValueError(f"{origin} has no entry {key!r}; its top-level keys: {keys}.")
         obj = obj[key]
+    elif isinstance(obj, Mapping) and obj.get("task") in BACKBONE_PREFIXES and _is_state_dict(obj.get("model")):
+        prefix = BACKBONE_PREFIXES[obj["task"]]
+        obj = {name[len(prefix):]: value for name, value in obj["model"].items() if name.startswith(prefix)}
     elif not _is_state_dict(obj) and isinstance(obj, Mapping):
         obj = next((obj[k] for k in STATE_DICT_KEYS if _is_state_dict(obj.get(k))), obj)
     if not _is_state_dict(obj):
