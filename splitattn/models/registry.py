@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from .resnest import ResNeSt, ResNeStFeatures
 
@@ -242,6 +241,8 @@ def create_model(
     arch = _arch_kwargs(spec, overrides)
     classifier = ResNeSt(num_classes=num_classes if not features_only else 0, **arch)
     from ..weights.sources import default_eval_config, eval_config_for_file
+
+    from torchvision.ops import FrozenBatchNorm2d  # here: importing torchvision also loads Dynamo and Inductor
 
     eval_config = default_eval_config(spec.name)
     if pretrained:
