@@ -4,10 +4,9 @@ Importing the package loads the model library only (torch); torchvision, the com
 task pipelines are imported when first used. ``optimize_for_inference`` is resolved on first
 access (PEP 562) for that reason.
 """
-from typing import Any
-
 from .layers import DropBlock2d, SplitAttention
 from .models import ResNeSt, ResNeStFeatures, create_model, get_model_spec, list_models
+from .utils.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -16,10 +15,4 @@ __all__ = [
     "create_model", "get_model_spec", "list_models", "optimize_for_inference",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "optimize_for_inference":
-        from .deploy.optimize import optimize_for_inference
-
-        return optimize_for_inference
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"optimize_for_inference": ".deploy.optimize"})

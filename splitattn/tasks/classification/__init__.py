@@ -1,10 +1,9 @@
-"""Image classification: training with the ResNeSt recipe, evaluation and prediction."""
-from ...engine.loop import NonFiniteLossError
-from .checkpoint import CHECKPOINT_KEYS, load_trained_model
-from .engine import accuracy_counts, classification_loss, evaluate
-from .trainer import train
+"""Image classification: training with the ResNeSt recipe, evaluation and prediction.
 
-__all__ = [
-    "CHECKPOINT_KEYS", "NonFiniteLossError", "accuracy_counts", "classification_loss", "evaluate",
-    "load_trained_model", "train",
-]
+Attributes are imported on first use (``utils.lazy``), so the command line starts without the training stack."""
+from ...utils.lazy import lazy_attributes
+
+_WHERE = {"NonFiniteLossError": "...engine.loop", "CHECKPOINT_KEYS": ".checkpoint", "load_trained_model": ".checkpoint",
+          "accuracy_counts": ".engine", "classification_loss": ".engine", "evaluate": ".engine", "train": ".trainer"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -1,4 +1,8 @@
-"""Object detection and instance segmentation: Faster/Mask/Cascade (Mask) R-CNN on ResNeSt-FPN, COCO-style evaluation."""
-from .model import ARCHS, create_detection_model, resnest_fpn_backbone
+"""Object detection and instance segmentation: Faster/Mask/Cascade (Mask) R-CNN on ResNeSt-FPN, COCO-style evaluation.
 
-__all__ = ["ARCHS", "create_detection_model", "resnest_fpn_backbone"]
+Attributes are imported on first use (``utils.lazy``): torchvision's detection models load only when needed."""
+from ...utils.lazy import lazy_attributes
+
+_WHERE = {"ARCHS": ".model", "create_detection_model": ".model", "resnest_fpn_backbone": ".model"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_attributes(__name__, _WHERE)
