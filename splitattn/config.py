@@ -267,6 +267,11 @@ def _hints(cls: Type[RunConfig]) -> Dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def input_channels(options: Mapping[str, Any]) -> int:
+    """The image channels a run's model takes: ``in_chans`` of its ``--model-kwargs`` (3 by default)."""
+    return int((options.get("model_kwargs") or {}).get("in_chans", 3))
+
+
 def parse_key_values(items: Any, name: str = "model_kwargs") -> Dict[str, Any]:
     """``["a=1", "b=x"]`` (command line) or a mapping (config file) -> dict with YAML-typed values."""
     if isinstance(items, Mapping):

@@ -379,6 +379,10 @@ def test_one_channel_run_trains_exports_and_predicts_in_onnx_runtime(tmp_path: P
     with torch.no_grad():
         eager = model(images).numpy()
     assert np.allclose(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0], eager, rtol=1e-4, atol=1e-4)
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", str(run / "last.pt"), "--workers", "0"]) == 0
+    evaluated = json.loads((run / "eval-val" / "metrics.json").read_text())
+    assert evaluated["top1"] == pytest.approx(json.loads((run / "metrics.json").read_text())["top1"])
     photos = [str(data / "val" / name / "0.png") for name in classes]
     capsys.readouterr()
     assert main(["predict", *photos, "--weights", str(run / "last.pt"), "--topk", "3"]) == 0

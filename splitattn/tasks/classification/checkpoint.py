@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from torch import nn
 
+from ...config import input_channels
 from ...data.io import channel_stats
 from ...models.registry import EvalConfig, create_model, get_model_spec
 from ...weights.loading import strip_wrapper_prefixes
@@ -42,8 +43,7 @@ def run_eval_config(options: Dict[str, Any], img_size: Optional[int] = None) -> 
     fast path and ``export`` all apply it: timm's resize-then-centre-crop (bilinear) with the run's
     ``crop_pct`` at its evaluation size (or ``img_size``), normalised per input channel
     (``channel_stats(in_chans)``)."""
-    in_chans = int((options.get("model_kwargs") or {}).get("in_chans", 3))
-    mean, std = channel_stats(in_chans)
+    mean, std = channel_stats(input_channels(options))
     return EvalConfig(int(img_size or run_image_sizes(options)[1]), float(options.get("crop_pct", EvalConfig.crop_pct)),
                       "bilinear", tuple(mean), tuple(std), "center")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from ...config import (FAST_BACKENDS, ClassifyConfig, ConfigError, add_task_commands, add_train_command, from_dict,
-                      resolve)
+                      input_channels, resolve)
 
 # Without --data, `splitattn train` is the quick demo on scikit-learn's digits (about a minute on
 # 2 CPU cores): a narrow resnest14 for 2 epochs, no flips (digits are not mirror images). Options
@@ -113,7 +113,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     root = Path(args.data or options["data"])
     has_split = root.is_dir() and any((root / s).exists() or (root / f"{s}.csv").exists() for s in EVAL_SPLITS)
     location = find_split(root, EVAL_SPLITS) if has_split else root  # else: the split folder or CSV itself
-    dataset = load_split(location, transform, classes=classes)
+    dataset = load_split(location, transform, classes=classes, channels=input_channels(options))
     num_classes = getattr(model, "num_classes", None) or len(dataset.classes)
     if classes is None and len(dataset.classes) != num_classes:
         raise ValueError(f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
@@ -160,13 +160,13 @@ def run_predict(args: argparse.Namespace) -> int:
         return predict_exported(args.exported, args.images, args.topk)
     if not args.weights:
         raise ConfigError("predict needs --weights (a checkpoint) or --onnx FILE (an exported model).")
-    model, classes, _, transform, _, device = _inference_setup(args, "predict")
+    model, classes, options, transform, _, device = _inference_setup(args, "predict")
     num_classes = getattr(model, "num_classes", None)
     if classes is None:
         classes = imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     for path in args.images:
         try:
-            image = read_image(path, channels=getattr(model, "in_chans", 3))
+            image = read_image(path, channels=input_channels(options))
         except (OSError, ValueError, SyntaxError) as error:
             print(f"{path}: cannot read image ({type(error).__name__}: {error})")
             continue

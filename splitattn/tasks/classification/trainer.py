@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Union, List, Tuple
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config import ClassifyConfig, as_options
+from ...config import ClassifyConfig, as_options, input_channels
 from ...data import build_train_transform, collate_skip_bad, digits_datasets, eval_transform_for, find_split, load_split
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
 from ...engine.data import accumulation_steps, eval_loader, train_loader
@@ -34,7 +34,7 @@ __all__ = ["build_run", "train"]
 def build_datasets(options: Dict[str, Any]) -> Tuple[Dataset, Dataset, list]:
     """Training and evaluation sets with the recipe's transforms, and the class names."""
     train_size, _ = run_image_sizes(options)
-    channels = int(options["model_kwargs"].get("in_chans", 3))
+    channels = input_channels(options)
     train_tf = build_train_transform(
         train_size, augment=options["augment"], scale=tuple(options["rrc_scale"]), hflip=options["hflip"],
         auto_augment=options["auto_augment"], color_jitter=options["color_jitter"],

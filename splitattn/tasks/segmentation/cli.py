@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from ...config import (SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig,
-                      add_task_commands, add_train_command, resolve)
+from ...config import (SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig, add_task_commands,
+                      add_train_command, input_channels, resolve)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -85,8 +85,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not data:
         raise ValueError("--data is required: the checkpoint does not name its data folder.")
     ignore = args.ignore_value if args.ignore_value is not None else options.get("ignore_value")
-    dataset = build_dataset(kind, data, split, SegmentationEvalTransform(), classes=classes, ignore_value=ignore,
-                            skip_bad=args.skip_bad)
+    palette, channels = options.get("palette"), input_channels(options)
+    dataset = build_dataset(kind, data, split, SegmentationEvalTransform(channels=channels),
+                            classes=None if palette else classes, ignore_value=ignore, skip_bad=args.skip_bad,
+                            channels=channels, palette=palette)
     if dataset.classes != classes:
         raise ValueError(f"{data} has classes {dataset.classes[:5]}... but the model was trained on {classes[:5]}...; "
                          "evaluate on the data set it was trained for.")
@@ -125,7 +127,7 @@ def run_predict(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     for path in image_files(args.images):
         try:
-            image = read_image(path)
+            image = read_image(path, channels=input_channels(options))
         except (OSError, ValueError) as error:
             print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
             continue

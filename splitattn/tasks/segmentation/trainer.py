@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Union, Tuple
 
 from torch import nn
 
-from ...config import ConfigError, SegmentConfig, as_options
+from ...config import ConfigError, SegmentConfig, as_options, input_channels
 from ...data.segmentation import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
 from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...engine.data import accumulation_steps, eval_loader, train_loader
@@ -27,7 +27,7 @@ from .model import segmentation_loss
 
 def build_datasets(options: Dict[str, Any]) -> Tuple[SegmentationDataset, SegmentationDataset]:
     """(training set with the random joint transform, validation set at full size)."""
-    channels = int((options.get("model_kwargs") or {}).get("in_chans", 3))
+    channels = input_channels(options)
     common = dict(classes=options.get("classes"), ignore_value=options.get("ignore_value"),
                   skip_bad=bool(options.get("skip_bad")), channels=channels, palette=options.get("palette"))
     train_tf = SegmentationTrainTransform(int(options["base_size"]), int(options["crop_size"]),
