@@ -379,6 +379,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Type[RunConfig]) -> None
         parser.add_argument(*item.metadata["flags"], _flag(item.name), dest=item.name, **keywords)
 
 
+def add_weights_arguments(parser: argparse.ArgumentParser, weights_help: str, weights_required: bool = True) -> None:
+    """The flags every command that runs a trained model shares: ``--weights``, ``--device`` and ``--debug``."""
+    parser.add_argument("--weights", required=weights_required, help=weights_help)
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
 def add_task_commands(subparsers: argparse._SubParsersAction, task: str, help: str) -> argparse._SubParsersAction:
     """The ``splitattn <task> ACTION`` group (``dest`` ``<task>_command``) for a task's commands."""
     group = subparsers.add_parser(task, help=help).add_subparsers(dest=f"{task}_command", metavar="ACTION")

@@ -9,8 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from ...config import (FAST_BACKENDS, ClassifyConfig, ConfigError, add_task_commands, add_train_command, from_dict,
-                      input_channels, resolve)
+from ...config import (FAST_BACKENDS, ClassifyConfig, ConfigError, add_task_commands, add_train_command,
+                      add_weights_arguments, from_dict, input_channels, resolve)
 
 # Without --data, `splitattn train` is the quick demo on scikit-learn's digits (about a minute on
 # 2 CPU cores): a narrow resnest14 for 2 epochs, no flips (digits are not mirror images). Options
@@ -58,19 +58,17 @@ def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
 
 
 def _add_inference_args(parser: argparse.ArgumentParser, weights_required: bool = True) -> None:
-    parser.add_argument("--weights", required=weights_required, help="last.pt/best.pt of `splitattn classify train`, or bare "
-                                                         "weights with --model")
+    add_weights_arguments(parser, "last.pt/best.pt of `splitattn classify train`, or bare weights with --model",
+                          weights_required)
     parser.add_argument("--model", help="registered model name (default: the checkpoint's; needed for bare weights)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="evaluation crop (default: the run's evaluation size, else the model's)")
     parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--fast", action="store_true",
                         help="run through splitattn.optimize_for_inference (BN folded, channels_last, compiled)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="with --fast: compute precision")
     parser.add_argument("--backend", default="compile", choices=FAST_BACKENDS,
                         help="with --fast: compile, torchscript or eager")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run_train(args: argparse.Namespace) -> int:

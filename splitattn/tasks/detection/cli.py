@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ...config import DetectConfig, add_task_commands, add_train_command, resolve
+from ...config import DetectConfig, add_task_commands, add_train_command, add_weights_arguments, resolve
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       "torchrun for several processes. configs/detection/ holds the paper's COCO settings.")
 
     evaluate = commands.add_parser("evaluate", help="COCO box (and mask) AP of a trained detector")
-    evaluate.add_argument("--weights", required=True, help="last.pt of `splitattn detect train`")
+    add_weights_arguments(evaluate, "last.pt or best.pt of `splitattn detect train`")
     evaluate.add_argument("--data", help="data root (default: the run's)")
     evaluate.add_argument("--annotations", help="COCO instances json (default: the run's)")
     evaluate.add_argument("--images", help="COCO image folder (default: the run's)")
@@ -29,20 +29,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--output", help="folder for metrics.json and detections.json "
                                            "(default: eval-<split> by the weights)")
     evaluate.add_argument("--workers", type=int, default=2)
-    evaluate.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    evaluate.add_argument("--debug", action="store_true", help="show tracebacks")
     evaluate.set_defaults(func=run_evaluate)
 
     predict = commands.add_parser("predict", help="draw detections (boxes, classes, scores, masks) onto images")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    predict.add_argument("--weights", required=True, help="last.pt of `splitattn detect train`")
+    add_weights_arguments(predict, "last.pt or best.pt of `splitattn detect train`")
     predict.add_argument("--output", default="detections", help="folder for <name>_detections.png")
     predict.add_argument("--score-threshold", type=float, default=0.5,
                          help="draw detections scoring at least this (default: 0.5)")
     predict.add_argument("--max-detections", type=int, default=100,
                          help="draw at most this many per image, the highest scores first (default: 100)")
-    predict.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    predict.add_argument("--debug", action="store_true", help="show tracebacks")
     predict.set_defaults(func=run_predict)
 
 

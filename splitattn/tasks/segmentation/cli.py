@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Sequence
 
 from ...config import (SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig, add_task_commands,
-                      add_train_command, input_channels, resolve)
+                      add_train_command, add_weights_arguments, input_channels, resolve)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       "configs/segmentation/ holds the paper's ADE20K settings.")
 
     evaluate = commands.add_parser("evaluate", help="pixAcc / mIoU / per-class IoU of a trained model")
-    evaluate.add_argument("--weights", required=True, help="last.pt or best.pt of `splitattn segment train`")
+    add_weights_arguments(evaluate, "last.pt or best.pt of `splitattn segment train`")
     evaluate.add_argument("--data", help="data root (default: the run's)")
     evaluate.add_argument("--dataset", choices=SEGMENTATION_DATASETS, help="(default: the run's)")
     evaluate.add_argument("--split", default=None, help="(default: the run's validation split)")
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     predict = commands.add_parser("predict", help="colour mask and overlay PNG per image")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    predict.add_argument("--weights", required=True, help="last.pt or best.pt of `splitattn segment train`")
+    add_weights_arguments(predict, "last.pt or best.pt of `splitattn segment train`")
     predict.add_argument("--output", default="predictions", help="folder for <name>_mask.png and <name>_overlay.png")
     predict.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
     _add_inference_args(predict)
@@ -48,8 +48,6 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
     parser.add_argument("--base-size", type=int, help="long side at scale 1 (default: the run's)")
     parser.add_argument("--eval-crop-size", type=int, help="sliding-window size (default: the run's)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run_train(args: argparse.Namespace) -> int:
