@@ -145,7 +145,7 @@ CONFIGS = sorted((REPO_ROOT / "configs" / "detection").glob("*.yaml"))
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_configs_build_their_models(config):
-    options = from_dict(DetectConfig, read_config_file(str(config)), config.name).to_dict()
+    options = from_dict(DetectConfig, {"data": "data", **read_config_file(str(config))}, config.name).to_dict()
     model = model_from_options(options, 81, pretrained=False)
     assert model.arch == options["arch"] and model.transform.min_size[-1] == options["min_size"][-1]
     if "resnest50" in config.name:  # the paper's 1x schedule

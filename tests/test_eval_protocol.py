@@ -146,8 +146,8 @@ def test_evaluate_and_predict_use_the_protocol_of_the_weights_file(tmp_path: Pat
     path = tmp_path / hub.filename
     save_file({k: v.contiguous() for k, v in splitattn.create_model("resnest14").state_dict().items()}, str(path))
     args = Namespace(model="resnest14", weights=str(path), ema=False, img_size=None, fast=False, precision="fp32",
-                     backend="eager")
-    _, _, classes, transform, size = _inference_setup(args)
+                     backend="eager", device="cpu")
+    _, classes, _, transform, size, _ = _inference_setup(args, "evaluate")
     timm = pytest.importorskip("timm")
     twin = timm.create_model("resnest14d", pretrained=False, pretrained_cfg=timm.models.get_pretrained_cfg(
         "resnest14d.gluon_in1k"))
@@ -155,4 +155,4 @@ def test_evaluate_and_predict_use_the_protocol_of_the_weights_file(tmp_path: Pat
     image = real_images()[0]
     assert classes is None and size == 224 and torch.equal(transform(image), reference(image))
     args.img_size = 192
-    assert _inference_setup(args)[3](image).shape == (3, 192, 192)
+    assert _inference_setup(args, "predict")[3](image).shape == (3, 192, 192)

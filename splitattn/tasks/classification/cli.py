@@ -154,7 +154,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
         if args.weights or args.model or args.img_size or args.ema or args.fast:
             raise ConfigError("--onnx/--torchscript runs the exported file with its stored model and preprocessing; "
-                              "drop --weights, --model, --img-size, --ema and --fast.")
+                              "drop --model, --weights, --img-size, --ema and --fast.")
         return predict_exported(args.exported, args.images, args.topk)
     if not args.weights:
         raise ConfigError("predict needs --weights (a checkpoint) or --onnx FILE (an exported model).")
