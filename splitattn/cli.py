@@ -12,6 +12,7 @@ or running out of memory is shown as what it is, with ``--debug`` for the traceb
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import inspect
 import os
@@ -48,7 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(module).add_parser(subparsers)
     for each in _parsers(parser):
         each.allow_abbrev = False  # `detect train --model x` is an error, not a prefix of --model-kwargs
+        each.set_defaults(parser_=each)  # the innermost one wins: the command's own, for its usage errors
     return parser
+
+
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+    """The command line, or exit 2 with the command's own usage, naming the unknown flags and the close ones."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        command: argparse.ArgumentParser = args.parser_
+        flags = [flag for flag in command._option_string_actions if flag.startswith("--")]
+        hints = [f"{word} (did you mean {close[0]}?)" if close else word for word in unknown
+                 for close in [difflib.get_close_matches(word.split("=")[0], flags, n=1) if word.startswith("-") else []]]
+        command.error(f"unrecognized arguments: {' '.join(hints)}")
+    return args
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -87,7 +101,7 @@ def _show_warnings_plainly(name: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     from .config import ConfigError
     from .utils.deps import MissingDependencyError, missing_dependency
 

@@ -86,6 +86,12 @@ class RunConfig:
         """Checks that need no data; raises ``ConfigError``."""
         if self.data_required and not self.data:
             raise ConfigError("--data is required (on the command line or in the --config file).")
+        from .models.registry import get_model_spec  # torch only: the model library is loaded anyway
+
+        try:
+            get_model_spec(getattr(self, "model", None) or getattr(self, "backbone"))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if self.norm == "frozenbn" and not self.pretrained:
             raise ConfigError("--norm frozenbn freezes the statistics of pretrained weights, but this run starts "
                               "from scratch: add --pretrained, or use --norm groupnorm (any batch size) or "
@@ -172,11 +178,11 @@ class DetectConfig(RunConfig):
                                     "--pretrained)", choices=NORMS)
     trainable_layers: Optional[int] = option(None, "backbone stages trained, from the last (default: 3 with "
                                                    "frozenbn, else 5)", choices=range(6), metavar="0-5")
-    fpn_norm: Optional[str] = option(None, "normalisation inside the FPN (default: none)",
+    fpn_norm: Optional[str] = option(None, "normalisation inside the FPN (default: no normalisation)",
                                      choices=("groupnorm", "syncbn", "batchnorm"))
     box_head: str = option("2fc", "box head: 2fc (torchvision) or 4conv1fc (the paper's)", choices=BOX_HEADS)
     head_norm: Optional[str] = option(None, "normalisation of the 4conv1fc box head and the mask head (default: "
-                                            "none)", choices=("groupnorm", "syncbn", "batchnorm"))
+                                            "no normalisation)", choices=("groupnorm", "syncbn", "batchnorm"))
     min_size: List[int] = option(list(range(640, 801, 32)), "training short side(s), one sampled per image; "
                                                             "evaluation uses the last", nargs="+")
     max_size: int = option(1333, "longest side cap")

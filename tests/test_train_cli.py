@@ -389,6 +389,11 @@ def test_one_channel_run_trains_exports_and_predicts_in_onnx_runtime(tmp_path: P
     from_checkpoint = capsys.readouterr().out
     assert main(["predict", *photos, "--onnx", str(onnx_file), "--topk", "3"]) == 0
     assert capsys.readouterr().out == from_checkpoint and from_checkpoint.count("%") == 9
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")  # an unreadable image: named on stderr, exit code 1
+    for source in (["--weights", str(run / "last.pt")], ["--onnx", str(onnx_file)]):
+        assert main(["predict", photos[0], str(tmp_path / "broken.jpg"), *source]) == 1
+        captured = capsys.readouterr()
+        assert captured.out.startswith(photos[0]) and "broken.jpg: cannot read image" in captured.err
 
 
 def test_run_logs_are_strict_json(tmp_path: Path) -> None:
@@ -442,3 +447,14 @@ def test_missing_optional_package_names_its_pip_command(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "splitattn train: error: the Python package 'tensorboard' is not installed. Install it with "
         "`pip install 'splitattn[train]'` (or `pip install tensorboard`)."]
+
+
+def test_usage_errors_name_the_fix_with_exit_code_2(capsys) -> None:
+    """A misspelled flag gets the command's own usage and the close flag; an unknown model the close names."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["detect", "train", "--max-iters", "5"])
+    assert stopped.value.code == 2
+    assert "splitattn detect train: error: unrecognized arguments: --max-iters (did you mean --max-iter?) 5" in \
+        capsys.readouterr().err
+    assert main(["train", "--model", "resnest15"]) == 2
+    assert "Unknown model 'resnest15'. Did you mean: resnest50" in capsys.readouterr().err

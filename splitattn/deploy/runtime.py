@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.io import CHANNEL_MODES, read_image, to_8bit
+from ..data.io import CHANNEL_MODES, to_8bit
 from ..data.transforms import eval_transform_for
 from ..models.registry import EvalConfig
 from ..tasks.classification.cli import format_predictions
+from ..utils.inputs import ImageReader
 from .export import PathLike, load_torchscript, onnx_session, read_export_metadata
 
 __all__ = ["ExportedClassifier", "predict_exported"]
@@ -81,13 +82,9 @@ def predict_exported(path: PathLike, images: Sequence[Union[str, Path]], topk: i
     """``splitattn predict --onnx FILE IMAGE...``: print each image's top-k classes as ``splitattn predict``
     does for a checkpoint (an unreadable image is reported and skipped). Returns 0."""
     classifier = ExportedClassifier(path)
-    for image_path in images:
-        try:
-            image = read_image(image_path, channels=classifier.in_chans)
-        except (OSError, ValueError, SyntaxError) as error:
-            print(f"{image_path}: cannot read image ({type(error).__name__}: {error})")
-            continue
+    reader = ImageReader([str(path) for path in images], classifier.in_chans)
+    for image_path, image in reader:
         probs = torch.from_numpy(classifier.predict(image))
         top = probs.topk(min(topk, len(classifier.classes)))
         print(format_predictions(str(image_path), top.values.tolist(), top.indices.tolist(), classifier.classes))
-    return 0
+    return reader.exit_code

@@ -2,12 +2,15 @@
 the device to run on and the image files named on the command line."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..data.io import is_hidden
+from PIL import Image
+
+from ..data.io import is_hidden, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -35,3 +38,25 @@ def image_files(inputs: Sequence[str], suffixes: Sequence[str] = IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(suffixes)}) in {', '.join(inputs)}.")
     return files
+
+
+class ImageReader:
+    """``(path, PIL image)`` for each image named on the command line (folders expanded by ``image_files``),
+    read by ``data.io.read_image`` with ``channels`` channels. An unreadable file is named on stderr and
+    skipped; ``exit_code`` is then 1, so a script notices."""
+
+    def __init__(self, inputs: Sequence[str], channels: int = 3) -> None:
+        self.paths, self.channels, self.failed = image_files(inputs), channels, 0
+
+    def __iter__(self) -> Iterator[Tuple[Path, Image.Image]]:
+        for path in self.paths:
+            try:
+                yield path, read_image(path, channels=self.channels)
+            except (OSError, ValueError, SyntaxError) as error:
+                self.failed += 1
+                print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped", file=sys.stderr)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every image was read, else 1."""
+        return 1 if self.failed else 0

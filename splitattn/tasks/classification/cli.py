@@ -100,18 +100,23 @@ def _inference_setup(args: argparse.Namespace, action: str):
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ...data import collate_skip_bad, find_split, load_split
+    from ...data import collate_skip_bad, digits_datasets, find_split, load_split
     from ...data.datasets import EVAL_SPLITS
     from ...engine.log import dumps
     from .engine import evaluate
 
     model, classes, options, transform, size, device = _inference_setup(args, "evaluate")
-    if not (args.data or options.get("data")):
-        raise ConfigError("--data is required: the checkpoint names no data folder (a digits demo run or bare weights).")
-    root = Path(args.data or options["data"])
-    has_split = root.is_dir() and any((root / s).exists() or (root / f"{s}.csv").exists() for s in EVAL_SPLITS)
-    location = find_split(root, EVAL_SPLITS) if has_split else root  # else: the split folder or CSV itself
-    dataset = load_split(location, transform, classes=classes, channels=input_channels(options))
+    if args.data or options.get("data"):
+        root = Path(args.data or options["data"])
+        has_split = root.is_dir() and any((root / s).exists() or (root / f"{s}.csv").exists() for s in EVAL_SPLITS)
+        location = find_split(root, EVAL_SPLITS) if has_split else root  # else: the split folder or CSV itself
+        dataset = load_split(location, transform, classes=classes, channels=input_channels(options))
+    elif options:  # a run of the built-in digits demo: its held-out split, as the run evaluated it
+        _, dataset = digits_datasets(None, transform, channels=input_channels(options))
+        location = Path("digits-test")
+    else:
+        raise ConfigError("--data is required with bare weights: a folder with val/ or test/, the split itself, "
+                          "or a .csv list.")
     num_classes = getattr(model, "num_classes", None) or len(dataset.classes)
     if classes is None and len(dataset.classes) != num_classes:
         raise ValueError(f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
@@ -147,7 +152,7 @@ def format_predictions(path: str, probabilities: Sequence[float], indices: Seque
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from ...data import read_image
+    from ...utils.inputs import ImageReader
 
     if args.exported:
         from ...deploy.runtime import predict_exported
@@ -162,14 +167,10 @@ def run_predict(args: argparse.Namespace) -> int:
     num_classes = getattr(model, "num_classes", None)
     if classes is None:
         classes = imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-    for path in args.images:
-        try:
-            image = read_image(path, channels=input_channels(options))
-        except (OSError, ValueError, SyntaxError) as error:
-            print(f"{path}: cannot read image ({type(error).__name__}: {error})")
-            continue
+    images = ImageReader(args.images, input_channels(options))
+    for path, image in images:
         with torch.no_grad():
             probs = model(transform(image)[None].to(device)).float().softmax(-1)[0].cpu()
         top = probs.topk(min(args.topk, len(classes)))
         print(format_predictions(path, top.values.tolist(), top.indices.tolist(), classes))
-    return 0
+    return images.exit_code

@@ -124,7 +124,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
 
     intro = (f"training {options['model']} on {len(train_set)} images ({len(classes)} classes), evaluating on "
              f"{len(eval_set)}; global batch {global_batch} = {batch} x {dist_ctx.world_size} process(es) x "
-             f"{accum_steps} accumulation, lr {lr:g}, {epochs} epochs of {steps_per_epoch} steps")
+             f"{accum_steps} accumulation, lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of {steps_per_epoch} steps")
     warmup = int(options["warmup_epochs"] * steps_per_epoch)
     return TrainingRun(
         model=model, loader=loader, param_groups=parameter_groups(model, float(options["weight_decay"])), lr=lr,

@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="draw detections (boxes, classes, scores, masks) onto images")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     add_weights_arguments(predict, "last.pt or best.pt of `splitattn detect train`")
-    predict.add_argument("--output", default="detections", help="folder for <name>_detections.png")
+    predict.add_argument("--output", default="detections", help="folder for <name>_detections.png (default: detections)")
     predict.add_argument("--score-threshold", type=float, default=0.5,
                          help="draw detections scoring at least this (default: 0.5)")
     predict.add_argument("--max-detections", type=int, default=100,
@@ -91,11 +91,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ...utils.inputs import image_files, pick_device
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    from ...data.io import read_image
+    from ...utils.inputs import ImageReader, pick_device
     from .checkpoint import load_detection_model
     from .inference import draw_detections, keep_confident
 
@@ -104,12 +103,9 @@ def run_predict(args: argparse.Namespace) -> int:
     model.to(device)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    for path in image_files(args.images):
-        try:
-            image = TF.pil_to_tensor(read_image(path)).float().div_(255)
-        except (OSError, ValueError) as error:
-            print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
-            continue
+    images = ImageReader(args.images)
+    for path, picture in images:
+        image = TF.pil_to_tensor(picture).float().div_(255)
         with torch.no_grad():
             detections = keep_confident({k: v.cpu() for k, v in model([image.to(device)])[0].items()},
                                         args.score_threshold)
@@ -120,4 +116,4 @@ def run_predict(args: argparse.Namespace) -> int:
         found = ", ".join(f"{classes[label]} {score:.2f}" for label, score in
                           zip(detections["labels"].tolist(), detections["scores"].tolist()))
         print(f"{path}: {target} ({len(detections['labels'])} detections{': ' + found if found else ''})")
-    return 0
+    return images.exit_code

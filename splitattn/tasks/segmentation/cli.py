@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="colour mask and overlay PNG per image")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     add_weights_arguments(predict, "last.pt or best.pt of `splitattn segment train`")
-    predict.add_argument("--output", default="predictions", help="folder for <name>_mask.png and <name>_overlay.png")
+    predict.add_argument("--output", default="predictions", help="folder for <name>_mask.png and <name>_overlay.png (default: predictions)")
     predict.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
     _add_inference_args(predict)
     predict.set_defaults(func=run_predict)
@@ -110,9 +110,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ...data.io import read_image
     from ...data.segmentation_transforms import normalize_image
-    from ...utils.inputs import image_files, pick_device
+    from ...utils.inputs import ImageReader, pick_device
     from .checkpoint import load_segmentation_model
     from .inference import predict_probs
     from .visualize import save_segmentation_outputs
@@ -123,12 +122,8 @@ def run_predict(args: argparse.Namespace) -> int:
     plan = _inference_plan(args, options)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    for path in image_files(args.images):
-        try:
-            image = read_image(path, channels=input_channels(options))
-        except (OSError, ValueError) as error:
-            print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped")
-            continue
+    images = ImageReader(args.images, input_channels(options))
+    for path, image in images:
         probs = predict_probs(model, normalize_image(image).to(device), **plan)
         labels = probs.argmax(0).cpu().numpy().astype(np.uint8)
         mask_path, _ = save_segmentation_outputs(image, labels, classes, output / path.stem, options.get("dataset"),
@@ -136,4 +131,4 @@ def run_predict(args: argparse.Namespace) -> int:
         counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size * 100
         top = ", ".join(f"{classes[i]} {counts[i]:.1f}%" for i in np.argsort(-counts)[:3] if counts[i] > 0)
         print(f"{path}: {mask_path} ({top})")
-    return 0
+    return images.exit_code

@@ -103,7 +103,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
              f"{len(train_set)} training / {len(val_set)} validation images, {len(classes)} classes"
              + (f", {skipped} bad pairs skipped" if skipped else "")
              + f"; global batch {global_batch} = {batch} x {dist_ctx.world_size} process(es) x {accum_steps} "
-             f"accumulation, lr {lr:g}, {epochs} epochs of "
+             f"accumulation, lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of "
              f"{steps_per_epoch} iterations")
     return TrainingRun(
         model=model, loader=loader, lr=lr,
