@@ -342,6 +342,10 @@ def test_export_of_the_readme_demo_run_matches_eager_in_onnx_runtime(tmp_path: P
     run = tmp_path / "run"
     assert main(["train", "--epochs", "1", "--output", str(run), "--workers", "0", "--no-progress",
                  "--no-tensorboard", "--threads", "1"]) == 0
+    # the README's `evaluate --weights RUN/best.pt` scores a digits run on its held-out split, as training did
+    assert main(["evaluate", "--weights", str(run / "best.pt"), "--workers", "0"]) == 0
+    evaluated = json.loads((run / "eval-digits-test" / "metrics.json").read_text())
+    assert evaluated["top1"] == pytest.approx(json.loads((run / "metrics.json").read_text())["top1"])
     onnx_file = tmp_path / "demo.onnx"
     assert main(["export", "--weights", str(run / "last.pt"), "--format", "onnx", "--output", str(onnx_file)]) == 0
     from splitattn.tasks.classification.checkpoint import load_trained_model
