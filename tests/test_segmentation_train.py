@@ -122,7 +122,7 @@ def test_ade20k_config_holds_the_paper_settings():
 
 def test_camvid_config_and_flags_override_it():
     options = _resolve(["--config", str(REPO_ROOT / "configs/segmentation/camvid_deeplabv3_resnest14.yaml"),
-                        "--epochs", "3"])
+                        "--epochs", "3", "--data", "camvid"])  # the config names no data path of ours
     assert options["classes"] == list(CAMVID_CLASSES) and options["ignore_value"] == 11
     assert options["epochs"] == 3 and options["backbone"] == "resnest14"
 
