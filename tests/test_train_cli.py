@@ -303,8 +303,9 @@ def test_config_schema_rejects_wrong_types_and_bad_values(tmp_path: Path, capsys
         assert main([*command, "--norm", "frozenbn"]) == 2
         error = capsys.readouterr().err
         assert all(word in error for word in ("groupnorm", "syncbn", "--pretrained")), error
-    with pytest.raises(SystemExit):  # no prefix matching: --model is not --model-kwargs
-        main(["detect", "train", "--model", "resnest14"])
+    with pytest.raises(SystemExit):  # no prefix matching: --model-kw is not --model-kwargs
+        main(["detect", "train", "--data", "x", "--model-kw", "stem_width=16"])
+    assert build_parser().parse_args(["detect", "train", "--model", "resnest14"]).backbone == "resnest14"
     from splitattn import config as schema
     from splitattn.data import detection, segmentation
     from splitattn.deploy.optimize import BACKENDS

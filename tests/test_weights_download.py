@@ -200,7 +200,7 @@ def test_hub_copy_comes_through_huggingface_hub_and_its_cache(server: WeightServ
     and load from there with the server gone and ``HF_HUB_OFFLINE`` on."""
     from huggingface_hub import constants as hf_constants
 
-    checkpoint = timm_hub("resnest14", "timm/tiny.in1k", revision="v1")
+    checkpoint = timm_hub("resnest14", "timm/tiny.in1k", 0.875, "bilinear", revision="v1")
     register(monkeypatch, checkpoint)
     hub_path = "timm/tiny.in1k/resolve/v1/model.safetensors"
     server.files[hub_path] = safetensors.torch.save(tiny.state_dict)
@@ -219,7 +219,7 @@ def test_hub_copy_comes_through_huggingface_hub_and_its_cache(server: WeightServ
 def test_hub_copy_missing_offline_says_where_to_put_it(tiny: SavedWeights, monkeypatch) -> None:
     from huggingface_hub import constants as hf_constants
 
-    checkpoint = timm_hub("resnest14", "timm/tiny.in1k")
+    checkpoint = timm_hub("resnest14", "timm/tiny.in1k", 0.875, "bilinear")
     register(monkeypatch, checkpoint)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DownloadError, match="cannot connect, and the Hugging Face cache has no copy") as error:
