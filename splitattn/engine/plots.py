@@ -88,7 +88,7 @@ def curves_figure(records: Sequence[Dict[str, Any]], x_key: str = "epoch",
             axis.set_ylim(bottom=min(0.0, lowest))
             axis.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
         axis.set_xlim(min(xs) - margin, max(xs) + margin)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one point: one tick
         axis.set_xlabel(X_LABELS.get(x_key, x_key))
         axis.set_title(title)
         axis.grid(alpha=0.3)
