@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import json
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
@@ -205,6 +206,12 @@ class DetectConfig(RunConfig):
         for name in ("max_iter", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        late = [step for step in self.steps if step >= self.max_iter]
+        if late or self.warmup_iters >= self.max_iter:  # a shortened run that kept a long run's schedule
+            warnings.warn(f"--max-iter {self.max_iter} ends before " + " and ".join(
+                ([f"the warm-up (--warmup-iters {self.warmup_iters})"] if self.warmup_iters >= self.max_iter else [])
+                + ([f"the lr steps {late} (--steps)"] if late else [])) + ": the learning rate never reaches its "
+                "schedule; scale --warmup-iters and --steps with --max-iter.", stacklevel=2)
 
 
 @dataclass

@@ -126,9 +126,9 @@ def run_predict(args: argparse.Namespace) -> int:
     for path, image in images:
         probs = predict_probs(model, normalize_image(image).to(device), **plan)
         labels = probs.argmax(0).cpu().numpy().astype(np.uint8)
-        mask_path, _ = save_segmentation_outputs(image, labels, classes, output / path.stem, options.get("dataset"),
+        mask_path, overlay_path = save_segmentation_outputs(image, labels, classes, output / path.stem, options.get("dataset"),
                                                  args.alpha)
         counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size * 100
         top = ", ".join(f"{classes[i]} {counts[i]:.1f}%" for i in np.argsort(-counts)[:3] if counts[i] > 0)
-        print(f"{path}: {mask_path} ({top})")
+        print(f"{path}: {mask_path}, {overlay_path.name} ({top})")
     return images.exit_code
