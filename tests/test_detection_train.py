@@ -4,6 +4,7 @@ every config under configs/detection builds its model."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -152,3 +153,13 @@ def test_configs_build_their_models(config):
         assert options["min_size"] == list(range(640, 801, 32)) and options["max_size"] == 1333
         assert (options["max_iter"], options["steps"], options["lr"]) == (90000, [60000, 80000], 0.02)
         assert options["norm"] == "syncbn" and options["pretrained"] is True and options["warmup_iters"] == 1000
+
+
+def test_a_shortened_run_that_keeps_a_long_schedule_is_warned_about():
+    with pytest.warns(UserWarning, match=r"--max-iter 20 ends before the warm-up \(--warmup-iters 1000\) and the "
+                                         r"lr steps \[60000, 80000\]"):
+        from_dict(DetectConfig, {"data": "data", "max_iter": 20})
+    config = REPO_ROOT / "configs" / "detection" / "coco128_faster_rcnn_resnest14.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the shipped CPU config's schedule fits its length
+        from_dict(DetectConfig, {"data": "data", **read_config_file(str(config))})
