@@ -927,7 +927,8 @@ def build_detection_dataset(kind: Optional[str], root: PathLike, split: str, tra
     """
     base = Path(root)
     if not base.exists():
-        raise FileNotFoundError(f"data folder {root} does not exist.")
+        raise FileNotFoundError(f"data folder {root} does not exist; --data must be a COCO root (annotations/ and "
+                                "images), a VOCdevkit, a folder of VOC XML files or a YOLO folder (data.yaml).")
     kind = kind or detect_layout(base, annotation_file)
     if kind == "coco":
         annotations = Path(annotation_file) if annotation_file else _first_existing(

@@ -486,7 +486,8 @@ def build_dataset(kind: str, root: PathLike, split: str, transform: Optional[Joi
     ``channels`` channels (the model's ``in_chans``). Raises ``FileNotFoundError`` for a missing folder,
     ``ValueError``/``SegmentationDataError`` naming the file for anything the build-time checks find."""
     if not Path(root).exists():
-        raise FileNotFoundError(f"data folder {root} does not exist.")
+        raise FileNotFoundError(f"data folder {root} does not exist; --data must hold <split>/images and "
+                                "<split>/labels (--dataset folder), or be an ADE20K, Cityscapes or VOC root.")
     if kind == "folder":
         return folder_dataset(root, split, parse_classes(classes), ignore_value, transform, skip_bad, channels,
                               palette)
