@@ -5,6 +5,7 @@
 Eager CPU inference at batch 1 and 16 and one training step at batch 16, 224x224, rounds interleaved,
 medians and ratios; the timing code lives in ``splitattn/deploy/benchmark.py``.
 """
+
 from __future__ import annotations
 
 import sys

@@ -6,6 +6,7 @@ For each batch size: inference and one SGD training step, bf16 autocast, channel
 ``torch.compile``d, rounds interleaved (``splitattn.deploy.benchmark``), medians in images/s and the
 ratio of each baseline's time to ours (> 1: ours is faster). Called by ``benchmarks/gpu_check.sh``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,21 +34,31 @@ def main(argv: list) -> int:
     ours = splitattn.create_model("resnest50")
     twin = timm.create_model("resnest50d")
     twin.load_state_dict(ours.state_dict())
-    models = {"splitattn resnest50": ours, "timm resnest50d": twin, "torchvision resnet50": torchvision.models.resnet50()}
+    models = {
+        "splitattn resnest50": ours,
+        "timm resnest50d": twin,
+        "torchvision resnet50": torchvision.models.resnet50(),
+    }
     batches = [int(b) for b in args.batches.split(",")]
     for mode in ("infer", "train"):
         for compiled in (False, True):
             # One compilation per model and mode: the batch dimension is marked dynamic.
-            nets = {name: model.to(device=device, memory_format=torch.channels_last).train(mode == "train")
-                    for name, model in models.items()}
+            nets = {
+                name: model.to(device=device, memory_format=torch.channels_last).train(mode == "train")
+                for name, model in models.items()
+            }
             if compiled:
                 nets = {name: torch.compile(net) for name, net in nets.items()}
             for batch in batches:
                 x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
                 torch._dynamo.mark_dynamic(x, 0)
                 labels = torch.randint(0, 1000, (batch,), device=device)
-                fns = {name: bench.inference_step(net, x, torch.bfloat16) if mode == "infer"
-                       else bench.train_step(net, x, labels, torch.bfloat16) for name, net in nets.items()}
+                fns = {
+                    name: bench.inference_step(net, x, torch.bfloat16)
+                    if mode == "infer"
+                    else bench.train_step(net, x, labels, torch.bfloat16)
+                    for name, net in nets.items()
+                }
                 results = {name: bench.Result(name, mode, batch, 0.0, "bf16") for name in nets}
                 bench.interleaved(results, fns, args.rounds, 1, args.warmup, device)
                 ours = results["splitattn resnest50"]

@@ -6,6 +6,7 @@ images/s and wall time, read from each run's ``metrics.json``.
 
     PYTHONPATH=. python benchmarks/imagenette.py            # 64 px, 2 epochs each (defaults)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,38 @@ def main() -> int:
     rows = []
     for model in args.models:
         run = Path(args.output) / model
-        command = [sys.executable, "-m", "splitattn", "train", "--data", args.data, "--model", model,
-                   "--output", str(run), "--img-size", str(args.img_size), "--epochs", str(args.epochs),
-                   "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--warmup-epochs", "0.3",
-                   "--label-smoothing", "0.1", "--rrc-scale", "0.25", "1", "--workers", str(args.workers),
-                   "--seed", "0", "--no-progress"]
+        command = [
+            sys.executable,
+            "-m",
+            "splitattn",
+            "train",
+            "--data",
+            args.data,
+            "--model",
+            model,
+            "--output",
+            str(run),
+            "--img-size",
+            str(args.img_size),
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--lr",
+            str(args.lr),
+            "--warmup-epochs",
+            "0.3",
+            "--label-smoothing",
+            "0.1",
+            "--rrc-scale",
+            "0.25",
+            "1",
+            "--workers",
+            str(args.workers),
+            "--seed",
+            "0",
+            "--no-progress",
+        ]
         print("$", " ".join(command), flush=True)
         subprocess.run(command, cwd=REPO, env=env, check=True)
         metrics = json.loads((run / "metrics.json").read_text())
@@ -48,7 +76,9 @@ def main() -> int:
     print("| model | val top-1 (%) | val top-5 (%) | train images/s | wall time (s) |")
     print("|---|---|---|---|---|")
     for model, m in rows:
-        print(f"| {model} | {m['top1']:.1f} | {m['top5']:.1f} | {m['train_images_per_sec']:.1f} | {m['wall_time_s']:.0f} |")
+        print(
+            f"| {model} | {m['top1']:.1f} | {m['top5']:.1f} | {m['train_images_per_sec']:.1f} | {m['wall_time_s']:.0f} |"
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
 """``python -m splitattn`` runs the same command line as ``splitattn``."""
+
 import sys
 
 from .cli import main

@@ -9,6 +9,7 @@ ill-typed option, an option combination that cannot work); 1 a run error (missin
 file, a wrong checkpoint, a non-finite loss). An unexpected exception (a bug such as a ``TypeError``)
 or running out of memory is shown as what it is, with ``--debug`` for the traceback, and exits 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,15 +60,19 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     if unknown:
         command: argparse.ArgumentParser = args.parser_
         flags = [flag for flag in command._option_string_actions if flag.startswith("--")]
-        hints = [f"{word} (did you mean {close[0]}?)" if close else word for word in unknown
-                 for close in [difflib.get_close_matches(word.split("=")[0], flags, n=1) if word.startswith("-") else []]]
+        hints = [
+            f"{word} (did you mean {close[0]}?)" if close else word
+            for word in unknown
+            for close in [difflib.get_close_matches(word.split("=")[0], flags, n=1) if word.startswith("-") else []]
+        ]
         command.error(f"unrecognized arguments: {' '.join(hints)}")
     return args
 
 
 def _command(args: argparse.Namespace) -> str:
-    words = [args.command] + [value for key, value in vars(args).items()
-                              if key.endswith("_command") and isinstance(value, str)]
+    words = [args.command] + [
+        value for key, value in vars(args).items() if key.endswith("_command") and isinstance(value, str)
+    ]
     return " ".join(words)
 
 
@@ -119,17 +124,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{name}: error: {error}", file=sys.stderr)
             return 2
         if type(error).__name__ == "OutOfMemoryError":
-            print(f"{name}: out of memory: {error}\nLower --batch-size (or use --amp bf16, --grad-checkpointing); "
-                  "--debug shows the traceback.", file=sys.stderr)
+            print(
+                f"{name}: out of memory: {error}\nLower --batch-size (or use --amp bf16, --grad-checkpointing); "
+                "--debug shows the traceback.",
+                file=sys.stderr,
+            )
             return 1
         where = _last_frame(error)
         if isinstance(error, (OSError, MissingDependencyError)) or (
-                isinstance(error, (ValueError, RuntimeError)) and _ours(where)):
+            isinstance(error, (ValueError, RuntimeError)) and _ours(where)
+        ):
             print(f"{name}: error: {error}", file=sys.stderr)
             return 1
         at = f" (at {where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
-        print(f"{name}: unexpected {type(error).__name__}: {error}{at}\nThis is likely a bug; rerun with --debug "
-              "for the full traceback and report it.", file=sys.stderr)
+        print(
+            f"{name}: unexpected {type(error).__name__}: {error}{at}\nThis is likely a bug; rerun with --debug "
+            "for the full traceback and report it.",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -11,6 +11,7 @@ here too (``validate``), before any data is read.
 This module imports neither torch nor the models, so ``splitattn --help`` stays fast; the choice
 lists below are checked against the modules that implement them in ``tests/test_train_cli.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,15 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
-NORMS = ("batchnorm", "syncbn", "frozenbn", "groupnorm")          # splitattn.layers.norm.NORM_LAYERS
-AMP = ("none", "bf16", "fp16")                                     # splitattn.engine.runtime.AMP_DTYPES
+NORMS = ("batchnorm", "syncbn", "frozenbn", "groupnorm")  # splitattn.layers.norm.NORM_LAYERS
+AMP = ("none", "bf16", "fp16")  # splitattn.engine.runtime.AMP_DTYPES
 DETECTION_ARCHS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")  # tasks.detection.model.ARCHS
-DETECTION_DATASETS = ("coco", "voc", "voc-folder", "yolo")         # splitattn.data.detection.DATASET_KINDS
+DETECTION_DATASETS = ("coco", "voc", "voc-folder", "yolo")  # splitattn.data.detection.DATASET_KINDS
 SEGMENTATION_DATASETS = ("ade20k", "cityscapes", "voc", "folder")  # splitattn.data.segmentation.DATASET_KINDS
-SEGMENTATION_HEADS = ("deeplabv3", "fcn")                          # splitattn.tasks.segmentation.model.HEADS
+SEGMENTATION_HEADS = ("deeplabv3", "fcn")  # splitattn.tasks.segmentation.model.HEADS
 BOX_HEADS = ("2fc", "4conv1fc")
 SEGMENTATION_MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # tasks.segmentation.inference.MULTI_SCALES
-FAST_BACKENDS = ("compile", "torchscript", "eager")               # splitattn.deploy.optimize.BACKENDS
+FAST_BACKENDS = ("compile", "torchscript", "eager")  # splitattn.deploy.optimize.BACKENDS
 
 C = TypeVar("C", bound="RunConfig")
 
@@ -58,13 +59,17 @@ class RunConfig:
     data: Optional[str] = option(None, "data root", metavar="DIR")
     output: Optional[str] = option(None, "run folder (default: a new runs/<name>[-N])", metavar="DIR")
     exist_ok: bool = option(False, "write into an --output that already holds a run (its files are replaced)")
-    resume: Optional[str] = option(None, "continue from a checkpoint; auto: OUTPUT/last.pt if any",
-                                   metavar="PATH|auto")
-    pretrained: Union[bool, str, None] = option(None, "start from ImageNet weights, a weights file or any "
-                                                      "classification run's checkpoint", nargs="?", const=True,
-                                                metavar="PATH")
-    model_kwargs: Dict[str, Any] = option({}, "more create_model overrides, e.g. stem_width=16 bottleneck_width=16",
-                                          nargs="*", metavar="KEY=VALUE")
+    resume: Optional[str] = option(None, "continue from a checkpoint; auto: OUTPUT/last.pt if any", metavar="PATH|auto")
+    pretrained: Union[bool, str, None] = option(
+        None,
+        "start from ImageNet weights, a weights file or any classification run's checkpoint",
+        nargs="?",
+        const=True,
+        metavar="PATH",
+    )
+    model_kwargs: Dict[str, Any] = option(
+        {}, "more create_model overrides, e.g. stem_width=16 bottleneck_width=16", nargs="*", metavar="KEY=VALUE"
+    )
     norm: str = option("batchnorm", "normalisation layer of the backbone", choices=NORMS)
     sync_bn: bool = option(False, "SyncBatchNorm under torchrun (GPUs)")
     batch_size: int = option(64, "images per process per step (classification: per micro-batch)")
@@ -90,13 +95,15 @@ class RunConfig:
         from .models.registry import get_model_spec  # torch only: the model library is loaded anyway
 
         try:
-            get_model_spec(getattr(self, "model", None) or getattr(self, "backbone"))
+            get_model_spec(getattr(self, "model", None) or self.backbone)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         if self.norm == "frozenbn" and not self.pretrained:
-            raise ConfigError("--norm frozenbn freezes the statistics of pretrained weights, but this run starts "
-                              "from scratch: add --pretrained, or use --norm groupnorm (any batch size) or "
-                              "--norm syncbn (GPUs under torchrun).")
+            raise ConfigError(
+                "--norm frozenbn freezes the statistics of pretrained weights, but this run starts "
+                "from scratch: add --pretrained, or use --norm groupnorm (any batch size) or "
+                "--norm syncbn (GPUs under torchrun)."
+            )
         for name in ("batch_size", "workers"):
             if getattr(self, name) < (1 if name == "batch_size" else 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
@@ -112,21 +119,26 @@ class ClassifyConfig(RunConfig):
 
     data_required: ClassVar[bool] = False
 
-    data: Optional[str] = option(None, "folder with train/ and val/ (or test/) as ImageFolder trees or .csv lists "
-                                       "of path,label; omitted: scikit-learn's digits (a one-minute demo)",
-                                 metavar="DIR")
+    data: Optional[str] = option(
+        None,
+        "folder with train/ and val/ (or test/) as ImageFolder trees or .csv lists "
+        "of path,label; omitted: scikit-learn's digits (a one-minute demo)",
+        metavar="DIR",
+    )
     model: str = option("resnest14", "registered model name (`splitattn models`)")
     epochs: int = option(10)
-    global_batch: Optional[int] = option(None, "images per optimizer step, reached by gradient accumulation "
-                                               "(default: batch size x processes)")
+    global_batch: Optional[int] = option(
+        None, "images per optimizer step, reached by gradient accumulation (default: batch size x processes)"
+    )
     lr: Optional[float] = option(None, "peak learning rate (default: base-lr x global batch / 256)")
     base_lr: float = option(0.1, "learning rate per 256 images")
     warmup_epochs: float = option(0.0, "linear warm-up before the cosine decay")
     label_smoothing: float = option(0.0)
     mixup: float = option(0.0, "mixup Beta(alpha, alpha); 0 disables", metavar="ALPHA")
     augment: bool = option(True, "random augmentation; --no-augment trains on the evaluation transform")
-    rrc_scale: List[float] = option([0.08, 1.0], "area range of the random-resized crop", nargs=2,
-                                    metavar=("MIN", "MAX"))
+    rrc_scale: List[float] = option(
+        [0.08, 1.0], "area range of the random-resized crop", nargs=2, metavar=("MIN", "MAX")
+    )
     auto_augment: bool = option(False, "AutoAugment, ImageNet policy")
     color_jitter: float = option(0.0, "brightness/contrast/saturation jitter")
     pca_lighting: float = option(0.0, "AlexNet PCA lighting noise std")
@@ -138,8 +150,9 @@ class ClassifyConfig(RunConfig):
     crop_pct: float = option(0.875, "evaluation resizes the short side to crop / crop-pct")
     channels_last: bool = option(False)
     compile: bool = option(False, "torch.compile the model")
-    memory_budget: float = option(1.0, "with --compile: activation memory budget in (0, 1]; lower recomputes "
-                                       "cheap ops in backward to save memory")
+    memory_budget: float = option(
+        1.0, "with --compile: activation memory budget in (0, 1]; lower recomputes cheap ops in backward to save memory"
+    )
     grad_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     ema: bool = option(False, "keep and evaluate an EMA of the weights")
     ema_decay: float = option(0.9998)
@@ -156,40 +169,65 @@ class ClassifyConfig(RunConfig):
 class DetectConfig(RunConfig):
     """``splitattn detect train``: (Cascade) Faster/Mask R-CNN on a ResNeSt-FPN, iteration-based (detectron2)."""
 
-    data: Optional[str] = option(None, "data root: COCO (annotations/instances_<split>[2017].json and "
-                                       "<split>[2017]/ or images/), VOC (VOCdevkit or VOC2007/VOC2012), a folder "
-                                       "of VOC XML files (<split>/ or <split>.txt) or YOLO (data.yaml, images/, "
-                                       "labels/)", metavar="DIR")
-    dataset: Optional[str] = option(None, "layout of --data (default: found from its files)",
-                                    choices=DETECTION_DATASETS)
-    annotations: Optional[str] = option(None, "COCO: the instances json (default: found under --data)",
-                                        metavar="JSON")
-    images: Optional[str] = option(None, "COCO: the image folder (default: found under --data); VOC folder: one "
-                                         "more folder to look for the images in", metavar="DIR")
-    classes: Optional[List[str]] = option(None, "class names (default: VOC's 20, a VOC folder's names sorted, "
-                                                "YOLO's data.yaml, COCO's categories)", nargs="+")
+    data: Optional[str] = option(
+        None,
+        "data root: COCO (annotations/instances_<split>[2017].json and "
+        "<split>[2017]/ or images/), VOC (VOCdevkit or VOC2007/VOC2012), a folder "
+        "of VOC XML files (<split>/ or <split>.txt) or YOLO (data.yaml, images/, "
+        "labels/)",
+        metavar="DIR",
+    )
+    dataset: Optional[str] = option(
+        None, "layout of --data (default: found from its files)", choices=DETECTION_DATASETS
+    )
+    annotations: Optional[str] = option(None, "COCO: the instances json (default: found under --data)", metavar="JSON")
+    images: Optional[str] = option(
+        None,
+        "COCO: the image folder (default: found under --data); VOC folder: one more folder to look for the images in",
+        metavar="DIR",
+    )
+    classes: Optional[List[str]] = option(
+        None,
+        "class names (default: VOC's 20, a VOC folder's names sorted, YOLO's data.yaml, COCO's categories)",
+        nargs="+",
+    )
     train_split: str = option("train")
     val_split: str = option("val")
     max_images: Optional[int] = option(None, "use only the first N images of each split (quick runs)")
     skip_bad: bool = option(True, "skip (and count) missing or unreadable images instead of stopping")
     arch: str = option("faster_rcnn", choices=DETECTION_ARCHS)
-    backbone: str = option("resnest50", "registered model name (`splitattn models`), as --model in every command",
-                           flags=("--model",), metavar="NAME")
-    norm: str = option("groupnorm", "backbone normalisation (the paper: syncbn on GPUs; frozenbn needs "
-                                    "--pretrained)", choices=NORMS)
-    trainable_layers: Optional[int] = option(None, "backbone stages trained, from the last (default: 3 with "
-                                                   "frozenbn, else 5)", choices=range(6), metavar="0-5")
-    fpn_norm: Optional[str] = option(None, "normalisation inside the FPN (default: no normalisation)",
-                                     choices=("groupnorm", "syncbn", "batchnorm"))
+    backbone: str = option(
+        "resnest50",
+        "registered model name (`splitattn models`), as --model in every command",
+        flags=("--model",),
+        metavar="NAME",
+    )
+    norm: str = option(
+        "groupnorm", "backbone normalisation (the paper: syncbn on GPUs; frozenbn needs --pretrained)", choices=NORMS
+    )
+    trainable_layers: Optional[int] = option(
+        None,
+        "backbone stages trained, from the last (default: 3 with frozenbn, else 5)",
+        choices=range(6),
+        metavar="0-5",
+    )
+    fpn_norm: Optional[str] = option(
+        None, "normalisation inside the FPN (default: no normalisation)", choices=("groupnorm", "syncbn", "batchnorm")
+    )
     box_head: str = option("2fc", "box head: 2fc (torchvision) or 4conv1fc (the paper's)", choices=BOX_HEADS)
-    head_norm: Optional[str] = option(None, "normalisation of the 4conv1fc box head and the mask head (default: "
-                                            "no normalisation)", choices=("groupnorm", "syncbn", "batchnorm"))
-    min_size: List[int] = option(list(range(640, 801, 32)), "training short side(s), one sampled per image; "
-                                                            "evaluation uses the last", nargs="+")
+    head_norm: Optional[str] = option(
+        None,
+        "normalisation of the 4conv1fc box head and the mask head (default: no normalisation)",
+        choices=("groupnorm", "syncbn", "batchnorm"),
+    )
+    min_size: List[int] = option(
+        list(range(640, 801, 32)), "training short side(s), one sampled per image; evaluation uses the last", nargs="+"
+    )
     max_size: int = option(1333, "longest side cap")
     detections_per_img: int = option(100)
-    detector_kwargs: Dict[str, Any] = option({}, "more FasterRCNN/MaskRCNN arguments, e.g. "
-                                                 "box_batch_size_per_image=128", nargs="*", metavar="KEY=VALUE")
+    detector_kwargs: Dict[str, Any] = option(
+        {}, "more FasterRCNN/MaskRCNN arguments, e.g. box_batch_size_per_image=128", nargs="*", metavar="KEY=VALUE"
+    )
     batch_size: int = option(2, "images per process")
     lr: float = option(0.02)
     max_iter: int = option(90000, "training iterations (optimizer steps)")
@@ -208,41 +246,62 @@ class DetectConfig(RunConfig):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
         late = [step for step in self.steps if step >= self.max_iter]
         if late or self.warmup_iters >= self.max_iter:  # a shortened run that kept a long run's schedule
-            warnings.warn(f"--max-iter {self.max_iter} ends before " + " and ".join(
-                ([f"the warm-up (--warmup-iters {self.warmup_iters})"] if self.warmup_iters >= self.max_iter else [])
-                + ([f"the lr steps {late} (--steps)"] if late else [])) + ": the learning rate never reaches its "
-                "schedule; scale --warmup-iters and --steps with --max-iter.", stacklevel=2)
+            warnings.warn(
+                f"--max-iter {self.max_iter} ends before "
+                + " and ".join(
+                    (
+                        [f"the warm-up (--warmup-iters {self.warmup_iters})"]
+                        if self.warmup_iters >= self.max_iter
+                        else []
+                    )
+                    + ([f"the lr steps {late} (--steps)"] if late else [])
+                )
+                + ": the learning rate never reaches its "
+                "schedule; scale --warmup-iters and --steps with --max-iter.",
+                stacklevel=2,
+            )
 
 
 @dataclass
 class SegmentConfig(RunConfig):
     """``splitattn segment train``: DeepLabV3/FCN on a dilated ResNeSt (PyTorch-Encoding's recipe)."""
 
-    data: Optional[str] = option(None, "data root (ADE20K, Cityscapes, VOC, or a folder with <split>/images "
-                                       "and <split>/labels)", metavar="DIR")
+    data: Optional[str] = option(
+        None, "data root (ADE20K, Cityscapes, VOC, or a folder with <split>/images and <split>/labels)", metavar="DIR"
+    )
     dataset: str = option("folder", "layout of --data", choices=SEGMENTATION_DATASETS)
-    classes: Union[List[str], str, None] = option(None, "folder data sets: class names in id order, "
-                                                        "comma-separated or a text file")
+    classes: Union[List[str], str, None] = option(
+        None, "folder data sets: class names in id order, comma-separated or a text file"
+    )
     ignore_value: Optional[int] = option(None, "folder data sets: the stored label value of void pixels")
-    palette: Optional[str] = option(None, "folder data sets with colour-coded (RGB) label maps: a CSV of name,r,g,b "
-                                          "(the classes come from it)", metavar="CSV")
+    palette: Optional[str] = option(
+        None,
+        "folder data sets with colour-coded (RGB) label maps: a CSV of name,r,g,b (the classes come from it)",
+        metavar="CSV",
+    )
     skip_bad: bool = option(True, "skip (and count) unmatched files and size mismatches instead of stopping")
     train_split: str = option("train")
     val_split: str = option("val")
-    backbone: str = option("resnest50", "registered model name (`splitattn models`), as --model in every command",
-                           flags=("--model",), metavar="NAME")
+    backbone: str = option(
+        "resnest50",
+        "registered model name (`splitattn models`), as --model in every command",
+        flags=("--model",),
+        metavar="NAME",
+    )
     head: str = option("deeplabv3", choices=SEGMENTATION_HEADS)
     output_stride: int = option(8, "8: ASPP rates 12/24/36; 16: 6/12/18", choices=(8, 16))
     aux: bool = option(True, "auxiliary FCN head on stage 3")
     aux_weight: float = option(0.2)
     base_size: int = option(520, "long side at scale 1 (training jitter and evaluation)")
     crop_size: int = option(480, "training crop")
-    scale_range: List[float] = option([0.5, 2.0], "random long-side scale, relative to --base-size", nargs=2,
-                                      metavar=("MIN", "MAX"))
+    scale_range: List[float] = option(
+        [0.5, 2.0], "random long-side scale, relative to --base-size", nargs=2, metavar=("MIN", "MAX")
+    )
     epochs: int = option(120)
     batch_size: int = option(16, "images per process")
-    global_batch: Optional[int] = option(None, "images per optimizer step, reached by gradient accumulation "
-                                               "(default: batch size x processes)")
+    global_batch: Optional[int] = option(
+        None, "images per optimizer step, reached by gradient accumulation (default: batch size x processes)"
+    )
     lr: float = option(0.01, "backbone learning rate, poly-decayed per iteration")
     head_lr_mult: float = option(10.0, "heads learn at lr x this")
     poly_power: float = option(0.9)
@@ -346,8 +405,10 @@ def _checked(cls: Type[RunConfig], values: Mapping[str, Any], source: str) -> Di
         for key in unknown:
             close = difflib.get_close_matches(key, sorted(fields), n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"{source} has unknown key(s): {', '.join(hints)}. Valid keys are the long options of "
-                          f"this command with underscores: {', '.join(sorted(fields))}.")
+        raise ConfigError(
+            f"{source} has unknown key(s): {', '.join(hints)}. Valid keys are the long options of "
+            f"this command with underscores: {', '.join(sorted(fields))}."
+        )
     types, checked = _hints(cls), {}
     for key, value in values.items():
         checked[key] = _check(key, value, types[key], source)
@@ -406,8 +467,9 @@ def add_task_commands(subparsers: argparse._SubParsersAction, task: str, help: s
     return group
 
 
-def add_train_command(commands: argparse._SubParsersAction, cls: Type[RunConfig], run: Any, help: str,
-                      description: str) -> argparse.ArgumentParser:
+def add_train_command(
+    commands: argparse._SubParsersAction, cls: Type[RunConfig], run: Any, help: str, description: str
+) -> argparse.ArgumentParser:
     """The ``train`` command of a task: a flag per field of ``cls``, ``--debug``, and ``run(args)`` to call."""
     train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help=help, description=description)
     add_arguments(train, cls)

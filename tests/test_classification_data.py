@@ -1,4 +1,5 @@
 """Classification data: the model's channel count, CSV headers, hidden files, too few classes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,12 +15,16 @@ from splitattn.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .conftest import SHARED_DATA
 
 IMAGENETTE = SHARED_DATA / "imagenette-mini"
-needs_imagenette = pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"shared imagenette-mini not found at {IMAGENETTE}")
+needs_imagenette = pytest.mark.skipif(
+    not IMAGENETTE.is_dir(), reason=f"shared imagenette-mini not found at {IMAGENETTE}"
+)
 
 
 def _photos(count: int = 4):
     classes = sorted(p.name for p in (IMAGENETTE / "train").iterdir() if p.is_dir())[:2]
-    return [(path, name) for name in classes for path in sorted((IMAGENETTE / "train" / name).glob("*.JPEG"))[:count // 2]]
+    return [
+        (path, name) for name in classes for path in sorted((IMAGENETTE / "train" / name).glob("*.JPEG"))[: count // 2]
+    ]
 
 
 def _csv(path: Path, lines) -> Path:
@@ -86,7 +91,10 @@ def test_fewer_than_two_classes_is_refused(tmp_path):
 def test_csv_header_recognised_by_names_by_content_or_given(tmp_path):
     _folder(tmp_path / "img")
     rows = ["img/cat/cat1.jpg,cat", "img/dog/dog1.jpg,dog"]
-    expected = [(str((tmp_path / "img/cat/cat1.jpg").resolve()), 0), (str((tmp_path / "img/dog/dog1.jpg").resolve()), 1)]
+    expected = [
+        (str((tmp_path / "img/cat/cat1.jpg").resolve()), 0),
+        (str((tmp_path / "img/dog/dog1.jpg").resolve()), 1),
+    ]
     for header in ([], ["path,label"], ["filename,class"], ["Image,Category"], ["picture,species"]):
         dataset = load_split(_csv(tmp_path / "list.csv", header + rows))
         assert dataset.classes == ["cat", "dog"] and dataset.samples == expected, header
@@ -103,12 +111,19 @@ def test_csv_header_recognised_by_names_by_content_or_given(tmp_path):
 
 def test_hidden_files_and_folders_are_not_samples_or_classes(tmp_path):
     root = _folder(tmp_path / "train")
-    for name in (".DS_Store", "cat/._cat1.jpg", "cat/.ipynb_checkpoints/cat1-checkpoint.jpg", ".ipynb_checkpoints/x.jpg"):
+    for name in (
+        ".DS_Store",
+        "cat/._cat1.jpg",
+        "cat/.ipynb_checkpoints/cat1-checkpoint.jpg",
+        ".ipynb_checkpoints/x.jpg",
+    ):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8)).save(root / name, format="JPEG")
     dataset = load_split(root)
     assert dataset.classes == ["cat", "dog"]
     assert [Path(path).name for path, _ in dataset.samples] == ["cat1.jpg", "dog1.jpg"]
-    listing = _csv(tmp_path / "list.csv", ["train/cat/cat1.jpg,cat", "train/cat/._cat1.jpg,cat", "train/dog/dog1.jpg,dog"])
+    listing = _csv(
+        tmp_path / "list.csv", ["train/cat/cat1.jpg,cat", "train/cat/._cat1.jpg,cat", "train/dog/dog1.jpg,dog"]
+    )
     with pytest.warns(UserWarning, match="1 hidden file"):
         assert len(load_split(listing)) == 2

@@ -1,5 +1,6 @@
 """No process-wide side effects: what ``import splitattn`` loads, and the scope of
 ``compile_for_training``'s activation memory budget."""
+
 from __future__ import annotations
 
 import json
@@ -16,14 +17,23 @@ from splitattn.utils.compile import compile_for_training
 
 from .train_helpers import REPO, TINY_MODEL, child_env, make_image_folder
 
-HEAVY_MODULES = ("torch._inductor", "torch._dynamo", "matplotlib", "tensorboard", "torch.utils.tensorboard",
-                 "pycocotools", "onnx", "onnxruntime")
+HEAVY_MODULES = (
+    "torch._inductor",
+    "torch._dynamo",
+    "matplotlib",
+    "tensorboard",
+    "torch.utils.tensorboard",
+    "pycocotools",
+    "onnx",
+    "onnxruntime",
+)
 
 
 def test_import_loads_the_model_library_only():
     code = f"import sys, json, splitattn; print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True, text=True, check=True
+    )
     assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
@@ -57,8 +67,29 @@ def test_train_compile_option_compiles_and_leaves_the_budget(tmp_path: Path):
     before = functorch_config.activation_memory_budget
     graphs = counters["stats"]["unique_graphs"]
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
-    assert main(["train", "--data", str(data), "--output", str(tmp_path / "run"), *TINY_MODEL, "--epochs", "1",
-                 "--batch-size", "4", "--workers", "0", "--no-progress", "--compile", "--memory-budget", "0.6"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--output",
+                str(tmp_path / "run"),
+                *TINY_MODEL,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--compile",
+                "--memory-budget",
+                "0.6",
+            ]
+        )
+        == 0
+    )
     assert counters["stats"]["unique_graphs"] > graphs, "--compile trained without compiling"
     assert functorch_config.activation_memory_budget == before
     assert (tmp_path / "run" / "last.pt").is_file()

@@ -1,6 +1,7 @@
 """The GPU paths, run with ``pytest -m cuda`` on a machine with CUDA (skipped without one): AMP fp16 with
 GradScaler, SyncBatchNorm over NCCL, channels_last on CUDA, CUDA graphs in the benchmark, the fp16 fast path.
 ``benchmarks/gpu_check.sh`` runs them before timing."""
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,10 @@ from splitattn.deploy import optimize_for_inference
 
 from .conftest import randomize_state_dict, relative_error
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with `pytest -m cuda`)")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with `pytest -m cuda`)"),
+]
 TINY = {"num_classes": 10, "bottleneck_width": 16, "stem_width": 16}
 
 
@@ -94,8 +97,29 @@ def test_cuda_graph_replays_the_eager_forward():
     replay()
     torch.cuda.synchronize()
     assert relative_error(outputs[-1], expected) < 1e-4
-    assert main(["benchmark", "--model", "resnest14", "--device", "cuda", "--img-size", "64", "--batch-size", "4",
-                 "--rounds", "1", "--warmup", "1", "--cuda-graphs", "--precision", "fp32,bf16"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--model",
+                "resnest14",
+                "--device",
+                "cuda",
+                "--img-size",
+                "64",
+                "--batch-size",
+                "4",
+                "--rounds",
+                "1",
+                "--warmup",
+                "1",
+                "--cuda-graphs",
+                "--precision",
+                "fp32,bf16",
+            ]
+        )
+        == 0
+    )
 
 
 def test_fp16_fast_path_on_cuda_agrees_with_fp32():
@@ -114,6 +138,8 @@ def test_cudnn_benchmark_training_step_is_finite():
         x = torch.randn(4, 3, 64, 64, device="cuda")
         loss = model(x).square().mean()
         loss.backward()
-        assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        assert torch.isfinite(loss) and all(
+            torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
+        )
     finally:
         torch.backends.cudnn.benchmark = previous

@@ -1,4 +1,5 @@
 """The inference fast path: BatchNorm folding on every block type, optimize_for_inference, bf16 agreement."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,12 +55,15 @@ def test_groupnorm_is_left_in_place():
         assert relative_error(folded(x), model(x)) < 1e-4
 
 
-@pytest.mark.parametrize("backend,channels_last",
-                         [("compile", True), ("torchscript", True), ("eager", False), ("eager", True)])
+@pytest.mark.parametrize(
+    "backend,channels_last", [("compile", True), ("torchscript", True), ("eager", False), ("eager", True)]
+)
 def test_fast_path_fp32_matches_eager_at_other_shapes(backend, channels_last):
     model = random_model("resnest14", {"cardinality": 2, "bottleneck_width": 32})
     fast = optimize_for_inference(model, "fp32", channels_last=channels_last, backend=backend, example_size=64)
-    assert next(model.parameters()).dtype == torch.float32 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert next(model.parameters()).dtype == torch.float32 and any(
+        isinstance(m, nn.BatchNorm2d) for m in model.modules()
+    )
     with torch.no_grad():
         for shape in [(1, 3, 64, 64), (3, 3, 96, 72)]:  # traced once at 1x64x64
             x = torch.randn(shape)
@@ -130,10 +134,15 @@ def load_images(split: str, size: int):
     """imagenette-mini images (greyscale ones converted to RGB), resized and centre-cropped to ``size``."""
     from torchvision import datasets, transforms
 
-    transform = transforms.Compose([
-        transforms.Lambda(lambda image: image.convert("RGB")), transforms.Resize(size + size // 8),
-        transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    ])
+    transform = transforms.Compose(
+        [
+            transforms.Lambda(lambda image: image.convert("RGB")),
+            transforms.Resize(size + size // 8),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     dataset = datasets.ImageFolder(str(IMAGENETTE / split), transform)
     images, labels = zip(*(dataset[i] for i in range(len(dataset))))
     return torch.stack(images), torch.tensor(labels)
@@ -156,7 +165,7 @@ def test_bf16_fast_path_agrees_with_fp32_on_imagenette():
     for _ in range(epochs):
         order = torch.randperm(len(train_x))
         for start in range(0, len(train_x) - batch + 1, batch):
-            index = order[start:start + batch]
+            index = order[start : start + batch]
             loss = nn.functional.cross_entropy(model(train_x[index]), train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -165,10 +174,14 @@ def test_bf16_fast_path_agrees_with_fp32_on_imagenette():
     model.eval()
     with torch.no_grad():
         eager = model(val_x).argmax(1)
-        fast = {backend: optimize_for_inference(model, "bf16", backend=backend, example_size=size)(val_x).argmax(1)
-                for backend in ("compile", "torchscript")}
+        fast = {
+            backend: optimize_for_inference(model, "bf16", backend=backend, example_size=size)(val_x).argmax(1)
+            for backend in ("compile", "torchscript")
+        }
     accuracy = (eager == val_y).float().mean().item()
     assert accuracy > 0.3, f"the briefly trained model is too close to chance (10%): {accuracy:.1%}"
     for backend, predicted in fast.items():
         agreement = (predicted == eager).float().mean().item()
-        assert agreement >= 0.99, f"bf16 {backend} fast path agrees with fp32 eager on only {agreement:.1%} of 500 images"
+        assert agreement >= 0.99, (
+            f"bf16 {backend} fast path agrees with fp32 eager on only {agreement:.1%} of 500 images"
+        )

@@ -1,4 +1,5 @@
 """Detection data: COCO json (coco128 and synthetic bad input), VOC XML, masks, the flip transform, collation."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +16,11 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
 from splitattn.data.detection import (
-    STATS_KEYS, CocoDetectionDataset, DetectionDataError, build_detection_dataset, collate_detection,
+    STATS_KEYS,
+    CocoDetectionDataset,
+    DetectionDataError,
+    build_detection_dataset,
+    collate_detection,
     segmentation_to_mask,
 )
 from splitattn.data.detection_transforms import build_detection_train_transform
@@ -139,7 +144,8 @@ def test_uncompressed_and_compressed_rle_decode_identically():
         assert np.array_equal(segmentation_to_mask(segmentation, 7, 9), mask)
     polygon = [[2.0, 1.0, 6.0, 1.0, 6.0, 4.0, 2.0, 4.0]]
     assert segmentation_to_mask(polygon, 7, 9).sum() == mask_utils.area(
-        mask_utils.merge(mask_utils.frPyObjects(polygon, 7, 9)))
+        mask_utils.merge(mask_utils.frPyObjects(polygon, 7, 9))
+    )
 
 
 def _image(path: Path, width: int, height: int, mode: str = "RGB") -> None:
@@ -171,13 +177,24 @@ def _bad_coco(tmp_path: Path) -> Path:
         (4, 17, [1, 1, 4, 4], 0, []),  # on the missing image
     ]
     spec = {
-        "images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
-                   {"id": 2, "file_name": "b.png", "width": 20, "height": 20},
-                   {"id": 3, "file_name": "c.jpg", "width": 16, "height": 12},
-                   {"id": 4, "file_name": "missing.jpg", "width": 10, "height": 10}],
-        "annotations": [{"id": i + 1, "image_id": image_id, "category_id": cat, "bbox": bbox, "iscrowd": crowd,
-                         "segmentation": seg, "area": float(bbox[2] * bbox[3])}
-                        for i, (image_id, cat, bbox, crowd, seg) in enumerate(anns)],
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
+            {"id": 2, "file_name": "b.png", "width": 20, "height": 20},
+            {"id": 3, "file_name": "c.jpg", "width": 16, "height": 12},
+            {"id": 4, "file_name": "missing.jpg", "width": 10, "height": 10},
+        ],
+        "annotations": [
+            {
+                "id": i + 1,
+                "image_id": image_id,
+                "category_id": cat,
+                "bbox": bbox,
+                "iscrowd": crowd,
+                "segmentation": seg,
+                "area": float(bbox[2] * bbox[3]),
+            }
+            for i, (image_id, cat, bbox, crowd, seg) in enumerate(anns)
+        ],
         "categories": [{"id": 90, "name": "toothbrush"}, {"id": 3, "name": "car"}, {"id": 17, "name": "cat"}],
     }
     path = tmp_path / "instances.json"
@@ -193,9 +210,19 @@ def test_bad_coco_input_is_handled_and_counted(tmp_path):
     assert dataset.classes == ["__background__", "car", "cat", "toothbrush"]
     assert dataset.contiguous_to_coco == {1: 3, 2: 17, 3: 90}
     assert dataset.stats == {
-        "images": 4, "images_used": 3, "images_missing": 1, "annotation_files_bad": 0,
-        "images_without_annotations": 1, "images_filtered_for_training": 0, "annotations": 8, "unknown_category": 1,
-        "boxes_degenerate": 2, "boxes_outside": 1, "boxes_clipped": 1, "crowd_regions": 2, "masks_from_box": 1,
+        "images": 4,
+        "images_used": 3,
+        "images_missing": 1,
+        "annotation_files_bad": 0,
+        "images_without_annotations": 1,
+        "images_filtered_for_training": 0,
+        "annotations": 8,
+        "unknown_category": 1,
+        "boxes_degenerate": 2,
+        "boxes_outside": 1,
+        "boxes_clipped": 1,
+        "crowd_regions": 2,
+        "masks_from_box": 1,
     }
     assert "1 image files missing (skipped)" in dataset.summary()
     image, target = dataset[0]
@@ -210,7 +237,8 @@ def test_bad_coco_input_is_handled_and_counted(tmp_path):
     train = CocoDetectionDataset(tmp_path / "images", annotation_file, train=True)
     assert len(train) == 1 and train.stats["images_filtered_for_training"] == 2
     assert {k: v for k, v in train.stats.items() if k not in ("images_used", "images_filtered_for_training")} == {
-        k: v for k, v in dataset.stats.items() if k not in ("images_used", "images_filtered_for_training")}
+        k: v for k, v in dataset.stats.items() if k not in ("images_used", "images_filtered_for_training")
+    }
     _, target = train[0]
     assert target["labels"].tolist() == [2, 3] and target["iscrowd"].tolist() == [0, 0]
     assert target["boxes"].tolist() == [[5, 5, 15, 15], [35, 20, 40, 30]] and target["masks"].shape == (2, 30, 40)
@@ -284,10 +312,14 @@ def test_horizontal_flip_keeps_boxes_masks_and_image_together():
     checked against the masks' own pixels), the per-box entries kept in step, the input left alone."""
     boxes = [[0, 1, 3, 4], [5, 0, 10, 6], [2, 2, 3, 3]]
     image = tv_tensors.Image(torch.rand(3, 6, 10))
-    target = {"boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32), format="XYXY",
-                                                canvas_size=(6, 10)),
-              "masks": tv_tensors.Mask(_box_masks(boxes, 6, 10)), "labels": torch.tensor([1, 2, 3]),
-              "area": torch.tensor([9.0, 30.0, 1.0]), "iscrowd": torch.tensor([0, 0, 0]), "image_id": 7}
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32), format="XYXY", canvas_size=(6, 10)),
+        "masks": tv_tensors.Mask(_box_masks(boxes, 6, 10)),
+        "labels": torch.tensor([1, 2, 3]),
+        "area": torch.tensor([9.0, 30.0, 1.0]),
+        "iscrowd": torch.tensor([0, 0, 0]),
+        "image_id": 7,
+    }
     flip = build_detection_train_transform(1.0)
     flipped_image, flipped = flip(image, target)
     assert flipped["boxes"].tolist() == [[7, 1, 10, 4], [0, 0, 5, 6], [7, 2, 8, 3]]
@@ -310,9 +342,13 @@ def test_horizontal_flip_keeps_boxes_masks_and_image_together():
 
 def test_sanitize_drops_a_degenerate_box_with_its_label_area_crowd_flag_and_mask():
     boxes = [[0, 1, 3, 4], [5, 0, 5.5, 6], [2, 2, 3, 3]]  # box 1 is half a pixel wide
-    target = {"boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes), format="XYXY", canvas_size=(6, 10)),
-              "masks": tv_tensors.Mask(_box_masks([[0, 1, 3, 4], [5, 0, 6, 6], [2, 2, 3, 3]], 6, 10)),
-              "labels": torch.tensor([1, 2, 3]), "area": torch.tensor([9.0, 3.0, 1.0]), "iscrowd": torch.tensor([0, 1, 0])}
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes), format="XYXY", canvas_size=(6, 10)),
+        "masks": tv_tensors.Mask(_box_masks([[0, 1, 3, 4], [5, 0, 6, 6], [2, 2, 3, 3]], 6, 10)),
+        "labels": torch.tensor([1, 2, 3]),
+        "area": torch.tensor([9.0, 3.0, 1.0]),
+        "iscrowd": torch.tensor([0, 1, 0]),
+    }
     _, kept = build_detection_train_transform(0.0)(tv_tensors.Image(torch.rand(3, 6, 10)), target)
     assert kept["boxes"].tolist() == [[0, 1, 3, 4], [2, 2, 3, 3]] and kept["labels"].tolist() == [1, 3]
     assert kept["area"].tolist() == [9.0, 1.0] and kept["iscrowd"].tolist() == [0, 0]
@@ -332,11 +368,15 @@ def _write_voc(root: Path) -> Path:
     for name, (width, height, objs) in objects.items():
         if name != "000003":
             _image(base / "JPEGImages" / f"{name}.jpg", width, height)
-        xml = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}"
-                      f"</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, d, b in objs)
+        xml = "".join(
+            f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}"
+            f"</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            for n, d, b in objs
+        )
         (base / "Annotations" / f"{name}.xml").write_text(
             f"<annotation><filename>{name}.jpg</filename><size><width>{width}</width><height>{height}</height>"
-            f"<depth>3</depth></size>{xml}</annotation>")
+            f"<depth>3</depth></size>{xml}</annotation>"
+        )
     (base / "ImageSets" / "Main").mkdir(parents=True)
     (base / "ImageSets" / "Main" / "train.txt").write_text("000001\n000002\n000003\n")
     return base
@@ -347,8 +387,15 @@ def test_voc_tree_loads_converts_coordinates_and_treats_difficult_as_crowd(tmp_p
     dataset = build_detection_dataset("voc", tmp_path / "VOCdevkit", "train", train=False)  # finds VOC2007
     assert dataset.num_classes == 21 and dataset.classes[12] == "dog" and dataset.classes[8] == "cat"
     assert {k: v for k, v in dataset.stats.items() if v} == {
-        "images": 3, "images_used": 2, "images_missing": 1, "annotations": 5, "unknown_category": 1,
-        "boxes_degenerate": 1, "boxes_clipped": 1, "crowd_regions": 1}
+        "images": 3,
+        "images_used": 2,
+        "images_missing": 1,
+        "annotations": 5,
+        "unknown_category": 1,
+        "boxes_degenerate": 1,
+        "boxes_clipped": 1,
+        "crowd_regions": 1,
+    }
     image, target = dataset[0]
     assert image.shape == (3, 40, 50) and "masks" not in target
     assert target["boxes"].tolist() == [[0, 0, 50, 40], [10, 5, 20, 15]]  # 1-based inclusive -> pixel edges
@@ -358,7 +405,10 @@ def test_voc_tree_loads_converts_coordinates_and_treats_difficult_as_crowd(tmp_p
     assert train.target(0)["labels"].tolist() == [12] and train.target(0)["iscrowd"].tolist() == [0]
     gt = dataset.coco
     assert sorted((a["category_id"], a["bbox"], a["iscrowd"]) for a in gt.anns.values()) == [
-        (12, [0, 0, 50, 40], 0), (12, [10, 5, 10, 10], 1), (15, [20, 4, 10, 8], 0)]
+        (12, [0, 0, 50, 40], 0),
+        (12, [10, 5, 10, 10], 1),
+        (15, [20, 4, 10, 8], 0),
+    ]
     with pytest.raises(ValueError, match="no segmentations"):
         CocoEvaluator(gt, ("bbox", "segm"), dataset.contiguous_to_coco)
 

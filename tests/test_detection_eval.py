@@ -1,4 +1,5 @@
 """The COCO evaluator against pycocotools run directly: perfect predictions, perturbed ones, none, and merging."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,11 +41,33 @@ def _tiny_gt() -> COCO:
     coco.dataset = {
         "images": [{"id": 1, "width": 30, "height": 20}, {"id": 2, "width": 30, "height": 20}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 5, "bbox": [3, 2, 9, 6], "area": 54, "iscrowd": 0, "segmentation": rle},
-            {"id": 2, "image_id": 1, "category_id": 9, "bbox": [15, 10, 10, 8], "area": 80, "iscrowd": 0,
-             "segmentation": [[15, 10, 25, 10, 25, 18, 15, 18]]},
-            {"id": 3, "image_id": 2, "category_id": 5, "bbox": [0, 0, 30, 20], "area": 600, "iscrowd": 0,
-             "segmentation": [[0, 0, 30, 0, 30, 20, 0, 20]]},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 5,
+                "bbox": [3, 2, 9, 6],
+                "area": 54,
+                "iscrowd": 0,
+                "segmentation": rle,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 9,
+                "bbox": [15, 10, 10, 8],
+                "area": 80,
+                "iscrowd": 0,
+                "segmentation": [[15, 10, 25, 10, 25, 18, 15, 18]],
+            },
+            {
+                "id": 3,
+                "image_id": 2,
+                "category_id": 5,
+                "bbox": [0, 0, 30, 20],
+                "area": 600,
+                "iscrowd": 0,
+                "segmentation": [[0, 0, 30, 0, 30, 20, 0, 20]],
+            },
         ],
         "categories": [{"id": 5, "name": "five"}, {"id": 9, "name": "nine"}],
     }
@@ -66,18 +89,34 @@ def test_ground_truth_as_predictions_scores_100():
     for index in range(len(dataset)):  # every image, boxes only
         target = dataset.target(index)
         keep = target["iscrowd"] == 0
-        boxes_only.update({target["image_id"]: {"boxes": target["boxes"][keep], "labels": target["labels"][keep],
-                                                "scores": torch.ones(int(keep.sum()))}})
+        boxes_only.update(
+            {
+                target["image_id"]: {
+                    "boxes": target["boxes"][keep],
+                    "labels": target["labels"][keep],
+                    "scores": torch.ones(int(keep.sum())),
+                }
+            }
+        )
     assert boxes_only.summarize() == {"bbox": {name: 100.0 for name in STAT_NAMES}}
-    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 1.000" in boxes_only.reports["bbox"]
+    assert (
+        "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 1.000" in boxes_only.reports["bbox"]
+    )
     dataset.with_masks = True
     with_masks = CocoEvaluator(dataset.coco, ("bbox", "segm"), dataset.contiguous_to_coco)
     for index in range(0, len(dataset), 4):  # a quarter of the images, with masks: only those are scored
         target = dataset.target(index)
         keep = target["iscrowd"] == 0
-        with_masks.update({target["image_id"]: {
-            "boxes": target["boxes"][keep], "labels": target["labels"][keep], "scores": torch.ones(int(keep.sum())),
-            "masks": target["masks"][keep, None].float()}})
+        with_masks.update(
+            {
+                target["image_id"]: {
+                    "boxes": target["boxes"][keep],
+                    "labels": target["labels"][keep],
+                    "scores": torch.ones(int(keep.sum())),
+                    "masks": target["masks"][keep, None].float(),
+                }
+            }
+        )
     scores = with_masks.summarize()
     assert [scores["bbox"]["AP"], scores["segm"]["AP"], scores["segm"]["AP75"]] == [100.0, 100.0, 100.0]
 
@@ -102,20 +141,25 @@ def _perturbed(raw: dict, rng: np.random.Generator, image_ids, labels_of, with_m
             boxes.append([x + jitter[0], y + jitter[1], x + w + jitter[2], y + h + jitter[3]])
             labels.append(labels_of[ann["category_id"]] if rng.random() > 0.1 else int(rng.integers(1, 81)))
             if with_masks:
-                masks.append(np.roll(reference.annToMask(ann), int(rng.integers(-3, 4)), axis=1) * 0.8
-                             + rng.random((height, width)) * 0.3)
+                masks.append(
+                    np.roll(reference.annToMask(ann), int(rng.integers(-3, 4)), axis=1) * 0.8
+                    + rng.random((height, width)) * 0.3
+                )
         for _ in range(int(rng.integers(0, 4))):  # false positives
             x1, y1 = rng.random() * width * 0.8, rng.random() * height * 0.8
             boxes.append([x1, y1, x1 + 5 + rng.random() * width * 0.2, y1 + 5 + rng.random() * height * 0.2])
             labels.append(int(rng.integers(1, 81)))
             if with_masks:
                 masks.append(rng.random((height, width)) * 0.6)
-        output = {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                  "scores": torch.from_numpy(rng.random(len(boxes)).astype(np.float32)),
-                  "labels": torch.tensor(labels, dtype=torch.int64)}
+        output = {
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "scores": torch.from_numpy(rng.random(len(boxes)).astype(np.float32)),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+        }
         if with_masks:
-            output["masks"] = torch.from_numpy(np.stack(masks).astype(np.float32)[:, None] if masks
-                                               else np.zeros((0, 1, height, width), np.float32))
+            output["masks"] = torch.from_numpy(
+                np.stack(masks).astype(np.float32)[:, None] if masks else np.zeros((0, 1, height, width), np.float32)
+            )
         outputs[image_id] = output
     return outputs
 
@@ -125,8 +169,9 @@ def _direct_cocoeval(gt: COCO, outputs: dict, coco_id_of: dict, iou_type: str, i
     results = []
     for image_id, output in outputs.items():
         masks = output["masks"][:, 0].numpy() > 0.5 if iou_type == "segm" else [None] * len(output["labels"])
-        for (x1, y1, x2, y2), score, label, mask in zip(output["boxes"].tolist(), output["scores"].tolist(),
-                                                        output["labels"].tolist(), masks):
+        for (x1, y1, x2, y2), score, label, mask in zip(
+            output["boxes"].tolist(), output["scores"].tolist(), output["labels"].tolist(), masks
+        ):
             result = {"image_id": image_id, "category_id": coco_id_of[label], "score": score}
             if iou_type == "bbox":
                 result["bbox"] = [x1, y1, x2 - x1, y2 - y1]
@@ -171,13 +216,24 @@ def test_results_json_has_coco_ids_xywh_and_str_rle(tmp_path):
     masks[0, 0, 2:8, 3:12] = 0.9
     masks[1, 0, 10:18, 15:25] = 0.7
     masks[1, 0, 0, 0] = 0.4  # below the threshold
-    evaluator.update({1: {"boxes": torch.tensor([[3.0, 2.0, 12.0, 8.0], [15.0, 10.0, 25.0, 18.0]]),
-                          "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 2]), "masks": masks},
-                      2: _empty(with_masks=True)})
+    evaluator.update(
+        {
+            1: {
+                "boxes": torch.tensor([[3.0, 2.0, 12.0, 8.0], [15.0, 10.0, 25.0, 18.0]]),
+                "scores": torch.tensor([0.9, 0.8]),
+                "labels": torch.tensor([1, 2]),
+                "masks": masks,
+            },
+            2: _empty(with_masks=True),
+        }
+    )
     path = evaluator.write_results(tmp_path / "out" / "results.json")
     written = json.loads(path.read_text())
     assert written == evaluator.results and len(written) == 2
-    assert [(r["image_id"], r["category_id"], r["bbox"]) for r in written] == [(1, 5, [3, 2, 9, 6]), (1, 9, [15, 10, 10, 8])]
+    assert [(r["image_id"], r["category_id"], r["bbox"]) for r in written] == [
+        (1, 5, [3, 2, 9, 6]),
+        (1, 9, [15, 10, 10, 8]),
+    ]
     assert all(isinstance(r["segmentation"]["counts"], str) for r in written)
     assert mask_utils.area(written[1]["segmentation"]) == 80
     assert len(_quiet(gt.loadRes, str(path)).anns) == 2  # COCO reads the file back
@@ -224,7 +280,9 @@ def test_gather_merges_processes_and_keeps_the_first_copy_of_an_image(tmp_path, 
         rank0.gather()
     finally:
         dist.destroy_process_group()
-    assert rank0.results == [{"image_id": 1, "category_id": 5, "bbox": [3.0, 2.0, 9.0, 6.0], "score": pytest.approx(0.9)}]
+    assert rank0.results == [
+        {"image_id": 1, "category_id": 5, "bbox": [3.0, 2.0, 9.0, 6.0], "score": pytest.approx(0.9)}
+    ]
     monkeypatch.setattr(evaluation, "all_gather_object", lambda obj: [obj, rank1.predictions])
     rank0.gather()
     assert [(r["image_id"], r["category_id"]) for r in rank0.results] == [(1, 5), (2, 5)]

@@ -2,6 +2,7 @@
 of VOC XML files as labelImg/CVAT/Roboflow export them, the YOLO layout (boxes and polygons), each read
 from small files written here and compared with the same objects read from a COCO json; coco128 converted
 here to YOLO and to a labelImg folder gives the COCO json's targets; the layout is found from the files."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from splitattn.data.detection import (
-    CocoDetectionDataset, DetectionDataError, build_detection_dataset, detect_layout,
+    CocoDetectionDataset,
+    DetectionDataError,
+    build_detection_dataset,
+    detect_layout,
 )
 
 from .conftest import SHARED_DATA
@@ -25,8 +29,10 @@ COCO128 = SHARED_DATA / "coco128"
 needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
 # image name -> (width, height, [(class name, x1, y1, x2, y2) in pixel edges, integers])
 IMAGES = {
-    "train": {"a": (40, 30, [("cat", 5, 5, 15, 15), ("dog", 20, 4, 38, 28)]),
-              "b": (32, 24, [("bird", 0, 0, 8, 6), ("cat", 10, 12, 32, 24), ("cat", 3, 9, 9, 20)])},
+    "train": {
+        "a": (40, 30, [("cat", 5, 5, 15, 15), ("dog", 20, 4, 38, 28)]),
+        "b": (32, 24, [("bird", 0, 0, 8, 6), ("cat", 10, 12, 32, 24), ("cat", 3, 9, 9, 20)]),
+    },
     "val": {"c": (36, 28, [("dog", 2, 2, 30, 26)])},
 }
 CLASSES = ["bird", "cat", "dog"]  # sorted, as read from the files; COCO ids below follow this order
@@ -40,10 +46,15 @@ def _image(path: Path, width: int, height: int) -> None:
 
 def _voc_xml(filename: str, width: int, height: int, objects) -> str:
     """A labelImg-style annotation: 1-based inclusive pixel indices (xmin = x1 + 1, xmax = x2)."""
-    body = "".join(f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}"
-                   f"</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>" for name, x1, y1, x2, y2 in objects)
-    return (f"<annotation><folder>x</folder><filename>{filename}</filename><path>/home/someone/{filename}</path>"
-            f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>{body}</annotation>")
+    body = "".join(
+        f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}"
+        f"</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        for name, x1, y1, x2, y2 in objects
+    )
+    return (
+        f"<annotation><folder>x</folder><filename>{filename}</filename><path>/home/someone/{filename}</path>"
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>{body}</annotation>"
+    )
 
 
 def _write_coco(root: Path, split: str) -> Path:
@@ -51,13 +62,28 @@ def _write_coco(root: Path, split: str) -> Path:
     for image_id, (name, (width, height, objects)) in enumerate(IMAGES[split].items(), start=1):
         _image(root / "images" / f"{name}.jpg", width, height)
         images.append({"id": image_id, "file_name": f"{name}.jpg", "width": width, "height": height})
-        annotations += [{"id": len(annotations) + 1, "image_id": image_id, "category_id": COCO_IDS[c],
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0, "area": float((x2 - x1) * (y2 - y1))}
-                        for c, x1, y1, x2, y2 in objects]
+        annotations += [
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": COCO_IDS[c],
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "iscrowd": 0,
+                "area": float((x2 - x1) * (y2 - y1)),
+            }
+            for c, x1, y1, x2, y2 in objects
+        ]
     path = root / "annotations" / f"instances_{split}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": i, "name": n} for n, i in COCO_IDS.items()]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": i, "name": n} for n, i in COCO_IDS.items()],
+            }
+        )
+    )
     return path
 
 
@@ -71,8 +97,10 @@ def _write_labelimg(root: Path) -> Path:
 
 
 def _yolo_line(index: int, x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> str:
-    return (f"{index} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
-            f"{(y2 - y1) / height:.6f}")
+    return (
+        f"{index} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+        f"{(y2 - y1) / height:.6f}"
+    )
 
 
 def _write_yolo(root: Path) -> Path:
@@ -81,10 +109,13 @@ def _write_yolo(root: Path) -> Path:
             _image(root / "images" / split / f"{name}.jpg", width, height)
             label = root / "labels" / split / f"{name}.txt"
             label.parent.mkdir(parents=True, exist_ok=True)
-            label.write_text("\n".join(_yolo_line(CLASSES.index(c), x1, y1, x2, y2, width, height)
-                                       for c, x1, y1, x2, y2 in objects) + "\n")
-    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnc: 3\n"
-                                    "names: ['bird', 'cat', 'dog']\n")
+            label.write_text(
+                "\n".join(_yolo_line(CLASSES.index(c), x1, y1, x2, y2, width, height) for c, x1, y1, x2, y2 in objects)
+                + "\n"
+            )
+    (root / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: images/val\nnc: 3\nnames: ['bird', 'cat', 'dog']\n"
+    )
     return root
 
 
@@ -108,23 +139,32 @@ def test_labelimg_and_yolo_folders_equal_the_coco_json_of_the_same_objects(tmp_p
     """As the trainer builds them: the training split first, its class list passed to the evaluation split."""
     _write_coco(tmp_path / "coco", "train")
     _write_coco(tmp_path / "coco", "val")
-    roots = {"coco": tmp_path / "coco", "labelimg": _write_labelimg(tmp_path / "labelimg"),
-             "yolo": _write_yolo(tmp_path / "yolo")}
+    roots = {
+        "coco": tmp_path / "coco",
+        "labelimg": _write_labelimg(tmp_path / "labelimg"),
+        "yolo": _write_yolo(tmp_path / "yolo"),
+    }
     train = {kind: build_detection_dataset(None, root, "train", True) for kind, root in roots.items()}
     assert all(dataset.classes[1:] == CLASSES for dataset in train.values())
     assert train["labelimg"].classes_from_files
     assert "(read from the files, sorted: bird, cat, dog)" in train["labelimg"].summary()
-    coco, labelimg, yolo = (build_detection_dataset(None, root, split, False, classes=train[kind].classes[1:])
-                            for kind, root in roots.items())
+    coco, labelimg, yolo = (
+        build_detection_dataset(None, root, split, False, classes=train[kind].classes[1:])
+        for kind, root in roots.items()
+    )
     assert coco.classes[1:] == labelimg.classes[1:] == yolo.classes[1:] == CLASSES
     assert "labelimg" in labelimg.name.lower() and "yolo" in yolo.name.lower()
     _assert_same_targets(coco, labelimg)
     _assert_same_targets(coco, yolo)
-    written = sorted((c, x1, y1, x2 - x1, y2 - y1) for c, x1, y1, x2, y2 in
-                     [o for _, _, objects in IMAGES[split].values() for o in objects])
+    written = sorted(
+        (c, x1, y1, x2 - x1, y2 - y1)
+        for c, x1, y1, x2, y2 in [o for _, _, objects in IMAGES[split].values() for o in objects]
+    )
     for dataset in (coco, labelimg, yolo):  # each evaluation ground truth holds exactly the written objects
-        held = sorted((dataset.classes[dataset.coco_to_contiguous[a["category_id"]]], *a["bbox"])
-                      for a in dataset.coco.anns.values())
+        held = sorted(
+            (dataset.classes[dataset.coco_to_contiguous[a["category_id"]]], *a["bbox"])
+            for a in dataset.coco.anns.values()
+        )
         assert [h[0] for h in held] == [w[0] for w in written]
         np.testing.assert_allclose([h[1:] for h in held], [w[1:] for w in written], atol=1e-3)
 
@@ -136,8 +176,9 @@ def test_labelimg_and_yolo_layouts_give_the_same_training_targets(tmp_path):
     for index in range(2):
         (image_a, a), (image_b, b) = labelimg[index], yolo[index]
         assert torch.equal(image_a, image_b) and torch.equal(a["labels"], b["labels"])
-        torch.testing.assert_close(a["boxes"].as_subclass(torch.Tensor), b["boxes"].as_subclass(torch.Tensor),
-                                   atol=1e-3, rtol=0)
+        torch.testing.assert_close(
+            a["boxes"].as_subclass(torch.Tensor), b["boxes"].as_subclass(torch.Tensor), atol=1e-3, rtol=0
+        )
         assert a["iscrowd"].tolist() == b["iscrowd"].tolist() and a["image_id"] == b["image_id"]
 
 
@@ -146,8 +187,12 @@ def test_voc_xml_names_its_image_in_filename(tmp_path):
     base = tmp_path / "VOC2012"
     (base / "Annotations").mkdir(parents=True)
     (base / "ImageSets" / "Main").mkdir(parents=True)
-    files = {"p1": ("p1.JPG", "p1.JPG"), "p2": ("p2.png", "p2.png"), "p3": ("renamed.jpeg", "p3.jpg"),
-             "p4": ("p4.jpeg", None)}
+    files = {
+        "p1": ("p1.JPG", "p1.JPG"),
+        "p2": ("p2.png", "p2.png"),
+        "p3": ("renamed.jpeg", "p3.jpg"),
+        "p4": ("p4.jpeg", None),
+    }
     for name, (filename, actual) in files.items():
         if actual:
             _image(base / "JPEGImages" / actual, 20, 10)
@@ -177,8 +222,11 @@ def test_voc_folder_split_by_list_files_with_images_apart(tmp_path):
     assert train.classes[1:] == CLASSES and val.classes == train.classes  # val has only dogs: the train list kept
     assert [r.path.name for r in train.records] == ["a.JPG", "b.JPG"]
     assert val.target(0)["labels"].tolist() == [3] and val.target(0)["boxes"].tolist() == [[2, 2, 30, 26]]
-    with pytest.raises(FileNotFoundError, match=r"neither a test/ folder of XML files nor a test.txt list; found "
-                                                r"\['annotations', 'images', 'train.txt', 'val.txt'\]"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"neither a test/ folder of XML files nor a test.txt list; found "
+        r"\['annotations', 'images', 'train.txt', 'val.txt'\]",
+    ):
         build_detection_dataset("voc-folder", root, "test", False)
 
 
@@ -188,10 +236,12 @@ def test_yolo_polygons_become_masks_and_boxes(tmp_path):
     polygon = [4, 2, 20, 2, 20, 12, 4, 16]  # pixels
     label = root / "labels" / "val" / "s.txt"
     label.parent.mkdir(parents=True)
-    label.write_text("1 " + " ".join(f"{v / (40 if i % 2 == 0 else 20):.6f}" for i, v in enumerate(polygon)) + "\n"
-                     "0 0.5 0.5 0.1 0.2\n"  # a box line in a segmentation set: its box is its mask
-                     "7 0.5 0.5 0.1 0.1\n"  # no class 7
-                     "0 0.5 0.5\n")  # too short
+    label.write_text(
+        "1 " + " ".join(f"{v / (40 if i % 2 == 0 else 20):.6f}" for i, v in enumerate(polygon)) + "\n"
+        "0 0.5 0.5 0.1 0.2\n"  # a box line in a segmentation set: its box is its mask
+        "7 0.5 0.5 0.1 0.1\n"  # no class 7
+        "0 0.5 0.5\n"
+    )  # too short
     (root / "data.yaml").write_text("train: images/val\nval: images/val\nnames:\n  0: plate\n  1: leaf\n")
     dataset = build_detection_dataset(None, root, "val", False)
     target = dataset.target(0)
@@ -202,9 +252,9 @@ def test_yolo_polygons_become_masks_and_boxes(tmp_path):
     assert (target["masks"][0].numpy() == expected).mean() > 0.995  # the written polygon, to the 6-digit rounding
     assert target["masks"][1].sum() == 4 * 4 and target["area"][1] == pytest.approx(16.0)
     assert target["area"][0] == pytest.approx(float(expected.sum()), abs=2)
-    assert {k: v for k, v in dataset.stats.items() if k in ("unknown_category", "boxes_degenerate",
-                                                           "masks_from_box")} == {
-        "unknown_category": 1, "boxes_degenerate": 1, "masks_from_box": 0}
+    assert {
+        k: v for k, v in dataset.stats.items() if k in ("unknown_category", "boxes_degenerate", "masks_from_box")
+    } == {"unknown_category": 1, "boxes_degenerate": 1, "masks_from_box": 0}
     assert sorted(dataset.coco.anns[i]["category_id"] for i in dataset.coco.anns) == [1, 2]
 
 
@@ -215,8 +265,11 @@ def test_layout_is_found_or_the_error_says_what_was_there(tmp_path):
     assert detect_layout(tmp_path / "coco") == "coco"
     (tmp_path / "odd" / "pictures").mkdir(parents=True)
     (tmp_path / "odd" / "notes.txt").write_text("")
-    with pytest.raises(FileNotFoundError, match=r"cannot tell the layout of .*odd: found \['notes.txt', 'pictures/'\]"
-                                                r".*pass --dataset"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"cannot tell the layout of .*odd: found \['notes.txt', 'pictures/'\]"
+        r".*pass --dataset",
+    ):
         build_detection_dataset(None, tmp_path / "odd", "val", False)
 
 
@@ -230,8 +283,9 @@ def test_coco128_converted_to_yolo_and_labelimg_gives_the_json_targets(tmp_path)
     """Converted here with the formats' own conventions: YOLO normalised centre/size lines of class
     index = position of the category id, labelImg XML with 1-based integer corners; boxes within 1 px."""
     spec = json.loads((COCO128 / "annotations" / "instances.json").read_text())
-    coco = CocoDetectionDataset(COCO128 / "images", COCO128 / "annotations" / "instances.json", train=True,
-                                with_masks=False)
+    coco = CocoDetectionDataset(
+        COCO128 / "images", COCO128 / "annotations" / "instances.json", train=True, with_masks=False
+    )
     category_ids = sorted(c["id"] for c in spec["categories"])
     names = {c["id"]: c["name"] for c in spec["categories"]}
     by_image = {}
@@ -246,12 +300,23 @@ def test_coco128_converted_to_yolo_and_labelimg_gives_the_json_targets(tmp_path)
         _link(source, labelimg / "train" / image["file_name"])
         objects = [(a["category_id"], a["bbox"]) for a in by_image.get(image["id"], [])]
         (yolo / "labels" / "train").mkdir(parents=True, exist_ok=True)
-        (yolo / "labels" / "train" / f"{stem}.txt").write_text("".join(
-            _yolo_line(category_ids.index(c), x, y, x + w, y + h, width, height) + "\n" for c, (x, y, w, h) in objects))
-        (labelimg / "train" / f"{stem}.xml").write_text(_voc_xml(image["file_name"], width, height, [
-            (names[c], round(x), round(y), round(x + w), round(y + h)) for c, (x, y, w, h) in objects]))
-    (yolo / "data.yaml").write_text(json.dumps({"train": "images/train", "val": "images/train",
-                                                "names": [names[i] for i in category_ids]}))  # JSON is YAML
+        (yolo / "labels" / "train" / f"{stem}.txt").write_text(
+            "".join(
+                _yolo_line(category_ids.index(c), x, y, x + w, y + h, width, height) + "\n"
+                for c, (x, y, w, h) in objects
+            )
+        )
+        (labelimg / "train" / f"{stem}.xml").write_text(
+            _voc_xml(
+                image["file_name"],
+                width,
+                height,
+                [(names[c], round(x), round(y), round(x + w), round(y + h)) for c, (x, y, w, h) in objects],
+            )
+        )
+    (yolo / "data.yaml").write_text(
+        json.dumps({"train": "images/train", "val": "images/train", "names": [names[i] for i in category_ids]})
+    )  # JSON is YAML
     from_yolo = build_detection_dataset(None, yolo, "train", True, with_masks=False)
     from_labelimg = build_detection_dataset(None, labelimg, "train", True)
     assert len(coco) == len(from_yolo) == len(from_labelimg) == 126
@@ -265,7 +330,9 @@ def test_coco128_converted_to_yolo_and_labelimg_gives_the_json_targets(tmp_path)
 def test_roboflow_valid_folder_serves_the_val_split(tmp_path):
     root = _write_labelimg(tmp_path / "roboflow")
     (root / "val").rename(root / "valid")
-    assert [r.path.name for r in build_detection_dataset(None, root, "val", False, classes=CLASSES).records] == ["c.jpg"]
+    assert [r.path.name for r in build_detection_dataset(None, root, "val", False, classes=CLASSES).records] == [
+        "c.jpg"
+    ]
 
 
 @pytest.mark.slow
@@ -273,13 +340,47 @@ def test_cli_trains_on_a_labelimg_folder_found_without_dataset(tmp_path):
     """No --dataset: the folder is recognised, the class list read from the training files is printed and
     passed to the val split (which holds only dogs), and the run evaluates with it."""
     root = _write_labelimg(tmp_path / "labelimg")
-    result = cli(["detect", "train", "--data", str(root), "--backbone", "resnest14", "--model-kwargs",
-                  "bottleneck_width=16", "stem_width=16", "--norm", "groupnorm", "--min-size", "64", "--max-size", "96",
-                  "--batch-size", "2", "--max-iter", "1", "--warmup-iters", "1", "--workers", "0", "--threads", "1",
-                  "--device", "cpu", "--no-progress", "--no-tensorboard", "--detections-per-img", "10",
-                  "--output", str(tmp_path / "run")])
-    assert "VOC folder labelimg train: 2 of 2 images, 5 annotations, 3 classes (read from the files, sorted: bird, " \
-           "cat, dog)" in result.stdout
+    result = cli(
+        [
+            "detect",
+            "train",
+            "--data",
+            str(root),
+            "--backbone",
+            "resnest14",
+            "--model-kwargs",
+            "bottleneck_width=16",
+            "stem_width=16",
+            "--norm",
+            "groupnorm",
+            "--min-size",
+            "64",
+            "--max-size",
+            "96",
+            "--batch-size",
+            "2",
+            "--max-iter",
+            "1",
+            "--warmup-iters",
+            "1",
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--no-tensorboard",
+            "--detections-per-img",
+            "10",
+            "--output",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert (
+        "VOC folder labelimg train: 2 of 2 images, 5 annotations, 3 classes (read from the files, sorted: bird, "
+        "cat, dog)" in result.stdout
+    )
     assert "VOC folder labelimg val: 1 of 1 images, 1 annotations, 3 classes." in result.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}

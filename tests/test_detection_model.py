@@ -1,6 +1,7 @@
 """Detection models: ResNeSt-FPN backbone, the four detectors, freezing, the cascade's stages and
 score averaging, the paper's 4conv1fc head and normalised FPN, TorchScript, classification checkpoints as
 backbone weights, and clear errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,33 +10,48 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from splitattn.config import read_config_file
 from splitattn.data.detection import CocoDetectionDataset, collate_detection
-
+from splitattn.engine.checkpoint import atomic_save
 from splitattn.models.registry import create_model
+from splitattn.tasks.classification.checkpoint import model_overrides
 from splitattn.tasks.detection import ARCHS, create_detection_model, resnest_fpn_backbone
 from splitattn.tasks.detection.cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads, cascade_scores
-from splitattn.tasks.classification.checkpoint import model_overrides
-from splitattn.config import read_config_file
-from splitattn.engine.checkpoint import atomic_save
 from splitattn.tasks.detection.checkpoint import model_from_options
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NARROW = {"bottleneck_width": 16, "stem_width": 16}
-SMALL = dict(min_size=128, max_size=160, backbone_kwargs=NARROW, rpn_pre_nms_top_n_test=100,
-             rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
-             box_batch_size_per_image=64, box_detections_per_img=20)
+SMALL = dict(
+    min_size=128,
+    max_size=160,
+    backbone_kwargs=NARROW,
+    rpn_pre_nms_top_n_test=100,
+    rpn_post_nms_top_n_test=50,
+    rpn_pre_nms_top_n_train=200,
+    rpn_post_nms_top_n_train=100,
+    box_batch_size_per_image=64,
+    box_detections_per_img=20,
+)
 
 
 def _batch():
     images = [torch.rand(3, 120, 150), torch.rand(3, 96, 90)]
     masks = torch.zeros(2, 120, 150, dtype=torch.uint8)
     masks[0, 10:70, 10:60] = masks[1, 20:90, 30:100] = 1
-    targets = [{"boxes": torch.tensor([[10.0, 10, 60, 70], [30, 20, 100, 90]]), "labels": torch.tensor([1, 3]),
-                "masks": masks},
-               {"boxes": torch.tensor([[5.0, 5, 50, 50]]), "labels": torch.tensor([2]),
-                "masks": torch.ones(1, 96, 90, dtype=torch.uint8)}]
+    targets = [
+        {
+            "boxes": torch.tensor([[10.0, 10, 60, 70], [30, 20, 100, 90]]),
+            "labels": torch.tensor([1, 3]),
+            "masks": masks,
+        },
+        {
+            "boxes": torch.tensor([[5.0, 5, 50, 50]]),
+            "labels": torch.tensor([2]),
+            "masks": torch.ones(1, 96, 90, dtype=torch.uint8),
+        },
+    ]
     return images, targets
 
 
@@ -55,8 +71,11 @@ def test_each_arch_trains_and_detects(arch):
     images, targets = _batch()
     losses = model.train()(images, targets)
     expected = {"loss_objectness", "loss_rpn_box_reg"} | ({"loss_mask"} if "mask" in arch else set())
-    expected |= ({f"loss_{k}_{s}" for k in ("classifier", "box_reg") for s in range(3)} if arch.startswith("cascade")
-                 else {"loss_classifier", "loss_box_reg"})
+    expected |= (
+        {f"loss_{k}_{s}" for k in ("classifier", "box_reg") for s in range(3)}
+        if arch.startswith("cascade")
+        else {"loss_classifier", "loss_box_reg"}
+    )
     assert set(losses) == expected and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     model.roi_heads.score_thresh = 0.0  # an untrained model: keep every detection to check their format
@@ -83,8 +102,12 @@ def test_trainable_layers_freeze_parameters_and_statistics(norm, layers):
     trained_stages = ("layer4", "layer3", "layer2", "layer1", "conv1")[:trained]
     for name, parameter in body.named_parameters():
         assert parameter.requires_grad == name.startswith(trained_stages), name
-    frozen_modules = [m for name in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
-                      if not name.startswith(trained_stages) for m in getattr(body, name).modules()]
+    frozen_modules = [
+        m
+        for name in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+        if not name.startswith(trained_stages)
+        for m in getattr(body, name).modules()
+    ]
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in frozen_modules)
     before = {k: v.clone() for k, v in body.state_dict().items()}
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -107,7 +130,9 @@ def test_cascade_stages_have_their_own_thresholds_and_weights():
     assert [s.proposal_matcher.high_threshold for s in heads.stages] == list(CASCADE_IOUS) == [0.5, 0.6, 0.7]
     assert [s.proposal_matcher.low_threshold for s in heads.stages] == [0.5, 0.6, 0.7]
     assert [tuple(s.box_coder.weights) for s in heads.stages] == list(CASCADE_REG_WEIGHTS)
-    assert len({id(s.box_head) for s in heads.stages}) == 3 and heads.stages[0].box_predictor.bbox_pred.out_features == 4
+    assert (
+        len({id(s.box_head) for s in heads.stages}) == 3 and heads.stages[0].box_predictor.bbox_pred.out_features == 4
+    )
 
 
 class _ZeroPool(nn.Module):
@@ -126,8 +151,9 @@ class _FixedPredictor(nn.Module):
 
 def test_cascade_inference_averages_stage_scores_and_keeps_last_boxes():
     torch.manual_seed(0)
-    heads = CascadeRoIHeads(nn.Identity(), 4, num_classes=3, representation_size=4, score_thresh=0.0,
-                            nms_thresh=0.5, detections_per_img=10).eval()
+    heads = CascadeRoIHeads(
+        nn.Identity(), 4, num_classes=3, representation_size=4, score_thresh=0.0, nms_thresh=0.5, detections_per_img=10
+    ).eval()
     # each stage: fixed class logits and a delta moving every box 2 px right (dx = 2 / 20 px of width)
     logits = [torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 3.0, 0.0]]), torch.tensor([[1.0, 1.0, 1.0]])]
     for stage, stage_logits in zip(heads.stages, logits):
@@ -150,10 +176,21 @@ def test_backbone_loads_our_classification_checkpoint(tmp_path):
     options = {"model": "resnest14", "model_kwargs": NARROW, "norm": "batchnorm", "dropout": 0.0, "drop_block": 0.0}
     classifier = create_model("resnest14", num_classes=10, **model_overrides(options))
     state = {k: v + torch.randn_like(v) if v.is_floating_point() else v for k, v in classifier.state_dict().items()}
-    atomic_save({"model": state, "optimizer": {}, "epoch": 1, "step": 10, "args": options,
-                 "classes": list("abcdefghij"), "model_name": "resnest14"}, tmp_path / "last.pt")
-    model = create_detection_model("faster_rcnn", "resnest14", 3, norm="frozenbn", pretrained=str(tmp_path / "last.pt"),
-                                   **SMALL)
+    atomic_save(
+        {
+            "model": state,
+            "optimizer": {},
+            "epoch": 1,
+            "step": 10,
+            "args": options,
+            "classes": list("abcdefghij"),
+            "model_name": "resnest14",
+        },
+        tmp_path / "last.pt",
+    )
+    model = create_detection_model(
+        "faster_rcnn", "resnest14", 3, norm="frozenbn", pretrained=str(tmp_path / "last.pt"), **SMALL
+    )
     loaded = model.backbone.body.state_dict()
     compared = [k for k in state if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     assert compared and all(torch.equal(loaded[k], state[k]) for k in compared)
@@ -165,28 +202,37 @@ def test_backbones_move_between_detection_and_segmentation_run_checkpoints(tmp_p
     from splitattn.tasks.segmentation.model import create_segmentation_model
 
     detector = create_detection_model("faster_rcnn", "resnest14", 3, norm="groupnorm", **SMALL)
-    detector_state = {k: v + torch.randn_like(v) if v.is_floating_point() else v
-                      for k, v in detector.state_dict().items()}
-    atomic_save({"model": detector_state, "task": "detection", "args": {}, "classes": ["bg", "a", "b"]},
-                tmp_path / "det.pt")
-    segmenter = create_segmentation_model("resnest14", 4, norm_layer="groupnorm", output_stride=16,
-                                          pretrained=str(tmp_path / "det.pt"), **NARROW)
-    body = {k[len("backbone.body."):]: v for k, v in detector_state.items() if k.startswith("backbone.body.")}
+    detector_state = {
+        k: v + torch.randn_like(v) if v.is_floating_point() else v for k, v in detector.state_dict().items()
+    }
+    atomic_save(
+        {"model": detector_state, "task": "detection", "args": {}, "classes": ["bg", "a", "b"]}, tmp_path / "det.pt"
+    )
+    segmenter = create_segmentation_model(
+        "resnest14", 4, norm_layer="groupnorm", output_stride=16, pretrained=str(tmp_path / "det.pt"), **NARROW
+    )
+    body = {k[len("backbone.body.") :]: v for k, v in detector_state.items() if k.startswith("backbone.body.")}
     assert body and all(torch.equal(segmenter.backbone.state_dict()[k], v) for k, v in body.items())
 
-    atomic_save({"model": segmenter.state_dict(), "task": "segmentation", "args": {}, "classes": list("abcd")},
-                tmp_path / "seg.pt")
-    features = create_model("resnest14", features_only=True, norm_layer="groupnorm", pretrained=str(tmp_path / "seg.pt"),
-                            **NARROW)
+    atomic_save(
+        {"model": segmenter.state_dict(), "task": "segmentation", "args": {}, "classes": list("abcd")},
+        tmp_path / "seg.pt",
+    )
+    features = create_model(
+        "resnest14", features_only=True, norm_layer="groupnorm", pretrained=str(tmp_path / "seg.pt"), **NARROW
+    )
     assert all(torch.equal(features.state_dict()[k], v) for k, v in body.items())
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(arch="faster_rcn", backbone="resnest14"), "Did you mean faster_rcnn"),
-    (dict(arch="faster_rcnn", backbone="resnest51"), "Did you mean"),
-    (dict(arch="faster_rcnn", backbone="resnest14", trainable_layers=6), "trainable_layers must be 0..5"),
-    (dict(arch="faster_rcnn", backbone="resnest14", num_classes=1), "counts the background"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(arch="faster_rcn", backbone="resnest14"), "Did you mean faster_rcnn"),
+        (dict(arch="faster_rcnn", backbone="resnest51"), "Did you mean"),
+        (dict(arch="faster_rcnn", backbone="resnest14", trainable_layers=6), "trainable_layers must be 0..5"),
+        (dict(arch="faster_rcnn", backbone="resnest14", num_classes=1), "counts the background"),
+    ],
+)
 def test_clear_errors(kwargs, message):
     kwargs = dict(dict(num_classes=3, **SMALL), **kwargs)
     with pytest.raises(ValueError, match=message):
@@ -217,8 +263,9 @@ def _reference_4conv1fc(head, x, norm):
 def test_4conv1fc_head_parameters_and_shapes(arch, head_norm):
     """Four 3x3 convs 256->256 (+ norm: gamma and beta, no conv bias; else a conv bias), one fc 256*7*7->1024,
     one head per cascade stage; outputs equal the head written out with functional ops."""
-    model = create_detection_model(arch, "resnest14", 4, norm="groupnorm", box_head="4conv1fc", head_norm=head_norm,
-                                   fpn_norm="groupnorm", **SMALL)
+    model = create_detection_model(
+        arch, "resnest14", 4, norm="groupnorm", box_head="4conv1fc", head_norm=head_norm, fpn_norm="groupnorm", **SMALL
+    )
     conv = 256 * 256 * 3 * 3 + (2 * 256 if head_norm else 256)
     expected = 4 * conv + (256 * 7 * 7 * 1024 + 1024)
     heads = _box_heads(model)
@@ -227,7 +274,9 @@ def test_4conv1fc_head_parameters_and_shapes(arch, head_norm):
     for head in heads:
         assert sum(p.numel() for p in head.parameters()) == expected
         convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
-        assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [(256, 256, (3, 3), (1, 1))] * 4
+        assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+            (256, 256, (3, 3), (1, 1))
+        ] * 4
         assert all((c.bias is None) == bool(head_norm) for c in convs)
         assert len([m for m in head.modules() if isinstance(m, nn.GroupNorm)]) == (4 if head_norm else 0)
         out = head(x)
@@ -277,12 +326,20 @@ def test_cascade_mask_rcnn_with_the_papers_heads_learns_a_few_coco_images():
     images with a narrow resnest14, GroupNorm everywhere (the CPU stand-in for SyncBN); the summed loss of
     the three 4conv1fc stages, the RPN and the normalised mask head falls clearly."""
     torch.manual_seed(0)
-    dataset = CocoDetectionDataset(COCO128 / "images", COCO128 / "annotations" / "instances.json", train=True,
-                                   with_masks=True)
+    dataset = CocoDetectionDataset(
+        COCO128 / "images", COCO128 / "annotations" / "instances.json", train=True, with_masks=True
+    )
     images, targets = collate_detection([dataset[0], dataset[1]])
-    model = create_detection_model("cascade_mask_rcnn", "resnest14", dataset.num_classes, norm="groupnorm",
-                                   fpn_norm="groupnorm", box_head="4conv1fc", head_norm="groupnorm",
-                                   **dict(SMALL, box_batch_size_per_image=32))  # the 4 convs cost 20x the 2 fc
+    model = create_detection_model(
+        "cascade_mask_rcnn",
+        "resnest14",
+        dataset.num_classes,
+        norm="groupnorm",
+        fpn_norm="groupnorm",
+        box_head="4conv1fc",
+        head_norm="groupnorm",
+        **dict(SMALL, box_batch_size_per_image=32),
+    )  # the 4 convs cost 20x the 2 fc
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.005, momentum=0.9)
     model.train()
     losses = []
@@ -301,8 +358,9 @@ def test_cascade_mask_rcnn_with_the_papers_heads_learns_a_few_coco_images():
 @pytest.mark.parametrize("arch", ["cascade_rcnn", "cascade_mask_rcnn"])
 def test_scripted_cascade_detects_and_trains_as_eager(arch):
     torch.manual_seed(0)
-    model = create_detection_model(arch, "resnest14", 4, norm="groupnorm", box_head="4conv1fc",
-                                   head_norm="groupnorm", **SMALL).eval()
+    model = create_detection_model(
+        arch, "resnest14", 4, norm="groupnorm", box_head="4conv1fc", head_norm="groupnorm", **SMALL
+    ).eval()
     model.roi_heads.score_thresh = 0.0  # untrained: keep every detection so there is something to compare
     images = [torch.rand(3, 120, 150)]
     script = torch.jit.script(model)
@@ -324,12 +382,15 @@ def test_scripted_cascade_detects_and_trains_as_eager(arch):
     assert all(torch.allclose(scripted_losses[k], eager_losses[k], atol=1e-5) for k in eager_losses), scripted_losses
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(box_head="4conv"), "unknown box_head '4conv'; choose one of 2fc, 4conv1fc"),
-    (dict(head_norm="groupnorm"), "faster_rcnn with box_head='2fc' has none"),
-    (dict(box_head="4conv1fc", head_norm="frozenbn"), "head_norm='frozenbn'.*freeze nothing"),
-    (dict(fpn_norm="frozenbn"), "fpn_norm='frozenbn'.*freeze nothing"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(box_head="4conv"), "unknown box_head '4conv'; choose one of 2fc, 4conv1fc"),
+        (dict(head_norm="groupnorm"), "faster_rcnn with box_head='2fc' has none"),
+        (dict(box_head="4conv1fc", head_norm="frozenbn"), "head_norm='frozenbn'.*freeze nothing"),
+        (dict(fpn_norm="frozenbn"), "fpn_norm='frozenbn'.*freeze nothing"),
+    ],
+)
 def test_head_options_fail_clearly(kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_detection_model("faster_rcnn", "resnest14", 3, **SMALL, **kwargs)

@@ -1,6 +1,7 @@
 """Detection training on real COCO images (coco128): each detector learns, `splitattn detect
 train|evaluate|predict` end to end with an exact resume, the schedule, clear option errors, and
 every config under configs/detection builds its model."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import pytest
 import torch
 
 from splitattn.cli import main
+from splitattn.config import DetectConfig, from_dict, read_config_file
 from splitattn.data.detection import CocoDetectionDataset, collate_detection
+from splitattn.engine.optim import warmup_multistep
 from splitattn.tasks.detection import ARCHS, create_detection_model
 from splitattn.tasks.detection.checkpoint import model_from_options
-from splitattn.engine.optim import warmup_multistep
 from splitattn.tasks.detection.engine import detection_loss
-from splitattn.config import DetectConfig, from_dict, read_config_file
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -24,12 +25,35 @@ needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128
 pytestmark = pytest.mark.usefixtures("one_thread")
 NARROW = {"bottleneck_width": 16, "stem_width": 16}
 # Fewer proposals and RoIs than the defaults: the same code paths at a fraction of the CPU time.
-LIGHT = dict(rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=150,
-             rpn_post_nms_top_n_test=100, box_batch_size_per_image=64, box_detections_per_img=10)
-TINY_ARGS = ["--backbone", "resnest14", "--model-kwargs", "bottleneck_width=16", "stem_width=16", "--norm", "groupnorm",
-             "--min-size", "128", "--max-size", "160", "--detector-kwargs", "rpn_pre_nms_top_n_train=300",
-             "rpn_post_nms_top_n_train=150", "rpn_pre_nms_top_n_test=150", "rpn_post_nms_top_n_test=100",
-             "box_batch_size_per_image=64", "--detections-per-img", "10"]
+LIGHT = dict(
+    rpn_pre_nms_top_n_train=300,
+    rpn_post_nms_top_n_train=150,
+    rpn_pre_nms_top_n_test=150,
+    rpn_post_nms_top_n_test=100,
+    box_batch_size_per_image=64,
+    box_detections_per_img=10,
+)
+TINY_ARGS = [
+    "--backbone",
+    "resnest14",
+    "--model-kwargs",
+    "bottleneck_width=16",
+    "stem_width=16",
+    "--norm",
+    "groupnorm",
+    "--min-size",
+    "128",
+    "--max-size",
+    "160",
+    "--detector-kwargs",
+    "rpn_pre_nms_top_n_train=300",
+    "rpn_post_nms_top_n_train=150",
+    "rpn_pre_nms_top_n_test=150",
+    "rpn_post_nms_top_n_test=100",
+    "box_batch_size_per_image=64",
+    "--detections-per-img",
+    "10",
+]
 
 
 def _coco128(**kwargs) -> CocoDetectionDataset:
@@ -44,8 +68,16 @@ def test_each_detector_learns_a_few_coco_images(arch):
     torch.manual_seed(0)
     dataset = _coco128(train=True, with_masks="mask" in arch)
     images, targets = collate_detection([dataset[0], dataset[1]])
-    model = create_detection_model(arch, "resnest14", dataset.num_classes, norm="groupnorm", min_size=128,
-                                   max_size=160, backbone_kwargs=NARROW, **LIGHT)
+    model = create_detection_model(
+        arch,
+        "resnest14",
+        dataset.num_classes,
+        norm="groupnorm",
+        min_size=128,
+        max_size=160,
+        backbone_kwargs=NARROW,
+        **LIGHT,
+    )
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.005, momentum=0.9)
     scheduler = warmup_multistep(optimizer, [], gamma=0.1, warmup=4, warmup_factor=0.2)
     losses = []
@@ -63,6 +95,7 @@ def test_each_detector_learns_a_few_coco_images(arch):
 
 def test_warmup_multistep_schedule():
     """torch's LinearLR x MultiStepLR against detectron2's WarmupMultiStepLR factor, transcribed."""
+
     def detectron2(it, steps=(60, 80), gamma=0.1, warmup_iters=10, warmup_factor=0.001):
         factor = gamma ** sum(it >= s for s in steps)
         if it < warmup_iters:
@@ -81,10 +114,44 @@ def test_warmup_multistep_schedule():
 
 
 def _train_args(output, max_iter: int) -> list:
-    return ["detect", "train", "--data", str(COCO128), "--arch", "mask_rcnn", *TINY_ARGS, "--max-images", "2",
-            "--batch-size", "2", "--lr", "0.01", "--max-iter", str(max_iter), "--steps", "5", "--warmup-iters", "2",
-            "--log-every", "2", "--eval-every", "100", "--checkpoint-every", "2", "--workers", "0", "--threads", "1",
-            "--device", "cpu", "--no-progress", "--no-tensorboard", "--output", str(output), "--debug"]
+    return [
+        "detect",
+        "train",
+        "--data",
+        str(COCO128),
+        "--arch",
+        "mask_rcnn",
+        *TINY_ARGS,
+        "--max-images",
+        "2",
+        "--batch-size",
+        "2",
+        "--lr",
+        "0.01",
+        "--max-iter",
+        str(max_iter),
+        "--steps",
+        "5",
+        "--warmup-iters",
+        "2",
+        "--log-every",
+        "2",
+        "--eval-every",
+        "100",
+        "--checkpoint-every",
+        "2",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-tensorboard",
+        "--output",
+        str(output),
+        "--debug",
+    ]
 
 
 @needs_coco128
@@ -112,27 +179,62 @@ def test_cli_train_resume_evaluate_predict(tmp_path, capsys):
     assert (interrupted / "curves.png").is_file()
     assert "COCO instances.json: 126 of 128 images" in capsys.readouterr().out  # the data summary
 
-    assert main(["detect", "evaluate", "--weights", str(interrupted / "last.pt"), "--device", "cpu", "--workers", "0"]) == 0
+    assert (
+        main(["detect", "evaluate", "--weights", str(interrupted / "last.pt"), "--device", "cpu", "--workers", "0"])
+        == 0
+    )
     evaluated = json.loads((interrupted / "eval-val" / "metrics.json").read_text())
     assert {"bbox", "segm"} <= set(evaluated) and evaluated["images"] == 2
     assert (interrupted / "eval-val" / "detections.json").is_file()
 
     images = sorted((COCO128 / "images").iterdir())[:2]
     out = tmp_path / "pictures"
-    assert main(["detect", "predict", *map(str, images), "--weights", str(interrupted / "last.pt"), "--output", str(out),
-                 "--score-threshold", "0.0", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "predict",
+                *map(str, images),
+                "--weights",
+                str(interrupted / "last.pt"),
+                "--output",
+                str(out),
+                "--score-threshold",
+                "0.0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == [f"{image.stem}_detections.png" for image in images]
 
 
 @needs_coco128
-@pytest.mark.parametrize("extra,message", [
-    (["--norm", "syncbn"], "needs GPUs.*frozenbn or --norm groupnorm"),
-    (["--norm", "batchnorm", "--batch-size", "1"], "batch-size 1.*frozenbn or groupnorm"),
-    (["--arch", "fast_rcnn"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--norm", "syncbn"], "needs GPUs.*frozenbn or --norm groupnorm"),
+        (["--norm", "batchnorm", "--batch-size", "1"], "batch-size 1.*frozenbn or groupnorm"),
+        (["--arch", "fast_rcnn"], "invalid choice"),
+    ],
+)
 def test_bad_options_fail_clearly(tmp_path, capsys, extra, message):
-    args = ["detect", "train", "--data", str(COCO128), "--backbone", "resnest14", "--max-iter", "1", "--device", "cpu",
-            "--output", str(tmp_path / "run"), *extra]
+    args = [
+        "detect",
+        "train",
+        "--data",
+        str(COCO128),
+        "--backbone",
+        "resnest14",
+        "--max-iter",
+        "1",
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path / "run"),
+        *extra,
+    ]
     try:
         code = main(args)
     except SystemExit as exit_:  # argparse
@@ -156,8 +258,11 @@ def test_configs_build_their_models(config):
 
 
 def test_a_shortened_run_that_keeps_a_long_schedule_is_warned_about():
-    with pytest.warns(UserWarning, match=r"--max-iter 20 ends before the warm-up \(--warmup-iters 1000\) and the "
-                                         r"lr steps \[60000, 80000\]"):
+    with pytest.warns(
+        UserWarning,
+        match=r"--max-iter 20 ends before the warm-up \(--warmup-iters 1000\) and the "
+        r"lr steps \[60000, 80000\]",
+    ):
         from_dict(DetectConfig, {"data": "data", "max_iter": 20})
     config = REPO_ROOT / "configs" / "detection" / "coco128_faster_rcnn_resnest14.yaml"
     with warnings.catch_warnings():

@@ -1,4 +1,5 @@
 """DropBlock as published: per-channel masks, torchvision's statistics, a ramp that never recompiles."""
+
 from __future__ import annotations
 
 import math

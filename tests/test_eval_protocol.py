@@ -4,6 +4,7 @@ Official files: the authors' protocol, transcribed below from zhanghang1989/ResN
 ``scripts/torch/verify.py`` (``ECenterCrop``) with the PIL calls it makes. timm hub copies:
 ``timm.data.create_transform`` with the matching timm model's pretrained config.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def real_images() -> List[Image.Image]:
     return images
 
 
-@pytest.mark.parametrize("name,size", [("resnest50", 224), ("resnest101", 256), ("resnest200", 320),
-                                       ("resnest269", 416)])
+@pytest.mark.parametrize(
+    "name,size", [("resnest50", 224), ("resnest101", 256), ("resnest200", 320), ("resnest269", 416)]
+)
 def test_official_weights_use_the_authors_protocol_pixel_for_pixel(name: str, size: int) -> None:
     assert CHECKPOINTS[name][0].source == OFFICIAL  # the default weights are the official file
     ours = create_eval_transform(name)
@@ -75,8 +77,12 @@ def test_the_old_rule_would_fail_this_comparison() -> None:
     assert not torch.allclose(old(image), verify_py_transform(416)(image), atol=1e-2)
 
 
-HUB = [(c.model, c.filename[: -len(".safetensors")]) for sources in CHECKPOINTS.values() for c in sources
-       if c.source == TIMM_HUB]
+HUB = [
+    (c.model, c.filename[: -len(".safetensors")])
+    for sources in CHECKPOINTS.values()
+    for c in sources
+    if c.source == TIMM_HUB
+]
 
 
 @pytest.mark.parametrize("name,timm_tag", HUB, ids=[n for n, _ in HUB])
@@ -108,8 +114,9 @@ def test_loaded_weights_choose_the_protocol(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    loaded = splitattn.create_model("resnest14", num_classes=3, bottleneck_width=16, stem_width=16,
-                                    pretrained=str(path))
+    loaded = splitattn.create_model(
+        "resnest14", num_classes=3, bottleneck_width=16, stem_width=16, pretrained=str(path)
+    )
     assert loaded.eval_config == CHECKPOINTS["resnest14"][0].eval_config
 
 
@@ -119,8 +126,14 @@ def test_sizes_and_errors() -> None:
     assert torch.equal(create_eval_transform("resnest50", input_size=320)(image), verify_py_transform(320)(image))
     # Runs trained here: timm's resize-then-crop with the run's crop_pct and interpolation.
     run = build_eval_transform(64, 0.5, "bilinear")
-    reference = transforms.Compose([transforms.Resize(128, transforms.InterpolationMode.BILINEAR),
-                                    transforms.CenterCrop(64), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    reference = transforms.Compose(
+        [
+            transforms.Resize(128, transforms.InterpolationMode.BILINEAR),
+            transforms.CenterCrop(64),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
     assert torch.equal(run(image), reference(image))
     with pytest.raises(ValueError, match="crop_pct must be in"):
         build_eval_transform(224, 1.5)
@@ -145,12 +158,21 @@ def test_evaluate_and_predict_use_the_protocol_of_the_weights_file(tmp_path: Pat
     hub = CHECKPOINTS["resnest14"][0]
     path = tmp_path / hub.filename
     save_file({k: v.contiguous() for k, v in splitattn.create_model("resnest14").state_dict().items()}, str(path))
-    args = Namespace(model="resnest14", weights=str(path), ema=False, img_size=None, fast=False, precision="fp32",
-                     backend="eager", device="cpu")
+    args = Namespace(
+        model="resnest14",
+        weights=str(path),
+        ema=False,
+        img_size=None,
+        fast=False,
+        precision="fp32",
+        backend="eager",
+        device="cpu",
+    )
     _, classes, _, transform, size, _ = _inference_setup(args, "evaluate")
     timm = pytest.importorskip("timm")
-    twin = timm.create_model("resnest14d", pretrained=False, pretrained_cfg=timm.models.get_pretrained_cfg(
-        "resnest14d.gluon_in1k"))
+    twin = timm.create_model(
+        "resnest14d", pretrained=False, pretrained_cfg=timm.models.get_pretrained_cfg("resnest14d.gluon_in1k")
+    )
     reference = timm.data.create_transform(**timm.data.resolve_data_config(model=twin))
     image = real_images()[0]
     assert classes is None and size == 224 and torch.equal(transform(image), reference(image))

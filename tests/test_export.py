@@ -1,5 +1,6 @@
 """Export: ONNX (dynamo and the legacy fallback) with dynamic batch and spatial size in ONNX Runtime, standard
 ops only; TorchScript round trip; the metadata both carry; the CLI; a missing optional dependency."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,11 @@ import torch
 import splitattn
 from splitattn.cli import main
 from splitattn.deploy.export import (
-    check_inputs, export_metadata, export_model, onnx_session, read_export_metadata,
+    check_inputs,
+    export_metadata,
+    export_model,
+    onnx_session,
+    read_export_metadata,
     resolve_onnx_exporter,
 )
 from splitattn.models.registry import EvalConfig
@@ -28,8 +33,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
-DYNAMO_MARKS = [pytest.mark.slow,
-                pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo ONNX exporter needs onnxscript")]
+DYNAMO_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo ONNX exporter needs onnxscript"),
+]
 PIP_EXPORT = "pip install 'splitattn[export]'"
 
 
@@ -41,11 +48,16 @@ def trained_like():
     return model.eval()
 
 
-@pytest.mark.parametrize("overrides,exporter", [
-    ({}, "legacy"), ({"radix": 1, "cardinality": 2}, "legacy"), ({"radix": 4, "avd_first": True}, "legacy"),
-    pytest.param({"radix": 1, "cardinality": 2}, "dynamo", marks=DYNAMO_MARKS),
-    pytest.param({"radix": 4, "avd_first": True}, "dynamo", marks=DYNAMO_MARKS),
-])
+@pytest.mark.parametrize(
+    "overrides,exporter",
+    [
+        ({}, "legacy"),
+        ({"radix": 1, "cardinality": 2}, "legacy"),
+        ({"radix": 4, "avd_first": True}, "legacy"),
+        pytest.param({"radix": 1, "cardinality": 2}, "dynamo", marks=DYNAMO_MARKS),
+        pytest.param({"radix": 4, "avd_first": True}, "dynamo", marks=DYNAMO_MARKS),
+    ],
+)
 def test_onnx_has_dynamic_shapes_and_plain_ops(tmp_path, overrides, exporter):
     model = splitattn.create_model("resnest14", num_classes=10, **overrides)
     model.load_state_dict(randomize_state_dict(model.state_dict(), seed=5))
@@ -126,8 +138,26 @@ def test_metadata_refuses_wrong_class_names_and_files_without_it(tmp_path, train
 def test_export_cli_loads_weights_and_reports_the_check(tmp_path, capsys, trained_like, fmt):
     weights = save_state_dict(trained_like.state_dict(), tmp_path / "r14.safetensors")
     output = tmp_path / f"r14.{fmt}"
-    assert main(["export", "--model", "resnest14", "--weights", str(weights), "--format", fmt,
-                 "--output", str(output), "--img-size", "64", "--exporter", "legacy"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "resnest14",
+                "--weights",
+                str(weights),
+                "--format",
+                fmt,
+                "--output",
+                str(output),
+                "--img-size",
+                "64",
+                "--exporter",
+                "legacy",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "max relative error" in printed and output.is_file()
     error = float(printed.split("max relative error")[1].split(":")[-1])
@@ -145,8 +175,22 @@ def test_export_cli_loads_weights_and_reports_the_check(tmp_path, capsys, traine
 
 def test_export_without_weights_warns_and_bad_format_fails(tmp_path, capsys):
     with pytest.warns(UserWarning, match="random initial weights"):
-        assert main(["export", "--model", "resnest14", "--format", "torchscript",
-                     "--output", str(tmp_path / "m.pt"), "--img-size", "64"]) == 0
+        assert (
+            main(
+                [
+                    "export",
+                    "--model",
+                    "resnest14",
+                    "--format",
+                    "torchscript",
+                    "--output",
+                    str(tmp_path / "m.pt"),
+                    "--img-size",
+                    "64",
+                ]
+            )
+            == 0
+        )
     with pytest.raises(ValueError, match="Unknown export format"):
         export_model(splitattn.create_model("resnest14"), tmp_path / "m.trt", "tensorrt")
     with pytest.raises(SystemExit):
@@ -159,8 +203,22 @@ def test_missing_export_packages_name_the_pip_command(tmp_path, capsys, monkeypa
     with pytest.raises(MissingDependencyError, match=re.escape(PIP_EXPORT)):
         resolve_onnx_exporter("dynamo")
     monkeypatch.setitem(sys.modules, "onnx", None)
-    assert main(["export", "--model", "resnest14", "--format", "onnx", "--output", str(tmp_path / "m.onnx"),
-                 "--img-size", "64"]) == 1  # a run error (exit 2 is for usage errors)
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "resnest14",
+                "--format",
+                "onnx",
+                "--output",
+                str(tmp_path / "m.onnx"),
+                "--img-size",
+                "64",
+            ]
+        )
+        == 1
+    )  # a run error (exit 2 is for usage errors)
     error = capsys.readouterr().err
     assert "ONNX export needs the Python package 'onnx'" in error and PIP_EXPORT in error
     assert not (tmp_path / "m.onnx").exists()

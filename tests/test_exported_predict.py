@@ -7,6 +7,7 @@ what ``splitattn predict`` prints for the checkpoint on two real imagenette-mini
 greyscale). The runtime's preprocessing is checked pixel for pixel against a plain PIL/numpy
 transcription of the stored protocol (the README's "Using the exported ONNX file" recipe).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,9 @@ pytest.importorskip("onnxruntime")
 IMAGENETTE_VAL = SHARED_DATA / "imagenette-mini" / "val"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not IMAGENETTE_VAL.is_dir(),
-                       reason=f"{IMAGENETTE_VAL} (the shared imagenette-mini data) is absent"),
+    pytest.mark.skipif(
+        not IMAGENETTE_VAL.is_dir(), reason=f"{IMAGENETTE_VAL} (the shared imagenette-mini data) is absent"
+    ),
 ]
 CLASSES = ("tench", "church", "golf ball", "parachute")
 
@@ -45,14 +47,41 @@ def run(tmp_path_factory):
     """A one-epoch tiny run (4 classes, 32 px) and its ONNX and TorchScript exports."""
     root = tmp_path_factory.mktemp("exported")
     data = make_image_folder(root / "data", classes=CLASSES, per_class=4)
-    cli(["train", "--data", str(data), "--output", str(root / "run"), *TINY_MODEL, "--epochs", "1",
-         "--batch-size", "8", "--workers", "0", "--no-progress", "--no-tensorboard"])
+    cli(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--output",
+            str(root / "run"),
+            *TINY_MODEL,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--no-progress",
+            "--no-tensorboard",
+        ]
+    )
     checkpoint = root / "run" / "last.pt"
     files = {}
     for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
         files[fmt] = root / name
-        printed = cli(["export", "--model", "resnest14", "--weights", str(checkpoint), "--format", fmt,
-                       "--output", str(files[fmt])]).stdout
+        printed = cli(
+            [
+                "export",
+                "--model",
+                "resnest14",
+                "--weights",
+                str(checkpoint),
+                "--format",
+                fmt,
+                "--output",
+                str(files[fmt]),
+            ]
+        ).stdout
         assert "max relative error" in printed and "4 class names" in printed, printed
     return checkpoint, files
 
@@ -71,8 +100,9 @@ def test_onnx_metadata_matches_the_checkpoint(run):
     extra = {"splitattn.json": ""}
     torch.jit.load(str(files["torchscript"]), _extra_files=extra)
     from_torchscript = json.loads(extra["splitattn.json"])
-    assert {k: v for k, v in from_torchscript.items() if k != "exporter"} == \
-        {k: v for k, v in stored.items() if k != "exporter"}
+    assert {k: v for k, v in from_torchscript.items() if k != "exporter"} == {
+        k: v for k, v in stored.items() if k != "exporter"
+    }
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -88,8 +118,10 @@ def test_predict_from_the_export_prints_what_the_checkpoint_prints(run, fmt):
 def plain_preprocess(image: Image.Image, meta: dict) -> np.ndarray:
     """The README's recipe (PIL and numpy only), line for line: short side to int(size / crop_pct), centre crop,
     normalise."""
-    p, size = meta["eval_config"], meta["input_size"]; short = int(size / p["crop_pct"])  # noqa: E702
-    image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[meta["in_chans"]]); w, h = image.size  # noqa: E702
+    p, size = meta["eval_config"], meta["input_size"]
+    short = int(size / p["crop_pct"])  # noqa: E702
+    image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[meta["in_chans"]])
+    w, h = image.size  # noqa: E702
     new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
     left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
     image = image.resize(new, Image.Resampling[p["interpolation"].upper()]).crop((left, top, left + size, top + size))
@@ -104,8 +136,8 @@ def test_runtime_preprocessing_is_the_stored_protocol(run, fmt):
     for path in real_images():
         image = Image.open(path)
         for picture in (image, image.crop((0, 0, image.width, image.height - 43))):  # square and landscape
-            np.testing.assert_allclose(classifier.preprocess(picture), plain_preprocess(picture, classifier.metadata),
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                classifier.preprocess(picture), plain_preprocess(picture, classifier.metadata), atol=1e-6
+            )
         probs = classifier.predict(image)
         assert probs.shape == (4,) and abs(float(probs.sum()) - 1) < 1e-5
-

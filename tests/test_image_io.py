@@ -1,5 +1,6 @@
 """One image reader for every task (splitattn.data.io): high-bit-depth greyscale scaled as torchvision scales it,
 EXIF orientation applied in classification, segmentation (image and label map) and detection, hidden files."""
+
 from __future__ import annotations
 
 import json
@@ -13,14 +14,22 @@ from torchvision.transforms.v2 import functional as TF
 
 from splitattn.data.detection import CocoDetectionDataset
 from splitattn.data.io import image_size, is_hidden, read_image
-from splitattn.data.segmentation import CAMVID_CLASSES, CAMVID_IGNORE_VALUE, IGNORE_INDEX, SegmentationDataError, build_dataset
+from splitattn.data.segmentation import (
+    CAMVID_CLASSES,
+    CAMVID_IGNORE_VALUE,
+    IGNORE_INDEX,
+    SegmentationDataError,
+    build_dataset,
+)
 from splitattn.utils.inputs import image_files
 
 from .conftest import SHARED_DATA
 
 IMAGENETTE = SHARED_DATA / "imagenette-mini"
 CAMVID = SHARED_DATA / "camvid-mini"
-needs_imagenette = pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"shared imagenette-mini not found at {IMAGENETTE}")
+needs_imagenette = pytest.mark.skipif(
+    not IMAGENETTE.is_dir(), reason=f"shared imagenette-mini not found at {IMAGENETTE}"
+)
 needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared camvid-mini not found at {CAMVID}")
 ORIENTATION = 0x0112
 # What a camera does when it stores a picture turned, for each EXIF orientation (the tag says how to undo it).
@@ -81,7 +90,10 @@ def test_exif_orientation_gives_the_upright_photo_and_header_size(tmp_path, orie
 
 def _camvid_pair():
     name = sorted((CAMVID / "train" / "images").glob("*.png"))[0].name
-    with Image.open(CAMVID / "train" / "images" / name) as image, Image.open(CAMVID / "train" / "labels" / name) as label:
+    with (
+        Image.open(CAMVID / "train" / "images" / name) as image,
+        Image.open(CAMVID / "train" / "labels" / name) as label,
+    ):
         return name, image.convert("RGB"), label.copy()
 
 
@@ -120,13 +132,22 @@ def test_label_map_turned_without_tag_is_a_size_error_at_build(tmp_path):
 def test_detection_box_drawn_on_upright_photo_covers_the_object(tmp_path, orientation):
     upright = np.array(_photo().crop((0, 0, 224, 160)))
     x, y, w, h = 150, 20, 50, 30  # the "object": a pure red patch, annotated on the upright picture
-    upright[y:y + h, x:x + w] = (255, 0, 0)
+    upright[y : y + h, x : x + w] = (255, 0, 0)
     (tmp_path / "images").mkdir()
     _store_turned(Image.fromarray(upright), orientation, tmp_path / "images" / "phone.png")
     coco = {
         "images": [{"id": 1, "file_name": "phone.png", "width": 224, "height": 160}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [x, y, w, h], "area": w * h,
-                         "iscrowd": 0, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "iscrowd": 0,
+                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+            }
+        ],
         "categories": [{"id": 1, "name": "patch"}],
     }
     (tmp_path / "instances.json").write_text(json.dumps(coco))
@@ -143,7 +164,9 @@ def test_hidden_files_are_never_samples(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8)).save(tmp_path / name, format="JPEG")
     assert image_files([str(tmp_path)]) == [tmp_path / "a.jpg"]
-    assert is_hidden(tmp_path / ".ipynb_checkpoints" / "a.jpg", tmp_path) and not is_hidden(tmp_path / "a.jpg", tmp_path)
+    assert is_hidden(tmp_path / ".ipynb_checkpoints" / "a.jpg", tmp_path) and not is_hidden(
+        tmp_path / "a.jpg", tmp_path
+    )
 
 
 @pytest.mark.parametrize("suffix", ["jpg", "png", "tif", "webp"])

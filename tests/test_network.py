@@ -1,4 +1,5 @@
 """The network: backbone API, dilation, DropBlock, norms and input errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -128,8 +129,11 @@ def test_drop_block_placement_and_ramp():
     model = splitattn.create_model("resnest26", drop_block_prob=0.1)
     blocks = {name.split(".")[0] for name, m in model.named_modules() if isinstance(m, DropBlock2d)}
     assert blocks == {"layer3", "layer4"}
-    assert all(m.drop_prob.item() == pytest.approx(0.1) and m.block_size == 3
-               for m in model.modules() if isinstance(m, DropBlock2d))
+    assert all(
+        m.drop_prob.item() == pytest.approx(0.1) and m.block_size == 3
+        for m in model.modules()
+        if isinstance(m, DropBlock2d)
+    )
     model.set_drop_block_prob(0.05)
     assert {round(m.drop_prob.item(), 6) for m in model.modules() if isinstance(m, DropBlock2d)} == {0.05}
     model.train()(torch.randn(2, 3, 64, 64)).sum().backward()

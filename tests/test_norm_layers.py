@@ -1,4 +1,5 @@
 """Norm-layer corner cases: frozen BN from scratch, SyncBN with one image per process, instances."""
+
 from __future__ import annotations
 
 import warnings
@@ -22,8 +23,11 @@ TINY = dict(bottleneck_width=16, stem_width=16)
 def residual_branch_outputs(model: nn.Module, x: torch.Tensor) -> list:
     """The output of every block's last norm (its residual branch before the shortcut sum)."""
     outputs = []
-    hooks = [m.bn3.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().clone()))
-             for m in model.modules() if isinstance(m, Bottleneck)]
+    hooks = [
+        m.bn3.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().clone()))
+        for m in model.modules()
+        if isinstance(m, Bottleneck)
+    ]
     model(x)
     for hook in hooks:
         hook.remove()
@@ -41,9 +45,11 @@ def test_frozen_bn_from_scratch_warns_and_its_residual_branches_learn() -> None:
     assert all(block.conv1.weight.grad.abs().sum() > 0 for block in blocks)  # the branches can learn
     # Learnable norms keep the recipe's zero "last gamma".
     for norm in ("batchnorm", "groupnorm"):
-        assert all(b.bn3.weight.abs().sum() == 0
-                   for b in splitattn.create_model("resnest14", norm_layer=norm, **TINY).modules()
-                   if isinstance(b, Bottleneck))
+        assert all(
+            b.bn3.weight.abs().sum() == 0
+            for b in splitattn.create_model("resnest14", norm_layer=norm, **TINY).modules()
+            if isinstance(b, Bottleneck)
+        )
 
 
 def test_frozen_bn_with_weights_does_not_warn_and_detection_backbones_warn(tmp_path: Path) -> None:
@@ -91,8 +97,9 @@ def test_batch_of_one_check_is_for_batch_statistics_of_one_process(gloo_group, m
         attentions[0].check_batch(1)
     # Under torchrun with two processes the statistics span both images: one image per process runs.
     real_world_size = dist.get_world_size
-    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2 if group in (None, dist.group.WORLD) else
-                        real_world_size(group))
+    monkeypatch.setattr(
+        dist, "get_world_size", lambda group=None: 2 if group in (None, dist.group.WORLD) else real_world_size(group)
+    )
     assert not batch_statistics_are_local(sync)
     for attention in attentions:
         attention.check_batch(1)

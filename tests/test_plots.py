@@ -1,5 +1,6 @@
 """curves.png of every task: the panels a run's records fill, integer epoch/iteration ticks, markers,
 percent axes up to 100, top-5 only above 5 classes. Synthetic records shaped like each trainer's."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, List
@@ -10,26 +11,61 @@ from splitattn.engine.plots import curves_figure, plot_curves
 
 
 def _classification_records(epochs: int = 2) -> List[Dict[str, Any]]:
-    return [{"epoch": e, "step": 10 * e, "lr": 0.1 * (1 - e / (epochs + 1)), "train_loss": 1.1 - 0.2 * e,
-             "train_top1": 40.0 + 10 * e, "train_images_per_sec": 50.0, "train_bad_images": 0,
-             "val_loss": 1.0 - 0.15 * e, "val_top1": 45.0 + 8 * e, "val_top5": 100.0, "val_bad_images": 0}
-            for e in range(1, epochs + 1)]
+    return [
+        {
+            "epoch": e,
+            "step": 10 * e,
+            "lr": 0.1 * (1 - e / (epochs + 1)),
+            "train_loss": 1.1 - 0.2 * e,
+            "train_top1": 40.0 + 10 * e,
+            "train_images_per_sec": 50.0,
+            "train_bad_images": 0,
+            "val_loss": 1.0 - 0.15 * e,
+            "val_top1": 45.0 + 8 * e,
+            "val_top5": 100.0,
+            "val_bad_images": 0,
+        }
+        for e in range(1, epochs + 1)
+    ]
 
 
 def _detection_records() -> List[Dict[str, Any]]:
-    records = [{"iter": i, "lr": 0.02 * min(1.0, i / 100), "train_loss": 2.5 - i / 150,
-                "train_loss_classifier": 0.8 - i / 500, "train_loss_box_reg": 0.5 - i / 800,
-                "train_loss_objectness": 0.4 - i / 1000, "train_loss_rpn_box_reg": 0.2 - i / 2000,
-                "train_loss_mask": 0.6 - i / 700} for i in range(20, 201, 20)]
-    records[-1].update(val_bbox_AP=4.2, val_bbox_AP50=9.8, val_bbox_AP75=3.1, val_bbox_APs=float("nan"),
-                       val_segm_AP=3.5, val_segm_AP50=8.0, val_segm_AP75=2.2)
+    records = [
+        {
+            "iter": i,
+            "lr": 0.02 * min(1.0, i / 100),
+            "train_loss": 2.5 - i / 150,
+            "train_loss_classifier": 0.8 - i / 500,
+            "train_loss_box_reg": 0.5 - i / 800,
+            "train_loss_objectness": 0.4 - i / 1000,
+            "train_loss_rpn_box_reg": 0.2 - i / 2000,
+            "train_loss_mask": 0.6 - i / 700,
+        }
+        for i in range(20, 201, 20)
+    ]
+    records[-1].update(
+        val_bbox_AP=4.2,
+        val_bbox_AP50=9.8,
+        val_bbox_AP75=3.1,
+        val_bbox_APs=float("nan"),
+        val_segm_AP=3.5,
+        val_segm_AP50=8.0,
+        val_segm_AP75=2.2,
+    )
     return records
 
 
 def _segmentation_records() -> List[Dict[str, Any]]:
-    return [{"epoch": e, "step": 13 * e, "lr": 0.02 * (1 - e / 13) ** 0.9, "train_loss": 2.0 / e,
-             **({"val_loss": 2.1 / e, "val_miou": 10.0 + 3 * e, "val_pixel_acc": 50.0 + 3 * e} if e % 2 == 0 else {})}
-            for e in range(1, 8)]
+    return [
+        {
+            "epoch": e,
+            "step": 13 * e,
+            "lr": 0.02 * (1 - e / 13) ** 0.9,
+            "train_loss": 2.0 / e,
+            **({"val_loss": 2.1 / e, "val_miou": 10.0 + 3 * e, "val_pixel_acc": 50.0 + 3 * e} if e % 2 == 0 else {}),
+        }
+        for e in range(1, 8)
+    ]
 
 
 def _panels(figure) -> Dict[str, Any]:
@@ -66,8 +102,11 @@ def test_classification_curves(tmp_path):
     assert set(_lines(panels["accuracy (%)"])) == {"train top-1", "val top-1"}  # 3 classes: top-5 is always 100%
     assert panels["accuracy (%)"].get_ylim()[1] == 100
     _assert_integer_x_ticks(figure)
-    assert [tick.get_loc() for tick in panels["loss"].xaxis.get_major_ticks()
-            if panels["loss"].get_xlim()[0] <= tick.get_loc() <= panels["loss"].get_xlim()[1]] == [1, 2]
+    assert [
+        tick.get_loc()
+        for tick in panels["loss"].xaxis.get_major_ticks()
+        if panels["loss"].get_xlim()[0] <= tick.get_loc() <= panels["loss"].get_xlim()[1]
+    ] == [1, 2]
     many = _panels(curves_figure(records, num_classes=10))
     assert "val top-5" in _lines(many["accuracy (%)"])
 
@@ -80,7 +119,12 @@ def test_detection_curves_with_one_evaluation(tmp_path):
     panels = _panels(figure)
     assert set(panels) == {"loss", "loss components (train)", "learning rate", "box AP (%)", "mask AP (%)"}
     assert set(_lines(panels["loss components (train)"])) == {
-        "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_mask"}
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss_mask",
+    }
     for title in ("box AP (%)", "mask AP (%)"):
         axis = panels[title]
         assert axis.get_ylim() == (0, 100)  # a lone evaluation at 4% reads on a 0-100 axis

@@ -1,4 +1,5 @@
 """The registry: names, aliases, published sizes and costs, overrides, the `models` table."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,14 +14,26 @@ from splitattn.models import ALIASES, MODEL_SPECS, count_macs, count_params, get
 # the paper (arXiv 2004.08955, Table 7: ResNeSt-50/101/200/269; ResNeSt-50 5.4 GFLOPs at 224) and
 # of the authors' ablation.md (the resnest50_fast_* table, "#P" and "GFLOPs", at 224 px).
 PAPER_PARAMS_M = {
-    "resnest50": 27.5, "resnest101": 48.3, "resnest200": 70.2, "resnest269": 110.9,
-    "resnest50_fast_1s1x64d": 26.3, "resnest50_fast_2s1x64d": 27.5, "resnest50_fast_4s1x64d": 31.9,
-    "resnest50_fast_1s2x40d": 25.9, "resnest50_fast_2s2x40d": 26.9, "resnest50_fast_4s2x40d": 30.4,
+    "resnest50": 27.5,
+    "resnest101": 48.3,
+    "resnest200": 70.2,
+    "resnest269": 110.9,
+    "resnest50_fast_1s1x64d": 26.3,
+    "resnest50_fast_2s1x64d": 27.5,
+    "resnest50_fast_4s1x64d": 31.9,
+    "resnest50_fast_1s2x40d": 25.9,
+    "resnest50_fast_2s2x40d": 26.9,
+    "resnest50_fast_4s2x40d": 30.4,
     "resnest50_fast_1s4x24d": 25.7,
 }
 PAPER_GMACS = {
-    "resnest50": 5.4, "resnest50_fast_1s1x64d": 4.34, "resnest50_fast_2s1x64d": 4.34, "resnest50_fast_4s1x64d": 4.35,
-    "resnest50_fast_1s2x40d": 4.38, "resnest50_fast_2s2x40d": 4.38, "resnest50_fast_4s2x40d": 4.41,
+    "resnest50": 5.4,
+    "resnest50_fast_1s1x64d": 4.34,
+    "resnest50_fast_2s1x64d": 4.34,
+    "resnest50_fast_4s1x64d": 4.35,
+    "resnest50_fast_1s2x40d": 4.38,
+    "resnest50_fast_2s2x40d": 4.38,
+    "resnest50_fast_4s2x40d": 4.41,
     "resnest50_fast_1s4x24d": 4.42,
 }
 
@@ -34,14 +47,30 @@ def flop_counter_macs(model: torch.nn.Module, size: int) -> int:
 
 def test_every_published_configuration_is_registered():
     expected = {
-        "resnest50", "resnest101", "resnest200", "resnest269", "resnest14", "resnest26",
-        *(f"resnest50_fast_{tag}" for tag in ("1s1x64d", "2s1x64d", "4s1x64d", "1s2x40d", "2s2x40d",
-                                              "4s2x40d", "1s4x24d")),
-        "resnest50_fast_0s1x64d", "resnet50d",
+        "resnest50",
+        "resnest101",
+        "resnest200",
+        "resnest269",
+        "resnest14",
+        "resnest26",
+        *(
+            f"resnest50_fast_{tag}"
+            for tag in ("1s1x64d", "2s1x64d", "4s1x64d", "1s2x40d", "2s2x40d", "4s2x40d", "1s4x24d")
+        ),
+        "resnest50_fast_0s1x64d",
+        "resnet50d",
     }
     assert expected <= set(splitattn.list_models())
-    for alias in ("resnest14d", "resnest26d", "resnest50d", "resnest101e", "resnest200e", "resnest269e",
-                  "resnest50d_4s2x40d", "resnest50d_1s4x24d"):
+    for alias in (
+        "resnest14d",
+        "resnest26d",
+        "resnest50d",
+        "resnest101e",
+        "resnest200e",
+        "resnest269e",
+        "resnest50d_4s2x40d",
+        "resnest50d_1s4x24d",
+    ):
         assert alias in ALIASES and alias in splitattn.list_models(include_aliases=True)
         assert get_model_spec(alias).timm_name == alias
 
@@ -89,8 +118,12 @@ def test_mac_counter_agrees_with_torchs_flop_counter(name):
 
 
 def test_mac_counter_counts_a_known_network():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, groups=1), torch.nn.Conv2d(8, 8, 3, stride=2,
-                              padding=1, groups=4), torch.nn.Flatten(), torch.nn.Linear(8 * 16 * 16, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, groups=1),
+        torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 16 * 16, 10),
+    )
     expected = 32 * 32 * 8 * 27 + 16 * 16 * 8 * (9 * 2) + 8 * 16 * 16 * 10
     assert count_macs(net, 32) == expected
 
@@ -115,8 +148,9 @@ def test_unknown_name_lists_close_names():
 
 
 def test_overrides_and_official_argument_names():
-    model = splitattn.create_model("resnest14", num_classes=7, in_chans=1, final_drop=0.2, dilated=True,
-                                   norm_layer="groupnorm", last_gamma=False)
+    model = splitattn.create_model(
+        "resnest14", num_classes=7, in_chans=1, final_drop=0.2, dilated=True, norm_layer="groupnorm", last_gamma=False
+    )
     assert model.fc.out_features == 7 and model.conv1[0].in_channels == 1
     assert model.drop_rate == 0.2 and model.output_stride == 8
     assert isinstance(model.bn1, torch.nn.GroupNorm)

@@ -4,6 +4,7 @@ Variants share all code paths with their one-block-per-stage versions (radix, ca
 widths, stem and avd placement come from the registry), so those keep the suite fast; the
 full resnest50 is exported once as well.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,8 +23,15 @@ ort = pytest.importorskip("onnxruntime")
 
 NAMES = list(MODEL_SPECS)
 # One variant per distinct code path: radix 0/1/2/4, cardinality 1/2/4, avd first/last/none, stem 32/64.
-BLOCK_KINDS = ["resnest14", "resnest101", "resnest50_fast_1s1x64d", "resnest50_fast_4s2x40d",
-               "resnest50_fast_1s4x24d", "resnest50_fast_0s1x64d", "resnet14d"]
+BLOCK_KINDS = [
+    "resnest14",
+    "resnest101",
+    "resnest50_fast_1s1x64d",
+    "resnest50_fast_4s2x40d",
+    "resnest50_fast_1s4x24d",
+    "resnest50_fast_0s1x64d",
+    "resnet14d",
+]
 
 
 def _small(name: str, **kwargs) -> torch.nn.Module:

@@ -1,4 +1,5 @@
 """Segmentation data sets (ADE20K, Cityscapes, VOC, folders), bad inputs and the joint transforms."""
+
 from __future__ import annotations
 
 import random
@@ -10,8 +11,15 @@ import torch
 from PIL import Image
 
 from splitattn.data.segmentation import (
-    ADE20K_CLASSES, CAMVID_CLASSES, CAMVID_IGNORE_VALUE, IGNORE_INDEX, SegmentationDataError, build_dataset,
-    cityscapes_dataset, parse_classes, voc_dataset,
+    ADE20K_CLASSES,
+    CAMVID_CLASSES,
+    CAMVID_IGNORE_VALUE,
+    IGNORE_INDEX,
+    SegmentationDataError,
+    build_dataset,
+    cityscapes_dataset,
+    parse_classes,
+    voc_dataset,
 )
 from splitattn.data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from splitattn.models.registry import IMAGENET_MEAN, IMAGENET_STD
@@ -145,7 +153,7 @@ def _two_colour(h: int, w: int):
     """Left part red = class 0, right part blue = class 1."""
     image = np.zeros((h, w, 3), dtype=np.uint8)
     image[:, : w // 3, 0] = 255
-    image[:, w // 3:, 2] = 255
+    image[:, w // 3 :, 2] = 255
     target = np.ones((h, w), dtype=np.uint8)
     target[:, : w // 3] = 0
     return Image.fromarray(image), target
@@ -207,8 +215,19 @@ def test_camvid_mini_loads_with_void_ignored():
 
 
 # CamVid's original label colours (Brostow et al.) for the 11 SegNet classes, and black for void.
-CAMVID_COLOURS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+CAMVID_COLOURS = (
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+)
 
 
 def _palette_file(path: Path, extra=("ignore,0,0,0",)) -> Path:
@@ -234,8 +253,9 @@ def _colour_twin(index_root: Path, colour_root: Path, count: int) -> None:
 @pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
 def test_colour_coded_twin_gives_identical_training_targets(tmp_path):
     _colour_twin(tmp_path / "index", tmp_path / "colour", 4)
-    index = build_dataset("folder", tmp_path / "index", "train", classes=list(CAMVID_CLASSES),
-                          ignore_value=CAMVID_IGNORE_VALUE)
+    index = build_dataset(
+        "folder", tmp_path / "index", "train", classes=list(CAMVID_CLASSES), ignore_value=CAMVID_IGNORE_VALUE
+    )
     colour = build_dataset("folder", tmp_path / "colour", "train", palette=_palette_file(tmp_path / "camvid.csv"))
     assert colour.classes == list(CAMVID_CLASSES) and len(colour) == len(index) == 4
     transform = SegmentationTrainTransform(base_size=120, crop_size=64)
@@ -257,8 +277,11 @@ def test_unknown_colour_names_file_colour_and_pixel_or_is_ignored(tmp_path):
     label[2, 3] = (1, 2, 3)
     _save(tmp_path / "train" / "labels" / "a.png", label)
     palette = _palette_file(tmp_path / "palette.csv")
-    with pytest.raises(SegmentationDataError, match=r"labels/a.png has colour\(s\) \[\(1, 2, 3\)\] .*palette.csv "
-                                                    r"\(first at pixel x=3, y=2\)"):
+    with pytest.raises(
+        SegmentationDataError,
+        match=r"labels/a.png has colour\(s\) \[\(1, 2, 3\)\] .*palette.csv "
+        r"\(first at pixel x=3, y=2\)",
+    ):
         build_dataset("folder", tmp_path, "train", palette=palette)
     lenient = _palette_file(tmp_path / "lenient.csv", ("ignore,0,0,0", "ignore,*,*,*"))
     target = build_dataset("folder", tmp_path, "train", palette=lenient).load(0)[1]

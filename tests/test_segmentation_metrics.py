@@ -1,4 +1,5 @@
 """Pixel accuracy and mIoU against a hand-computed confusion matrix and a plain numpy computation."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """DeepLabV3/FCN on dilated ResNeSt (heads checked against PyTorch-Encoding's), their normalisation and batch-of-one
 errors, whole-image / sliding / multi-scale prediction, and evaluation."""
+
 from __future__ import annotations
 
 import pytest
@@ -141,8 +142,11 @@ def test_evaluate_accumulates_one_confusion_matrix_over_images_of_different_size
 
 
 def _conv_norm_relu(cin, cout, norm, kernel=1, dilation=1):
-    return [nn.Conv2d(cin, cout, kernel, padding=dilation if kernel == 3 else 0, dilation=dilation, bias=False),
-            norm(cout), nn.ReLU()]
+    return [
+        nn.Conv2d(cin, cout, kernel, padding=dilation if kernel == 3 else 0, dilation=dilation, bias=False),
+        norm(cout),
+        nn.ReLU(),
+    ]
 
 
 class EncodingDeepLabV3Head(nn.Module):
@@ -157,7 +161,9 @@ class EncodingDeepLabV3Head(nn.Module):
         self.b1, self.b2, self.b3 = (nn.Sequential(*_conv_norm_relu(in_channels, inter, norm, 3, r)) for r in rates)
         self.b4 = nn.Sequential(nn.AdaptiveAvgPool2d(1), *_conv_norm_relu(in_channels, inter, norm))
         self.project = nn.Sequential(*_conv_norm_relu(5 * inter, inter, norm), nn.Dropout2d(0.5))
-        self.block = nn.Sequential(*_conv_norm_relu(inter, inter, norm, 3), nn.Dropout2d(0.1), nn.Conv2d(inter, num_classes, 1))
+        self.block = nn.Sequential(
+            *_conv_norm_relu(inter, inter, norm, 3), nn.Dropout2d(0.1), nn.Conv2d(inter, num_classes, 1)
+        )
 
     def forward(self, x):
         pooled = F.interpolate(self.b4(x), x.shape[-2:], mode="bilinear", align_corners=True)
@@ -168,8 +174,11 @@ class EncodingFCNHead(nn.Sequential):
     """PyTorch-Encoding's FCNHead (encoding/models/sseg/fcn.py, without with_global)."""
 
     def __init__(self, in_channels, num_classes, norm):
-        super().__init__(*_conv_norm_relu(in_channels, in_channels // 4, norm, 3), nn.Dropout(0.1),
-                         nn.Conv2d(in_channels // 4, num_classes, 1))
+        super().__init__(
+            *_conv_norm_relu(in_channels, in_channels // 4, norm, 3),
+            nn.Dropout(0.1),
+            nn.Conv2d(in_channels // 4, num_classes, 1),
+        )
 
 
 def _load_in_order(reference, ours):
@@ -179,13 +188,17 @@ def _load_in_order(reference, ours):
     reference.load_state_dict(dict(zip(theirs, mine)))
 
 
-@pytest.mark.parametrize("norm_layer, norm", [("batchnorm", nn.BatchNorm2d), ("groupnorm", lambda c: nn.GroupNorm(32, c))])
+@pytest.mark.parametrize(
+    "norm_layer, norm", [("batchnorm", nn.BatchNorm2d), ("groupnorm", lambda c: nn.GroupNorm(32, c))]
+)
 def test_heads_equal_pytorch_encodings_in_training_and_evaluation(norm_layer, norm):
     """Same weights, same random seed: our DeepLabV3 and FCN heads give PyTorch-Encoding's outputs, dropouts
     (their kind, rate and place) included in training mode; the heads' norm follows the backbone's."""
     model = create_segmentation_model("resnest14", 5, norm_layer=norm_layer, **TINY)
-    references = [(model.head, EncodingDeepLabV3Head(2048, 5, (12, 24, 36), norm), torch.randn(2, 2048, 9, 11)),
-                  (model.aux_head, EncodingFCNHead(1024, 5, norm), torch.randn(2, 1024, 9, 11))]
+    references = [
+        (model.head, EncodingDeepLabV3Head(2048, 5, (12, 24, 36), norm), torch.randn(2, 2048, 9, 11)),
+        (model.aux_head, EncodingFCNHead(1024, 5, norm), torch.randn(2, 1024, 9, 11)),
+    ]
     for ours, reference, x in references:
         _load_in_order(reference, ours)
         for training in (True, False):
@@ -230,8 +243,12 @@ def test_run_options_reach_the_backbone():
     """``--model-kwargs`` of ``segment train`` (widths, ``in_chans``) build the backbone, as in the other tasks."""
     from splitattn.tasks.segmentation.checkpoint import model_from_options
 
-    options = {"backbone": "resnest14", "norm": "groupnorm", "output_stride": 16,
-               "model_kwargs": {"in_chans": 1, "bottleneck_width": 16, "stem_width": 16}}
+    options = {
+        "backbone": "resnest14",
+        "norm": "groupnorm",
+        "output_stride": 16,
+        "model_kwargs": {"in_chans": 1, "bottleneck_width": 16, "stem_width": 16},
+    }
     model = model_from_options(options, 3).eval()
     assert model.backbone.conv1[0].in_channels == 1 and model.backbone.conv1[0].out_channels == 16
     assert model(torch.randn(1, 1, 64, 64))["out"].shape == (1, 3, 64, 64)

@@ -1,4 +1,5 @@
 """`splitattn segment train|evaluate|predict` on real CamVid road scenes, and the configs."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import torch
 from PIL import Image
 
 from splitattn.cli import build_parser, main
-from splitattn.data.segmentation import CAMVID_CLASSES
 from splitattn.config import SegmentConfig, resolve
+from splitattn.data.segmentation import CAMVID_CLASSES
 from splitattn.engine.optim import poly
 
 from .conftest import REPO_ROOT, SHARED_DATA
@@ -35,10 +36,42 @@ def _camvid_subset(root, train: int = 8, val: int = 4):
 
 
 def _train_args(data, output, epochs: int) -> list:
-    return ["segment", "train", "--data", str(data), "--classes", ",".join(CAMVID_CLASSES), "--ignore-value", "11",
-            "--backbone", "resnest14", "--output-stride", "16", "--base-size", "128", "--crop-size", "64",
-            "--batch-size", "4", "--epochs", str(epochs), "--eval-every", "4", "--lr", "0.01", "--head-lr-mult", "1",
-            "--workers", "0", "--no-progress", "--device", "cpu", "--output", str(output), "--debug"]
+    return [
+        "segment",
+        "train",
+        "--data",
+        str(data),
+        "--classes",
+        ",".join(CAMVID_CLASSES),
+        "--ignore-value",
+        "11",
+        "--backbone",
+        "resnest14",
+        "--output-stride",
+        "16",
+        "--base-size",
+        "128",
+        "--crop-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--epochs",
+        str(epochs),
+        "--eval-every",
+        "4",
+        "--lr",
+        "0.01",
+        "--head-lr-mult",
+        "1",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--output",
+        str(output),
+        "--debug",
+    ]
 
 
 @needs_camvid
@@ -59,7 +92,7 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
     assert "val_miou" in records[1] and "val_miou" in records[3] and "val_miou" not in records[2]
     assert "val_loss" in records[1] and records[1]["val_loss"] > 0
     # the resumed run follows its own 8-step poly schedule: after step 6 the lr is 0.01 x (2/8) ** 0.9
-    assert records[2]["lr"] == pytest.approx(0.01 * 0.25 ** 0.9)
+    assert records[2]["lr"] == pytest.approx(0.01 * 0.25**0.9)
     losses = [r["train_loss"] for r in records]
     # from ~1.2 x ln(11) = 2.9 at initialisation; two iterations an epoch on random crops are noisy
     assert losses[3] < 0.9 * losses[0] and losses[2] + losses[3] < losses[0] + losses[1], losses
@@ -73,8 +106,24 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
     assert metrics["miou"] > 0 and metrics["labelled_pixels"] > 0
 
     capsys.readouterr()
-    assert main(["segment", "evaluate", "--weights", str(run / "last.pt"), "--multi-scale", "--base-size", "64",
-                 "--device", "cpu", "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "evaluate",
+                "--weights",
+                str(run / "last.pt"),
+                "--multi-scale",
+                "--base-size",
+                "64",
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "mIoU" in capsys.readouterr().out
     evaluated = json.loads((run / "eval-val-ms" / "metrics.json").read_text())
     assert evaluated["scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0] and evaluated["flip"] is True
@@ -82,8 +131,24 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
 
     images = sorted((data / "val" / "images").iterdir())[:2]
     out = tmp_path / "pred"
-    assert main(["segment", "predict", *map(str, images), "--weights", str(run / "best.pt"), "--output", str(out),
-                 "--base-size", "96", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                *map(str, images),
+                "--weights",
+                str(run / "best.pt"),
+                "--output",
+                str(out),
+                "--base-size",
+                "96",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     for image in images:
         mask = Image.open(out / f"{image.stem}_mask.png")
         overlay = Image.open(out / f"{image.stem}_overlay.png")
@@ -112,8 +177,9 @@ def _resolve(argv):
 
 
 def test_ade20k_config_holds_the_paper_settings():
-    options = _resolve(["--config", str(REPO_ROOT / "configs/segmentation/ade20k_deeplabv3_resnest50.yaml"),
-                        "--data", "/data/ade"])
+    options = _resolve(
+        ["--config", str(REPO_ROOT / "configs/segmentation/ade20k_deeplabv3_resnest50.yaml"), "--data", "/data/ade"]
+    )
     assert (options["dataset"], options["backbone"], options["head"]) == ("ade20k", "resnest50", "deeplabv3")
     assert (options["base_size"], options["crop_size"], options["scale_range"]) == (520, 480, [0.5, 2.0])
     assert (options["lr"], options["poly_power"], options["epochs"], options["global_batch"]) == (0.01, 0.9, 120, 16)
@@ -121,8 +187,16 @@ def test_ade20k_config_holds_the_paper_settings():
 
 
 def test_camvid_config_and_flags_override_it():
-    options = _resolve(["--config", str(REPO_ROOT / "configs/segmentation/camvid_deeplabv3_resnest14.yaml"),
-                        "--epochs", "3", "--data", "camvid"])  # the config names no data path of ours
+    options = _resolve(
+        [
+            "--config",
+            str(REPO_ROOT / "configs/segmentation/camvid_deeplabv3_resnest14.yaml"),
+            "--epochs",
+            "3",
+            "--data",
+            "camvid",
+        ]
+    )  # the config names no data path of ours
     assert options["classes"] == list(CAMVID_CLASSES) and options["ignore_value"] == 11
     assert options["epochs"] == 3 and options["backbone"] == "resnest14"
 
@@ -135,8 +209,21 @@ def test_config_with_unknown_key_is_refused(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["segment", "train", "--data", str(tmp_path / "missing"), "--classes", "a", "--output",
-                 str(tmp_path / "run")]) == 1  # a run error (exit 2 is for usage errors)
+    assert (
+        main(
+            [
+                "segment",
+                "train",
+                "--data",
+                str(tmp_path / "missing"),
+                "--classes",
+                "a",
+                "--output",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 1
+    )  # a run error (exit 2 is for usage errors)
     assert "data folder" in capsys.readouterr().err
 
 
@@ -147,8 +234,12 @@ def _synthetic_folder(root, sizes):
         for kind in ("images", "labels"):
             (root / split / kind).mkdir(parents=True)
         for index, (h, w) in enumerate(shapes):
-            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / "images" / f"{index}.png")
-            Image.fromarray(rng.choice([0, 1, 2, 9], (h, w)).astype(np.uint8)).save(root / split / "labels" / f"{index}.png")
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+                root / split / "images" / f"{index}.png"
+            )
+            Image.fromarray(rng.choice([0, 1, 2, 9], (h, w)).astype(np.uint8)).save(
+                root / split / "labels" / f"{index}.png"
+            )
     return root
 
 
@@ -158,12 +249,44 @@ def test_two_process_gloo_run_evaluates_every_image_once(tmp_path):
     with socket.socket() as probe:  # a free port: --master_port=0 hangs in the workers' rendezvous here
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={port}", "-m", "splitattn",
-               "segment", "train", "--data", str(data), "--classes", "a,b,c", "--ignore-value", "9",
-               "--backbone", "resnest14", "--output-stride", "16", "--base-size", "48", "--crop-size", "48",
-               "--batch-size", "2", "--epochs", "1", "--workers", "0", "--no-progress", "--no-tensorboard",
-               "--device", "cpu", "--output", str(tmp_path / "run")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        "-m",
+        "splitattn",
+        "segment",
+        "train",
+        "--data",
+        str(data),
+        "--classes",
+        "a,b,c",
+        "--ignore-value",
+        "9",
+        "--backbone",
+        "resnest14",
+        "--output-stride",
+        "16",
+        "--base-size",
+        "48",
+        "--crop-size",
+        "48",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path / "run"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,4 +1,5 @@
 """SplitAttention against a loop-by-loop transcription of the paper's definition."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,12 +22,12 @@ def reference_split_attention(layer: SplitAttention, x: torch.Tensor) -> torch.T
     radix, card, channels = layer.radix, layer.cardinality, layer.out_channels
     width = channels // card
     u = F.relu(layer.bn0(layer.conv(x)))
-    splits = [u[:, r * channels:(r + 1) * channels] for r in range(radix)]
+    splits = [u[:, r * channels : (r + 1) * channels] for r in range(radix)]
     gap = sum(splits).mean((2, 3), keepdim=True)
     logits = layer.fc2(F.relu(layer.bn1(layer.fc1(gap))))[:, :, 0, 0]
     out = torch.zeros_like(splits[0])
     for k in range(card):
-        group_logits = logits[:, k * radix * width:(k + 1) * radix * width].reshape(-1, radix, width)
+        group_logits = logits[:, k * radix * width : (k + 1) * radix * width].reshape(-1, radix, width)
         weights = torch.softmax(group_logits, dim=1) if radix > 1 else torch.sigmoid(group_logits)
         for r in range(radix):
             chans = slice(k * width, (k + 1) * width)
@@ -55,8 +56,9 @@ def test_shapes_stride_dilation_and_inner_width():
     assert layer(torch.randn(2, 64, 15, 16)).shape == (2, 128, 8, 8)
 
 
-@pytest.mark.parametrize("channels,radix,cardinality", [(64, 2, 1), (256, 2, 1), (512, 4, 1), (80, 2, 2), (96, 1, 4),
-                                                        (32, 1, 1)])
+@pytest.mark.parametrize(
+    "channels,radix,cardinality", [(64, 2, 1), (256, 2, 1), (512, 4, 1), (80, 2, 2), (96, 1, 4), (32, 1, 1)]
+)
 def test_same_layers_as_timms_split_attention(channels, radix, cardinality):
     """Inner width (max(C * R / 4, 32) as the official code) and every weight's shape, against timm's SplitAttn."""
     timm_layers = pytest.importorskip("timm.layers")
@@ -84,11 +86,14 @@ def test_without_norm_and_with_bias():
     assert layer(torch.randn(1, 16, 5, 5)).shape == (1, 32, 5, 5)  # no BN: batch 1 trains fine
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"radix": 0}, "radix >= 1"),
-    ({"cardinality": 3}, "divisible by cardinality"),
-    ({"radix": 3}, "cardinality \\* radix"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"radix": 0}, "radix >= 1"),
+        ({"cardinality": 3}, "divisible by cardinality"),
+        ({"radix": 3}, "cardinality \\* radix"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SplitAttention(32, 32, **kwargs)

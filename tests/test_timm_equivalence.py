@@ -3,6 +3,7 @@
 timm's ResNeSt is an independent implementation that loads the official checkpoints, so
 agreement here pins our architecture, parameter names and channel order to the official one.
 """
+
 from __future__ import annotations
 
 import zlib

@@ -1,4 +1,5 @@
 """Options, config files, recipe configs, transforms, bad input and the evaluate/predict commands."""
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,23 @@ from torchvision import transforms as T
 
 from splitattn.cli import build_parser, main
 from splitattn.data import Lighting, build_eval_transform, digits_datasets, load_split, mixup_batch
-from splitattn.tasks.classification import NonFiniteLossError, engine, train
-from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
 from splitattn.engine.checkpoint import atomic_save
 from splitattn.engine.optim import parameter_groups, warmup_cosine
+from splitattn.tasks.classification import NonFiniteLossError, engine, train
+from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
+
 from .train_helpers import REPO, TINY_MODEL, child_env, independent_top1, make_image_folder
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 # model: (train crop, eval crop, dropout) from the paper's recipe
-RECIPE_SIZES = {"resnest14": (224, 224, 0.0), "resnest26": (224, 224, 0.0), "resnest50": (224, 224, 0.0),
-                "resnest101": (224, 256, 0.0), "resnest200": (256, 320, 0.2), "resnest269": (320, 416, 0.2)}
+RECIPE_SIZES = {
+    "resnest14": (224, 224, 0.0),
+    "resnest26": (224, 224, 0.0),
+    "resnest50": (224, 224, 0.0),
+    "resnest101": (224, 256, 0.0),
+    "resnest200": (256, 320, 0.2),
+    "resnest269": (320, 416, 0.2),
+}
 
 
 def _options(argv):
@@ -59,9 +67,24 @@ def test_unknown_config_key_is_one_clear_error(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_shipped_configs_follow_the_paper_recipe(config: Path) -> None:
     options = _options(["--config", str(config)])
-    recipe = dict(momentum=0.9, weight_decay=1e-4, base_lr=0.1, warmup_epochs=5, epochs=270, label_smoothing=0.1,
-                  mixup=0.2, auto_augment=True, color_jitter=0.4, pca_lighting=0.1, zero_init_last=True,
-                  drop_block=0.1, hflip=0.5, rrc_scale=[0.08, 1.0], crop_pct=0.875, lr=None)
+    recipe = dict(
+        momentum=0.9,
+        weight_decay=1e-4,
+        base_lr=0.1,
+        warmup_epochs=5,
+        epochs=270,
+        label_smoothing=0.1,
+        mixup=0.2,
+        auto_augment=True,
+        color_jitter=0.4,
+        pca_lighting=0.1,
+        zero_init_last=True,
+        drop_block=0.1,
+        hflip=0.5,
+        rrc_scale=[0.08, 1.0],
+        crop_pct=0.875,
+        lr=None,
+    )
     assert {key: options[key] for key in recipe} == recipe
     base_model = options["model"].split("_fast")[0]
     train_size, eval_size, dropout = RECIPE_SIZES[base_model]
@@ -79,7 +102,9 @@ def test_schedule_groups_and_batch_transforms() -> None:
     # the recipe's schedule, transcribed: (step + 1) / warmup, then 0.5 (1 + cos(pi progress))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = warmup_cosine(optimizer, warmup=4, total=14)
-    lrs = [optimizer.param_groups[0]["lr"]] + [optimizer.step() or scheduler.step() or optimizer.param_groups[0]["lr"] for _ in range(14)]
+    lrs = [optimizer.param_groups[0]["lr"]] + [
+        optimizer.step() or scheduler.step() or optimizer.param_groups[0]["lr"] for _ in range(14)
+    ]
     expected = [(s + 1) / 4 if s < 4 else 0.5 * (1 + math.cos(math.pi * (s - 4) / 10)) for s in range(15)]
     assert lrs == pytest.approx(expected, abs=1e-12)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
@@ -103,8 +128,14 @@ def test_schedule_groups_and_batch_transforms() -> None:
 def test_eval_transform_resizes_then_centre_crops() -> None:
     # A run trained here is evaluated with timm's rule: short side to floor(size / crop_pct), centre crop.
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
-    reference = T.Compose([T.Resize(256, T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor(),
-                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    reference = T.Compose(
+        [
+            T.Resize(256, T.InterpolationMode.BILINEAR),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     assert torch.equal(build_eval_transform(224)(image), reference(image))
     assert build_eval_transform(416, 0.928, "bicubic").transforms[0].size == math.floor(416 / 0.928) == 448
 
@@ -132,8 +163,24 @@ def _bad_input_folder(root: Path) -> Path:
 
 
 def _tiny_options(data: Path, output: Path, **changes) -> dict:
-    options = _options(["--data", str(data), "--output", str(output), *TINY_MODEL, "--epochs", "2",
-                        "--batch-size", "4", "--workers", "0", "--no-progress", "--threads", str(torch.get_num_threads())])
+    options = _options(
+        [
+            "--data",
+            str(data),
+            "--output",
+            str(output),
+            *TINY_MODEL,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--no-progress",
+            "--threads",
+            str(torch.get_num_threads()),
+        ]
+    )
     options.update(changes)
     return options
 
@@ -155,12 +202,17 @@ def test_bad_images_are_skipped_and_counted_and_odd_modes_converted(tmp_path: Pa
     assert any((tmp_path / "run" / "tensorboard").iterdir())
 
     checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "rng", "args", "classes"} <= set(checkpoint)
+    assert {"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "rng", "args", "classes"} <= set(
+        checkpoint
+    )
     assert main(["evaluate", "--data", str(data), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt")]) == 0
     out = capsys.readouterr().out
     assert "top-1" in out and "at 32px" in out and "skipped 1 unreadable" in out
     fast = ["--fast", "--backend", "torchscript"]
-    assert main(["evaluate", "--data", str(data), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt"), *fast]) == 0
+    assert (
+        main(["evaluate", "--data", str(data), *TINY_MODEL[:2], "--weights", str(tmp_path / "run" / "last.pt"), *fast])
+        == 0
+    )
     fast_out = capsys.readouterr().out
     assert fast_out.split("loss")[0] == out.split("loss")[0]  # same top-1/top-5; the loss may differ in rounding
     image = data / "val" / "b" / "rgba.png"
@@ -174,10 +226,16 @@ def test_bad_images_are_skipped_and_counted_and_odd_modes_converted(tmp_path: Pa
     assert "add --fast" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("layout, message", [
-    ("missing", "does not exist"), ("empty", "has no train/"), ("no_val", "has no val/"),
-    ("empty_class", "has no images"), ("no_classes", "no class sub-folders"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "has no train/"),
+        ("no_val", "has no val/"),
+        ("empty_class", "has no images"),
+        ("no_classes", "no class sub-folders"),
+    ],
+)
 def test_bad_data_folders_are_one_clear_error(tmp_path: Path, capsys, layout: str, message: str) -> None:
     data = tmp_path / "data"
     if layout != "missing":
@@ -243,11 +301,15 @@ def test_csv_lists_of_path_and_label(tmp_path: Path) -> None:
         load_split(find_split(tmp_path, ["val", "test"]), classes=train_set.classes)
 
 
-@pytest.mark.parametrize("changes", [
-    {"amp": "bf16", "channels_last": True},
-    {"grad_checkpointing": True, "ema": True, "drop_block": 0.1, "mixup": 0.2, "label_smoothing": 0.1},
-    {"compile": True, "memory_budget": 0.6},
-], ids=["bf16-channels-last", "checkpointing-ema-dropblock-mixup", "compile-memory-budget"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"amp": "bf16", "channels_last": True},
+        {"grad_checkpointing": True, "ema": True, "drop_block": 0.1, "mixup": 0.2, "label_smoothing": 0.1},
+        {"compile": True, "memory_budget": 0.6},
+    ],
+    ids=["bf16-channels-last", "checkpointing-ema-dropblock-mixup", "compile-memory-budget"],
+)
 def test_training_options_run_end_to_end(tmp_path: Path, changes: dict) -> None:
     """Each option trains two epochs, logs finite losses and writes loadable checkpoints."""
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
@@ -258,8 +320,9 @@ def test_training_options_run_end_to_end(tmp_path: Path, changes: dict) -> None:
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in log)
     checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
-    assert checkpoint["epoch"] == 2 and all(torch.isfinite(t).all() for t in checkpoint["model"].values()
-                                            if t.is_floating_point())
+    assert checkpoint["epoch"] == 2 and all(
+        torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point()
+    )
     if changes.get("ema"):
         assert checkpoint["ema"] is not None
 
@@ -270,8 +333,9 @@ WRONG_TASK_COMMANDS = {"classification": "classify", "detection": "detect", "seg
 @pytest.mark.parametrize("task", list(WRONG_TASK_COMMANDS) + ["bare"])
 @pytest.mark.parametrize("command", ["classify", "detect", "segment"])
 @pytest.mark.parametrize("action", ["evaluate", "predict"])
-def test_weights_of_another_task_name_the_right_command(tmp_path: Path, capsys, task: str, command: str,
-                                                        action: str) -> None:
+def test_weights_of_another_task_name_the_right_command(
+    tmp_path: Path, capsys, task: str, command: str, action: str
+) -> None:
     """Each command taking --weights says in one line which command a foreign checkpoint belongs to (exit 1)."""
     if WRONG_TASK_COMMANDS.get(task) == command:
         pytest.skip("the matching pairing is exercised by the training tests")
@@ -279,8 +343,16 @@ def test_weights_of_another_task_name_the_right_command(tmp_path: Path, capsys, 
     if task == "bare":
         torch.save(torch.nn.Linear(2, 2).state_dict(), path)
     else:  # the entries every run checkpoint carries; the error comes before any model is built
-        atomic_save({"task": task, "command": f"{WRONG_TASK_COMMANDS[task]} train", "model": {}, "classes": ["a"],
-                     "args": {"norm": "batchnorm"}}, path)
+        atomic_save(
+            {
+                "task": task,
+                "command": f"{WRONG_TASK_COMMANDS[task]} train",
+                "model": {},
+                "classes": ["a"],
+                "args": {"norm": "batchnorm"},
+            },
+            path,
+        )
     image = make_image_folder(tmp_path / "images", classes=("a",), per_class=1, splits=("x",)) / "x" / "a" / "0.png"
     argv = [command, action, "--weights", str(path)] + ([str(image)] if action == "predict" else [])
     assert main(argv) == 1
@@ -326,8 +398,23 @@ def test_config_schema_rejects_wrong_types_and_bad_values(tmp_path: Path, capsys
 def test_a_second_run_without_output_gets_a_fresh_folder(tmp_path: Path, monkeypatch, capsys) -> None:
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=2)
     monkeypatch.chdir(tmp_path)
-    argv = ["classify", "train", "--data", str(data), *TINY_MODEL, "--epochs", "1", "--batch-size", "4",
-            "--workers", "0", "--no-progress", "--no-tensorboard", "--threads", "1"]
+    argv = [
+        "classify",
+        "train",
+        "--data",
+        str(data),
+        *TINY_MODEL,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+        "--threads",
+        "1",
+    ]
     assert main(argv) == 0 and main(argv) == 0
     out = capsys.readouterr().out
     assert f"run folder {Path('runs') / 'resnest14'}\n" in out and f"run folder {Path('runs') / 'resnest14-2'}\n" in out
@@ -341,8 +428,24 @@ def test_export_of_the_readme_demo_run_matches_eager_in_onnx_runtime(tmp_path: P
     the model comes from the checkpoint's own options, and ONNX Runtime agrees with the eager model."""
     onnxruntime = pytest.importorskip("onnxruntime")
     run = tmp_path / "run"
-    assert main(["train", "--epochs", "1", "--output", str(run), "--workers", "0", "--no-progress",
-                 "--no-tensorboard", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--output",
+                str(run),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--no-tensorboard",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     # the README's `evaluate --weights RUN/best.pt` scores a digits run on its held-out split, as training did
     assert main(["evaluate", "--weights", str(run / "best.pt"), "--workers", "0"]) == 0
     evaluated = json.loads((run / "eval-digits-test" / "metrics.json").read_text())
@@ -368,9 +471,36 @@ def test_one_channel_run_trains_exports_and_predicts_in_onnx_runtime(tmp_path: P
     onnxruntime = pytest.importorskip("onnxruntime")
     data = make_image_folder(tmp_path / "data", classes=("dark", "mid", "light"), per_class=6)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--output", str(run), "--model", "resnest14", "--model-kwargs",
-                 "in_chans=1", "bottleneck_width=16", "stem_width=16", "--img-size", "32", "--epochs", "1",
-                 "--batch-size", "6", "--workers", "0", "--no-progress", "--no-tensorboard", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--output",
+                str(run),
+                "--model",
+                "resnest14",
+                "--model-kwargs",
+                "in_chans=1",
+                "bottleneck_width=16",
+                "stem_width=16",
+                "--img-size",
+                "32",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "6",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--no-tensorboard",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     onnx_file = tmp_path / "grey.onnx"
     assert main(["export", "--weights", str(run / "last.pt"), "--format", "onnx", "--output", str(onnx_file)]) == 0
     from splitattn.deploy.export import read_export_metadata
@@ -383,7 +513,9 @@ def test_one_channel_run_trains_exports_and_predicts_in_onnx_runtime(tmp_path: P
     images = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         eager = model(images).numpy()
-    assert np.allclose(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0], eager, rtol=1e-4, atol=1e-4)
+    assert np.allclose(
+        session.run(None, {session.get_inputs()[0].name: images.numpy()})[0], eager, rtol=1e-4, atol=1e-4
+    )
     capsys.readouterr()
     assert main(["evaluate", "--weights", str(run / "last.pt"), "--workers", "0"]) == 0
     evaluated = json.loads((run / "eval-val" / "metrics.json").read_text())
@@ -437,21 +569,24 @@ def test_checkpoint_is_written_before_the_evaluation_that_fails(tmp_path: Path, 
 def test_missing_optional_package_names_its_pip_command(tmp_path: Path) -> None:
     """With an optional package missing (tensorboard hidden here), a command stops with one line naming the extra
     to install, not a traceback (exit 1)."""
-    hide = ("import builtins, sys\n"
-            "real = builtins.__import__\n"
-            "def hidden(name, *args, **kwargs):\n"
-            "    if name.split('.')[0] == 'tensorboard' or name.startswith('torch.utils.tensorboard'):\n"
-            "        raise ModuleNotFoundError(\"No module named 'tensorboard'\", name='tensorboard')\n"
-            "    return real(name, *args, **kwargs)\n"
-            "builtins.__import__ = hidden\n"
-            "from splitattn.cli import main\n"
-            f"sys.exit(main(['train', '--epochs', '1', '--output', {str(tmp_path / 'run')!r}, '--no-progress', "
-            "'--workers', '0', '--threads', '1']))\n")
+    hide = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def hidden(name, *args, **kwargs):\n"
+        "    if name.split('.')[0] == 'tensorboard' or name.startswith('torch.utils.tensorboard'):\n"
+        "        raise ModuleNotFoundError(\"No module named 'tensorboard'\", name='tensorboard')\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = hidden\n"
+        "from splitattn.cli import main\n"
+        f"sys.exit(main(['train', '--epochs', '1', '--output', {str(tmp_path / 'run')!r}, '--no-progress', "
+        "'--workers', '0', '--threads', '1']))\n"
+    )
     result = subprocess.run([sys.executable, "-c", hide], cwd=REPO, env=child_env(), capture_output=True, text=True)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines() == [
         "splitattn train: error: the Python package 'tensorboard' is not installed. Install it with "
-        "`pip install 'splitattn[train]'` (or `pip install tensorboard`)."]
+        "`pip install 'splitattn[train]'` (or `pip install tensorboard`)."
+    ]
 
 
 def test_usage_errors_name_the_fix_with_exit_code_2(capsys) -> None:
@@ -459,7 +594,9 @@ def test_usage_errors_name_the_fix_with_exit_code_2(capsys) -> None:
     with pytest.raises(SystemExit) as stopped:
         main(["detect", "train", "--max-iters", "5"])
     assert stopped.value.code == 2
-    assert "splitattn detect train: error: unrecognized arguments: --max-iters (did you mean --max-iter?) 5" in \
-        capsys.readouterr().err
+    assert (
+        "splitattn detect train: error: unrecognized arguments: --max-iters (did you mean --max-iter?) 5"
+        in capsys.readouterr().err
+    )
     assert main(["train", "--model", "resnest15"]) == 2
     assert "Unknown model 'resnest15'. Did you mean: resnest50" in capsys.readouterr().err

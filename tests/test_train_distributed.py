@@ -6,6 +6,7 @@ augmentation, no mixup and no dropout. Then the DDP run (4 images per process), 
 single process (8 images) and a single process accumulating 2 x 4 images all average
 the gradients of the same 8 images per step; only the summation order differs.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,31 @@ import torch
 
 from splitattn import create_model
 from splitattn.engine.checkpoint import seed_everything
+
 from .train_helpers import REPO, TINY_MODEL, child_env, cli, make_image_folder
 
-COMMON = [*TINY_MODEL, "--norm", "groupnorm", "--no-augment", "--epochs", "1", "--global-batch", "8",
-          "--lr", "0.01", "--label-smoothing", "0.1", "--workers", "0", "--seed", "7", "--no-progress",
-          "--no-tensorboard", "--device", "cpu"]
+COMMON = [
+    *TINY_MODEL,
+    "--norm",
+    "groupnorm",
+    "--no-augment",
+    "--epochs",
+    "1",
+    "--global-batch",
+    "8",
+    "--lr",
+    "0.01",
+    "--label-smoothing",
+    "0.1",
+    "--workers",
+    "0",
+    "--seed",
+    "7",
+    "--no-progress",
+    "--no-tensorboard",
+    "--device",
+    "cpu",
+]
 
 
 def _weights(run: Path) -> dict:
@@ -30,9 +51,23 @@ def _weights(run: Path) -> dict:
 
 def test_two_process_gloo_run_matches_single_process(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "data", per_class=8)  # 32 images: 4 steps of 8
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                "-m", "splitattn", "train", "--data", str(data), "--output", str(tmp_path / "ddp"),
-                "--batch-size", "4", *COMMON]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "splitattn",
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "ddp"),
+        "--batch-size",
+        "4",
+        *COMMON,
+    ]
     result = subprocess.run(torchrun, cwd=REPO, env=child_env(1), capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "8 = 4 x 2 process(es) x 1 accumulation" in result.stdout

@@ -1,4 +1,5 @@
 """Kill a training run at an arbitrary moment, resume it with --resume auto, and get bit-identical weights."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,43 @@ EPOCHS = 4
 
 def _train_args(data: Path, output: Path) -> list:
     # Every random consumer is on: crops/flips in a worker process, mixup, label smoothing, DropBlock, EMA.
-    return ["train", "--data", str(data), "--output", str(output), *TINY_MODEL, "--epochs", str(EPOCHS),
-            "--batch-size", "8", "--lr", "0.05", "--warmup-epochs", "1", "--mixup", "0.2", "--label-smoothing", "0.1",
-            "--drop-block", "0.1", "--ema", "--ema-decay", "0.9", "--rrc-scale", "0.5", "1", "--workers", "1",
-            "--seed", "3", "--deterministic", "--threads", "1", "--no-progress", "--no-tensorboard"]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        *TINY_MODEL,
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.05",
+        "--warmup-epochs",
+        "1",
+        "--mixup",
+        "0.2",
+        "--label-smoothing",
+        "0.1",
+        "--drop-block",
+        "0.1",
+        "--ema",
+        "--ema-decay",
+        "0.9",
+        "--rrc-scale",
+        "0.5",
+        "1",
+        "--workers",
+        "1",
+        "--seed",
+        "3",
+        "--deterministic",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
 
 
 def _load(path: Path) -> dict:
@@ -34,8 +68,14 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path: Path) -> N
     cli(_train_args(data, tmp_path / "straight"))
 
     resumed_dir = tmp_path / "resumed"
-    process = subprocess.Popen([sys.executable, "-m", "splitattn", *_train_args(data, resumed_dir)], cwd=REPO,
-                               env=child_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "splitattn", *_train_args(data, resumed_dir)],
+        cwd=REPO,
+        env=child_env(1),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = resumed_dir / "log.jsonl"
     while process.poll() is None and not (log.exists() and log.read_text().count("\n") >= 1):
         time.sleep(0.02)
@@ -63,8 +103,22 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path: Path) -> N
 
 def test_resume_refuses_to_overwrite_and_finished_run_reports(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "data", per_class=4)
-    args = ["train", "--data", str(data), "--output", str(tmp_path / "run"), *TINY_MODEL, "--epochs", "1",
-            "--batch-size", "4", "--workers", "0", "--no-progress", "--no-tensorboard"]
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "run"),
+        *TINY_MODEL,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     cli(args)
     again = cli(args, check=False)
     assert again.returncode == 2 and "--resume auto" in again.stderr and "--exist-ok" in again.stderr
@@ -75,8 +129,24 @@ def test_resume_refuses_to_overwrite_and_finished_run_reports(tmp_path: Path) ->
 def test_resumed_with_more_epochs_continues_on_the_longer_schedule(tmp_path: Path) -> None:
     """A 1-epoch run resumed with --epochs 3 follows the 3-epoch cosine (never a finished schedule at lr 0)."""
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
-    args = ["train", "--data", str(data), "--output", str(tmp_path / "run"), *TINY_MODEL, "--batch-size", "4",
-            "--lr", "0.1", "--workers", "0", "--threads", "1", "--no-progress", "--no-tensorboard"]
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "run"),
+        *TINY_MODEL,
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.1",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     cli(args + ["--epochs", "1"])  # 2 steps: the cosine ends at lr 0
     first = _load(tmp_path / "run" / "last.pt")
     cli(args + ["--epochs", "3", "--resume", "auto"])

@@ -1,6 +1,7 @@
 """Pictures a user looks at: detection drawings on a real COCO image, the segmentation overlay's legend,
 class palettes. Measurements use PIL's own luma (``Image.convert("L")``, ITU-R 601) and pixel counts,
 not the drawing code's helpers."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
@@ -13,7 +14,11 @@ from PIL import Image
 from splitattn.data.segmentation import CAMVID_CLASSES, CAMVID_IGNORE_VALUE
 from splitattn.tasks.detection.inference import captions, draw_detections, label_rects
 from splitattn.tasks.segmentation.visualize import (
-    KNOWN_PALETTES, overlay_with_legend, save_segmentation_outputs, segmentation_palette, voc_colours,
+    KNOWN_PALETTES,
+    overlay_with_legend,
+    save_segmentation_outputs,
+    segmentation_palette,
+    voc_colours,
 )
 from splitattn.utils.drawing import color_palette
 
@@ -58,8 +63,11 @@ def test_detection_labels_are_legible_at_any_image_size(long_side, tmp_path):
     rgb, luma = np.asarray(drawn), np.asarray(drawn.convert("L")).astype(float)
 
     rects = label_rects(output["boxes"], captions(output, classes), image.height, image.width)
-    free = [i for i, a in enumerate(rects)  # labels no other label overlaps
-            if not any(j != i and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for j, b in enumerate(rects))]
+    free = [
+        i
+        for i, a in enumerate(rects)  # labels no other label overlaps
+        if not any(j != i and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for j, b in enumerate(rects))
+    ]
     assert len(free) >= 3
     palette = color_palette(len(classes))
     for index in free:
@@ -73,7 +81,11 @@ def test_detection_labels_are_legible_at_any_image_size(long_side, tmp_path):
         # the text: pixels far from the background's luma; its height and its contrast
         background_luma = float(np.asarray(Image.fromarray(background[None, None].astype(np.uint8)).convert("L"))[0, 0])
         distance = np.abs(patch_luma - background_luma)
-        assert distance.max() >= AERT_BRIGHTNESS_DIFFERENCE, (classes[output["labels"][index]], background, distance.max())
+        assert distance.max() >= AERT_BRIGHTNESS_DIFFERENCE, (
+            classes[output["labels"][index]],
+            background,
+            distance.max(),
+        )
         text_rows = np.nonzero((distance >= distance.max() / 2).any(axis=1))[0]
         text_height = text_rows.max() - text_rows.min() + 1
         assert text_height >= 0.02 * image.height, (text_height, image.height)
@@ -137,7 +149,7 @@ def test_segmentation_overlay_legend_lists_exactly_the_classes_present(tmp_path)
 
     overlay = np.asarray(Image.open(overlay_path).convert("RGB"))
     assert overlay.shape[0] == image.height and overlay.shape[1] > image.width
-    legend = overlay[:, image.width:]
+    legend = overlay[:, image.width :]
     palette = segmentation_palette(classes)
     listed = {classes[i] for i, colour in enumerate(palette) if _has_solid_square((legend == colour).all(-1), 6)}
     assert listed == present
@@ -150,7 +162,10 @@ def test_overlay_rejects_a_prediction_of_another_size():
 
 def test_known_data_sets_get_their_customary_palettes():
     assert segmentation_palette(list(CAMVID_CLASSES)).tolist() == KNOWN_PALETTES["camvid"][1].tolist()
-    assert segmentation_palette([f"c{i}" for i in range(19)], "cityscapes").tolist() == KNOWN_PALETTES["cityscapes"][1].tolist()
+    assert (
+        segmentation_palette([f"c{i}" for i in range(19)], "cityscapes").tolist()
+        == KNOWN_PALETTES["cityscapes"][1].tolist()
+    )
     # Pascal VOC's published colour map (VOCdevkit): aeroplane, car, person, tvmonitor
     voc = voc_colours()
     assert [voc[i].tolist() for i in (1, 7, 15, 20)] == [[128, 0, 0], [128, 128, 128], [192, 128, 128], [0, 64, 128]]

@@ -1,4 +1,5 @@
 """The checkpoint registry, safe reading of every supported format, and fitting weights to a model."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,15 +10,25 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-from .weights_testing import SavedWeights, assert_same_weights, isolated, tiny, tiny_model  # noqa: F401
 
 from splitattn import create_model
-from splitattn.weights import (
-    CHECKPOINTS, Checkpoint, CheckpointMismatchError, ChecksumError, UnsafeCheckpointError, WeightsError,
-    adapt_input_conv, checkpoints_for, load_checkpoint, load_state_dict_into, save_state_dict,
-)
 from splitattn.models import MODEL_SPECS
+from splitattn.weights import (
+    CHECKPOINTS,
+    Checkpoint,
+    CheckpointMismatchError,
+    ChecksumError,
+    UnsafeCheckpointError,
+    WeightsError,
+    adapt_input_conv,
+    checkpoints_for,
+    load_checkpoint,
+    load_state_dict_into,
+    save_state_dict,
+)
 from splitattn.weights.sources import HUB_REVISION, OFFICIAL, TIMM_HUB
+
+from .weights_testing import SavedWeights, assert_same_weights, isolated, tiny, tiny_model  # noqa: F401
 
 # The official release URLs, transcribed from the authors' code (zhanghang1989/ResNeSt at 1dfb3e88,
 # resnest/torch/models/resnest.py and ablation.py: `_url_format` filled from `_model_sha256`). The file
@@ -25,10 +36,16 @@ from splitattn.weights.sources import HUB_REVISION, OFFICIAL, TIMM_HUB
 OFFICIAL_URLS = [
     f"https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/{name}-{digest}.pth"
     for name, digest in [
-        ("resnest50", "528c19ca"), ("resnest101", "22405ba7"), ("resnest200", "75117900"), ("resnest269", "0cc87c48"),
-        ("resnest50_fast_1s1x64d", "d8fbf808"), ("resnest50_fast_2s1x64d", "44938639"),
-        ("resnest50_fast_4s1x64d", "f74f3fc3"), ("resnest50_fast_1s2x40d", "32830b84"),
-        ("resnest50_fast_2s2x40d", "9d126481"), ("resnest50_fast_4s2x40d", "41d14ed0"),
+        ("resnest50", "528c19ca"),
+        ("resnest101", "22405ba7"),
+        ("resnest200", "75117900"),
+        ("resnest269", "0cc87c48"),
+        ("resnest50_fast_1s1x64d", "d8fbf808"),
+        ("resnest50_fast_2s1x64d", "44938639"),
+        ("resnest50_fast_4s1x64d", "f74f3fc3"),
+        ("resnest50_fast_1s2x40d", "32830b84"),
+        ("resnest50_fast_2s2x40d", "9d126481"),
+        ("resnest50_fast_4s2x40d", "41d14ed0"),
         ("resnest50_fast_1s4x24d", "d4a4f76f"),
     ]
 ]
@@ -63,8 +80,14 @@ def test_registry_lists_every_published_file() -> None:
         expected = [official[name]] if name in official else []
         if name in hub:
             repo = hub[name]
-            expected.append((TIMM_HUB, f"{repo.split('/')[1]}.safetensors", None,
-                             f"https://huggingface.co/{repo}/resolve/{HUB_REVISION}/model.safetensors"))
+            expected.append(
+                (
+                    TIMM_HUB,
+                    f"{repo.split('/')[1]}.safetensors",
+                    None,
+                    f"https://huggingface.co/{repo}/resolve/{HUB_REVISION}/model.safetensors",
+                )
+            )
         assert [(c.source, c.filename, c.sha256, c.url) for c in sources] == expected
         assert [c.repo for c in sources if c.source == TIMM_HUB] == ([hub[name]] if name in hub else [])
     assert checkpoints_for("resnest50d") == CHECKPOINTS["resnest50"]  # timm alias
@@ -72,12 +95,15 @@ def test_registry_lists_every_published_file() -> None:
         checkpoints_for("resnet50d")
 
 
-@pytest.mark.parametrize("kwargs, problem", [
-    (dict(model="resnest51"), "unknown model"),
-    (dict(filename="../evil.pth"), "plain file name"),
-    (dict(sha256="528C19CA"), "lower-case hex"),
-    (dict(sha256="528c19"), "8 to 64"),
-])
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        (dict(model="resnest51"), "unknown model"),
+        (dict(filename="../evil.pth"), "plain file name"),
+        (dict(sha256="528C19CA"), "lower-case hex"),
+        (dict(sha256="528c19"), "8 to 64"),
+    ],
+)
 def test_checkpoint_entries_are_validated(kwargs: dict, problem: str) -> None:
     fields = dict(model="resnest50", filename="x.pth", url="http://127.0.0.1/x.pth", source=OFFICIAL, sha256=None)
     with pytest.raises(ValueError, match=problem):
@@ -151,8 +177,10 @@ def test_other_num_classes_reinitialise_the_classifier_with_a_warning(tmp_path: 
         model = tiny_model(num_classes=10, pretrained=str(path))
     loaded = model.state_dict()
     assert loaded["fc.weight"].shape == (10, 2048)
-    assert_same_weights({k: v for k, v in loaded.items() if not k.startswith("fc.")},
-                        {k: v for k, v in tiny.state_dict.items() if not k.startswith("fc.")})
+    assert_same_weights(
+        {k: v for k, v in loaded.items() if not k.startswith("fc.")},
+        {k: v for k, v in tiny.state_dict.items() if not k.startswith("fc.")},
+    )
 
 
 def test_features_only_drops_the_classifier(tmp_path: Path, tiny: SavedWeights) -> None:

@@ -1,4 +1,5 @@
 """``splitattn weights list/download/verify/convert``, against the local HTTP server where they fetch."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,14 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from .weights_testing import (  # noqa: F401 (fixtures)
-    SavedWeights, WeightServer, assert_same_weights, isolated, register, register_official, server, tiny, torch_bytes,
-)
 
 from splitattn import create_model
 from splitattn.cli import main
 from splitattn.weights import Checkpoint, cache_dir, load_checkpoint
 from splitattn.weights.sources import TIMM_HUB
+
+from .weights_testing import (  # noqa: F401 (fixtures)
+    SavedWeights,
+    WeightServer,
+    assert_same_weights,
+    isolated,
+    register,
+    register_official,
+    server,
+    tiny,
+    torch_bytes,
+)
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +59,9 @@ def test_list_shows_sources_hashes_sizes_and_cache_state(capsys, tiny: SavedWeig
     assert run(capsys, "list", "resnet*")[0] == 1
 
 
-def test_download_verifies_hash_and_shapes(capsys, server: WeightServer, resnest14_weights: SavedWeights,
-                                           monkeypatch) -> None:
+def test_download_verifies_hash_and_shapes(
+    capsys, server: WeightServer, resnest14_weights: SavedWeights, monkeypatch
+) -> None:
     monkeypatch.setenv("SPLITATTN_WEIGHTS_MIRROR", server.url)
     hub = Checkpoint("resnest14", "r14.in1k.safetensors", "https://huggingface.co/timm/r14/model.safetensors", TIMM_HUB)
     register(monkeypatch, hub)
@@ -70,8 +81,9 @@ def test_download_verifies_hash_and_shapes(capsys, server: WeightServer, resnest
     assert "keys and shapes match resnest14" in out
 
 
-def test_verify_reports_hash_safety_and_model(capsys, tmp_path: Path, tiny: SavedWeights,
-                                              resnest14_weights: SavedWeights) -> None:
+def test_verify_reports_hash_safety_and_model(
+    capsys, tmp_path: Path, tiny: SavedWeights, resnest14_weights: SavedWeights
+) -> None:
     real = tmp_path / f"r14-{resnest14_weights.sha256[:8]}.pth"
     real.write_bytes(resnest14_weights.data)
     code, out, _ = run(capsys, "verify", str(real))
@@ -107,8 +119,15 @@ def test_verify_refuses_code_without_running_it(capsys, tmp_path: Path) -> None:
 
 def test_convert_strips_training_state_both_ways(capsys, tmp_path: Path, tiny: SavedWeights) -> None:
     training = tmp_path / "last.pth"
-    torch.save({"model": {f"module.{k}": v for k, v in tiny.state_dict.items()}, "optimizer": {"state": {}},
-                "epoch": 90, "model_ema": tiny.state_dict}, training)
+    torch.save(
+        {
+            "model": {f"module.{k}": v for k, v in tiny.state_dict.items()},
+            "optimizer": {"state": {}},
+            "epoch": 90,
+            "model_ema": tiny.state_dict,
+        },
+        training,
+    )
     code, out, _ = run(capsys, "convert", str(training), str(tmp_path / "w.safetensors"))
     safe = tmp_path / "w.safetensors"
     assert code == 0 and f"sha256 {hashlib.sha256(safe.read_bytes()).hexdigest()}" in out

@@ -1,5 +1,6 @@
 """The download path against a real HTTP server on 127.0.0.1: mirror, hash checks, broken transfers,
 malicious pickles, cache reuse with the server gone, offline errors."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,17 +11,33 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from .weights_testing import (  # noqa: F401 (fixtures)
-    TINY, SavedWeights, WeightServer, assert_same_weights, isolated, register, register_official, server, tiny,
-    tiny_model, torch_bytes,
-)
 
 from splitattn import create_model
 from splitattn.weights import (
-    Checkpoint, ChecksumError, DownloadError, UnsafeCheckpointError, cache_dir, checkpoint_url, download_file,
+    Checkpoint,
+    ChecksumError,
+    DownloadError,
+    UnsafeCheckpointError,
+    cache_dir,
+    checkpoint_url,
+    download_file,
 )
 from splitattn.weights.download import cached_file
 from splitattn.weights.sources import TIMM_HUB, official, timm_hub
+
+from .weights_testing import (  # noqa: F401 (fixtures)
+    TINY,
+    SavedWeights,
+    WeightServer,
+    assert_same_weights,
+    isolated,
+    register,
+    register_official,
+    server,
+    tiny,
+    tiny_model,
+    torch_bytes,
+)
 
 
 @pytest.fixture
@@ -177,8 +194,9 @@ def test_pretrained_url_checks_a_hash_in_its_name(server: WeightServer, tiny: Sa
 def test_download_shows_a_progress_bar_on_request(server: WeightServer, tmp_path: Path, capsys) -> None:
     data = b"\x00" * 300_000
     server.files["blob.bin"] = data
-    dest = download_file(server.url + "blob.bin", tmp_path / "blob.bin", hashlib.sha256(data).hexdigest()[:8],
-                         progress=True)
+    dest = download_file(
+        server.url + "blob.bin", tmp_path / "blob.bin", hashlib.sha256(data).hexdigest()[:8], progress=True
+    )
     assert dest.read_bytes() == data
     bar = capsys.readouterr().err
     assert "100%" in bar and "293k/293k" in bar
@@ -193,8 +211,9 @@ def test_a_file_url_mirror_works(tmp_path: Path, tiny: SavedWeights, monkeypatch
     assert (cache_dir() / checkpoint.filename).read_bytes() == tiny.data
 
 
-def test_hub_copy_comes_through_huggingface_hub_and_its_cache(server: WeightServer, tiny: SavedWeights, tmp_path: Path,
-                                                              monkeypatch) -> None:
+def test_hub_copy_comes_through_huggingface_hub_and_its_cache(
+    server: WeightServer, tiny: SavedWeights, tmp_path: Path, monkeypatch
+) -> None:
     """Hub copies are fetched by ``hf_hub_download`` at the pinned revision (``HF_ENDPOINT`` points it at the
     local server, which answers in the hub's resolve/ layout), land in the Hugging Face cache that timm shares,
     and load from there with the server gone and ``HF_HUB_OFFLINE`` on."""

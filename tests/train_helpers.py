@@ -1,4 +1,5 @@
 """Shared pieces of the training tests: a tiny image folder and the command that trains on it."""
+
 from __future__ import annotations
 
 import os
@@ -10,13 +11,20 @@ from typing import Dict, List, Sequence
 import numpy as np
 from PIL import Image
 
-from .conftest import REPO_ROOT as REPO, SHARED_DATA  # noqa: F401 (re-exported for the training tests)
+from .conftest import REPO_ROOT as REPO  # noqa: F401 (re-exported for the training tests)
+
 # A narrow resnest14 at 32 px: the real architecture, small enough for 2 CPU cores.
 TINY_MODEL = ["--model", "resnest14", "--model-kwargs", "bottleneck_width=16", "stem_width=16", "--img-size", "32"]
 
 
-def make_image_folder(root: Path, classes: Sequence[str] = ("a", "b", "c", "d"), per_class: int = 8,
-                      splits: Sequence[str] = ("train", "val"), size: int = 36, seed: int = 0) -> Path:
+def make_image_folder(
+    root: Path,
+    classes: Sequence[str] = ("a", "b", "c", "d"),
+    per_class: int = 8,
+    splits: Sequence[str] = ("train", "val"),
+    size: int = 36,
+    seed: int = 0,
+) -> Path:
     """ImageFolder tree of PNGs whose mean colour depends on the class (learnable, reproducible)."""
     rng = np.random.default_rng(seed)
     for split in splits:
@@ -40,10 +48,13 @@ def child_env(threads: int = 1) -> Dict[str, str]:
 
 def cli(args: List[str], threads: int = 1, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m splitattn ARGS`` in a subprocess and return its completed process."""
-    result = subprocess.run([sys.executable, "-m", "splitattn", *args], cwd=REPO, env=child_env(threads),
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "splitattn", *args], cwd=REPO, env=child_env(threads), capture_output=True, text=True
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"splitattn {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"splitattn {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -63,8 +74,14 @@ def independent_top1(run: Path, split_dir: Path) -> float:
     checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     options, classes = checkpoint["args"], checkpoint["classes"]
     size = int(options["eval_img_size"] or options["img_size"])
-    transform = T.Compose([T.Resize(math.floor(size / options["crop_pct"])), T.CenterCrop(size), T.ToTensor(),
-                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    transform = T.Compose(
+        [
+            T.Resize(math.floor(size / options["crop_pct"])),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     model = create_model(checkpoint["model_name"], num_classes=len(classes), **model_overrides(options))
     model.load_state_dict(checkpoint["model"])
     model.eval()

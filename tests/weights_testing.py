@@ -3,6 +3,7 @@
 Nothing here reaches the internet: ``isolated`` makes every name other than 127.0.0.1 fail
 to resolve, and the server listens on 127.0.0.1 on a free port.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,7 @@ from huggingface_hub import constants as hf_constants
 from torch import Tensor
 
 from splitattn import create_model
-from splitattn.weights import CHECKPOINTS, Checkpoint
-from splitattn.weights import download
+from splitattn.weights import CHECKPOINTS, Checkpoint, download
 from splitattn.weights.sources import official
 
 # resnest14's structure at 1/8 of its widths: a real model whose checkpoint is ~20 MB, quick to write and serve.
@@ -31,7 +31,7 @@ TINY = {"stem_width": 8, "bottleneck_width": 8}
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Private caches (ours, torch's, the Hugging Face hub's), no mirror, the real hub endpoint (unreachable:
-see below), no retry waits, and no name resolution beyond 127.0.0.1."""
+    see below), no retry waits, and no name resolution beyond 127.0.0.1."""
     monkeypatch.setenv("SPLITATTN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("SPLITATTN_WEIGHTS_MIRROR", raising=False)
@@ -141,7 +141,7 @@ def tiny() -> SavedWeights:
     """A tiny model's weights, randomised (BN statistics too) so they differ from any fresh model."""
     torch.manual_seed(0)
     state_dict = tiny_model().state_dict()
-    for key, value in state_dict.items():
+    for value in state_dict.values():
         if value.is_floating_point():
             value.copy_(torch.randn_like(value))
     return SavedWeights(state_dict, torch_bytes(state_dict))

@@ -6,6 +6,7 @@ file costs one sample and a line in the log, never the run. Images are read by
 hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints/``) are never
 samples, and a training set must have at least two classes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,8 +42,14 @@ class ImageListDataset(Dataset):
     Images are read with ``channels`` channels (1, 3 or 4; ``read_image``).
     """
 
-    def __init__(self, samples: Sequence[Tuple[str, int]], classes: Sequence[str], transform: Optional[Transform] = None,
-                 replace_bad: bool = False, channels: int = 3):
+    def __init__(
+        self,
+        samples: Sequence[Tuple[str, int]],
+        classes: Sequence[str],
+        transform: Optional[Transform] = None,
+        replace_bad: bool = False,
+        channels: int = 3,
+    ):
         _check_channels(channels)
         self.samples = list(samples)
         self.classes = list(classes)
@@ -77,8 +84,14 @@ class ArrayImageDataset(Dataset):
     """In-memory greyscale images (uint8, N x H x W) with labels, as PIL images with ``channels`` channels
     (1: ``L``, 3: ``RGB``, 4: ``RGBA``) through ``transform``."""
 
-    def __init__(self, images: torch.Tensor, labels: Sequence[int], classes: Sequence[str],
-                 transform: Optional[Transform] = None, channels: int = 3):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: Sequence[int],
+        classes: Sequence[str],
+        transform: Optional[Transform] = None,
+        channels: int = 3,
+    ):
         _check_channels(channels)
         self.images = images
         self.labels = [int(label) for label in labels]
@@ -128,7 +141,8 @@ def _scan_folder(root: Path, classes: Optional[Sequence[str]]) -> Tuple[List[Tup
                 "evaluation folders must use the training class names."
             )
         files = sorted(
-            str(path) for path in (root / name).rglob("*")
+            str(path)
+            for path in (root / name).rglob("*")
             if path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path, root) and path.is_file()
         )
         if not files:
@@ -147,8 +161,13 @@ def _column(header: List[str], name: str, path: Path) -> int:
     return names.index(name.lower())
 
 
-def _csv_columns(rows: List[List[str]], path: Path, classes: Optional[Sequence[str]], path_column: Optional[str],
-                 label_column: Optional[str]) -> Tuple[bool, int, int]:
+def _csv_columns(
+    rows: List[List[str]],
+    path: Path,
+    classes: Optional[Sequence[str]],
+    path_column: Optional[str],
+    label_column: Optional[str],
+) -> Tuple[bool, int, int]:
     """``(first row is a header, path column, label column)`` of a CSV list.
 
     Columns named by the caller are looked up in the first row, which is then the header. Otherwise the first
@@ -172,8 +191,9 @@ def _csv_columns(rows: List[List[str]], path: Path, classes: Optional[Sequence[s
     return (not names_a_file and first[1] not in known), 0, 1
 
 
-def _read_csv(path: Path, classes: Optional[Sequence[str]], path_column: Optional[str] = None,
-              label_column: Optional[str] = None) -> Tuple[List[Tuple[str, int]], List[str]]:
+def _read_csv(
+    path: Path, classes: Optional[Sequence[str]], path_column: Optional[str] = None, label_column: Optional[str] = None
+) -> Tuple[List[Tuple[str, int]], List[str]]:
     """``(samples, classes)`` of a CSV list of image paths and labels (paths relative to the CSV).
 
     The header is optional and recognised by its content (``_csv_columns``); ``path_column`` and
@@ -190,8 +210,10 @@ def _read_csv(path: Path, classes: Optional[Sequence[str]], path_column: Optiona
     width = max(path_at, label_at) + 1
     bad_rows = [i for i, row in enumerate(rows, start=1 + has_header) if len(row) < width]
     if bad_rows:
-        raise ValueError(f"CSV list {str(path)!r}: row(s) {bad_rows[:5]} do not have the path and label columns "
-                         f"(columns {path_at + 1} and {label_at + 1}).")
+        raise ValueError(
+            f"CSV list {str(path)!r}: row(s) {bad_rows[:5]} do not have the path and label columns "
+            f"(columns {path_at + 1} and {label_at + 1})."
+        )
     labels = [row[label_at].strip() for row in rows]
     if classes is None:
         unique = set(labels)
@@ -204,8 +226,10 @@ def _read_csv(path: Path, classes: Optional[Sequence[str]], path_column: Optiona
     samples = [(str((path.parent / row[path_at].strip()).resolve()), index[label]) for row, label in zip(rows, labels)]
     kept = [sample for sample in samples if not is_hidden(Path(sample[0]).name)]
     if len(kept) < len(samples):
-        warnings.warn(f"CSV list {path}: {len(samples) - len(kept)} hidden file(s) (names starting with '.') "
-                      "left out.", stacklevel=3)
+        warnings.warn(
+            f"CSV list {path}: {len(samples) - len(kept)} hidden file(s) (names starting with '.') left out.",
+            stacklevel=3,
+        )
     return kept, list(classes)
 
 
@@ -222,12 +246,18 @@ def find_split(root: Union[str, Path], names: Sequence[str]) -> Path:
             if candidate.exists():
                 return candidate
     wanted = " or ".join(f"{n}/ or {n}.csv" for n in names)
-    raise FileNotFoundError(f"data folder {str(root)!r} has no {wanted}; found: {sorted(p.name for p in root.iterdir())}.")
+    raise FileNotFoundError(
+        f"data folder {str(root)!r} has no {wanted}; found: {sorted(p.name for p in root.iterdir())}."
+    )
 
 
 def load_split(
-    location: Union[str, Path], transform: Optional[Transform] = None, classes: Optional[Sequence[str]] = None,
-    replace_bad: bool = False, channels: int = 3, path_column: Optional[str] = None,
+    location: Union[str, Path],
+    transform: Optional[Transform] = None,
+    classes: Optional[Sequence[str]] = None,
+    replace_bad: bool = False,
+    channels: int = 3,
+    path_column: Optional[str] = None,
     label_column: Optional[str] = None,
 ) -> ImageListDataset:
     """An ``ImageListDataset`` from an ImageFolder tree or a CSV list; ``classes`` fixes the label order.
@@ -246,12 +276,15 @@ def load_split(
     if classes is None and len(found) < 2:
         raise ValueError(
             f"{str(location)!r} has {len(found)} class ({', '.join(found)}); a classifier needs at least 2 "
-            "(one class-folder per class, or two or more labels in the CSV list).")
+            "(one class-folder per class, or two or more labels in the CSV list)."
+        )
     return ImageListDataset(samples, found, transform, replace_bad, channels)
 
 
 def digits_datasets(
-    train_transform: Optional[Transform], eval_transform: Optional[Transform], test_fraction: float = 0.2,
+    train_transform: Optional[Transform],
+    eval_transform: Optional[Transform],
+    test_fraction: float = 0.2,
     channels: int = 3,
 ) -> Tuple[ArrayImageDataset, ArrayImageDataset]:
     """scikit-learn's 1797 handwritten digits (8x8, shipped with the package), split train/test per class.

@@ -51,6 +51,7 @@ without its size, an annotation of an image that is not listed, two categories o
 error naming the file, the entry and the field when the data set is built. COCO's optional fields
 get the standard defaults: ``iscrowd`` 0, ``area`` the mask's pixel count, else the box's area.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -86,19 +87,19 @@ VOC_DETECTION_CLASSES = VOC_CLASSES[1:]
 DATASET_KINDS = ("coco", "voc", "voc-folder", "yolo")
 DRY_RUN_IMAGES = 32  # evaluation sets: the ground truth of the first images is scored on itself when built
 STATS_KEYS = (
-    "images",                         # listed in the annotation file / split file / folder
-    "images_used",                    # len(dataset)
-    "images_missing",                 # no image file (skipped)
-    "annotation_files_bad",           # VOC: XML missing or unparsable (image skipped)
-    "images_without_annotations",     # no annotation at all (kept for evaluation)
-    "images_filtered_for_training",   # no usable annotation, left out because train=True
-    "annotations",                    # annotations of the listed images
-    "unknown_category",               # category not in the category list (dropped)
-    "boxes_degenerate",               # width or height <= 0, or not 4 finite numbers (dropped)
-    "boxes_outside",                  # entirely outside the image (dropped)
-    "boxes_clipped",                  # partly outside the image (clipped)
-    "crowd_regions",                  # iscrowd / difficult (not in training targets)
-    "masks_from_box",                 # COCO: segmentation missing or unusable, the box is the mask
+    "images",  # listed in the annotation file / split file / folder
+    "images_used",  # len(dataset)
+    "images_missing",  # no image file (skipped)
+    "annotation_files_bad",  # VOC: XML missing or unparsable (image skipped)
+    "images_without_annotations",  # no annotation at all (kept for evaluation)
+    "images_filtered_for_training",  # no usable annotation, left out because train=True
+    "annotations",  # annotations of the listed images
+    "unknown_category",  # category not in the category list (dropped)
+    "boxes_degenerate",  # width or height <= 0, or not 4 finite numbers (dropped)
+    "boxes_outside",  # entirely outside the image (dropped)
+    "boxes_clipped",  # partly outside the image (clipped)
+    "crowd_regions",  # iscrowd / difficult (not in training targets)
+    "masks_from_box",  # COCO: segmentation missing or unusable, the box is the mask
 )
 STATS_TEXT = {
     "images_missing": "image files missing (skipped)",
@@ -162,7 +163,7 @@ def _usable_segmentation(segmentation: Any, height: int, width: int) -> Any:
 def _box_mask(box: np.ndarray, height: int, width: int) -> np.ndarray:
     mask = np.zeros((height, width), dtype=np.uint8)
     x1, y1, x2, y2 = box
-    mask[int(math.floor(y1)):int(math.ceil(y2)), int(math.floor(x1)):int(math.ceil(x2))] = 1
+    mask[int(math.floor(y1)) : int(math.ceil(y2)), int(math.floor(x1)) : int(math.ceil(x2))] = 1
     return mask
 
 
@@ -201,11 +202,20 @@ def clean_box(box: Sequence[float], width: int, height: int, stats: Dict[str, in
     return clipped
 
 
-def _record(image_id: int, path: Path, height: int, width: int, objects: List[Tuple[List[float], int, int, float, Any]],
-            with_segmentations: bool) -> ImageRecord:
+def _record(
+    image_id: int,
+    path: Path,
+    height: int,
+    width: int,
+    objects: List[Tuple[List[float], int, int, float, Any]],
+    with_segmentations: bool,
+) -> ImageRecord:
     """An ``ImageRecord`` from cleaned ``(box, label, iscrowd, area, segmentation)`` tuples."""
     return ImageRecord(
-        image_id=image_id, path=path, height=height, width=width,
+        image_id=image_id,
+        path=path,
+        height=height,
+        width=width,
         boxes=np.array([o[0] for o in objects], dtype=np.float32).reshape(-1, 4),
         labels=np.array([o[1] for o in objects], dtype=np.int64),
         iscrowd=np.array([o[2] for o in objects], dtype=np.int64),
@@ -214,8 +224,9 @@ def _record(image_id: int, path: Path, height: int, width: int, objects: List[Tu
     )
 
 
-def _coco_from_records(records: List[ImageRecord], categories: Dict[int, str], contiguous_to_coco: Dict[int, int],
-                       with_segmentations: bool) -> COCO:
+def _coco_from_records(
+    records: List[ImageRecord], categories: Dict[int, str], contiguous_to_coco: Dict[int, int], with_segmentations: bool
+) -> COCO:
     """The evaluation ground truth of ``records``: an in-memory COCO object whose images are the records'
     (ids kept), whose annotations are their cleaned objects numbered 1..N (boxes x y w h; with
     ``with_segmentations`` each one's segmentation, or the RLE of its box mask when it has none) and
@@ -223,12 +234,17 @@ def _coco_from_records(records: List[ImageRecord], categories: Dict[int, str], c
     annotations = []
     for record in records:
         segmentations = record.segmentations if with_segmentations and record.segmentations is not None else None
-        for k, (box, label, crowd, area) in enumerate(zip(record.boxes.tolist(), record.labels.tolist(),
-                                                          record.iscrowd.tolist(), record.area.tolist())):
-            annotation = {"id": len(annotations) + 1, "image_id": record.image_id,
-                          "category_id": contiguous_to_coco[label], "bbox": [box[0], box[1], box[2] - box[0],
-                                                                             box[3] - box[1]],
-                          "area": area, "iscrowd": crowd}
+        for k, (box, label, crowd, area) in enumerate(
+            zip(record.boxes.tolist(), record.labels.tolist(), record.iscrowd.tolist(), record.area.tolist())
+        ):
+            annotation = {
+                "id": len(annotations) + 1,
+                "image_id": record.image_id,
+                "category_id": contiguous_to_coco[label],
+                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                "area": area,
+                "iscrowd": crowd,
+            }
             if with_segmentations:
                 segmentation = segmentations[k] if segmentations is not None else None
                 if segmentation is None:
@@ -257,9 +273,19 @@ class DetectionDataset(Dataset):
     no image is usable or (``train=False``) when the ground truth does not score AP 100 on itself.
     """
 
-    def __init__(self, records: List[ImageRecord], classes: Sequence[str], contiguous_to_coco: Dict[int, int],
-                 stats: Dict[str, int], transforms: Optional[DetectionTransform], train: bool, skip_bad: bool,
-                 with_masks: bool, name: str, classes_from_files: bool = False) -> None:
+    def __init__(
+        self,
+        records: List[ImageRecord],
+        classes: Sequence[str],
+        contiguous_to_coco: Dict[int, int],
+        stats: Dict[str, int],
+        transforms: Optional[DetectionTransform],
+        train: bool,
+        skip_bad: bool,
+        with_masks: bool,
+        name: str,
+        classes_from_files: bool = False,
+    ) -> None:
         self.classes: List[str] = [BACKGROUND, *classes]
         self.contiguous_to_coco = dict(contiguous_to_coco)
         self.coco_to_contiguous = {coco_id: label for label, coco_id in self.contiguous_to_coco.items()}
@@ -287,9 +313,12 @@ class DetectionDataset(Dataset):
     def coco(self) -> COCO:
         """The evaluation ground truth, built from the cleaned records on first use (when an evaluation set is
         built; a training set, which is never scored, does not pay for it)."""
-        return _coco_from_records(self._all_records, {self.contiguous_to_coco[label]: self.classes[label]
-                                                      for label in range(1, len(self.classes))},
-                                  self.contiguous_to_coco, any(r.segmentations is not None for r in self._all_records))
+        return _coco_from_records(
+            self._all_records,
+            {self.contiguous_to_coco[label]: self.classes[label] for label in range(1, len(self.classes))},
+            self.contiguous_to_coco,
+            any(r.segmentations is not None for r in self._all_records),
+        )
 
     def dry_evaluation(self, iou_types: Sequence[str]) -> None:
         """Score the ground truth of the first ``DRY_RUN_IMAGES`` images on itself through the evaluator used
@@ -301,18 +330,23 @@ class DetectionDataset(Dataset):
         image_ids = [i for i in sorted(self.coco.imgs)[:DRY_RUN_IMAGES] if len(self.coco.imgToAnns.get(i, ())) <= 100]
         try:
             evaluator = CocoEvaluator(self.coco, iou_types, self.contiguous_to_coco)
-            evaluator.update({i: perfect_detections(self.coco, i, self.coco_to_contiguous, "segm" in iou_types)
-                              for i in image_ids})
+            evaluator.update(
+                {i: perfect_detections(self.coco, i, self.coco_to_contiguous, "segm" in iou_types) for i in image_ids}
+            )
             if not evaluator.results:  # no object to detect in these images: nothing to score
                 return
             scores = evaluator.summarize()
         except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise DetectionDataError(f"{self.name}: its ground truth cannot be evaluated ({type(error).__name__}: "
-                                     f"{error}); fix the annotation file.") from error
+            raise DetectionDataError(
+                f"{self.name}: its ground truth cannot be evaluated ({type(error).__name__}: "
+                f"{error}); fix the annotation file."
+            ) from error
         wrong = {kind: s["AP"] for kind, s in scores.items() if s["AP"] is not None and abs(s["AP"] - 100.0) > 1e-9}
         if wrong:
-            raise DetectionDataError(f"{self.name}: its own ground truth scores {wrong} instead of AP 100; please "
-                                     "report this with the annotation file.")
+            raise DetectionDataError(
+                f"{self.name}: its own ground truth scores {wrong} instead of AP 100; please "
+                "report this with the annotation file."
+            )
 
     @property
     def num_classes(self) -> int:
@@ -326,18 +360,22 @@ class DetectionDataset(Dataset):
         """One line for the log: images used and every non-zero problem count (and the class list when it
         was read from the files)."""
         problems = [f"{self.stats[key]} {text}" for key, text in STATS_TEXT.items() if self.stats.get(key)]
-        return (f"{self.name}: {self.stats['images_used']} of {self.stats['images']} images, "
-                f"{self.stats['annotations']} annotations, {self.num_classes - 1} classes"
-                + (f" (read from the files, sorted: {', '.join(self.classes[1:])})" if self.classes_from_files else "")
-                + ("; " + ", ".join(problems) if problems else "") + ".")
+        return (
+            f"{self.name}: {self.stats['images_used']} of {self.stats['images']} images, "
+            f"{self.stats['annotations']} annotations, {self.num_classes - 1} classes"
+            + (f" (read from the files, sorted: {', '.join(self.classes[1:])})" if self.classes_from_files else "")
+            + ("; " + ", ".join(problems) if problems else "")
+            + "."
+        )
 
     def target(self, index: int) -> Target:
         """The target of image ``index`` without reading the image (crowd regions left out when training)."""
         record = self.records[index]
         keep = record.iscrowd == 0 if self.train else np.ones(len(record.labels), dtype=bool)
         target: Target = {
-            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(record.boxes[keep]), format="XYXY",
-                                              canvas_size=(record.height, record.width)),
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(record.boxes[keep]), format="XYXY", canvas_size=(record.height, record.width)
+            ),
             "labels": torch.from_numpy(record.labels[keep]),
             "image_id": record.image_id,
             "area": torch.from_numpy(record.area[keep]),
@@ -345,11 +383,18 @@ class DetectionDataset(Dataset):
             "orig_size": (record.height, record.width),
         }
         if self.with_masks and record.segmentations is not None:
-            masks = [segmentation_to_mask(s, record.height, record.width) if s is not None
-                     else _box_mask(box, record.height, record.width)
-                     for s, box, k in zip(record.segmentations, record.boxes, keep) if k]
-            target["masks"] = tv_tensors.Mask(torch.from_numpy(np.stack(masks) if masks else
-                                                               np.zeros((0, record.height, record.width), dtype=np.uint8)))
+            masks = [
+                segmentation_to_mask(s, record.height, record.width)
+                if s is not None
+                else _box_mask(box, record.height, record.width)
+                for s, box, k in zip(record.segmentations, record.boxes, keep)
+                if k
+            ]
+            target["masks"] = tv_tensors.Mask(
+                torch.from_numpy(
+                    np.stack(masks) if masks else np.zeros((0, record.height, record.width), dtype=np.uint8)
+                )
+            )
         return target
 
     def read_image(self, index: int) -> Optional[Tensor]:
@@ -363,10 +408,14 @@ class DetectionDataset(Dataset):
         else:
             if rgb.size == (record.width, record.height):
                 return TF.pil_to_tensor(rgb).float().div_(255)
-            problem = (f"image {record.path} is {rgb.size[0]}x{rgb.size[1]} but its annotation says "
-                       f"{record.width}x{record.height}")
+            problem = (
+                f"image {record.path} is {rgb.size[0]}x{rgb.size[1]} but its annotation says "
+                f"{record.width}x{record.height}"
+            )
         if not self.skip_bad:
-            raise DetectionDataError(f"{problem}; replace the file or fix its annotation, or pass --skip-bad to skip it.")
+            raise DetectionDataError(
+                f"{problem}; replace the file or fix its annotation, or pass --skip-bad to skip it."
+            )
         warnings.warn(f"{self.name}: skipping: {problem}.", stacklevel=2)
         return None
 
@@ -392,8 +441,13 @@ def _new_stats() -> Dict[str, int]:
     return {key: 0 for key in STATS_KEYS}
 
 
-def _drop_missing(candidates: List[Tuple[int, Path]], skip_bad: bool, stats: Dict[str, int], fix: str,
-                  also_tried: Optional[Dict[int, List[Path]]] = None) -> set:
+def _drop_missing(
+    candidates: List[Tuple[int, Path]],
+    skip_bad: bool,
+    stats: Dict[str, int],
+    fix: str,
+    also_tried: Optional[Dict[int, List[Path]]] = None,
+) -> set:
     """Image ids whose file does not exist: counted with ``skip_bad``, else an error naming the first (and
     the other files ``also_tried`` for it)."""
     missing = [(image_id, path) for image_id, path in candidates if not path.is_file()]
@@ -403,8 +457,9 @@ def _drop_missing(candidates: List[Tuple[int, Path]], skip_bad: bool, stats: Dic
         others = [str(p) for p in (also_tried or {}).get(image_id, []) if p != path]
         nor = f" (nor {', '.join(others)})" if others else ""
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DetectionDataError(f"image file {path} does not exist{nor}{more}; {fix}, or pass --skip-bad to skip "
-                                 "missing images.")
+        raise DetectionDataError(
+            f"image file {path} does not exist{nor}{more}; {fix}, or pass --skip-bad to skip missing images."
+        )
     return {image_id for image_id, _ in missing}
 
 
@@ -417,17 +472,23 @@ def _load_coco_json(annotation_file: Path) -> COCO:
     and category ids are integers and unique, every image has a file name and a positive size, every
     category a unique name, every annotation names a listed image. Raises ``DetectionDataError`` naming
     the file, the entry and the field."""
+
     def fail(where: str, problem: str, fix: str) -> None:
         raise DetectionDataError(f"{annotation_file}: {where} {problem}; {fix}.")
 
     try:
         spec = json.loads(annotation_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:  # not json
-        raise DetectionDataError(f"{annotation_file} is not a COCO instances json ({error}); pass the instances_*.json "
-                                 "file (--annotations).") from error
-    if not (isinstance(spec, dict) and isinstance(spec.get("images"), list) and isinstance(spec.get("categories"), list)):
-        raise DetectionDataError(f"{annotation_file} is not a COCO instances json (it needs an object with 'images' and "
-                                 "'categories' lists); pass the instances_*.json file (--annotations).")
+        raise DetectionDataError(
+            f"{annotation_file} is not a COCO instances json ({error}); pass the instances_*.json file (--annotations)."
+        ) from error
+    if not (
+        isinstance(spec, dict) and isinstance(spec.get("images"), list) and isinstance(spec.get("categories"), list)
+    ):
+        raise DetectionDataError(
+            f"{annotation_file} is not a COCO instances json (it needs an object with 'images' and "
+            "'categories' lists); pass the instances_*.json file (--annotations)."
+        )
     spec.setdefault("annotations", [])
     if not isinstance(spec["annotations"], list):
         fail("'annotations'", "is not a list", "write the annotations as a list of objects")
@@ -437,36 +498,56 @@ def _load_coco_json(annotation_file: Path) -> COCO:
         if not isinstance(image, dict):
             fail(where, "is not an object", "write each image as {'id', 'file_name', 'width', 'height'}")
         if not _is_integer(image.get("id")):
-            fail(where, f"has 'id' {image.get('id')!r}", "COCO image ids are integers (the evaluation compares them as "
-                 "numbers); renumber the images and the annotations' 'image_id'")
+            fail(
+                where,
+                f"has 'id' {image.get('id')!r}",
+                "COCO image ids are integers (the evaluation compares them as "
+                "numbers); renumber the images and the annotations' 'image_id'",
+            )
         if image["id"] in image_ids:
             fail(where, f"repeats image 'id' {image['id']}", "give every image its own id")
         image_ids.add(image["id"])
         if not isinstance(image.get("file_name"), str) or not image["file_name"]:
-            fail(f"{where} (id {image['id']})", f"has 'file_name' {image.get('file_name')!r}",
-                 "name the image file relative to --images")
+            fail(
+                f"{where} (id {image['id']})",
+                f"has 'file_name' {image.get('file_name')!r}",
+                "name the image file relative to --images",
+            )
         for key in ("width", "height"):
             value = image.get(key)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value == int(value)):
+            if not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value == int(value)
+            ):
                 fail(f"{where} (id {image['id']})", f"has {key!r} {value!r}", f"write the image's {key} in pixels")
     names: Dict[str, int] = {}
     for i, category in enumerate(spec["categories"]):
         where = f"categories[{i}]"
         if not isinstance(category, dict) or not _is_integer(category.get("id")):
-            fail(where, f"has 'id' {category.get('id') if isinstance(category, dict) else category!r}",
-                 "category ids are integers")
+            fail(
+                where,
+                f"has 'id' {category.get('id') if isinstance(category, dict) else category!r}",
+                "category ids are integers",
+            )
         name = category.get("name")
         if not isinstance(name, str) or not name:
             fail(where, f"has 'name' {name!r}", "name every category")
         if name in names or category["id"] in names.values():
-            fail(where, f"repeats the name {name!r} or the id {category['id']}", "give each category its own name and id")
+            fail(
+                where, f"repeats the name {name!r} or the id {category['id']}", "give each category its own name and id"
+            )
         names[name] = category["id"]
     for i, annotation in enumerate(spec["annotations"]):
-        if not isinstance(annotation, dict) or not _is_integer(annotation.get("image_id")) \
-                or annotation["image_id"] not in image_ids:
+        if (
+            not isinstance(annotation, dict)
+            or not _is_integer(annotation.get("image_id"))
+            or annotation["image_id"] not in image_ids
+        ):
             value = annotation.get("image_id") if isinstance(annotation, dict) else annotation
-            fail(f"annotations[{i}]", f"has 'image_id' {value!r}, which is not an image of 'images'",
-                 "each annotation must name one of the listed images by its integer id")
+            fail(
+                f"annotations[{i}]",
+                f"has 'image_id' {value!r}, which is not an image of 'images'",
+                "each annotation must name one of the listed images by its integer id",
+            )
     coco = COCO()
     coco.dataset = spec
     with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
@@ -474,8 +555,9 @@ def _load_coco_json(annotation_file: Path) -> COCO:
     return coco
 
 
-def _class_mapping(category_names: Dict[int, str], classes: Optional[Sequence[str]], source: str
-                   ) -> Tuple[List[str], Dict[int, int]]:
+def _class_mapping(
+    category_names: Dict[int, str], classes: Optional[Sequence[str]], source: str
+) -> Tuple[List[str], Dict[int, int]]:
     """``(class names of labels 1..K, label -> category id)``: the categories sorted by id when ``classes`` is
     None, else ``classes`` matched to the categories by name (a class the file lacks gets an unused id, so
     the evaluation has no ground truth for it; a category not in ``classes`` is dropped and counted).
@@ -488,8 +570,10 @@ def _class_mapping(category_names: Dict[int, str], classes: Optional[Sequence[st
         raise DetectionDataError(f"the class list {classes} repeats a name; give each class once.")
     by_name = {name: i for i, name in category_names.items()}
     if not any(name in by_name for name in classes):
-        raise DetectionDataError(f"{source} has none of the classes {classes[:8]} (its categories: "
-                                 f"{sorted(by_name)[:8]}); use the annotation file of the data set the model is for.")
+        raise DetectionDataError(
+            f"{source} has none of the classes {classes[:8]} (its categories: "
+            f"{sorted(by_name)[:8]}); use the annotation file of the data set the model is for."
+        )
     spare = max(category_names, default=0)
     mapping = {}
     for label, name in enumerate(classes, start=1):
@@ -510,25 +594,40 @@ class CocoDetectionDataset(DetectionDataset):
     malformed file (see ``_load_coco_json``).
     """
 
-    def __init__(self, root_images: PathLike, annotation_file: PathLike, transforms: Optional[DetectionTransform] = None,
-                 train: bool = False, skip_bad: bool = True, with_masks: bool = True,
-                 classes: Optional[Sequence[str]] = None) -> None:
+    def __init__(
+        self,
+        root_images: PathLike,
+        annotation_file: PathLike,
+        transforms: Optional[DetectionTransform] = None,
+        train: bool = False,
+        skip_bad: bool = True,
+        with_masks: bool = True,
+        classes: Optional[Sequence[str]] = None,
+    ) -> None:
         annotation_file, root_images = Path(annotation_file), Path(root_images)
         if not annotation_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file {annotation_file} does not exist; pass the instances json "
-                                    "(--annotations).")
+            raise FileNotFoundError(
+                f"COCO annotation file {annotation_file} does not exist; pass the instances json (--annotations)."
+            )
         if not root_images.is_dir():
-            raise FileNotFoundError(f"image folder {root_images} does not exist; pass the folder holding the json's "
-                                    "file_name entries (--images).")
+            raise FileNotFoundError(
+                f"image folder {root_images} does not exist; pass the folder holding the json's "
+                "file_name entries (--images)."
+            )
         coco = _load_coco_json(annotation_file)
-        class_names, contiguous_to_coco = _class_mapping({i: c["name"] for i, c in coco.cats.items()}, classes,
-                                                         str(annotation_file))
+        class_names, contiguous_to_coco = _class_mapping(
+            {i: c["name"] for i, c in coco.cats.items()}, classes, str(annotation_file)
+        )
         coco_to_contiguous = {coco_id: label for label, coco_id in contiguous_to_coco.items() if coco_id in coco.cats}
         stats = _new_stats()
         images = [coco.imgs[image_id] for image_id in sorted(coco.imgs)]
         stats["images"] = len(images)
-        missing = _drop_missing([(info["id"], root_images / info["file_name"]) for info in images], skip_bad, stats,
-                                f"check --images {root_images} and the file_name entries of {annotation_file}")
+        missing = _drop_missing(
+            [(info["id"], root_images / info["file_name"]) for info in images],
+            skip_bad,
+            stats,
+            f"check --images {root_images} and the file_name entries of {annotation_file}",
+        )
         records = []
         for info in images:
             if info["id"] in missing:
@@ -552,22 +651,36 @@ class CocoDetectionDataset(DetectionDataset):
                 stats["masks_from_box"] += segmentation is None
                 area = _floats([ann.get("area")], 1)[0]
                 if not (math.isfinite(area) and area > 0):  # converters often leave it out: COCO's own definition
-                    area = (_mask_area(segmentation, height, width) if segmentation is not None else 0.0) or \
-                        (box[2] - box[0]) * (box[3] - box[1])
+                    area = (_mask_area(segmentation, height, width) if segmentation is not None else 0.0) or (
+                        box[2] - box[0]
+                    ) * (box[3] - box[1])
                 objects.append((box, coco_to_contiguous[ann["category_id"]], crowd, area, segmentation))
             records.append(_record(info["id"], root_images / info["file_name"], height, width, objects, True))
-        super().__init__(records, class_names, contiguous_to_coco, stats, transforms, train, skip_bad, with_masks,
-                         f"COCO {annotation_file.name}")
+        super().__init__(
+            records,
+            class_names,
+            contiguous_to_coco,
+            stats,
+            transforms,
+            train,
+            skip_bad,
+            with_masks,
+            f"COCO {annotation_file.name}",
+        )
 
 
-def _voc_objects(xml_path: Path, classes: Sequence[str], stats: Dict[str, int]) -> Tuple[int, int, List[tuple], str, str]:
+def _voc_objects(
+    xml_path: Path, classes: Sequence[str], stats: Dict[str, int]
+) -> Tuple[int, int, List[tuple], str, str]:
     """(height, width, cleaned objects, ``<filename>``, ``<path>``) of one VOC XML file; boxes go from VOC's
     1-based inclusive pixel indices to x1 y1 x2 y2 coordinates (xmin - 1, ymin - 1, xmax, ymax), as
     detectron2 does."""
     root = ET.parse(xml_path).getroot()
     size = root.find("size")
-    width, height = (int(v) if math.isfinite(v) else 0 for v in _floats(
-        [size.findtext("width"), size.findtext("height")] if size is not None else [], 2))
+    width, height = (
+        int(v) if math.isfinite(v) else 0
+        for v in _floats([size.findtext("width"), size.findtext("height")] if size is not None else [], 2)
+    )
     if width <= 0 or height <= 0:
         raise ValueError("no image size (<size><width>, <height>)")
     objects = []
@@ -578,8 +691,9 @@ def _voc_objects(xml_path: Path, classes: Sequence[str], stats: Dict[str, int]) 
             stats["unknown_category"] += 1
             continue
         bndbox = obj.find("bndbox")
-        xmin, ymin, xmax, ymax = _floats([bndbox.findtext(tag) if bndbox is not None else None
-                                          for tag in ("xmin", "ymin", "xmax", "ymax")], 4)
+        xmin, ymin, xmax, ymax = _floats(
+            [bndbox.findtext(tag) if bndbox is not None else None for tag in ("xmin", "ymin", "xmax", "ymax")], 4
+        )
         box = clean_box([xmin - 1, ymin - 1, xmax, ymax], width, height, stats)
         if box is None:
             continue
@@ -607,13 +721,20 @@ def _image_candidates(folders: Sequence[Path], filename: str, stem: str, recorde
     candidates = [folder / name for folder in folders for name in dict.fromkeys(names)]
     if not any(path.is_file() for path in candidates):
         stems = dict.fromkeys([Path(filename).stem, stem] if filename else [stem])
-        candidates += [path for folder in folders if folder.is_dir() for s in stems for path in sorted(folder.glob(f"{s}.*"))
-                       if path.suffix.lower() in IMAGE_EXTENSIONS and path not in candidates]
+        candidates += [
+            path
+            for folder in folders
+            if folder.is_dir()
+            for s in stems
+            for path in sorted(folder.glob(f"{s}.*"))
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path not in candidates
+        ]
     return candidates + ([Path(recorded_path)] if recorded_path else [])
 
 
-def _voc_records(entries: List[Tuple[Path, List[Path]]], classes: Sequence[str], skip_bad: bool, stats: Dict[str, int],
-                 fix: str) -> List[ImageRecord]:
+def _voc_records(
+    entries: List[Tuple[Path, List[Path]]], classes: Sequence[str], skip_bad: bool, stats: Dict[str, int], fix: str
+) -> List[ImageRecord]:
     """Records of ``(xml file, image folders)`` entries, image ids 1..N in their order. An XML file that
     cannot be used is counted (``skip_bad``) or an error; the image is the first of ``_image_candidates``
     that exists, and a missing one is counted or an error naming the candidates."""
@@ -624,15 +745,22 @@ def _voc_records(entries: List[Tuple[Path, List[Path]]], classes: Sequence[str],
             height, width, objects, filename, recorded = _voc_objects(xml_path, classes, counts)
         except (OSError, ET.ParseError, ValueError, TypeError) as error:
             if not skip_bad:
-                raise DetectionDataError(f"annotation file {xml_path} cannot be used ({error}); fix it or {fix}, or pass "
-                                         "--skip-bad to skip it.") from error
+                raise DetectionDataError(
+                    f"annotation file {xml_path} cannot be used ({error}); fix it or {fix}, or pass "
+                    "--skip-bad to skip it."
+                ) from error
             stats["annotation_files_bad"] += 1
             continue
         tried = _image_candidates(folders, filename, xml_path.stem, recorded)
         path = next((p for p in tried if p.is_file()), tried[0])
         parsed.append((image_id, path, tried, height, width, objects, counts))
-    missing = _drop_missing([(p[0], p[1]) for p in parsed], skip_bad, stats,
-                            f"check the XML files' <filename> against the images, or {fix}", {p[0]: p[2] for p in parsed})
+    missing = _drop_missing(
+        [(p[0], p[1]) for p in parsed],
+        skip_bad,
+        stats,
+        f"check the XML files' <filename> against the images, or {fix}",
+        {p[0]: p[2] for p in parsed},
+    )
     records = []
     for image_id, path, _, height, width, objects, counts in parsed:
         if image_id in missing:
@@ -656,21 +784,44 @@ class VocDetectionDataset(DetectionDataset):
     in the split file, from 1. The ``coco`` ground truth uses the labels as category ids.
     """
 
-    def __init__(self, root: PathLike, split: str = "train", classes: Optional[Sequence[str]] = None,
-                 transforms: Optional[DetectionTransform] = None, train: bool = False, skip_bad: bool = True) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        classes: Optional[Sequence[str]] = None,
+        transforms: Optional[DetectionTransform] = None,
+        train: bool = False,
+        skip_bad: bool = True,
+    ) -> None:
         base = _find_voc_root(Path(root))
         list_file = base / "ImageSets" / "Main" / f"{split}.txt"
         if not list_file.is_file():
-            raise FileNotFoundError(f"{list_file} does not exist; --data must be a VOCdevkit/VOC20xx folder (or the "
-                                    "folder above it) and the split one of its ImageSets/Main/*.txt.")
+            raise FileNotFoundError(
+                f"{list_file} does not exist; --data must be a VOCdevkit/VOC20xx folder (or the "
+                "folder above it) and the split one of its ImageSets/Main/*.txt."
+            )
         names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
         classes = list(classes) if classes is not None else list(VOC_DETECTION_CLASSES)
         stats = _new_stats()
-        records = _voc_records([(base / "Annotations" / f"{name}.xml", [base / "JPEGImages"]) for name in names],
-                               classes, skip_bad, stats, f"remove the name from {list_file}")
+        records = _voc_records(
+            [(base / "Annotations" / f"{name}.xml", [base / "JPEGImages"]) for name in names],
+            classes,
+            skip_bad,
+            stats,
+            f"remove the name from {list_file}",
+        )
         stats["images"] = len(names)
-        super().__init__(records, classes, {k: k for k in range(1, len(classes) + 1)}, stats, transforms, train,
-                         skip_bad, False, f"VOC {base.name} {split}")
+        super().__init__(
+            records,
+            classes,
+            {k: k for k in range(1, len(classes) + 1)},
+            stats,
+            transforms,
+            train,
+            skip_bad,
+            False,
+            f"VOC {base.name} {split}",
+        )
 
 
 def _find_voc_root(root: Path) -> Path:
@@ -678,15 +829,19 @@ def _find_voc_root(root: Path) -> Path:
     found = _voc_roots(root)
     if len(found) != 1:
         which = "several: " + ", ".join(str(p) for p in found) if found else "none"
-        raise FileNotFoundError(f"{root} must be a VOC20xx folder (with Annotations/) or hold exactly one; found "
-                                f"{which}. Pass the year's folder.")
+        raise FileNotFoundError(
+            f"{root} must be a VOC20xx folder (with Annotations/) or hold exactly one; found "
+            f"{which}. Pass the year's folder."
+        )
     return found[0]
 
 
 def _voc_roots(root: Path) -> List[Path]:
     if (root / "Annotations").is_dir():
         return [root]
-    return sorted(p for pattern in ("VOC*", "VOCdevkit/VOC*") for p in root.glob(pattern) if (p / "Annotations").is_dir())
+    return sorted(
+        p for pattern in ("VOC*", "VOCdevkit/VOC*") for p in root.glob(pattern) if (p / "Annotations").is_dir()
+    )
 
 
 def _xml_files(folder: Path) -> List[Path]:
@@ -707,9 +862,16 @@ class VocFolderDetectionDataset(DetectionDataset):
     neither a folder nor a list file.
     """
 
-    def __init__(self, root: PathLike, split: str = "train", classes: Optional[Sequence[str]] = None,
-                 transforms: Optional[DetectionTransform] = None, train: bool = False, skip_bad: bool = True,
-                 images: Optional[PathLike] = None) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        classes: Optional[Sequence[str]] = None,
+        transforms: Optional[DetectionTransform] = None,
+        train: bool = False,
+        skip_bad: bool = True,
+        images: Optional[PathLike] = None,
+    ) -> None:
         root = Path(root)
         names = [split, *(("valid", "validation") if split == "val" else ())]  # Roboflow writes valid/
         folder = next((root / name for name in names if (root / name).is_dir()), root / split)
@@ -725,20 +887,42 @@ class VocFolderDetectionDataset(DetectionDataset):
             fix = f"remove it from {list_file}"
         else:
             found = sorted(p.name for p in root.iterdir() if not is_hidden(p, root))[:12]
-            raise FileNotFoundError(f"{root} has neither a {split}/ folder of XML files nor a {split}.txt list; found "
-                                    f"{found}. Put each split's files in a sub-folder or list them in <split>.txt.")
+            raise FileNotFoundError(
+                f"{root} has neither a {split}/ folder of XML files nor a {split}.txt list; found "
+                f"{found}. Put each split's files in a sub-folder or list them in <split>.txt."
+            )
         classes_from_files = classes is None
         classes = _voc_class_names(xml_files) if classes is None else list(classes)
         if not classes:
-            raise DetectionDataError(f"no object names in the XML files of {folder if folder.is_dir() else list_file}; "
-                                     "pass --classes or check the split.")
+            raise DetectionDataError(
+                f"no object names in the XML files of {folder if folder.is_dir() else list_file}; "
+                "pass --classes or check the split."
+            )
         extra = [Path(images)] if images else []
         stats = _new_stats()
-        records = _voc_records([(x, [x.parent, *extra, x.parent.parent / "images", x.parent.parent / "JPEGImages",
-                                     root / "images"]) for x in xml_files], classes, skip_bad, stats, fix)
+        records = _voc_records(
+            [
+                (x, [x.parent, *extra, x.parent.parent / "images", x.parent.parent / "JPEGImages", root / "images"])
+                for x in xml_files
+            ],
+            classes,
+            skip_bad,
+            stats,
+            fix,
+        )
         stats["images"] = len(xml_files)
-        super().__init__(records, classes, {k: k for k in range(1, len(classes) + 1)}, stats, transforms, train,
-                         skip_bad, False, f"VOC folder {root.name} {split}", classes_from_files)
+        super().__init__(
+            records,
+            classes,
+            {k: k for k in range(1, len(classes) + 1)},
+            stats,
+            transforms,
+            train,
+            skip_bad,
+            False,
+            f"VOC folder {root.name} {split}",
+            classes_from_files,
+        )
 
 
 def _yolo_label_path(image: Path) -> Path:
@@ -790,8 +974,10 @@ def _yolo_images(entry: Any, base: Path, source: Path) -> List[Path]:
     candidates = [base / str(entry), source.parent / str(entry), source.parent / str(entry).lstrip("./")]
     where = next((p for p in candidates if p.exists()), None)
     if where is None:
-        raise FileNotFoundError(f"{source}: the split folder {entry!r} does not exist (looked for "
-                                f"{', '.join(str(p) for p in dict.fromkeys(candidates))}).")
+        raise FileNotFoundError(
+            f"{source}: the split folder {entry!r} does not exist (looked for "
+            f"{', '.join(str(p) for p in dict.fromkeys(candidates))})."
+        )
     if where.is_file():
         lines = [line.strip() for line in where.read_text().splitlines() if line.strip()]
         return [Path(line) if Path(line).is_absolute() else where.parent / line for line in lines]
@@ -830,9 +1016,16 @@ class YoloDetectionDataset(DetectionDataset):
     headers (EXIF orientation applied); image ids are positions in the sorted file list, from 1.
     """
 
-    def __init__(self, root: PathLike, split: str = "train", classes: Optional[Sequence[str]] = None,
-                 transforms: Optional[DetectionTransform] = None, train: bool = False, skip_bad: bool = True,
-                 with_masks: bool = True) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        classes: Optional[Sequence[str]] = None,
+        transforms: Optional[DetectionTransform] = None,
+        train: bool = False,
+        skip_bad: bool = True,
+        with_masks: bool = True,
+    ) -> None:
         root = Path(root)
         source, spec = _read_data_yaml(root)
         if source is not None:
@@ -843,22 +1036,30 @@ class YoloDetectionDataset(DetectionDataset):
                 raise DetectionDataError(f"{source}: 'names' must list the class names (or map 0..K-1 to them).")
             names = [str(n) for n in names]
             if classes is not None and list(classes) != names:
-                raise DetectionDataError(f"{source} names the classes {names[:8]} but {list(classes)[:8]} were given; "
-                                         "a YOLO data set takes its class list from its data.yaml.")
+                raise DetectionDataError(
+                    f"{source} names the classes {names[:8]} but {list(classes)[:8]} were given; "
+                    "a YOLO data set takes its class list from its data.yaml."
+                )
             if split not in spec:
-                raise DetectionDataError(f"{source} has no {split!r} entry (it has {sorted(spec)}); name the split "
-                                         "folder there or choose another split.")
+                raise DetectionDataError(
+                    f"{source} has no {split!r} entry (it has {sorted(spec)}); name the split "
+                    "folder there or choose another split."
+                )
             base = source.parent / str(spec.get("path") or ".")
             images = _yolo_images(spec[split], base, source)
         else:
             if classes is None:
-                raise DetectionDataError(f"{root} has no data.yaml; pass the class names of YOLO ids 0..K-1 with "
-                                         "--classes (or write a data.yaml with 'names').")
+                raise DetectionDataError(
+                    f"{root} has no data.yaml; pass the class names of YOLO ids 0..K-1 with "
+                    "--classes (or write a data.yaml with 'names')."
+                )
             names = list(classes)
             images = _yolo_images(f"images/{split}", root, root / "data.yaml")
         stats = _new_stats()
         stats["images"] = len(images)
-        missing = _drop_missing(list(enumerate(images, start=1)), skip_bad, stats, f"check the split's list in {source}")
+        missing = _drop_missing(
+            list(enumerate(images, start=1)), skip_bad, stats, f"check the split's list in {source}"
+        )
         records = []
         for image_id, path in enumerate(images, start=1):
             if image_id in missing:
@@ -867,8 +1068,9 @@ class YoloDetectionDataset(DetectionDataset):
                 width, height = image_size(path)
             except (OSError, ValueError, Image.DecompressionBombError) as error:
                 if not skip_bad:
-                    raise DetectionDataError(f"image {path} cannot be read ({error}); replace or remove it, or pass "
-                                             "--skip-bad to skip it.") from error
+                    raise DetectionDataError(
+                        f"image {path} cannot be read ({error}); replace or remove it, or pass --skip-bad to skip it."
+                    ) from error
                 stats["images_missing"] += 1
                 continue
             objects = _yolo_objects(_yolo_label_path(path), width, height, len(names), stats)
@@ -877,8 +1079,17 @@ class YoloDetectionDataset(DetectionDataset):
         if not any(s is not None for r in records for s in r.segmentations):  # box lines only: no masks
             for record in records:
                 record.segmentations = None
-        super().__init__(records, names, {k: k for k in range(1, len(names) + 1)}, stats, transforms, train,
-                         skip_bad, with_masks, f"YOLO {root.name} {split}")
+        super().__init__(
+            records,
+            names,
+            {k: k for k in range(1, len(names) + 1)},
+            stats,
+            transforms,
+            train,
+            skip_bad,
+            with_masks,
+            f"YOLO {root.name} {split}",
+        )
 
 
 def detect_layout(root: PathLike, annotation_file: Optional[PathLike] = None) -> str:
@@ -889,30 +1100,46 @@ def detect_layout(root: PathLike, annotation_file: Optional[PathLike] = None) ->
     root = Path(root)
     if annotation_file is not None or any((root / "annotations").glob("*.json")):
         return "coco"
-    if root.is_file() and root.suffix in (".yaml", ".yml") or _read_data_yaml(root)[0] is not None or \
-            ((root / "images").is_dir() and (root / "labels").is_dir()):
+    if (
+        root.is_file()
+        and root.suffix in (".yaml", ".yml")
+        or _read_data_yaml(root)[0] is not None
+        or ((root / "images").is_dir() and (root / "labels").is_dir())
+    ):
         return "yolo"
     if any((p / "ImageSets" / "Main").is_dir() for p in _voc_roots(root)):
         return "voc"
     if next((p for p in root.rglob("*.xml") if not is_hidden(p, root)), None) is not None:
         return "voc-folder"
     found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir() if not is_hidden(p, root))[:12]
-    raise FileNotFoundError(f"cannot tell the layout of {root}: found {found or 'nothing'}, but no COCO "
-                            "annotations/*.json, no YOLO data.yaml or images/ + labels/, no VOCdevkit tree and no VOC "
-                            f"XML files; pass --dataset ({', '.join(DATASET_KINDS)}) and the files it needs.")
+    raise FileNotFoundError(
+        f"cannot tell the layout of {root}: found {found or 'nothing'}, but no COCO "
+        "annotations/*.json, no YOLO data.yaml or images/ + labels/, no VOCdevkit tree and no VOC "
+        f"XML files; pass --dataset ({', '.join(DATASET_KINDS)}) and the files it needs."
+    )
 
 
 def _first_existing(candidates: Sequence[Path], what: str, option: str) -> Path:
     for path in candidates:
         if path.exists():
             return path
-    raise FileNotFoundError(f"no {what} found (looked for {', '.join(str(p) for p in candidates)}); pass it with {option}.")
+    raise FileNotFoundError(
+        f"no {what} found (looked for {', '.join(str(p) for p in candidates)}); pass it with {option}."
+    )
 
 
-def build_detection_dataset(kind: Optional[str], root: PathLike, split: str, train: bool,
-                            transforms: Optional[DetectionTransform] = None, annotation_file: Optional[PathLike] = None,
-                            images: Optional[PathLike] = None, classes: Optional[Sequence[str]] = None,
-                            skip_bad: bool = True, with_masks: bool = True) -> DetectionDataset:
+def build_detection_dataset(
+    kind: Optional[str],
+    root: PathLike,
+    split: str,
+    train: bool,
+    transforms: Optional[DetectionTransform] = None,
+    annotation_file: Optional[PathLike] = None,
+    images: Optional[PathLike] = None,
+    classes: Optional[Sequence[str]] = None,
+    skip_bad: bool = True,
+    with_masks: bool = True,
+) -> DetectionDataset:
     """One of ``DATASET_KINDS`` by name, or the one ``detect_layout`` finds when ``kind`` is None.
 
     ``coco``: the json is ``annotation_file`` or the first of ``root/annotations/instances_<split>2017.json``,
@@ -927,15 +1154,30 @@ def build_detection_dataset(kind: Optional[str], root: PathLike, split: str, tra
     """
     base = Path(root)
     if not base.exists():
-        raise FileNotFoundError(f"data folder {root} does not exist; --data must be a COCO root (annotations/ and "
-                                "images), a VOCdevkit, a folder of VOC XML files or a YOLO folder (data.yaml).")
+        raise FileNotFoundError(
+            f"data folder {root} does not exist; --data must be a COCO root (annotations/ and "
+            "images), a VOCdevkit, a folder of VOC XML files or a YOLO folder (data.yaml)."
+        )
     kind = kind or detect_layout(base, annotation_file)
     if kind == "coco":
-        annotations = Path(annotation_file) if annotation_file else _first_existing(
-            [base / "annotations" / f"instances_{split}2017.json", base / "annotations" / f"instances_{split}.json",
-             base / "annotations" / "instances.json"], "COCO annotation file", "--annotations")
-        folder = Path(images) if images else _first_existing(
-            [base / f"{split}2017", base / split, base / "images"], "image folder", "--images")
+        annotations = (
+            Path(annotation_file)
+            if annotation_file
+            else _first_existing(
+                [
+                    base / "annotations" / f"instances_{split}2017.json",
+                    base / "annotations" / f"instances_{split}.json",
+                    base / "annotations" / "instances.json",
+                ],
+                "COCO annotation file",
+                "--annotations",
+            )
+        )
+        folder = (
+            Path(images)
+            if images
+            else _first_existing([base / f"{split}2017", base / split, base / "images"], "image folder", "--images")
+        )
         return CocoDetectionDataset(folder, annotations, transforms, train, skip_bad, with_masks, classes)
     if kind == "voc":
         return VocDetectionDataset(base, split, classes, transforms, train, skip_bad)

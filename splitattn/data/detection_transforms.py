@@ -8,6 +8,7 @@ torchvision references) is a random horizontal flip and nothing else: the detect
 ``GeneralizedRCNNTransform`` resizes (multiscale training comes from its ``min_size`` tuple) and
 normalises, so the data set neither resizes nor changes colours.
 """
+
 from __future__ import annotations
 
 from typing import Any, Tuple

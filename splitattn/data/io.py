@@ -17,6 +17,7 @@ never converted (a mode conversion would turn class ids into grey levels or colo
 ``image_size`` gives the upright size from the file header alone, so data sets can check
 image/annotation sizes when they are built without decoding any pixels.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,16 @@ from PIL import ExifTags, Image, ImageOps
 
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["CHANNEL_MODES", "channel_stats", "image_size", "is_hidden", "normalisation", "open_upright", "read_image",
-           "to_8bit"]
+__all__ = [
+    "CHANNEL_MODES",
+    "channel_stats",
+    "image_size",
+    "is_hidden",
+    "normalisation",
+    "open_upright",
+    "read_image",
+    "to_8bit",
+]
 
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 # EXIF orientations that turn the stored picture by 90 degrees (width and height swap when made upright)
@@ -60,8 +69,9 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def channel_stats(channels: int, mean: Sequence[float] = IMAGENET_MEAN,
-                  std: Sequence[float] = IMAGENET_STD) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+def channel_stats(
+    channels: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     """Normalisation ``(mean, std)`` with one value per channel for images read with ``channels`` channels.
 
     3 channels: ``mean``/``std`` as given (ImageNet's RGB statistics by default). 1 channel (``L``): the
@@ -94,15 +104,17 @@ def image_size(path: Union[str, Path]) -> Tuple[int, int]:
     return (height, width) if orientation in _QUARTER_TURNS else (width, height)
 
 
-def normalisation(channels: int, mean: Optional[Sequence[float]] = None,
-                  std: Optional[Sequence[float]] = None) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+def normalisation(
+    channels: int, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None
+) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     """``(mean, std)`` for images of ``channels`` channels: the given values, else ``channel_stats(channels)``.
     Raises ``ValueError`` unless there is one mean and one std per channel."""
     default_mean, default_std = channel_stats(channels)
     mean, std = tuple(default_mean if mean is None else mean), tuple(default_std if std is None else std)
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"normalisation needs one mean and one std per channel ({channels}), got mean {mean} "
-                         f"and std {std}.")
+        raise ValueError(
+            f"normalisation needs one mean and one std per channel ({channels}), got mean {mean} and std {std}."
+        )
     return mean, std
 
 

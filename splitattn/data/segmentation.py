@@ -22,6 +22,7 @@ Labelling tools (CVAT, Label Studio, labelme) show the photo upright and write i
 without a tag; a mask stored rotated with the photo's tag works too. Label values are never
 converted, only turned.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,36 +47,215 @@ Pair = Tuple[Path, Path]
 JointTransform = Callable[[Image.Image, np.ndarray], Tuple[Tensor, Tensor]]
 
 ADE20K_CLASSES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
-    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
-    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
-    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
-    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
-    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
-    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
-    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
-    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher",
-    "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier",
-    "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+    "wall",
+    "building",
+    "sky",
+    "floor",
+    "tree",
+    "ceiling",
+    "road",
+    "bed",
+    "windowpane",
+    "grass",
+    "cabinet",
+    "sidewalk",
+    "person",
+    "earth",
+    "door",
+    "table",
+    "mountain",
+    "plant",
+    "curtain",
+    "chair",
+    "car",
+    "water",
+    "painting",
+    "sofa",
+    "shelf",
+    "house",
+    "sea",
+    "mirror",
+    "rug",
+    "field",
+    "armchair",
+    "seat",
+    "fence",
+    "desk",
+    "rock",
+    "wardrobe",
+    "lamp",
+    "bathtub",
+    "railing",
+    "cushion",
+    "base",
+    "box",
+    "column",
+    "signboard",
+    "chest of drawers",
+    "counter",
+    "sand",
+    "sink",
+    "skyscraper",
+    "fireplace",
+    "refrigerator",
+    "grandstand",
+    "path",
+    "stairs",
+    "runway",
+    "case",
+    "pool table",
+    "pillow",
+    "screen door",
+    "stairway",
+    "river",
+    "bridge",
+    "bookcase",
+    "blind",
+    "coffee table",
+    "toilet",
+    "flower",
+    "book",
+    "hill",
+    "bench",
+    "countertop",
+    "stove",
+    "palm",
+    "kitchen island",
+    "computer",
+    "swivel chair",
+    "boat",
+    "bar",
+    "arcade machine",
+    "hovel",
+    "bus",
+    "towel",
+    "light",
+    "truck",
+    "tower",
+    "chandelier",
+    "awning",
+    "streetlight",
+    "booth",
+    "television receiver",
+    "airplane",
+    "dirt track",
+    "apparel",
+    "pole",
+    "land",
+    "bannister",
+    "escalator",
+    "ottoman",
+    "bottle",
+    "buffet",
+    "poster",
+    "stage",
+    "van",
+    "ship",
+    "fountain",
+    "conveyer belt",
+    "canopy",
+    "washer",
+    "plaything",
+    "swimming pool",
+    "stool",
+    "barrel",
+    "basket",
+    "waterfall",
+    "tent",
+    "bag",
+    "minibike",
+    "cradle",
+    "oven",
+    "ball",
+    "food",
+    "step",
+    "tank",
+    "trade name",
+    "microwave",
+    "pot",
+    "animal",
+    "bicycle",
+    "lake",
+    "dishwasher",
+    "screen",
+    "blanket",
+    "sculpture",
+    "hood",
+    "sconce",
+    "vase",
+    "traffic light",
+    "tray",
+    "ashcan",
+    "fan",
+    "pier",
+    "crt screen",
+    "plate",
+    "monitor",
+    "bulletin board",
+    "shower",
+    "radiator",
+    "glass",
+    "clock",
+    "flag",
 )
 # Cityscapes label id -> train id for the 19 evaluated classes; every other id (0..33) is ignored.
 CITYSCAPES_TRAIN_IDS = {
-    7: ("road", 0), 8: ("sidewalk", 1), 11: ("building", 2), 12: ("wall", 3), 13: ("fence", 4), 17: ("pole", 5),
-    19: ("traffic light", 6), 20: ("traffic sign", 7), 21: ("vegetation", 8), 22: ("terrain", 9), 23: ("sky", 10),
-    24: ("person", 11), 25: ("rider", 12), 26: ("car", 13), 27: ("truck", 14), 28: ("bus", 15), 31: ("train", 16),
-    32: ("motorcycle", 17), 33: ("bicycle", 18),
+    7: ("road", 0),
+    8: ("sidewalk", 1),
+    11: ("building", 2),
+    12: ("wall", 3),
+    13: ("fence", 4),
+    17: ("pole", 5),
+    19: ("traffic light", 6),
+    20: ("traffic sign", 7),
+    21: ("vegetation", 8),
+    22: ("terrain", 9),
+    23: ("sky", 10),
+    24: ("person", 11),
+    25: ("rider", 12),
+    26: ("car", 13),
+    27: ("truck", 14),
+    28: ("bus", 15),
+    31: ("train", 16),
+    32: ("motorcycle", 17),
+    33: ("bicycle", 18),
 }
 CITYSCAPES_NUM_LABEL_IDS = 34
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 CAMVID_CLASSES = (
-    "sky", "building", "pole", "road", "pavement", "tree", "sign/symbol", "fence", "car", "pedestrian", "bicyclist",
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "sign/symbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
 )
 CAMVID_IGNORE_VALUE = 11
 DATASET_KINDS = ("ade20k", "cityscapes", "voc", "folder")
@@ -89,14 +269,18 @@ def identity_lut(num_classes: int, ignore_values: Sequence[int] = ()) -> np.ndar
     """Lookup table for label maps that store class ids directly: ``v -> v`` for ``v < num_classes``,
     each of ``ignore_values`` -> ``IGNORE_INDEX``, anything else invalid."""
     if not 0 < num_classes <= IGNORE_INDEX:
-        raise ValueError(f"a class list must have 1..{IGNORE_INDEX} classes ({IGNORE_INDEX} marks ignored pixels), "
-                         f"got {num_classes}.")
+        raise ValueError(
+            f"a class list must have 1..{IGNORE_INDEX} classes ({IGNORE_INDEX} marks ignored pixels), "
+            f"got {num_classes}."
+        )
     lut = np.full(256, INVALID, dtype=np.int16)
     lut[:num_classes] = np.arange(num_classes)
     for value in ignore_values:
         if 0 <= value < num_classes:
-            raise ValueError(f"the ignore value {value} is also a class id (classes are 0..{num_classes - 1}); "
-                             "pick a value outside the class list.")
+            raise ValueError(
+                f"the ignore value {value} is also a class id (classes are 0..{num_classes - 1}); "
+                "pick a value outside the class list."
+            )
         if not 0 <= value <= 255:
             raise ValueError(f"the ignore value must be in 0..255 (label maps are 8-bit), got {value}.")
         lut[value] = IGNORE_INDEX
@@ -116,7 +300,8 @@ def read_label(path: Path) -> np.ndarray:
     if label.mode not in INDEX_MODES:
         raise SegmentationDataError(
             f"label map {path} is {label.mode}, not a single-channel image of class ids; colour-coded label maps "
-            "need their palette, a CSV of name,r,g,b (build_dataset(..., palette=...)).")
+            "need their palette, a CSV of name,r,g,b (build_dataset(..., palette=...))."
+        )
     values = np.asarray(label)
     return values.astype(np.uint8) if values.dtype == bool else values  # mode "1": ids 0 and 1
 
@@ -151,7 +336,8 @@ class LabelPalette:
         if label.mode not in COLOUR_MODES:
             raise SegmentationDataError(
                 f"label map {path} is {label.mode}, not a colour image, but the data set maps colours with the "
-                f"palette {self.source}; give index label maps without a palette.")
+                f"palette {self.source}; give index label maps without a palette."
+            )
         codes = _colour_codes(np.asarray(label.convert("RGB")))
         position = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
         known = self.codes[position] == codes
@@ -163,7 +349,8 @@ class LabelPalette:
                 raise SegmentationDataError(
                     f"label map {path} has colour(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''} that are not "
                     f"in the palette {self.source} (first at pixel x={x}, y={y}); add each colour as a row "
-                    f"name,r,g,b, or a row {IGNORE_NAME},*,*,* to ignore colours the palette does not list.")
+                    f"name,r,g,b, or a row {IGNORE_NAME},*,*,* to ignore colours the palette does not list."
+                )
             target = np.where(known, target, IGNORE_INDEX)
         return target.astype(np.uint8)
 
@@ -178,8 +365,11 @@ def read_palette(path: PathLike) -> LabelPalette:
     """
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = [(number, [cell.strip() for cell in row]) for number, row in enumerate(csv.reader(handle), start=1)
-                if row and any(cell.strip() for cell in row) and not row[0].strip().startswith("#")]
+        rows = [
+            (number, [cell.strip() for cell in row])
+            for number, row in enumerate(csv.reader(handle), start=1)
+            if row and any(cell.strip() for cell in row) and not row[0].strip().startswith("#")
+        ]
     if rows and not (rows[0][1][1:2] and (rows[0][1][1].isdigit() or rows[0][1][1] == "*")):
         rows = rows[1:]  # a header such as name,r,g,b
     classes: List[str] = []
@@ -197,8 +387,10 @@ def read_palette(path: PathLike) -> LabelPalette:
             raise SegmentationDataError(f"{where}: r,g,b must be integers 0..255, got {','.join(channels)!r}.")
         code = int(_colour_codes(np.array([int(v) for v in channels])))
         if code in by_code:
-            raise SegmentationDataError(f"{where}: colour ({','.join(channels)}) is already on line "
-                                        f"{by_code[code][1]}; each colour may stand for one class only.")
+            raise SegmentationDataError(
+                f"{where}: colour ({','.join(channels)}) is already on line "
+                f"{by_code[code][1]}; each colour may stand for one class only."
+            )
         if name.lower() == IGNORE_NAME:
             by_code[code] = (IGNORE_INDEX, number)
             continue
@@ -236,8 +428,10 @@ class SegmentationDataset(Dataset):
         palette: Optional[LabelPalette] = None,
     ) -> None:
         if lut is None and palette is None:
-            raise ValueError("a segmentation data set needs a lookup table (index label maps) or a palette "
-                             "(colour-coded label maps).")
+            raise ValueError(
+                "a segmentation data set needs a lookup table (index label maps) or a palette "
+                "(colour-coded label maps)."
+            )
         self.classes: List[str] = list(classes)
         self.lut = lut
         self.palette = palette
@@ -247,8 +441,10 @@ class SegmentationDataset(Dataset):
         self.skipped: List[str] = []
         self.pairs: List[Pair] = self._check(list(pairs), skip_bad)
         if not self.pairs:
-            raise SegmentationDataError(f"{name or 'the data set'} has no usable image/label pairs"
-                                        + (f" ({len(self.skipped)} skipped)." if self.skipped else "."))
+            raise SegmentationDataError(
+                f"{name or 'the data set'} has no usable image/label pairs"
+                + (f" ({len(self.skipped)} skipped)." if self.skipped else ".")
+            )
 
     @property
     def num_classes(self) -> int:
@@ -269,8 +465,10 @@ class SegmentationDataset(Dataset):
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             return f"label map {label_path} cannot be read ({error})"
         if target.shape != (height, width):
-            return (f"label map {label_path} is {target.shape[1]}x{target.shape[0]} but its image {image_path} is "
-                    f"{width}x{height}; fix or remove the pair")
+            return (
+                f"label map {label_path} is {target.shape[1]}x{target.shape[0]} but its image {image_path} is "
+                f"{width}x{height}; fix or remove the pair"
+            )
         return None
 
     def _check(self, pairs: List[Pair], skip_bad: bool) -> List[Pair]:
@@ -283,8 +481,9 @@ class SegmentationDataset(Dataset):
         bad = [problem for problem in problems if problem is not None]
         if bad and not skip_bad:
             more = f" ({len(bad) - 1} more pair(s) have problems)" if len(bad) > 1 else ""
-            raise SegmentationDataError(f"{bad[0].rstrip('.')}{more}; pass --skip-bad (skip_bad=True) to skip "
-                                        "such pairs.")
+            raise SegmentationDataError(
+                f"{bad[0].rstrip('.')}{more}; pass --skip-bad (skip_bad=True) to skip such pairs."
+            )
         self.skipped.extend(bad)
         return [pair for pair, problem in zip(pairs, problems) if problem is None]
 
@@ -305,7 +504,8 @@ class SegmentationDataset(Dataset):
             raise SegmentationDataError(
                 f"label map {label_path} holds value(s) {sorted(bad)[:10]} that are neither one of the "
                 f"{self.num_classes} classes nor an ignore value (accepted stored values: {_ranges(known)}); "
-                "check the class list and the ignore value (--classes, --ignore-value).")
+                "check the class list and the ignore value (--classes, --ignore-value)."
+            )
         target = self.lut[stored]
         return target.astype(np.uint8)
 
@@ -319,9 +519,11 @@ class SegmentationDataset(Dataset):
         target = self.target(label_path)
         image = read_image(image_path, self.channels)
         if image.size != (target.shape[1], target.shape[0]):
-            raise SegmentationDataError(f"label map {label_path} is {target.shape[1]}x{target.shape[0]} but its "
-                                        f"image {image_path} is {image.size[0]}x{image.size[1]} (changed since the "
-                                        "data set was built?).")
+            raise SegmentationDataError(
+                f"label map {label_path} is {target.shape[1]}x{target.shape[0]} but its "
+                f"image {image_path} is {image.size[0]}x{image.size[1]} (changed since the "
+                "data set was built?)."
+            )
         return image, target
 
     def __getitem__(self, index: int):
@@ -343,14 +545,17 @@ def _ranges(values: np.ndarray) -> str:
     return ", ".join(parts)
 
 
-def _pair_by_stem(images: Dict[str, Path], labels: Dict[str, Path], where: str, skip_bad: bool) -> Tuple[List[Pair], List[str]]:
+def _pair_by_stem(
+    images: Dict[str, Path], labels: Dict[str, Path], where: str, skip_bad: bool
+) -> Tuple[List[Pair], List[str]]:
     """Pairs of files with the same key; unmatched files are an error or, with ``skip_bad``, skipped."""
     missing = [f"image {images[k]} has no label map" for k in sorted(set(images) - set(labels))]
     missing += [f"label map {labels[k]} has no image" for k in sorted(set(labels) - set(images))]
     if missing and not skip_bad:
         more = f" (and {len(missing) - 1} more unmatched files)" if len(missing) > 1 else ""
-        raise SegmentationDataError(f"in {where}: {missing[0]}{more}; add the missing files or pass --skip-bad "
-                                    "to skip unmatched ones.")
+        raise SegmentationDataError(
+            f"in {where}: {missing[0]}{more}; add the missing files or pass --skip-bad to skip unmatched ones."
+        )
     pairs = [(images[k], labels[k]) for k in sorted(set(images) & set(labels))]
     return pairs, missing
 
@@ -368,16 +573,29 @@ def _files(folder: Path, suffixes: Sequence[str], strip: str = "") -> Dict[str, 
     return found
 
 
-def _build(pairs: List[Pair], missing: List[str], classes: Sequence[str], lut: Optional[np.ndarray],
-           transform: Optional[JointTransform], skip_bad: bool, name: str, channels: int,
-           palette: Optional[LabelPalette] = None) -> SegmentationDataset:
+def _build(
+    pairs: List[Pair],
+    missing: List[str],
+    classes: Sequence[str],
+    lut: Optional[np.ndarray],
+    transform: Optional[JointTransform],
+    skip_bad: bool,
+    name: str,
+    channels: int,
+    palette: Optional[LabelPalette] = None,
+) -> SegmentationDataset:
     dataset = SegmentationDataset(pairs, classes, lut, transform, skip_bad, name, channels, palette)
     dataset.skipped[:0] = missing
     return dataset
 
 
-def ade20k_dataset(root: PathLike, split: str = "train", transform: Optional[JointTransform] = None,
-                   skip_bad: bool = False, channels: int = 3) -> SegmentationDataset:
+def ade20k_dataset(
+    root: PathLike,
+    split: str = "train",
+    transform: Optional[JointTransform] = None,
+    skip_bad: bool = False,
+    channels: int = 3,
+) -> SegmentationDataset:
     """ADE20K SceneParsing (``ADEChallengeData2016/{images,annotations}/{training,validation}``).
 
     150 classes: stored 0 ("other") is ignored, 1..150 become 0..149.
@@ -395,14 +613,22 @@ def ade20k_dataset(root: PathLike, split: str = "train", transform: Optional[Joi
     return _build(pairs, missing, ADE20K_CLASSES, lut, transform, skip_bad, f"ADE20K {folder}", channels)
 
 
-def cityscapes_dataset(root: PathLike, split: str = "train", transform: Optional[JointTransform] = None,
-                       skip_bad: bool = False, channels: int = 3) -> SegmentationDataset:
+def cityscapes_dataset(
+    root: PathLike,
+    split: str = "train",
+    transform: Optional[JointTransform] = None,
+    skip_bad: bool = False,
+    channels: int = 3,
+) -> SegmentationDataset:
     """Cityscapes fine annotations (``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
     ``gtFine/<split>/<city>/*_gtFine_labelIds.png``): label ids 0..33 become the 19 train ids."""
     base = Path(root)
     images = _files(base / "leftImg8bit" / split, (".png",), strip="_leftImg8bit")
-    labels = {k: v for k, v in _files(base / "gtFine" / split, (".png",), strip="_gtFine_labelIds").items()
-              if v.name.endswith("_gtFine_labelIds.png")}
+    labels = {
+        k: v
+        for k, v in _files(base / "gtFine" / split, (".png",), strip="_gtFine_labelIds").items()
+        if v.name.endswith("_gtFine_labelIds.png")
+    }
     pairs, missing = _pair_by_stem(images, labels, str(base), skip_bad)
     lut = np.full(256, INVALID, dtype=np.int16)
     lut[:CITYSCAPES_NUM_LABEL_IDS] = IGNORE_INDEX
@@ -412,8 +638,13 @@ def cityscapes_dataset(root: PathLike, split: str = "train", transform: Optional
     return _build(pairs, missing, classes, lut, transform, skip_bad, f"Cityscapes {split}", channels)
 
 
-def voc_dataset(root: PathLike, split: str = "train", transform: Optional[JointTransform] = None,
-                skip_bad: bool = False, channels: int = 3) -> SegmentationDataset:
+def voc_dataset(
+    root: PathLike,
+    split: str = "train",
+    transform: Optional[JointTransform] = None,
+    skip_bad: bool = False,
+    channels: int = 3,
+) -> SegmentationDataset:
     """Pascal VOC 2012 segmentation (``VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}``):
     21 classes (0 = background), 255 marks object boundaries and is ignored."""
     base = Path(root)
@@ -423,25 +654,45 @@ def voc_dataset(root: PathLike, split: str = "train", transform: Optional[JointT
             break
     list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
-        raise FileNotFoundError(f"{list_file} does not exist; --data must be VOCdevkit/VOC2012 (or a folder above it) "
-                                f"and the split one of its ImageSets/Segmentation/*.txt.")
+        raise FileNotFoundError(
+            f"{list_file} does not exist; --data must be VOCdevkit/VOC2012 (or a folder above it) "
+            f"and the split one of its ImageSets/Segmentation/*.txt."
+        )
     names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
     images = {n: base / "JPEGImages" / f"{n}.jpg" for n in names}
     labels = {n: base / "SegmentationClass" / f"{n}.png" for n in names}
     images = {n: p for n, p in images.items() if p.is_file()}
     labels = {n: p for n, p in labels.items() if p.is_file()}
     pairs, missing = _pair_by_stem(images, labels, str(list_file), skip_bad)
-    unlisted = [f"{n} is listed in {list_file.name} but has neither image nor label map"
-                for n in names if n not in images and n not in labels]
+    unlisted = [
+        f"{n} is listed in {list_file.name} but has neither image nor label map"
+        for n in names
+        if n not in images and n not in labels
+    ]
     if unlisted and not skip_bad:
         raise SegmentationDataError(f"{unlisted[0]}; pass --skip-bad to skip such entries.")
-    return _build(pairs, missing + unlisted, VOC_CLASSES, identity_lut(len(VOC_CLASSES), (IGNORE_INDEX,)),
-                  transform, skip_bad, f"VOC {split}", channels)
+    return _build(
+        pairs,
+        missing + unlisted,
+        VOC_CLASSES,
+        identity_lut(len(VOC_CLASSES), (IGNORE_INDEX,)),
+        transform,
+        skip_bad,
+        f"VOC {split}",
+        channels,
+    )
 
 
-def folder_dataset(root: PathLike, split: str, classes: Optional[Sequence[str]], ignore_value: Optional[int] = None,
-                   transform: Optional[JointTransform] = None, skip_bad: bool = False, channels: int = 3,
-                   palette: Optional[PathLike] = None) -> SegmentationDataset:
+def folder_dataset(
+    root: PathLike,
+    split: str,
+    classes: Optional[Sequence[str]],
+    ignore_value: Optional[int] = None,
+    transform: Optional[JointTransform] = None,
+    skip_bad: bool = False,
+    channels: int = 3,
+    palette: Optional[PathLike] = None,
+) -> SegmentationDataset:
     """A generic ``<root>/<split>/images/*`` + ``<root>/<split>/labels/*.png`` pair of folders, matched by
     file name. Index label maps store class ids ``0..len(classes)-1`` and ``ignore_value`` for void pixels;
     with ``palette`` (a CSV of ``name,r,g,b``, see ``read_palette``) the label maps are colour-coded, the
@@ -453,18 +704,25 @@ def folder_dataset(root: PathLike, split: str, classes: Optional[Sequence[str]],
     pairs, missing = _pair_by_stem(images, labels, str(base), skip_bad)
     if palette is None:
         if not classes:
-            raise ValueError("a folder data set of index label maps needs its class list (--classes: names "
-                             "separated by commas, or a text file with one name a line), in label-id order.")
+            raise ValueError(
+                "a folder data set of index label maps needs its class list (--classes: names "
+                "separated by commas, or a text file with one name a line), in label-id order."
+            )
         ignore = () if ignore_value is None else (int(ignore_value),)
-        return _build(pairs, missing, classes, identity_lut(len(classes), ignore), transform, skip_bad, str(base),
-                      channels)
+        return _build(
+            pairs, missing, classes, identity_lut(len(classes), ignore), transform, skip_bad, str(base), channels
+        )
     colours = read_palette(palette)
     if classes and list(classes) != list(colours.classes):
-        raise ValueError(f"the class list {list(classes)} differs from the palette {palette}'s classes "
-                         f"{list(colours.classes)}; give one of them (the palette's row order is the class order).")
+        raise ValueError(
+            f"the class list {list(classes)} differs from the palette {palette}'s classes "
+            f"{list(colours.classes)}; give one of them (the palette's row order is the class order)."
+        )
     if ignore_value is not None:
-        raise ValueError(f"with a palette, ignored colours are palette rows named {IGNORE_NAME!r}; "
-                         "--ignore-value is for index label maps.")
+        raise ValueError(
+            f"with a palette, ignored colours are palette rows named {IGNORE_NAME!r}; "
+            "--ignore-value is for index label maps."
+        )
     return _build(pairs, missing, colours.classes, None, transform, skip_bad, str(base), channels, colours)
 
 
@@ -478,19 +736,28 @@ def parse_classes(spec: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
     return [name.strip() for name in str(spec).split(",") if name.strip()]
 
 
-def build_dataset(kind: str, root: PathLike, split: str, transform: Optional[JointTransform] = None,
-                  classes: Union[None, str, Sequence[str]] = None, ignore_value: Optional[int] = None,
-                  skip_bad: bool = False, channels: int = 3, palette: Optional[PathLike] = None) -> SegmentationDataset:
+def build_dataset(
+    kind: str,
+    root: PathLike,
+    split: str,
+    transform: Optional[JointTransform] = None,
+    classes: Union[None, str, Sequence[str]] = None,
+    ignore_value: Optional[int] = None,
+    skip_bad: bool = False,
+    channels: int = 3,
+    palette: Optional[PathLike] = None,
+) -> SegmentationDataset:
     """One of ``DATASET_KINDS`` by name; ``folder`` needs ``classes`` (and usually ``ignore_value``) for
     index label maps, or ``palette`` (a CSV of ``name,r,g,b``) for colour-coded ones. Images are read with
     ``channels`` channels (the model's ``in_chans``). Raises ``FileNotFoundError`` for a missing folder,
     ``ValueError``/``SegmentationDataError`` naming the file for anything the build-time checks find."""
     if not Path(root).exists():
-        raise FileNotFoundError(f"data folder {root} does not exist; --data must hold <split>/images and "
-                                "<split>/labels (--dataset folder), or be an ADE20K, Cityscapes or VOC root.")
+        raise FileNotFoundError(
+            f"data folder {root} does not exist; --data must hold <split>/images and "
+            "<split>/labels (--dataset folder), or be an ADE20K, Cityscapes or VOC root."
+        )
     if kind == "folder":
-        return folder_dataset(root, split, parse_classes(classes), ignore_value, transform, skip_bad, channels,
-                              palette)
+        return folder_dataset(root, split, parse_classes(classes), ignore_value, transform, skip_bad, channels, palette)
     builders = {"ade20k": ade20k_dataset, "cityscapes": cityscapes_dataset, "voc": voc_dataset}
     if kind not in builders:
         raise ValueError(f"unknown data set kind {kind!r}; choose one of {', '.join(DATASET_KINDS)}.")
@@ -502,4 +769,3 @@ def build_dataset(kind: str, root: PathLike, split: str, transform: Optional[Joi
 def collate_eval(batch: List[Tuple[Tensor, Tensor]]) -> Tuple[List[Tensor], List[Tensor]]:
     """Keep evaluation images as lists: they differ in size and are predicted one by one."""
     return [item[0] for item in batch], [item[1] for item in batch]
-

@@ -8,6 +8,7 @@ Evaluation only normalises: images keep their size and the prediction code scale
 Images may have 1, 3 or 4 channels (``channels``, the model's ``in_chans``); the normalisation
 has one mean/std a channel (``splitattn.data.io.channel_stats``).
 """
+
 from __future__ import annotations
 
 import random
@@ -47,8 +48,10 @@ class RandomLongSideScale:
 
     def __call__(self, image: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
         size = list(scaled_size(image.shape[-2], image.shape[-1], random.randint(self.low, self.high)))
-        return (TF.resize(image, size, InterpolationMode.BILINEAR, antialias=True),
-                TF.resize(mask, size, InterpolationMode.NEAREST))
+        return (
+            TF.resize(image, size, InterpolationMode.BILINEAR, antialias=True),
+            TF.resize(mask, size, InterpolationMode.NEAREST),
+        )
 
 
 class SegmentationTrainTransform:
@@ -69,12 +72,14 @@ class SegmentationTrainTransform:
     ) -> None:
         mean, std = normalisation(channels, mean, std)
         self.scale = RandomLongSideScale(base_size, scale_range)
-        self.rest = v2.Compose([
-            v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
-            v2.RandomHorizontalFlip(hflip),
-            v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
-            v2.Normalize(mean, std),
-        ])
+        self.rest = v2.Compose(
+            [
+                v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
+                v2.RandomHorizontalFlip(hflip),
+                v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )
 
     def __call__(self, image: Image.Image, target: np.ndarray) -> Tuple[Tensor, Tensor]:
         image_tv, mask = _to_tv(image, target)
@@ -87,8 +92,9 @@ class SegmentationEvalTransform:
     """(PIL image of C channels, (H, W) uint8 target) -> ((C, H, W) normalised image, (H, W) int64 target),
     sizes kept; ``mean``/``std`` default to ``channel_stats(channels)``."""
 
-    def __init__(self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 channels: int = 3) -> None:
+    def __init__(
+        self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, channels: int = 3
+    ) -> None:
         mean, std = normalisation(channels, mean, std)
         self.mean, self.std = list(mean), list(std)
 
@@ -96,8 +102,9 @@ class SegmentationEvalTransform:
         return normalize_image(image, self.mean, self.std), torch.from_numpy(np.ascontiguousarray(target)).long()
 
 
-def normalize_image(image: Image.Image, mean: Optional[Sequence[float]] = None,
-                    std: Optional[Sequence[float]] = None) -> Tensor:
+def normalize_image(
+    image: Image.Image, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None
+) -> Tensor:
     """PIL image of C channels -> (C, H, W) float tensor normalised with ``mean``/``std`` (default:
     ``channel_stats(C)``, ImageNet's for RGB)."""
     tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)

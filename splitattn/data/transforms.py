@@ -5,6 +5,7 @@ jitter, PCA lighting noise (AlexNet), normalisation. Evaluation: the protocol of
 weights (``EvalConfig``): the authors' crop-then-resize for the official checkpoints,
 timm's resize-then-crop for the timm hub copies and for runs trained here.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,9 +14,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
@@ -47,8 +47,9 @@ class Lighting:
     part, a brightness change). Raises ``ValueError`` for other channel counts.
     """
 
-    def __init__(self, std: float, eigval: Sequence[float] = IMAGENET_EIGVAL,
-                 eigvec: Sequence[Sequence[float]] = IMAGENET_EIGVEC) -> None:
+    def __init__(
+        self, std: float, eigval: Sequence[float] = IMAGENET_EIGVAL, eigvec: Sequence[Sequence[float]] = IMAGENET_EIGVEC
+    ) -> None:
         self.std = std
         self.eigval = torch.tensor(eigval)
         self.eigvec = torch.tensor(eigvec)
@@ -88,8 +89,10 @@ def build_train_transform(
     colour operations are defined for 1 and 3)."""
     mean, std = normalisation(channels, mean, std)
     if auto_augment and augment and channels == 4:
-        raise ValueError("AutoAugment is defined for 1- and 3-channel images, not 4; turn it off (auto_augment: "
-                         "false, --no-auto-augment) to train a 4-channel model.")
+        raise ValueError(
+            "AutoAugment is defined for 1- and 3-channel images, not 4; turn it off (auto_augment: "
+            "false, --no-auto-augment) to train a 4-channel model."
+        )
     if not augment:
         return build_eval_transform(size, crop_pct, mean=mean, std=std)
     steps: list = [T.RandomResizedCrop(size, scale=tuple(scale), interpolation=interpolation_for(size))]
@@ -114,7 +117,9 @@ class CenterCropResize(nn.Module):
     image out (tensors (..., H, W) work too, through torchvision's ``resized_crop``).
     """
 
-    def __init__(self, size: int, crop_pct: float, interpolation: InterpolationMode = InterpolationMode.BICUBIC) -> None:
+    def __init__(
+        self, size: int, crop_pct: float, interpolation: InterpolationMode = InterpolationMode.BICUBIC
+    ) -> None:
         super().__init__()
         self.size, self.crop_pct, self.interpolation = int(size), float(crop_pct), interpolation
 
@@ -123,8 +128,9 @@ class CenterCropResize(nn.Module):
         crop = self.crop_pct * min(height, width)
         top, left = round((height - crop) / 2), round((width - crop) / 2)
         bottom, right = round(top + crop), round(left + crop)
-        return TF.resized_crop(image, top, left, bottom - top, right - left, [self.size, self.size],
-                               self.interpolation, antialias=True)
+        return TF.resized_crop(
+            image, top, left, bottom - top, right - left, [self.size, self.size], self.interpolation, antialias=True
+        )
 
     def extra_repr(self) -> str:
         return f"size={self.size}, crop_pct={self.crop_pct:.4f}, interpolation={self.interpolation.value}"
@@ -160,8 +166,15 @@ def build_eval_transform(
 def eval_transform_for(config: EvalConfig) -> T.Compose:
     """The evaluation pipeline of an ``EvalConfig`` (see ``build_eval_transform``); images get as many channels
     as ``config.mean`` has values."""
-    return build_eval_transform(config.input_size, config.crop_pct, config.interpolation, config.mean, config.std,
-                                config.crop_mode, channels=len(config.mean))
+    return build_eval_transform(
+        config.input_size,
+        config.crop_pct,
+        config.interpolation,
+        config.mean,
+        config.std,
+        config.crop_mode,
+        channels=len(config.mean),
+    )
 
 
 def create_eval_transform(model: Union[str, nn.Module], **overrides: Any) -> T.Compose:
@@ -181,8 +194,10 @@ def create_eval_transform(model: Union[str, nn.Module], **overrides: Any) -> T.C
     elif isinstance(getattr(model, "eval_config", None), EvalConfig):
         config = model.eval_config
     else:
-        raise TypeError(f"create_eval_transform needs a registered model name or a model from create_model "
-                        f"(which carries eval_config), got {type(model).__name__}.")
+        raise TypeError(
+            f"create_eval_transform needs a registered model name or a model from create_model "
+            f"(which carries eval_config), got {type(model).__name__}."
+        )
     if "input_size" in overrides:
         config = config.at_size(overrides.pop("input_size"))
     return eval_transform_for(replace(config, **overrides))
@@ -207,4 +222,6 @@ def mixup_batch(
         return images, targets
     beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
     lam = float(beta.sample())
-    return images.mul(lam).add_(images.flip(0), alpha=1.0 - lam), targets.mul(lam).add_(targets.flip(0), alpha=1.0 - lam)
+    return images.mul(lam).add_(images.flip(0), alpha=1.0 - lam), targets.mul(lam).add_(
+        targets.flip(0), alpha=1.0 - lam
+    )

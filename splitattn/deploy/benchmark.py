@@ -11,6 +11,7 @@ Peak training memory:
     tensors only (not the Python heap or oneDNN scratch kept outside the allocator), the same way
     for every model. RSS is useless here: glibc keeps freed pages mapped.
 """
+
 from __future__ import annotations
 
 import platform
@@ -59,8 +60,9 @@ def time_call(fn: Step, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def interleaved(results: Dict[str, Result], fns: Dict[str, Step], rounds: int, repeats: int,
-                warmup: int, device: torch.device) -> None:
+def interleaved(
+    results: Dict[str, Result], fns: Dict[str, Step], rounds: int, repeats: int, warmup: int, device: torch.device
+) -> None:
     """Warm every function up, then time them in turn for ``rounds`` rounds, appending to ``results``.
 
     Odd rounds run the functions in reverse order, so whatever running first or last costs
@@ -72,7 +74,7 @@ def interleaved(results: Dict[str, Result], fns: Dict[str, Step], rounds: int, r
     synchronize(device)
     order = list(fns.items())
     for round_index in range(rounds):
-        for name, fn in (order if round_index % 2 == 0 else order[::-1]):
+        for name, fn in order if round_index % 2 == 0 else order[::-1]:
             results[name].seconds.append(time_call(fn, repeats, device))
 
 
@@ -87,7 +89,7 @@ def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size:
     b = torch.randn(size, size, device=device).to(dtype)
     a @ b
     best = min(time_call(lambda: a @ b, 1, device) for _ in range(repeats))
-    return 2 * size ** 3 / best
+    return 2 * size**3 / best
 
 
 def forward_flops(model: nn.Module, img_size: int) -> float:
@@ -118,6 +120,7 @@ def peak_step_memory(step: Step, device: torch.device) -> int:
 
 def inference_step(model: Callable[[Tensor], Tensor], x: Tensor, autocast: Optional[torch.dtype]) -> Step:
     """A no-grad forward of ``x``, under autocast to ``autocast`` when given."""
+
     def run() -> object:
         with torch.inference_mode(), torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             return model(x)

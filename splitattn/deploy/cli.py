@@ -1,4 +1,5 @@
 """``splitattn benchmark`` and ``splitattn export``."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,14 @@ from ..models import create_model, get_model_spec
 from ..utils.compile import compile_for_training
 from . import benchmark as bench
 from .export import (
-    EXPORT_FORMATS, ONNX_EXPORTERS, check_inputs, export_metadata, export_model, load_model_for_export,
-    onnx_session, read_export_metadata,
+    EXPORT_FORMATS,
+    ONNX_EXPORTERS,
+    check_inputs,
+    export_metadata,
+    export_model,
+    load_model_for_export,
+    onnx_session,
+    read_export_metadata,
 )
 from .optimize import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
 
@@ -25,15 +32,19 @@ COMPARABLE = ("timm", "torchvision")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "benchmark", help="time inference/training against timm and torchvision, interleaved, medians",
+        "benchmark",
+        help="time inference/training against timm and torchvision, interleaved, medians",
         description="Times a model (eager, and with --fast the optimize_for_inference path) in the same process "
-                    "as timm's and torchvision's, round by round, and prints medians and ratios.",
+        "as timm's and torchvision's, round by round, and prints medians and ratios.",
     )
     parser.add_argument("--model", default="resnest50")
     parser.add_argument("--batch-size", type=int, default=16, help="throughput/training batch (latency uses 1)")
     parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--precision", default="fp32",
-                        help=f"comma-separated list of {', '.join(PRECISIONS)} for our model (compared models run fp32)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help=f"comma-separated list of {', '.join(PRECISIONS)} for our model (compared models run fp32)",
+    )
     parser.add_argument("--channels-last", action="store_true", help="NHWC activations for the eager models")
     parser.add_argument("--mode", default="infer", help="infer, train or infer,train")
     parser.add_argument("--compare", default="", help="comma-separated: timm (same model), torchvision (ResNet-50)")
@@ -46,32 +57,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak training memory measurement")
-    parser.add_argument("--compile-train", action="store_true",
-                        help="also time our training step compiled (splitattn.utils.compile_for_training)")
-    parser.add_argument("--memory-budget", type=float, default=0.7,
-                        help="activation memory budget of --compile-train, in (0, 1]")
+    parser.add_argument(
+        "--compile-train",
+        action="store_true",
+        help="also time our training step compiled (splitattn.utils.compile_for_training)",
+    )
+    parser.add_argument(
+        "--memory-budget", type=float, default=0.7, help="activation memory budget of --compile-train, in (0, 1]"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.set_defaults(func=run_benchmark)
 
     export = subparsers.add_parser(
-        "export", help="export to ONNX or TorchScript, checked against the eager model",
+        "export",
+        help="export to ONNX or TorchScript, checked against the eager model",
         description="Exports with dynamic batch and image size and checks the file (ONNX Runtime or torch.jit.load) "
-                    "against the eager model on two input shapes, printing the largest relative error.",
+        "against the eager model on two input shapes, printing the largest relative error.",
     )
     export.add_argument("--model", help="registered model name (default: the run checkpoint's; needed otherwise)")
-    export.add_argument("--weights", default=None, help="a `splitattn classify train` checkpoint (its model and "
-                                                        "options are used) or bare weights with --model (without it: "
-                                                        "random weights, with a warning)")
+    export.add_argument(
+        "--weights",
+        default=None,
+        help="a `splitattn classify train` checkpoint (its model and "
+        "options are used) or bare weights with --model (without it: "
+        "random weights, with a warning)",
+    )
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--output", required=True)
-    export.add_argument("--img-size", type=int, default=None,
-                        help="evaluation crop stored in the file and used for the check (default: the run's, else "
-                             "the model's)")
-    export.add_argument("--num-classes", type=int, default=None,
-                        help="for a weights file: its classifier size (default: read from the file)")
-    export.add_argument("--exporter", default="auto", choices=ONNX_EXPORTERS,
-                        help="ONNX: dynamo (torch.export; needs onnxscript), legacy (TorchScript tracing), auto: "
-                             "dynamo when onnxscript is installed")
+    export.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="evaluation crop stored in the file and used for the check (default: the run's, else the model's)",
+    )
+    export.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="for a weights file: its classifier size (default: read from the file)",
+    )
+    export.add_argument(
+        "--exporter",
+        default="auto",
+        choices=ONNX_EXPORTERS,
+        help="ONNX: dynamo (torch.export; needs onnxscript), legacy (TorchScript tracing), auto: "
+        "dynamo when onnxscript is installed",
+    )
     export.add_argument("--debug", action="store_true", help="show tracebacks")
     export.set_defaults(func=run_export)
 
@@ -85,8 +116,10 @@ def _export_source(args: argparse.Namespace) -> Tuple[nn.Module, str, Optional[L
     task = checkpoint_task(load_checkpoint_file(args.weights)) if args.weights else None
     if task is not None:
         if task != "classification":
-            raise ValueError(f"{args.weights!r} is a {task} checkpoint; `splitattn export` exports classifiers "
-                             "(`splitattn classify train` runs) and bare weights.")
+            raise ValueError(
+                f"{args.weights!r} is a {task} checkpoint; `splitattn export` exports classifiers "
+                "(`splitattn classify train` runs) and bare weights."
+            )
         from ..tasks.classification.checkpoint import load_trained_model
 
         model, classes, options = load_trained_model(args.weights, args.model, action="export")
@@ -106,10 +139,14 @@ def run_export(args: argparse.Namespace) -> int:
     path, error = export_model(model, args.output, args.format, size, metadata, args.exporter)
     exporter = read_export_metadata(path)["exporter"]  # dynamo, legacy or torch.jit.trace
     if exporter == "legacy" and args.exporter == "auto":
-        print("note: onnxscript is not installed, so the legacy TorchScript-based ONNX exporter was used; "
-              "`pip install 'splitattn[export]'` brings the dynamo exporter")
-    print(f"exported {name} to {path} ({args.format} by {exporter}, {path.stat().st_size / 2**20:.1f} MiB) "
-          f"with {len(metadata['classes'])} class names and the {size}px evaluation preprocessing")
+        print(
+            "note: onnxscript is not installed, so the legacy TorchScript-based ONNX exporter was used; "
+            "`pip install 'splitattn[export]'` brings the dynamo exporter"
+        )
+    print(
+        f"exported {name} to {path} ({args.format} by {exporter}, {path.stat().st_size / 2**20:.1f} MiB) "
+        f"with {len(metadata['classes'])} class names and the {size}px evaluation preprocessing"
+    )
     shapes = " and ".join("x".join(map(str, x.shape[:1] + x.shape[2:])) for x in check_inputs(1, size))
     print(f"max relative error vs eager on batches {shapes}: {error:.2e}")
     if error > 1e-3:
@@ -167,16 +204,28 @@ def run_benchmark(args: argparse.Namespace) -> int:
     flops.update({name: bench.forward_flops(m, args.img_size) for name, m in baselines.items()})
     rates = {p: bench.matmul_flops(device, precision_dtype(p)) for p in sorted(set(precisions) | {"fp32"})}
 
-    print(f"splitattn benchmark: {args.model}, {args.img_size}x{args.img_size}, batch {args.batch_size}, "
-          f"{'channels_last' if args.channels_last else 'NCHW'} eager, on {bench.machine_description(device)}")
+    print(
+        f"splitattn benchmark: {args.model}, {args.img_size}x{args.img_size}, batch {args.batch_size}, "
+        f"{'channels_last' if args.channels_last else 'NCHW'} eager, on {bench.machine_description(device)}"
+    )
     print("matmul rate: " + ", ".join(f"{p} {r / 1e9:.0f} GFLOP/s" for p, r in rates.items()))
-    print(f"{args.rounds} rounds interleaved per case after {args.warmup} warm-up calls; medians; "
-          f"'vs ref' = ref time / row time, median of per-round ratios (> 1: faster than ref)")
+    print(
+        f"{args.rounds} rounds interleaved per case after {args.warmup} warm-up calls; medians; "
+        f"'vs ref' = ref time / row time, median of per-round ratios (> 1: faster than ref)"
+    )
     print(TABLE_HEADER)
     print("-" * len(TABLE_HEADER))
     if "infer" in modes:
-        _infer_cases(args, device, precisions, memory_format, ours, baselines, flops,
-                     lambda rows: _print_case(rows, rates, compare))
+        _infer_cases(
+            args,
+            device,
+            precisions,
+            memory_format,
+            ours,
+            baselines,
+            flops,
+            lambda rows: _print_case(rows, rates, compare),
+        )
     if "train" in modes:
         _print_case(_train_cases(args, device, precisions, memory_format, ours, baselines, flops), rates, compare)
     return 0
@@ -186,14 +235,18 @@ def _autocast(precision: str) -> Optional[torch.dtype]:
     return None if precision == "fp32" else precision_dtype(precision)
 
 
-def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops,
-                 report: Callable[[List[bench.Result]], None]) -> None:
+def _infer_cases(
+    args, device, precisions, memory_format, ours, baselines, flops, report: Callable[[List[bench.Result]], None]
+) -> None:
     """Latency at batch 1 and throughput at --batch-size, each case reported as soon as it is timed."""
     eager = {"splitattn": ours, **baselines}
     for model in eager.values():
         model.eval().to(device=device, memory_format=memory_format)
-    fast = {p: optimize_for_inference(ours, p, backend=args.backend, example_size=args.img_size)
-            for p in precisions} if args.fast else {}
+    fast = (
+        {p: optimize_for_inference(ours, p, backend=args.backend, example_size=args.img_size) for p in precisions}
+        if args.fast
+        else {}
+    )
     onnx_file = None
     if args.onnx:
         from .export import export_onnx
@@ -204,14 +257,18 @@ def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops
             export_onnx(ours.cpu(), onnx_file, args.img_size)
         ours.to(device)
         session = onnx_session(onnx_file)
-    batches = [("latency b1", 1)] + ([(f"throughput b{args.batch_size}", args.batch_size)] if args.batch_size > 1 else [])
+    batches = [("latency b1", 1)] + (
+        [(f"throughput b{args.batch_size}", args.batch_size)] if args.batch_size > 1 else []
+    )
     for case, batch in batches:
         x = torch.randn(batch, 3, args.img_size, args.img_size, device=device)
         xm = x.contiguous(memory_format=memory_format)
         fns: Dict[str, bench.Step] = {}
         results: Dict[str, bench.Result] = {}
 
-        def add(name: str, key: str, fn: bench.Step, precision: str) -> None:
+        def add(
+            name: str, key: str, fn: bench.Step, precision: str, fns=fns, results=results, case=case, batch=batch
+        ) -> None:
             fns[name] = fn
             results[name] = bench.Result(name, case, batch, flops[key] * batch, precision)
 
@@ -223,7 +280,9 @@ def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops
                 add(f"splitattn fast {p}", "splitattn", bench.inference_step(fast[p], x, None), p)
         if onnx_file is not None:
             x_np = x.cpu().numpy()
-            add("splitattn onnxruntime fp32", "splitattn", lambda: session.run(None, {"images": x_np}), "fp32")
+            add(
+                "splitattn onnxruntime fp32", "splitattn", lambda x_np=x_np: session.run(None, {"images": x_np}), "fp32"
+            )
         for name, model in baselines.items():
             add(f"{name} eager fp32", name, bench.inference_step(model, xm, None), "fp32")
         repeats = 3 if batch == 1 else 1
@@ -236,14 +295,17 @@ def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops
 def _train_cases(args, device, precisions, memory_format, ours, baselines, flops) -> List[bench.Result]:
     """One training step at --batch-size per model (fp32 baselines), then each step's peak memory."""
     case = f"train b{args.batch_size}"
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=memory_format)
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device).contiguous(
+        memory_format=memory_format
+    )
     labels = torch.randint(0, 1000, (args.batch_size,), device=device)
     fns: Dict[str, bench.Step] = {}
     results: Dict[str, bench.Result] = {}
     models = [(f"splitattn eager {p}", "splitattn", ours, p, False) for p in precisions]
     if args.compile_train:
-        models += [(f"splitattn compiled {p} (budget {args.memory_budget:g})", "splitattn", ours, p, True)
-                   for p in precisions]
+        models += [
+            (f"splitattn compiled {p} (budget {args.memory_budget:g})", "splitattn", ours, p, True) for p in precisions
+        ]
     models += [(f"{name} eager fp32", name, model, "fp32", False) for name, model in baselines.items()]
     for name, key, model, p, compiled in models:
         trained = copy.deepcopy(model).train().to(device=device, memory_format=memory_format)
@@ -258,8 +320,10 @@ def _train_cases(args, device, precisions, memory_format, ours, baselines, flops
     return list(results.values())
 
 
-TABLE_HEADER = (f"{'case':<16} {'model':<40} {'ms/call':>9} {'img/s':>8} {'%matmul':>8} {'vs ref':>7} "
-                f"{'peak MiB':>9} {'mem/ref':>8}")
+TABLE_HEADER = (
+    f"{'case':<16} {'model':<40} {'ms/call':>9} {'img/s':>8} {'%matmul':>8} {'vs ref':>7} "
+    f"{'peak MiB':>9} {'mem/ref':>8}"
+)
 
 
 def _print_case(rows: List[bench.Result], rates: Dict[str, float], compare: List[str]) -> None:
@@ -272,6 +336,8 @@ def _print_case(rows: List[bench.Result], rates: Dict[str, float], compare: List
         if r.peak_bytes is not None:
             memory = f"{r.peak_bytes / 2**20:.0f}"
             mem_ratio = f"{r.peak_bytes / ref.peak_bytes:.3f}x" if ref.peak_bytes else ""
-        print(f"{r.case:<16} {r.name:<40} {r.median * 1e3:>9.1f} {r.images / r.median:>8.1f} "
-              f"{100 * rate:>7.1f}% {bench.speedup(r, ref):>6.3f}x {memory:>9} {mem_ratio:>8}")
+        print(
+            f"{r.case:<16} {r.name:<40} {r.median * 1e3:>9.1f} {r.images / r.median:>8.1f} "
+            f"{100 * rate:>7.1f}% {bench.speedup(r, ref):>6.3f}x {memory:>9} {mem_ratio:>8}"
+        )
     print(f"{'':<16} (ref: {ref.name})", flush=True)

@@ -16,6 +16,7 @@ checkpoint's sha256, stored as JSON values in the ONNX ``metadata_props`` (ONNX 
 ``session.get_modelmeta().custom_metadata_map``) or in the TorchScript archive's extra file
 ``splitattn.json``; ``read_export_metadata`` reads either.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,7 +53,9 @@ def relative_error(actual: Tensor, expected: Tensor) -> float:
     return diff / scale if scale > 0 else diff
 
 
-def load_model_for_export(name: str, weights: Optional[PathLike] = None, num_classes: Optional[int] = None) -> nn.Module:
+def load_model_for_export(
+    name: str, weights: Optional[PathLike] = None, num_classes: Optional[int] = None
+) -> nn.Module:
     """Build ``name`` in eval mode with ``weights`` (a state-dict file); random weights warn.
 
     ``num_classes`` defaults to the checkpoint's classifier size (1000 without weights).
@@ -77,8 +80,13 @@ def default_class_names(num_classes: int) -> List[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def export_metadata(model_name: str, model: nn.Module, eval_config: EvalConfig,
-                    classes: Optional[Sequence[str]] = None, checkpoint: Optional[PathLike] = None) -> Dict[str, Any]:
+def export_metadata(
+    model_name: str,
+    model: nn.Module,
+    eval_config: EvalConfig,
+    classes: Optional[Sequence[str]] = None,
+    checkpoint: Optional[PathLike] = None,
+) -> Dict[str, Any]:
     """What an exported file says about itself (JSON-serialisable values).
 
     Keys: ``model_name``; ``classes`` (label order; default ``default_class_names``); ``num_classes``;
@@ -141,8 +149,14 @@ def resolve_onnx_exporter(exporter: str = "auto") -> str:
     return exporter
 
 
-def export_onnx(model: nn.Module, path: PathLike, size: int = 224, opset: int = ONNX_OPSET, exporter: str = "auto",
-                metadata: Optional[Mapping[str, Any]] = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: PathLike,
+    size: int = 224,
+    opset: int = ONNX_OPSET,
+    exporter: str = "auto",
+    metadata: Optional[Mapping[str, Any]] = None,
+) -> Path:
     """Write ``model`` as ONNX with dynamic batch, height and width: input ``images`` (N, C, H, W) float32,
     output ``logits`` (N, classes); ``metadata`` (JSON-serialisable values) goes into ``metadata_props``, each
     value as JSON text, with ``exporter`` (``dynamo`` or ``legacy``) added.
@@ -161,9 +175,16 @@ def export_onnx(model: nn.Module, path: PathLike, size: int = 224, opset: int = 
 
             try:
                 program = torch.onnx.export(
-                    model.eval(), (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_shapes=({0: Dim("batch"), 2: Dim("height", min=MIN_INPUT_SIZE),
-                                     3: Dim("width", min=MIN_INPUT_SIZE)},), opset_version=opset, verbose=False,
+                    model.eval(),
+                    (example,),
+                    dynamo=True,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes=(
+                        {0: Dim("batch"), 2: Dim("height", min=MIN_INPUT_SIZE), 3: Dim("width", min=MIN_INPUT_SIZE)},
+                    ),
+                    opset_version=opset,
+                    verbose=False,
                 )
             except Exception as error:  # torch.export raises many types; name the fallback
                 raise RuntimeError(
@@ -175,9 +196,15 @@ def export_onnx(model: nn.Module, path: PathLike, size: int = 224, opset: int = 
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                model.eval(), (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model.eval(),
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=opset, do_constant_folding=True, dynamo=False,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
             )
     proto = onnx.load(str(path))
     for key, value in {**(metadata or {}), "exporter": exporter}.items():
@@ -205,8 +232,9 @@ def read_export_metadata(path: PathLike) -> Dict[str, Any]:
         metadata = {prop.key: json.loads(prop.value) for prop in proto.metadata_props}
         metadata["format"] = "onnx"
     if "model_name" not in metadata:
-        raise ValueError(f"{str(path)!r} carries no splitattn export metadata; export it again with "
-                         "`splitattn export`.")
+        raise ValueError(
+            f"{str(path)!r} carries no splitattn export metadata; export it again with `splitattn export`."
+        )
     return metadata
 
 
@@ -250,8 +278,9 @@ def check_onnx(model: nn.Module, path: PathLike, inputs: Sequence[Tensor]) -> fl
     return max(errors)
 
 
-def export_torchscript(model: nn.Module, path: PathLike, size: int = 224,
-                       metadata: Optional[Mapping[str, Any]] = None) -> Path:
+def export_torchscript(
+    model: nn.Module, path: PathLike, size: int = 224, metadata: Optional[Mapping[str, Any]] = None
+) -> Path:
     """Trace ``model`` and save it as TorchScript (loadable with ``torch.jit.load``, no Python classes needed),
     with ``metadata`` (plus ``exporter``: ``torch.jit.trace``) as JSON in the archive's extra file
     ``splitattn.json``."""
@@ -279,8 +308,14 @@ def check_torchscript(model: nn.Module, path: PathLike, inputs: Sequence[Tensor]
         return max(relative_error(loaded(x), model(x)) for x in inputs)
 
 
-def export_model(model: nn.Module, path: PathLike, fmt: str, size: int = 224,
-                 metadata: Optional[Mapping[str, Any]] = None, exporter: str = "auto") -> Tuple[Path, float]:
+def export_model(
+    model: nn.Module,
+    path: PathLike,
+    fmt: str,
+    size: int = 224,
+    metadata: Optional[Mapping[str, Any]] = None,
+    exporter: str = "auto",
+) -> Tuple[Path, float]:
     """Export to ``fmt`` (``onnx`` or ``torchscript``) with ``metadata`` (see ``export_metadata``) and check
     the file on two input shapes: returns the path and the largest relative error against the eager model.
     ``exporter`` chooses the ONNX exporter (``resolve_onnx_exporter``)."""

@@ -16,6 +16,7 @@ about 1.5x timm's eager speed at batch 1 (fp32), where ``torchscript`` (trace + 
 reaches about 1.2x. Compilation costs tens of seconds per new input shape and needs a C++
 compiler; ``torchscript`` needs neither, ``eager`` is folding and layout only.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import SplitAttention
-from ..models.resnest import Bottleneck, check_image_batch
 from ..models.registry import EvalConfig
+from ..models.resnest import Bottleneck, check_image_batch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -125,8 +126,9 @@ class InferenceModel(nn.Module):
     Shape: (N, in_chans, H, W) float -> whatever the wrapped model returns, in float32.
     """
 
-    def __init__(self, inner: nn.Module, dtype: torch.dtype, channels_last: bool, in_chans: int,
-                 precision: str, backend: str) -> None:
+    def __init__(
+        self, inner: nn.Module, dtype: torch.dtype, channels_last: bool, in_chans: int, precision: str, backend: str
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.dtype = dtype

@@ -6,6 +6,7 @@
 stored ``EvalConfig``), so the exported file and the checkpoint give the same probabilities.
 ONNX files run in ONNX Runtime (CPU), TorchScript files with ``torch.jit.load``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,6 +62,7 @@ class ExportedClassifier:
         def run(batch: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return module(torch.from_numpy(batch)).numpy()
+
         return run
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

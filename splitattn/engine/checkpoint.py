@@ -7,6 +7,7 @@ mid-write, a full disk or an unpicklable object never leaves a truncated checkpo
 ``load_checkpoint_file`` reads it through ``weights.loading.read_checkpoint`` (no pickled code runs).
 RNG states are stored as tensors and plain types for the same reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,8 +79,9 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def run_folder(output: Optional[str], default: Path, resume: Optional[str] = None,
-               exist_ok: bool = False, name: str = "last.pt") -> Tuple[Path, Optional[Path]]:
+def run_folder(
+    output: Optional[str], default: Path, resume: Optional[str] = None, exist_ok: bool = False, name: str = "last.pt"
+) -> Tuple[Path, Optional[Path]]:
     """``(run folder, checkpoint to continue from or None)``.
 
     Without ``output`` a fresh run goes to ``default`` or, when that already holds a run, to the first
@@ -101,8 +103,10 @@ def run_folder(output: Optional[str], default: Path, resume: Optional[str] = Non
             raise FileNotFoundError(f"--resume {resume!r}: no such checkpoint; use a path or 'auto'.")
         return folder, Path(resume)
     if last.exists() and not exist_ok:
-        raise ConfigError(f"{str(folder)!r} already holds a run ({name}); continue it with --resume auto, "
-                          "replace it with --exist-ok, or pass another --output.")
+        raise ConfigError(
+            f"{str(folder)!r} already holds a run ({name}); continue it with --resume auto, "
+            "replace it with --exist-ok, or pass another --output."
+        )
     return folder, None
 
 
@@ -113,8 +117,11 @@ def restore_rng_states(checkpoint: Dict[str, Any], dist_ctx: DistContext, source
     if len(rng_states) == dist_ctx.world_size:
         restore_rng_state(rng_states[dist_ctx.rank])
     elif dist_ctx.is_main:
-        print(f"note: {source} was written by {len(rng_states)} process(es), this run has "
-              f"{dist_ctx.world_size}: random states start fresh.", file=sys.stderr)
+        print(
+            f"note: {source} was written by {len(rng_states)} process(es), this run has "
+            f"{dist_ctx.world_size}: random states start fresh.",
+            file=sys.stderr,
+        )
 
 
 # The task a checkpoint's ``task`` entry names -> the command group that trains and uses it.
@@ -141,11 +148,15 @@ def load_task_checkpoint(path: PathLike, task: str, action: str) -> Tuple[Dict[s
     checkpoint = load_checkpoint_file(path)
     found, command = checkpoint_task(checkpoint), TASK_COMMANDS[task]
     if found is None:
-        raise ValueError(f"{str(path)!r} holds bare weights, not a `splitattn {command} train` checkpoint; for a "
-                         f"classifier's weights use `splitattn classify {action} --model NAME --weights {path}`.")
+        raise ValueError(
+            f"{str(path)!r} holds bare weights, not a `splitattn {command} train` checkpoint; for a "
+            f"classifier's weights use `splitattn classify {action} --model NAME --weights {path}`."
+        )
     if found != task:
-        raise ValueError(f"{str(path)!r} is a {found} checkpoint (`splitattn {TASK_COMMANDS[found]} train`); use "
-                         f"`splitattn {TASK_COMMANDS[found]} {action} --weights {path}`.")
+        raise ValueError(
+            f"{str(path)!r} is a {found} checkpoint (`splitattn {TASK_COMMANDS[found]} train`); use "
+            f"`splitattn {TASK_COMMANDS[found]} {action} --weights {path}`."
+        )
     options = dict(checkpoint["args"])
     if options.get("norm") == "syncbn":
         options["norm"] = "batchnorm"

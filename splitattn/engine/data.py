@@ -4,6 +4,7 @@ The training data is drawn in passes (epochs): pass ``e`` is ``DistributedSample
 for epoch ``e`` (seeded by ``--seed``), and the loader's worker seeds come from a generator seeded per
 pass, so a run resumed at any step sees the same remaining batches as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterator, Optional, Tuple
@@ -40,7 +41,7 @@ class ResumableSampler(Sampler[int]):
         self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(self.sampler)[self.start_batch * self.batch_size:])
+        return iter(list(self.sampler)[self.start_batch * self.batch_size :])
 
     def __len__(self) -> int:
         return len(self.sampler) - self.start_batch * self.batch_size
@@ -53,25 +54,49 @@ def accumulation_steps(batch_size: int, global_batch: Optional[int], world_size:
     per_step = batch_size * world_size
     wanted = int(global_batch or per_step)
     if wanted % per_step:
-        raise ConfigError(f"--global-batch {wanted} is not a multiple of --batch-size x processes = {per_step}; "
-                          "gradient accumulation needs a whole number of micro-batches.")
+        raise ConfigError(
+            f"--global-batch {wanted} is not a multiple of --batch-size x processes = {per_step}; "
+            "gradient accumulation needs a whole number of micro-batches."
+        )
     return wanted, wanted // per_step
 
 
-def train_loader(dataset: Dataset, batch_size: int, dist_ctx: DistContext, seed: int, workers: int,
-                 collate_fn: Optional[Callable] = None) -> DataLoader:
+def train_loader(
+    dataset: Dataset,
+    batch_size: int,
+    dist_ctx: DistContext,
+    seed: int,
+    workers: int,
+    collate_fn: Optional[Callable] = None,
+) -> DataLoader:
     """Full batches of this rank's shuffled shard, drawn by a ``ResumableSampler`` (``loader.sampler``)."""
-    sampler = ResumableSampler(DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True,
-                                                  seed=seed, drop_last=True), batch_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=workers,
-                      collate_fn=collate_fn, pin_memory=dist_ctx.device.type == "cuda", generator=torch.Generator())
+    sampler = ResumableSampler(
+        DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed, drop_last=True),
+        batch_size,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=dist_ctx.device.type == "cuda",
+        generator=torch.Generator(),
+    )
 
 
-def eval_loader(dataset: Dataset, batch_size: int, dist_ctx: DistContext, workers: int,
-                collate_fn: Optional[Callable] = None) -> DataLoader:
+def eval_loader(
+    dataset: Dataset, batch_size: int, dist_ctx: DistContext, workers: int, collate_fn: Optional[Callable] = None
+) -> DataLoader:
     """Batches of this rank's ``ShardSampler`` share, in order. Its own generator seeds the workers, so an
     evaluation draws nothing from the global generators a resumed run restores."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), dist_ctx.rank,
-                                                                           dist_ctx.world_size),
-                      num_workers=workers, collate_fn=collate_fn, pin_memory=dist_ctx.device.type == "cuda",
-                      generator=torch.Generator().manual_seed(0))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardSampler(len(dataset), dist_ctx.rank, dist_ctx.world_size),
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=dist_ctx.device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -3,6 +3,7 @@
 Only the main process creates a ``RunLogger`` (the others log nothing), so a distributed run
 writes each file once. Both JSON files are strict JSON: NaN and infinities are written as ``null``.
 """
+
 from __future__ import annotations
 
 import json

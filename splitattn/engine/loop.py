@@ -17,6 +17,7 @@ Read it top to bottom (the shape of torchvision's ``references/`` and timm's ``t
 
 All step counts are optimizer steps; epoch-based tasks pass multiples of the steps per epoch.
 """
+
 from __future__ import annotations
 
 import time
@@ -57,31 +58,32 @@ class NonFiniteLossError(RuntimeError):
 class TrainingRun:
     """What a task hands the engine: its data, model, loss and evaluator, and when to do what (in steps)."""
 
-    model: nn.Module                      # on the run's device, not wrapped
-    loader: DataLoader                    # from ``data.train_loader`` (its sampler resumes mid-pass)
+    model: nn.Module  # on the run's device, not wrapped
+    loader: DataLoader  # from ``data.train_loader`` (its sampler resumes mid-pass)
     param_groups: List[Dict[str, Any]]
     lr: float
     make_schedule: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]  # (opt, total)
-    loss: Callable[[nn.Module, Any, int], StepResult]        # (model, micro-batch, step) -> StepResult
+    loss: Callable[[nn.Module, Any, int], StepResult]  # (model, micro-batch, step) -> StepResult
     evaluate: Callable[[nn.Module], EvalResult]
     summarize: Callable[[Dict[str, Any], Dict[str, Any]], Tuple[Dict[str, Any], str]]  # (result, state)
     total_steps: int
     steps_per_epoch: int
-    best_key: str                         # a key of the evaluation values; higher is better
-    x_key: str = "epoch"                  # "epoch" or "iter": the x of records and curves
+    best_key: str  # a key of the evaluation values; higher is better
+    x_key: str = "epoch"  # "epoch" or "iter": the x of records and curves
     accum_steps: int = 1
-    log_every: int = 0                    # default: every epoch
-    eval_every: int = 0                   # default: every epoch
-    checkpoint_every: int = 0             # default: every epoch
-    intro: str = ""                       # printed at the start
+    log_every: int = 0  # default: every epoch
+    eval_every: int = 0  # default: every epoch
+    checkpoint_every: int = 0  # default: every epoch
+    intro: str = ""  # printed at the start
     state: Dict[str, Any] = field(default_factory=dict)  # more checkpoint entries (classes, ...)
     find_unused_parameters: bool = False
     eval_model: Optional[nn.Module] = None  # default: the compiled (or plain) training model
-    num_classes: Optional[int] = None     # classification: top-5 is plotted only above 5 classes
+    num_classes: Optional[int] = None  # classification: top-5 is plotted only above 5 classes
 
 
-def run_training(options: Dict[str, Any], default_name: str,
-                 build: Callable[[Dict[str, Any], DistContext], TrainingRun]) -> Dict[str, Any]:
+def run_training(
+    options: Dict[str, Any], default_name: str, build: Callable[[Dict[str, Any], DistContext], TrainingRun]
+) -> Dict[str, Any]:
     """Train as ``options`` say (a task's training options), in torchrun's process group if there is one;
     returns the final metrics (also written to ``OUTPUT/metrics.json``)."""
     return run_in_process_group(lambda opts, ctx: _run(opts, ctx, default_name, build), options)
@@ -95,13 +97,18 @@ def _every(interval: int, run: TrainingRun, step: int) -> bool:
     return step % (interval or run.steps_per_epoch) == 0 or step == run.total_steps
 
 
-def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
-         build: Callable[[Dict[str, Any], DistContext], TrainingRun]) -> Dict[str, Any]:
+def _run(
+    options: Dict[str, Any],
+    dist_ctx: DistContext,
+    default_name: str,
+    build: Callable[[Dict[str, Any], DistContext], TrainingRun],
+) -> Dict[str, Any]:
     started = time.perf_counter()
     configure_runtime(dist_ctx, int(options["seed"]), options.get("threads"), bool(options["deterministic"]))
     device, main = dist_ctx.device, dist_ctx.is_main
-    output, resume_from = run_folder(options["output"], Path("runs") / default_name, options.get("resume"),
-                                     bool(options.get("exist_ok")))
+    output, resume_from = run_folder(
+        options["output"], Path("runs") / default_name, options.get("resume"), bool(options.get("exist_ok"))
+    )
     if options.get("sync_bn") and dist_ctx.distributed and device.type != "cuda":
         raise ConfigError("--sync-bn needs GPUs (SyncBatchNorm has no CPU kernel); on CPUs use --norm groupnorm.")
     run = build(options, dist_ctx)
@@ -137,8 +144,11 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
     train_model = compile_for_training(model, float(options["memory_budget"])) if options.get("compile") else model
     eval_model = run.eval_model or train_model
     if dist_ctx.distributed:
-        train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None,
-                                              find_unused_parameters=run.find_unused_parameters)
+        train_model = DistributedDataParallel(
+            train_model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=run.find_unused_parameters,
+        )
 
     logger: Optional[RunLogger] = None
     if main:
@@ -146,14 +156,26 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
         logger = RunLogger(output, tensorboard=options["tensorboard"])
         logger.truncate_after(step)
         (output / "options.json").write_text(dumps(options, indent=2, sort_keys=True, default=str))
-        print(run.intro + f"; device {device}; run folder {output}"
-              + (f"; resuming after {run.x_key} {_x(run, step)}" if resume_from else ""), flush=True)
+        print(
+            run.intro
+            + f"; device {device}; run folder {output}"
+            + (f"; resuming after {run.x_key} {_x(run, step)}" if resume_from else ""),
+            flush=True,
+        )
 
     def save(path: Path) -> None:
-        state = dict(run.state, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                     scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                     ema=ema.state_dict() if ema is not None else None, step=step,
-                     epoch=step // run.steps_per_epoch, rng=rng_states, args=options)
+        state = dict(
+            run.state,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
+            ema=ema.state_dict() if ema is not None else None,
+            step=step,
+            epoch=step // run.steps_per_epoch,
+            rng=rng_states,
+            args=options,
+        )
         state[f"best_{run.best_key}"] = best
         state[run.x_key] = _x(run, step)
         atomic_save(state, path)
@@ -169,8 +191,13 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
     sums: Dict[str, float] = {}
     window_start = time.perf_counter()
     micro_batches = _micro_batches(run, step)
-    with tqdm(total=run.total_steps, initial=step, desc="train", dynamic_ncols=True,
-              disable=not (main and options["progress"])) as progress:
+    with tqdm(
+        total=run.total_steps,
+        initial=step,
+        desc="train",
+        dynamic_ncols=True,
+        disable=not (main and options["progress"]),
+    ) as progress:
         while step < run.total_steps:
             train_model.train()
             for index in range(run.accum_steps):
@@ -185,7 +212,8 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
                             f"the training loss became {loss.item()} at {run.x_key} {_x(run, step) + 1}, step "
                             f"{step + 1} ({', '.join(f'{k} {v:.4g}' for k, v in values.items())}); the run stopped "
                             "and the last checkpoint is intact. Lower --lr, lengthen the warm-up or train without "
-                            "--amp fp16.")
+                            "--amp fp16."
+                        )
                     scaler.scale(loss / run.accum_steps).backward()
                 for key, value in values.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
@@ -200,8 +228,12 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
 
             record: Dict[str, Any] = {}
             if _every(run.log_every, run, step):
-                record = {run.x_key: _x(run, step), "step": step, "lr": optimizer.param_groups[0]["lr"],
-                          **_train_means(sums, time.perf_counter() - window_start, device)}
+                record = {
+                    run.x_key: _x(run, step),
+                    "step": step,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    **_train_means(sums, time.perf_counter() - window_start, device),
+                }
                 sums, window_start = {}, time.perf_counter()
             rng_states = all_gather_object(capture_rng_state()) if _every(run.checkpoint_every, run, step) else None
             if main and rng_states is not None:
@@ -218,8 +250,10 @@ def _run(options: Dict[str, Any], dist_ctx: DistContext, default_name: str,
             if main and record:
                 logger.log(record, step)
                 plot_curves(logger.records(), output / "curves.png", run.x_key, run.num_classes)
-                progress.write(f"{run.x_key} {_x(run, step)}/{_x(run, run.total_steps)}: "
-                               + "  ".join(_format(k, v) for k, v in record.items() if k not in ("step", run.x_key)))
+                progress.write(
+                    f"{run.x_key} {_x(run, step)}/{_x(run, run.total_steps)}: "
+                    + "  ".join(_format(k, v) for k, v in record.items() if k not in ("step", run.x_key))
+                )
             if step % run.steps_per_epoch == 0 and step < run.total_steps:
                 micro_batches = _micro_batches(run, step)
 
@@ -254,8 +288,13 @@ def _train_means(sums: Dict[str, float], elapsed: float, device: torch.device) -
     world = dist.get_world_size() if dist.is_initialized() else 1
     images = max(totals.get("images", 0.0), 1.0)
     means = {f"train_{k[2:]}": int(v) for k, v in totals.items() if k.startswith("n_")}
-    means.update({f"train_{k}": v / images for k, v in totals.items()
-                  if not k.startswith("n_") and k not in ("images", "elapsed")})
+    means.update(
+        {
+            f"train_{k}": v / images
+            for k, v in totals.items()
+            if not k.startswith("n_") and k not in ("images", "elapsed")
+        }
+    )
     means["train_images_per_sec"] = totals.get("images", 0.0) / max(totals["elapsed"] / world, 1e-9)
     return means
 

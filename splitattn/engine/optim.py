@@ -5,6 +5,7 @@ it builds this run's schedule (``--epochs``/``--max-iter``/``--steps`` may have 
 ``fast_forward``s it over the steps already taken, so it continues on the new schedule and, when
 nothing changed, with the very same learning rates (the same float operations in the same order).
 """
+
 from __future__ import annotations
 
 import re
@@ -14,12 +15,22 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
-    ChainedScheduler, CosineAnnealingLR, LinearLR, LRScheduler, MultiStepLR, PolynomialLR, SequentialLR,
+    ChainedScheduler,
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    MultiStepLR,
+    PolynomialLR,
+    SequentialLR,
 )
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, lr: Optional[float] = None,
-                     lr_groups: Sequence[Tuple[Sequence[nn.Parameter], float]] = ()) -> List[Dict]:
+def parameter_groups(
+    model: nn.Module,
+    weight_decay: float,
+    lr: Optional[float] = None,
+    lr_groups: Sequence[Tuple[Sequence[nn.Parameter], float]] = (),
+) -> List[Dict]:
     """SGD groups without weight decay on biases and norm parameters (tensors of one dimension or fewer).
 
     ``lr_groups``: ``(parameters, factor)`` pairs that learn at ``lr x factor`` (segmentation heads at 10x,
@@ -50,15 +61,17 @@ def warmup_cosine(optimizer: Optimizer, warmup: int, total: int) -> LRScheduler:
     return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
 
 
-def warmup_multistep(optimizer: Optimizer, steps: Sequence[int], gamma: float, warmup: int,
-                     warmup_factor: float) -> LRScheduler:
+def warmup_multistep(
+    optimizer: Optimizer, steps: Sequence[int], gamma: float, warmup: int, warmup_factor: float
+) -> LRScheduler:
     """``gamma ** (milestones passed)`` times a linear ramp from ``warmup_factor`` to 1 over ``warmup``
     steps (detectron2's ``WarmupMultiStepLR``, the product of the two factors)."""
     decay = MultiStepLR(optimizer, milestones=sorted(int(s) for s in steps), gamma=gamma)
     if warmup < 1:
         return decay
-    return ChainedScheduler([LinearLR(optimizer, start_factor=warmup_factor, total_iters=warmup), decay],
-                            optimizer=optimizer)
+    return ChainedScheduler(
+        [LinearLR(optimizer, start_factor=warmup_factor, total_iters=warmup), decay], optimizer=optimizer
+    )
 
 
 def poly(optimizer: Optimizer, total: int, power: float) -> LRScheduler:

@@ -5,6 +5,7 @@ the training and validation loss together, the detection loss components, the le
 and the validation metrics in percent. Only panels whose keys appear in the records are drawn.
 Matplotlib's object API is used without ``pyplot``, so plotting changes no process-wide state.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,10 +37,19 @@ def curve_panels(records: Sequence[Dict[str, Any]], num_classes: Optional[int] =
     components = sorted(key for key in present if key.startswith(LOSS_COMPONENT_PREFIX))
     candidates: List[Panel] = [
         ("loss", [("train_loss", "train"), ("val_loss", "val")], False),
-        ("loss components (train)", [(key, key[len("train_"):]) for key in components], False),
+        ("loss components (train)", [(key, key[len("train_") :]) for key in components], False),
         ("learning rate", [("lr", "learning rate")], False),
-        ("accuracy (%)", [("train_top1", "train top-1"), ("val_top1", "val top-1"), ("val_top5", "val top-5"),
-                          ("ema_val_top1", "EMA val top-1"), ("ema_val_top5", "EMA val top-5")], True),
+        (
+            "accuracy (%)",
+            [
+                ("train_top1", "train top-1"),
+                ("val_top1", "val top-1"),
+                ("val_top5", "val top-5"),
+                ("ema_val_top1", "EMA val top-1"),
+                ("ema_val_top5", "EMA val top-5"),
+            ],
+            True,
+        ),
         ("box AP (%)", [("val_bbox_AP", "AP"), ("val_bbox_AP50", "AP50"), ("val_bbox_AP75", "AP75")], True),
         ("mask AP (%)", [("val_segm_AP", "AP"), ("val_segm_AP50", "AP50"), ("val_segm_AP75", "AP75")], True),
         ("mIoU / pixel accuracy (%)", [("val_miou", "val mIoU"), ("val_pixel_acc", "val pixel acc.")], True),
@@ -53,8 +63,9 @@ def curve_panels(records: Sequence[Dict[str, Any]], num_classes: Optional[int] =
     return panels
 
 
-def curves_figure(records: Sequence[Dict[str, Any]], x_key: str = "epoch",
-                  num_classes: Optional[int] = None) -> Optional[Figure]:
+def curves_figure(
+    records: Sequence[Dict[str, Any]], x_key: str = "epoch", num_classes: Optional[int] = None
+) -> Optional[Figure]:
     """A matplotlib ``Figure`` of ``records`` against ``x_key`` (``epoch`` or ``iter``), or None when
     no record holds a value to plot.
 
@@ -97,8 +108,9 @@ def curves_figure(records: Sequence[Dict[str, Any]], x_key: str = "epoch",
     return figure
 
 
-def plot_curves(records: Sequence[Dict[str, Any]], path: Path, x_key: str = "epoch",
-                num_classes: Optional[int] = None) -> None:
+def plot_curves(
+    records: Sequence[Dict[str, Any]], path: Path, x_key: str = "epoch", num_classes: Optional[int] = None
+) -> None:
     """Save ``curves_figure(records, x_key, num_classes)`` as a PNG at ``path`` (100 dpi); nothing is
     written when the records hold nothing to plot."""
     figure = curves_figure(records, x_key, num_classes)

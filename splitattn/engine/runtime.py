@@ -2,6 +2,7 @@
 kernels and seeds; ``autocast`` is the ``--amp`` context; ``run_in_process_group`` wraps a job in
 torchrun's process group.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ T = TypeVar("T")
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def configure_runtime(dist_ctx: DistContext, seed: int, threads: Optional[int] = None,
-                      deterministic: bool = False) -> None:
+def configure_runtime(
+    dist_ctx: DistContext, seed: int, threads: Optional[int] = None, deterministic: bool = False
+) -> None:
     """CPU threads (default: cores / local processes), deterministic kernels or cuDNN autotuning, and the
     per-rank seed ``seed + rank``."""
     if not threads and dist_ctx.device.type == "cpu":

@@ -5,6 +5,7 @@ authors' GluonCV code (``resnest/gluon/dropblock.py``) implements it, placed aft
 of stages 3 and 4 with block size 3. As there and in the paper's Algorithm 1, every channel
 of every image gets its own mask.
 """
+
 from __future__ import annotations
 
 import torch

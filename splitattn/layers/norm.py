@@ -4,6 +4,7 @@ Detection and segmentation train with 1-2 images per GPU, where BatchNorm statis
 noise: there users pick SyncBatchNorm (statistics over all GPUs), frozen BN (the
 pretrained statistics, no updates) or GroupNorm (no batch dependence).
 """
+
 from __future__ import annotations
 
 import math

@@ -110,8 +110,14 @@ class SplitAttention(nn.Module):
         self.inner_channels = inner_channels
 
         self.conv = nn.Conv2d(
-            in_channels, out_channels * radix, kernel_size, stride, padding, dilation,
-            groups=cardinality * radix, bias=bias,
+            in_channels,
+            out_channels * radix,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups=cardinality * radix,
+            bias=bias,
         )
         self.bn0 = norm_layer(out_channels * radix) if norm_layer is not None else nn.Identity()
         self.drop_block = drop_block if drop_block is not None else nn.Identity()

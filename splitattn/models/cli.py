@@ -1,4 +1,5 @@
 """``splitattn models``: the table of registered variants with their size, cost and evaluation protocol."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no model matches {args.pattern!r}; `splitattn models` lists them all.")
     from ..weights.sources import CHECKPOINTS
 
-    header = (f"{'name':<26} {'params (M)':>10} {'GMACs':>7} {'input':>5}  {'published':<12} "
-              f"{'evaluation per weight source':<38} aliases")
+    header = (
+        f"{'name':<26} {'params (M)':>10} {'GMACs':>7} {'input':>5}  {'published':<12} "
+        f"{'evaluation per weight source':<38} aliases"
+    )
     print(header)
     print("-" * len(header))
     for name in names:
@@ -35,9 +38,12 @@ def run(args: argparse.Namespace) -> int:
                 published += f" {spec.published_gmacs}G"
         sources = CHECKPOINTS.get(name, ())
         protocols = [f"{c.source}: {c.eval_config.describe()}" for c in sources] or [
-            f"no weights: {spec.eval_config.describe()}"]
-        print(f"{name:<26} {params:>10.2f} {gmacs:>7.2f} {size:>5}  {published:<12} {protocols[0]:<38} "
-              f"{', '.join(spec.aliases)}")
+            f"no weights: {spec.eval_config.describe()}"
+        ]
+        print(
+            f"{name:<26} {params:>10.2f} {gmacs:>7.2f} {size:>5}  {published:<12} {protocols[0]:<38} "
+            f"{', '.join(spec.aliases)}"
+        )
         for protocol in protocols[1:]:  # further sources, in the order they are tried
             print(f"{'':<65} {protocol}")
     return 0

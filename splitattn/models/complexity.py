@@ -1,4 +1,5 @@
 """Parameter and multiply-accumulate (MAC) counts; MACs from ``torch.utils.flop_counter`` on the meta device."""
+
 from __future__ import annotations
 
 import torch

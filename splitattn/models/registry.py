@@ -4,6 +4,7 @@ Every published configuration is a ``ModelSpec``: the architecture arguments of
 ``ResNeSt``, the evaluation preprocessing its weights expect, and the published
 parameter count / multiply-accumulates that the tests pin.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -55,17 +56,18 @@ class EvalConfig:
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"EvalConfig crop_pct must be in (0, 1], got {self.crop_pct!r}.")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"EvalConfig interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                             f"got {self.interpolation!r}.")
+            raise ValueError(
+                f"EvalConfig interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}."
+            )
         if self.crop_mode not in CROP_MODES:
             raise ValueError(f"EvalConfig crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}.")
 
     @classmethod
-    def resnest(cls, input_size: int) -> "EvalConfig":
+    def resnest(cls, input_size: int) -> EvalConfig:
         """The authors' protocol at ``input_size``: crop ``S / (S + 32)`` of the short side, bicubic resize."""
         return cls(input_size, input_size / (input_size + 32), "bicubic", crop_mode="crop_resize")
 
-    def at_size(self, input_size: int) -> "EvalConfig":
+    def at_size(self, input_size: int) -> EvalConfig:
         """The same protocol at another size (the authors' crop fraction follows the size; timm's is fixed)."""
         if self.crop_mode == "crop_resize" and self.crop_pct == self.input_size / (self.input_size + 32):
             return replace(self, input_size=input_size, crop_pct=input_size / (input_size + 32))
@@ -114,24 +116,75 @@ def _fast(radix: int, cardinality: int, width: int, params: float, gmacs: float,
     return _spec(
         f"resnest50_fast_{tag}",
         f"ResNeSt-50 fast {tag}: radix {radix}, cardinality {cardinality}, width {width}, avg pool before the 3x3 conv",
-        (3, 4, 6, 3), radix=radix, cardinality=cardinality, bottleneck_width=width, stem_width=32,
-        avd_first=True, published_params_m=params, published_gmacs=gmacs, **kwargs,
+        (3, 4, 6, 3),
+        radix=radix,
+        cardinality=cardinality,
+        bottleneck_width=width,
+        stem_width=32,
+        avd_first=True,
+        published_params_m=params,
+        published_gmacs=gmacs,
+        **kwargs,
     )
 
 
 _SPECS: List[ModelSpec] = [
-    _spec("resnest14", "ResNeSt-14 (the Gluon model), 2s1x64d", (1, 1, 1, 1), stem_width=32,
-          timm_name="resnest14d", aliases=("resnest14d",)),
-    _spec("resnest26", "ResNeSt-26 (the Gluon model), 2s1x64d", (2, 2, 2, 2), stem_width=32,
-          timm_name="resnest26d", aliases=("resnest26d",)),
-    _spec("resnest50", "ResNeSt-50, 2s1x64d, stem 32", (3, 4, 6, 3), stem_width=32,
-          published_params_m=27.5, published_gmacs=5.4, timm_name="resnest50d", aliases=("resnest50d",)),
-    _spec("resnest101", "ResNeSt-101, 2s1x64d, stem 64", (3, 4, 23, 3), 256, stem_width=64,
-          published_params_m=48.3, timm_name="resnest101e", aliases=("resnest101e",)),
-    _spec("resnest200", "ResNeSt-200, 2s1x64d, stem 64", (3, 24, 36, 3), 320, stem_width=64,
-          published_params_m=70.2, timm_name="resnest200e", aliases=("resnest200e",)),
-    _spec("resnest269", "ResNeSt-269, 2s1x64d, stem 64", (3, 30, 48, 8), 416, stem_width=64,
-          published_params_m=110.9, timm_name="resnest269e", aliases=("resnest269e",)),
+    _spec(
+        "resnest14",
+        "ResNeSt-14 (the Gluon model), 2s1x64d",
+        (1, 1, 1, 1),
+        stem_width=32,
+        timm_name="resnest14d",
+        aliases=("resnest14d",),
+    ),
+    _spec(
+        "resnest26",
+        "ResNeSt-26 (the Gluon model), 2s1x64d",
+        (2, 2, 2, 2),
+        stem_width=32,
+        timm_name="resnest26d",
+        aliases=("resnest26d",),
+    ),
+    _spec(
+        "resnest50",
+        "ResNeSt-50, 2s1x64d, stem 32",
+        (3, 4, 6, 3),
+        stem_width=32,
+        published_params_m=27.5,
+        published_gmacs=5.4,
+        timm_name="resnest50d",
+        aliases=("resnest50d",),
+    ),
+    _spec(
+        "resnest101",
+        "ResNeSt-101, 2s1x64d, stem 64",
+        (3, 4, 23, 3),
+        256,
+        stem_width=64,
+        published_params_m=48.3,
+        timm_name="resnest101e",
+        aliases=("resnest101e",),
+    ),
+    _spec(
+        "resnest200",
+        "ResNeSt-200, 2s1x64d, stem 64",
+        (3, 24, 36, 3),
+        320,
+        stem_width=64,
+        published_params_m=70.2,
+        timm_name="resnest200e",
+        aliases=("resnest200e",),
+    ),
+    _spec(
+        "resnest269",
+        "ResNeSt-269, 2s1x64d, stem 64",
+        (3, 30, 48, 8),
+        416,
+        stem_width=64,
+        published_params_m=110.9,
+        timm_name="resnest269e",
+        aliases=("resnest269e",),
+    ),
     _fast(1, 1, 64, 26.3, 4.34),
     _fast(2, 1, 64, 27.5, 4.34),
     _fast(4, 1, 64, 31.9, 4.35),
@@ -140,26 +193,57 @@ _SPECS: List[ModelSpec] = [
     _fast(4, 2, 40, 30.4, 4.41, timm_name="resnest50d_4s2x40d", aliases=("resnest50d_4s2x40d",)),
     _fast(1, 4, 24, 25.7, 4.42, timm_name="resnest50d_1s4x24d", aliases=("resnest50d_1s4x24d",)),
     # The paper's baselines, built from the same code.
-    _spec("resnest50_fast_0s1x64d", "The paper's ResNet-D-50 baseline (radix 0) with the fast variants' avd",
-          (3, 4, 6, 3), radix=0, avd_first=True),
+    _spec(
+        "resnest50_fast_0s1x64d",
+        "The paper's ResNet-D-50 baseline (radix 0) with the fast variants' avd",
+        (3, 4, 6, 3),
+        radix=0,
+        avd_first=True,
+    ),
     _spec("resnest50_1s1x64d", "Radix-1 ResNeSt-50: an SE-like sigmoid channel gate", (3, 4, 6, 3), radix=1),
-    _spec("resnet14d", "ResNet-D-14 baseline (radix 0, no avd), same depth as resnest14", (1, 1, 1, 1),
-          radix=0, avd=False),
-    _spec("resnet26d", "ResNet-D-26 baseline (radix 0, no avd)", (2, 2, 2, 2), radix=0, avd=False,
-          timm_name="resnet26d"),
-    _spec("resnet50d", "ResNet-D-50 baseline (radix 0, no avd, Bag of Tricks)", (3, 4, 6, 3), radix=0, avd=False,
-          timm_name="resnet50d"),
+    _spec(
+        "resnet14d", "ResNet-D-14 baseline (radix 0, no avd), same depth as resnest14", (1, 1, 1, 1), radix=0, avd=False
+    ),
+    _spec(
+        "resnet26d", "ResNet-D-26 baseline (radix 0, no avd)", (2, 2, 2, 2), radix=0, avd=False, timm_name="resnet26d"
+    ),
+    _spec(
+        "resnet50d",
+        "ResNet-D-50 baseline (radix 0, no avd, Bag of Tricks)",
+        (3, 4, 6, 3),
+        radix=0,
+        avd=False,
+        timm_name="resnet50d",
+    ),
 ]
 
 MODEL_SPECS: Dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES: Dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
 
 # Argument names of the official code, accepted as overrides and mapped onto ours.
-_OFFICIAL_ARGS = {"final_drop": "drop_rate", "dropblock_prob": "drop_block_prob", "last_gamma": "zero_init_last",
-                  "groups": "cardinality", "classes": "num_classes"}
+_OFFICIAL_ARGS = {
+    "final_drop": "drop_rate",
+    "dropblock_prob": "drop_block_prob",
+    "last_gamma": "zero_init_last",
+    "groups": "cardinality",
+    "classes": "num_classes",
+}
 _ARCH_ARGS = (
-    "layers", "radix", "cardinality", "bottleneck_width", "stem_width", "deep_stem", "avg_down", "avd",
-    "avd_first", "in_chans", "output_stride", "drop_rate", "drop_block_prob", "norm_layer", "zero_init_last",
+    "layers",
+    "radix",
+    "cardinality",
+    "bottleneck_width",
+    "stem_width",
+    "deep_stem",
+    "avg_down",
+    "avd",
+    "avd_first",
+    "in_chans",
+    "output_stride",
+    "drop_rate",
+    "drop_block_prob",
+    "norm_layer",
+    "zero_init_last",
 )
 
 
@@ -240,9 +324,9 @@ def create_model(
         num_classes = overrides.pop("classes")
     arch = _arch_kwargs(spec, overrides)
     classifier = ResNeSt(num_classes=num_classes if not features_only else 0, **arch)
-    from ..weights.sources import default_eval_config, eval_config_for_file
-
     from torchvision.ops import FrozenBatchNorm2d  # here: importing torchvision also loads Dynamo and Inductor
+
+    from ..weights.sources import default_eval_config, eval_config_for_file
 
     eval_config = default_eval_config(spec.name)
     if pretrained:
@@ -256,7 +340,8 @@ def create_model(
             f"{spec.name} was built with frozen BatchNorm (FrozenBatchNorm2d) but without pretrained weights: "
             "its statistics and affine parameters stay at their initial values and never adapt, which is almost "
             "always a mistake. Pass pretrained=True (or a checkpoint), or use norm_layer='groupnorm' or 'syncbn'.",
-            FrozenNormWithoutWeightsWarning, stacklevel=2,
+            FrozenNormWithoutWeightsWarning,
+            stacklevel=2,
         )
     model: nn.Module = ResNeStFeatures(classifier, out_indices) if features_only else classifier
     model.eval_config = eval_config

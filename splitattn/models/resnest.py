@@ -98,16 +98,30 @@ class Bottleneck(nn.Module):
         self.avd_first = nn.AvgPool2d(3, stride, padding=1) if use_avd and avd_first else None
         if radix >= 1:
             self.conv2 = SplitAttention(
-                group_width, group_width, kernel_size=3, stride=conv_stride, padding=dilation,
-                dilation=dilation, cardinality=cardinality, radix=radix, bias=False,
-                norm_layer=norm_layer, drop_block=make_drop_block(),
+                group_width,
+                group_width,
+                kernel_size=3,
+                stride=conv_stride,
+                padding=dilation,
+                dilation=dilation,
+                cardinality=cardinality,
+                radix=radix,
+                bias=False,
+                norm_layer=norm_layer,
+                drop_block=make_drop_block(),
             )
             self.bn2 = None
             self.drop_block2 = None
         else:
             self.conv2 = nn.Conv2d(
-                group_width, group_width, kernel_size=3, stride=conv_stride, padding=dilation,
-                dilation=dilation, groups=cardinality, bias=False,
+                group_width,
+                group_width,
+                kernel_size=3,
+                stride=conv_stride,
+                padding=dilation,
+                dilation=dilation,
+                groups=cardinality,
+                bias=False,
             )
             self.bn2 = norm_layer(group_width)
             self.drop_block2 = make_drop_block()

@@ -10,6 +10,7 @@ timm's eager step while running faster than it (BENCHMARKS.md). The recomputatio
 (``backend="aot_eager"`` gives eager's gradients); Inductor's generated kernels round differently
 from eager ones, about 1e-3 relative on some BatchNorm gradients.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,10 @@ def compile_for_training(model: nn.Module, memory_budget: float = 1.0, **compile
     Raises ``ValueError`` for a budget outside (0, 1].
     """
     if not 0.0 < memory_budget <= 1.0:
-        raise ValueError(f"memory_budget must be in (0, 1] (1.0: PyTorch's default; lower recomputes more "
-                         f"to save memory), got {memory_budget}.")
+        raise ValueError(
+            f"memory_budget must be in (0, 1] (1.0: PyTorch's default; lower recomputes more "
+            f"to save memory), got {memory_budget}."
+        )
     compiled = torch.compile(model, **compile_options)
     compiled.forward = _with_memory_budget(compiled.forward, float(memory_budget))
     return compiled

@@ -3,6 +3,7 @@
 The model library needs torch and torchvision only; training, detection, export and plotting
 come as extras of the ``splitattn`` package (``[train]``, ``[detect]``, ``[export]``, ``[all]``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,8 +14,18 @@ __all__ = ["EXTRAS", "MissingDependencyError", "missing_dependency", "require"]
 # import name -> the name pip knows it by, where they differ
 _PIP_NAMES = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow"}
 # import name of each optional package -> the extra of pyproject.toml that installs it
-EXTRAS = {"yaml": "train", "tqdm": "train", "tensorboard": "train", "matplotlib": "train", "sklearn": "train",
-          "pycocotools": "detect", "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "timm": "test"}
+EXTRAS = {
+    "yaml": "train",
+    "tqdm": "train",
+    "tensorboard": "train",
+    "matplotlib": "train",
+    "sklearn": "train",
+    "pycocotools": "detect",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "onnxscript": "export",
+    "timm": "test",
+}
 
 
 class MissingDependencyError(RuntimeError):
@@ -35,12 +46,14 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
         ) from None
 
 
-def missing_dependency(error: BaseException) -> "MissingDependencyError | None":
+def missing_dependency(error: BaseException) -> MissingDependencyError | None:
     """For an ``ImportError`` of one of the optional packages (``EXTRAS``), the ``MissingDependencyError`` that
     names its pip command; ``None`` for any other error."""
     name = (getattr(error, "name", None) or "").split(".")[0]
     if not isinstance(error, ImportError) or name not in EXTRAS:
         return None
     package = _PIP_NAMES.get(name, name)
-    return MissingDependencyError(f"the Python package {package!r} is not installed. Install it with "
-                                  f"`pip install 'splitattn[{EXTRAS[name]}]'` (or `pip install {package}`).")
+    return MissingDependencyError(
+        f"the Python package {package!r} is not installed. Install it with "
+        f"`pip install 'splitattn[{EXTRAS[name]}]'` (or `pip install {package}`)."
+    )

@@ -3,6 +3,7 @@
 ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them everything
 runs in one process and the helpers below are no-ops.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Text uses the scalable font Pillow ships (``ImageFont.load_default(size=...)``, 
 FreeType), sized from the image's short side so that a label reads at 1:1 on a 640 px photo and on a
 4000 px one alike.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -38,7 +39,7 @@ def color_palette(num_classes: int) -> np.ndarray:
 
 def hex_colours(text: str) -> np.ndarray:
     """Whitespace-separated ``rrggbb`` hex colours -> (N, 3) uint8."""
-    return np.array([[int(code[i:i + 2], 16) for i in (0, 2, 4)] for code in text.split()], dtype=np.uint8)
+    return np.array([[int(code[i : i + 2], 16) for i in (0, 2, 4)] for code in text.split()], dtype=np.uint8)
 
 
 def luma(colour: Sequence[int]) -> float:

@@ -1,5 +1,6 @@
 """Command-line helpers shared by the ``predict``/``evaluate`` commands of every task (task-agnostic):
 the device to run on and the image files named on the command line."""
+
 from __future__ import annotations
 
 import sys
@@ -7,7 +8,6 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
-
 from PIL import Image
 
 from ..data.io import is_hidden, read_image
@@ -29,8 +29,9 @@ def image_files(inputs: Sequence[str], suffixes: Sequence[str] = IMAGE_SUFFIXES)
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir()
-                            if p.suffix.lower() in suffixes and not is_hidden(p.name) and p.is_file())
+            files += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in suffixes and not is_hidden(p.name) and p.is_file()
+            )
         elif path.is_file():
             files.append(path)
         else:

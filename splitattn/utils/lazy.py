@@ -1,5 +1,6 @@
 """Package attributes resolved on first use (PEP 562), so that importing a package (and parsing the command
 line, which imports every command module) loads no heavy module it does not need yet."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Gradient checkpointing for ``nn.Sequential`` stages without changing parameter names."""
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -30,6 +31,8 @@ def enable_gradient_checkpointing(model: nn.Module, stage_names: Iterable[str]) 
     for name in stage_names:
         stage = getattr(model, name)
         if not isinstance(stage, nn.Sequential):
-            raise TypeError(f"gradient checkpointing needs {name!r} to be an nn.Sequential, got {type(stage).__name__}.")
+            raise TypeError(
+                f"gradient checkpointing needs {name!r} to be an nn.Sequential, got {type(stage).__name__}."
+            )
         setattr(model, name, CheckpointedSequential(*stage))
     return model

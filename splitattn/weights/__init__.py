@@ -1,15 +1,52 @@
 """Pretrained weights: the registry of published checkpoints, cached verified downloads, safe loading."""
-from .download import DownloadError, cache_dir, checkpoint_url, download_file, fetch_checkpoint, fetch_pretrained, fetch_url
+
+from .download import (
+    DownloadError,
+    cache_dir,
+    checkpoint_url,
+    download_file,
+    fetch_checkpoint,
+    fetch_pretrained,
+    fetch_url,
+)
 from .files import ChecksumError, WeightsError, sha256_file
 from .loading import (
-    CheckpointMismatchError, UnsafeCheckpointError, adapt_input_conv, extract_state_dict, fit_state_dict,
-    load_checkpoint, load_pretrained, load_state_dict_into, read_checkpoint, save_state_dict,
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+    adapt_input_conv,
+    extract_state_dict,
+    fit_state_dict,
+    load_checkpoint,
+    load_pretrained,
+    load_state_dict_into,
+    read_checkpoint,
+    save_state_dict,
 )
 from .sources import CHECKPOINTS, Checkpoint, checkpoints_for, find_checkpoint
 
 __all__ = [
-    "CHECKPOINTS", "Checkpoint", "CheckpointMismatchError", "ChecksumError", "DownloadError", "UnsafeCheckpointError",
-    "WeightsError", "adapt_input_conv", "cache_dir", "checkpoint_url", "checkpoints_for", "download_file",
-    "extract_state_dict", "fetch_checkpoint", "fetch_pretrained", "fetch_url", "find_checkpoint", "fit_state_dict",
-    "load_checkpoint", "load_pretrained", "load_state_dict_into", "read_checkpoint", "save_state_dict", "sha256_file",
+    "CHECKPOINTS",
+    "Checkpoint",
+    "CheckpointMismatchError",
+    "ChecksumError",
+    "DownloadError",
+    "UnsafeCheckpointError",
+    "WeightsError",
+    "adapt_input_conv",
+    "cache_dir",
+    "checkpoint_url",
+    "checkpoints_for",
+    "download_file",
+    "extract_state_dict",
+    "fetch_checkpoint",
+    "fetch_pretrained",
+    "fetch_url",
+    "find_checkpoint",
+    "fit_state_dict",
+    "load_checkpoint",
+    "load_pretrained",
+    "load_state_dict_into",
+    "read_checkpoint",
+    "save_state_dict",
+    "sha256_file",
 ]

@@ -1,4 +1,5 @@
 """``splitattn weights``: list, download, verify and convert checkpoint files."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     download = commands.add_parser("download", help="fetch a model's weights into the cache and verify them")
     download.add_argument("name", help="model name or timm alias")
-    download.add_argument("--source", choices=sorted({c.source for s in CHECKPOINTS.values() for c in s}),
-                          help="fetch this source (default: the first available)")
+    download.add_argument(
+        "--source",
+        choices=sorted({c.source for s in CHECKPOINTS.values() for c in s}),
+        help="fetch this source (default: the first available)",
+    )
     download.set_defaults(func=run_download)
 
     verify = commands.add_parser("verify", help="check a file: safe to load, hash, keys and shapes of a model")
@@ -57,7 +61,9 @@ def _mb(num_bytes: float) -> str:
 def run_list(args: argparse.Namespace) -> int:
     names = [n for n in list_models(args.pattern) if n in CHECKPOINTS]
     if not names:
-        raise ValueError(f"no model with weights matches {args.pattern!r}; models with weights: {', '.join(CHECKPOINTS)}.")
+        raise ValueError(
+            f"no model with weights matches {args.pattern!r}; models with weights: {', '.join(CHECKPOINTS)}."
+        )
     print(f"cache: {cache_dir()}")
     header = f"{'model':<24} {'source':<9} {'sha256':<9} {'size':>11}  {'cached':<6} file"
     print(header)
@@ -68,8 +74,10 @@ def run_list(args: argparse.Namespace) -> int:
             path = cache_dir() / checkpoint.filename
             cached = path.is_file()
             size = _mb(path.stat().st_size) if cached else "~" + _mb(model_bytes)
-            print(f"{name:<24} {checkpoint.source:<9} {checkpoint.sha256 or 'none':<9} {size:>11}  "
-                  f"{'yes' if cached else 'no':<6} {checkpoint.filename}")
+            print(
+                f"{name:<24} {checkpoint.source:<9} {checkpoint.sha256 or 'none':<9} {size:>11}  "
+                f"{'yes' if cached else 'no':<6} {checkpoint.filename}"
+            )
     print("sha256 'none': no hash is published for the timm hub copies; they are checked by a strict key/shape load.")
     return 0
 
@@ -78,8 +86,11 @@ def _check_against(name: str, state_dict: Mapping[str, Tensor], origin: str) -> 
     """Strict key/shape check of weights against ``name``, with the checkpoint's classifier and input size."""
     fc = state_dict.get("fc.weight")
     stem = state_dict.get("conv1.0.weight", state_dict.get("conv1.weight"))
-    model = _meta_model(name, num_classes=fc.shape[0] if fc is not None else 0,
-                        in_chans=stem.shape[1] if stem is not None and stem.dim() == 4 else 3)
+    model = _meta_model(
+        name,
+        num_classes=fc.shape[0] if fc is not None else 0,
+        in_chans=stem.shape[1] if stem is not None and stem.dim() == 4 else 3,
+    )
     fit_state_dict(model, state_dict, origin)
 
 
@@ -94,13 +105,17 @@ def run_download(args: argparse.Namespace) -> int:
     if args.source:
         chosen = [c for c in checkpoints_for(spec.name) if c.source == args.source]
         if not chosen:
-            raise ValueError(f"{spec.name} has no {args.source} checkpoint; `splitattn weights list` shows its sources.")
+            raise ValueError(
+                f"{spec.name} has no {args.source} checkpoint; `splitattn weights list` shows its sources."
+            )
         checkpoint, path = chosen[0], fetch_checkpoint(chosen[0])
     else:
         path, checkpoint = fetch_pretrained(spec.name)
     _check_against(spec.name, load_checkpoint(path), str(path))
-    print(f"{path}\n  from {checkpoint_url(checkpoint)}\n  {_describe(checkpoint, sha256_file(path))}\n"
-          f"  keys and shapes match {spec.name}")
+    print(
+        f"{path}\n  from {checkpoint_url(checkpoint)}\n  {_describe(checkpoint, sha256_file(path))}\n"
+        f"  keys and shapes match {spec.name}"
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ What this layer adds: the mirror variable, retries of broken transfers, the orde
 are tried, and errors that say where to put a file by hand when offline. Loading (``loading.py``)
 refuses pickles that are not plain tensors.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,9 @@ def checkpoint_url(checkpoint: Checkpoint) -> str:
     return mirror.rstrip("/") + "/" + checkpoint.filename if mirror else checkpoint.url
 
 
-def download_file(url: str, dest: Path, sha256: Optional[str] = None, progress: Optional[bool] = None,
-                  retries: int = RETRIES) -> Path:
+def download_file(
+    url: str, dest: Path, sha256: Optional[str] = None, progress: Optional[bool] = None, retries: int = RETRIES
+) -> Path:
     """Download ``url`` to ``dest`` with ``torch.hub.download_url_to_file``, checking the sha256 prefix.
 
     ``progress``: ``None`` shows torch.hub's tqdm bar only on a terminal. A broken transfer or a
@@ -111,13 +113,20 @@ def _from_hub(checkpoint: Checkpoint) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(
-            checkpoint.repo, HUB_FILENAME, revision=checkpoint.revision, library_name="splitattn",
-            library_version=__version__, endpoint=os.environ.get("HF_ENDPOINT") or None,
-        ))
+        return Path(
+            hf_hub_download(
+                checkpoint.repo,
+                HUB_FILENAME,
+                revision=checkpoint.revision,
+                library_name="splitattn",
+                library_version=__version__,
+                endpoint=os.environ.get("HF_ENDPOINT") or None,
+            )
+        )
     except LocalEntryNotFoundError as error:
-        raise DownloadError(f"{checkpoint.url}: cannot connect, and the Hugging Face cache has no copy "
-                            f"({type(error).__name__})") from error
+        raise DownloadError(
+            f"{checkpoint.url}: cannot connect, and the Hugging Face cache has no copy ({type(error).__name__})"
+        ) from error
     except HfHubHTTPError as error:
         raise DownloadError(f"{checkpoint.url}: {type(error).__name__} ({str(error).splitlines()[0]})") from error
 
@@ -166,10 +175,13 @@ def fetch_pretrained(name: str, progress: Optional[bool] = None) -> Tuple[Path, 
         try:
             return fetch_checkpoint(checkpoint, progress), checkpoint
         except DownloadError as error:
-            failures.append(f"  - {error}\n    copy {checkpoint_url(checkpoint)} to {cache_dir() / checkpoint.filename}")
+            failures.append(
+                f"  - {error}\n    copy {checkpoint_url(checkpoint)} to {cache_dir() / checkpoint.filename}"
+            )
     raise DownloadError(
         f"No pretrained weights for {sources[0].model} are cached and none could be downloaded. To use them "
-        f"offline, fetch one of these files elsewhere and copy it into the cache as shown:\n" + "\n".join(failures)
+        f"offline, fetch one of these files elsewhere and copy it into the cache as shown:\n"
+        + "\n".join(failures)
         + f"\n(Set {MIRROR_ENV} to a base URL serving these file names, or {HOME_ENV} to move the cache.)"
     )
 

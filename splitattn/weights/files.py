@@ -1,4 +1,5 @@
 """File helpers shared by downloading and converting: atomic writes and hashing."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ Pickle-based files go through ``torch.load(weights_only=True)``, which only rebu
 tensors and plain containers; anything else (a class whose unpickling runs code) is
 refused before it runs. Safetensors files hold nothing but tensors.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,7 +74,9 @@ def read_checkpoint(path: PathLike) -> Any:
         try:
             return safetensors.torch.load_file(str(path))
         except Exception as error:  # safetensors raises its own SafetensorError
-            raise WeightsError(f"{path} is a damaged safetensors file ({error}); download or convert it again.") from error
+            raise WeightsError(
+                f"{path} is a damaged safetensors file ({error}); download or convert it again."
+            ) from error
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -92,8 +95,10 @@ def read_checkpoint(path: PathLike) -> Any:
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
     )
 
 
@@ -109,7 +114,7 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> StateDict:
         prefix = next((p for p in WRAPPER_PREFIXES if keys and all(k.startswith(p) for k in keys)), None)
         if prefix is None:
             return sd
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k != "n_averaged"}
+        sd = {k[len(prefix) :]: v for k, v in sd.items() if k != "n_averaged"}
 
 
 def extract_state_dict(obj: Any, key: Optional[str] = None, origin: str = "checkpoint") -> StateDict:
@@ -124,7 +129,7 @@ def extract_state_dict(obj: Any, key: Optional[str] = None, origin: str = "check
         obj = obj[key]
     elif isinstance(obj, Mapping) and obj.get("task") in BACKBONE_PREFIXES and _is_state_dict(obj.get("model")):
         prefix = BACKBONE_PREFIXES[obj["task"]]
-        obj = {name[len(prefix):]: value for name, value in obj["model"].items() if name.startswith(prefix)}
+        obj = {name[len(prefix) :]: value for name, value in obj["model"].items() if name.startswith(prefix)}
     elif not _is_state_dict(obj) and isinstance(obj, Mapping):
         obj = next((obj[k] for k in STATE_DICT_KEYS if _is_state_dict(obj.get(k))), obj)
     if not _is_state_dict(obj):
@@ -173,7 +178,9 @@ def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
 
 
 def _listing(title: str, items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED]) + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+    shown = ", ".join(items[:_MAX_LISTED]) + (
+        f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    )
     return f"{len(items)} {title}: {shown}"
 
 
@@ -194,7 +201,9 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], origin: s
         found = f"{sd['fc.weight'].shape[0]} classes" if "fc.weight" in sd else "no classifier"
         warnings.warn(
             f"{origin} has {found} and the model {own['fc.weight'].shape[0]}: the classifier (fc) keeps its "
-            "fresh initialisation and must be trained (fine-tuning).", UserWarning, stacklevel=3,
+            "fresh initialisation and must be trained (fine-tuning).",
+            UserWarning,
+            stacklevel=3,
         )
         for key in CLASSIFIER_KEYS:
             if key in own:
@@ -208,14 +217,23 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], origin: s
 
     missing = [k for k in own if k not in sd and counted(k)]
     unexpected = [k for k in sd if k not in own and counted(k)]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
-        problems = [_listing(t, items) for t, items in (
-            ("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches (checkpoint vs model)", shapes),
-        ) if items]
+        problems = [
+            _listing(t, items)
+            for t, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches (checkpoint vs model)", shapes),
+            )
+            if items
+        ]
         name = getattr(model, "model_name", None) or type(model).__name__
         raise CheckpointMismatchError(
-            f"{origin} does not fit {name}; nothing was loaded.\n" + "\n".join(problems)
+            f"{origin} does not fit {name}; nothing was loaded.\n"
+            + "\n".join(problems)
             + "\nLoad a checkpoint of the same architecture, built with the same overrides (norm_layer, widths ...)."
         )
     return {k: v for k, v in sd.items() if k in own}
@@ -250,7 +268,9 @@ def resolve_checkpoint_path(name: str, pretrained: Union[bool, PathLike], progre
     return path
 
 
-def load_pretrained(model: nn.Module, name: str, pretrained: Union[bool, PathLike], progress: Optional[bool] = None) -> nn.Module:
+def load_pretrained(
+    model: nn.Module, name: str, pretrained: Union[bool, PathLike], progress: Optional[bool] = None
+) -> nn.Module:
     """Load ``pretrained`` weights (``True``, a path or a URL) into ``model`` built as ``name``; return it."""
     path = resolve_checkpoint_path(name, pretrained, progress)
     return load_state_dict_into(model, load_checkpoint(path), origin=str(path))

@@ -9,6 +9,7 @@ and shape must match the model), and they are the only source of the ResNeSt-14/
 It is a plain dict on purpose: a deployment (or a test) can add or replace entries, e.g.
 ``CHECKPOINTS["resnest50"] = (Checkpoint(...),)``.
 """
+
 from __future__ import annotations
 
 import re
@@ -80,8 +81,9 @@ def timm_hub(model: str, repo: str, crop_pct: float, interpolation: str, revisio
     """
     config = EvalConfig(MODEL_SPECS[model].eval_config.input_size, crop_pct, interpolation, crop_mode="center")
     url = HUB_URL.format(repo=repo, revision=revision, filename=HUB_FILENAME)
-    return Checkpoint(model, f"{repo.split('/')[-1]}.safetensors", url, TIMM_HUB, eval_config=config, repo=repo,
-                      revision=revision)
+    return Checkpoint(
+        model, f"{repo.split('/')[-1]}.safetensors", url, TIMM_HUB, eval_config=config, repo=repo, revision=revision
+    )
 
 
 _OFFICIAL_HASHES = {

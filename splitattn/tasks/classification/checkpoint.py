@@ -13,6 +13,7 @@ A checkpoint is a dict of tensors and plain Python values (it loads with
 
 ``last.pt`` is written after every epoch, ``best.pt`` when validation top-1 improves.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,9 +23,9 @@ from torch import nn
 
 from ...config import input_channels
 from ...data.io import channel_stats
+from ...engine.checkpoint import checkpoint_task, load_checkpoint_file, load_task_checkpoint
 from ...models.registry import EvalConfig, create_model, get_model_spec
 from ...weights.loading import strip_wrapper_prefixes
-from ...engine.checkpoint import checkpoint_task, load_checkpoint_file, load_task_checkpoint
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "rng", "args", "classes")
 DIGITS_SIZE = 32  # the 8x8 digits of the built-in demo are upsampled to the smallest input the models take
@@ -44,12 +45,19 @@ def run_eval_config(options: Dict[str, Any], img_size: Optional[int] = None) -> 
     ``crop_pct`` at its evaluation size (or ``img_size``), normalised per input channel
     (``channel_stats(in_chans)``)."""
     mean, std = channel_stats(input_channels(options))
-    return EvalConfig(int(img_size or run_image_sizes(options)[1]), float(options.get("crop_pct", EvalConfig.crop_pct)),
-                      "bilinear", tuple(mean), tuple(std), "center")
+    return EvalConfig(
+        int(img_size or run_image_sizes(options)[1]),
+        float(options.get("crop_pct", EvalConfig.crop_pct)),
+        "bilinear",
+        tuple(mean),
+        tuple(std),
+        "center",
+    )
 
 
-def eval_config_of(weights: Union[str, Path], model_name: str, options: Dict[str, Any],
-                   img_size: Optional[int] = None) -> EvalConfig:
+def eval_config_of(
+    weights: Union[str, Path], model_name: str, options: Dict[str, Any], img_size: Optional[int] = None
+) -> EvalConfig:
     """The evaluation preprocessing for ``weights``: a run's own (``run_eval_config``) when ``options`` come
     from a ``classify train`` checkpoint, else the protocol of the published file's source (the authors'
     for the official release files, timm's for the hub copies), optionally at ``img_size``."""
@@ -87,8 +95,10 @@ def load_trained_model(
     checkpoint = load_checkpoint_file(weights)
     if checkpoint_task(checkpoint) is None:
         if not model_name:
-            raise ValueError(f"{str(weights)!r} holds bare weights without a run's options; pass --model NAME "
-                             "(`splitattn models` lists them).")
+            raise ValueError(
+                f"{str(weights)!r} holds bare weights without a run's options; pass --model NAME "
+                "(`splitattn models` lists them)."
+            )
         from ...weights import load_pretrained
 
         model = create_model(model_name)
@@ -97,8 +107,10 @@ def load_trained_model(
     checkpoint, options = load_task_checkpoint(weights, "classification", action)
     trained_name = checkpoint.get("model_name") or options["model"]
     if model_name and get_model_spec(model_name).name != get_model_spec(trained_name).name:
-        raise ValueError(f"{str(weights)!r} holds a {trained_name} but --model is {model_name}; drop --model "
-                         f"(the checkpoint names its model) or pass --model {trained_name}.")
+        raise ValueError(
+            f"{str(weights)!r} holds a {trained_name} but --model is {model_name}; drop --model "
+            f"(the checkpoint names its model) or pass --model {trained_name}."
+        )
     classes = list(checkpoint["classes"])
     model = create_model(trained_name, num_classes=len(classes), **model_overrides(options))
     state = checkpoint["model"]

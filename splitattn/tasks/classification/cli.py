@@ -3,19 +3,33 @@
 ``train`` options come from three places, later ones winning: the defaults below, a
 ``--config`` file (YAML/JSON, keys are the long option names), and the command line.
 """
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from ...config import (FAST_BACKENDS, ClassifyConfig, ConfigError, add_task_commands, add_train_command,
-                      add_weights_arguments, from_dict, input_channels, resolve)
+from ...config import (
+    FAST_BACKENDS,
+    ClassifyConfig,
+    ConfigError,
+    add_task_commands,
+    add_train_command,
+    add_weights_arguments,
+    from_dict,
+    input_channels,
+    resolve,
+)
 
 # Without --data, `splitattn train` is the quick demo on scikit-learn's digits (about a minute on
 # 2 CPU cores): a narrow resnest14 for 2 epochs, no flips (digits are not mirror images). Options
 # given on the command line or in a config file still win over these.
-DIGITS_DEFAULTS: Dict[str, Any] = {"epochs": 2, "hflip": 0.0, "model_kwargs": {"bottleneck_width": 16, "stem_width": 16}}
+DIGITS_DEFAULTS: Dict[str, Any] = {
+    "epochs": 2,
+    "hflip": 0.0,
+    "model_kwargs": {"bottleneck_width": 16, "stem_width": 16},
+}
 
 
 def resolve_train_options(args: argparse.Namespace) -> Dict[str, Any]:
@@ -33,14 +47,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
-    add_train_command(subparsers, ClassifyConfig, run_train,
-                      "train a classifier (paper recipe in configs/)" + alias.format("train"),
-                      "Train on an image folder (or the built-in digits) with the ResNeSt recipe. Run under torchrun "
-                      "for several processes.")
+    add_train_command(
+        subparsers,
+        ClassifyConfig,
+        run_train,
+        "train a classifier (paper recipe in configs/)" + alias.format("train"),
+        "Train on an image folder (or the built-in digits) with the ResNeSt recipe. Run under torchrun "
+        "for several processes.",
+    )
 
     evaluate = subparsers.add_parser("evaluate", help="top-1/top-5 of a trained model" + alias.format("evaluate"))
-    evaluate.add_argument("--data", help="folder with val/ or test/ (or that split itself), or a .csv "
-                                         "(default: the run's data)")
+    evaluate.add_argument(
+        "--data", help="folder with val/ or test/ (or that split itself), or a .csv (default: the run's data)"
+    )
     evaluate.add_argument("--output", help="folder for metrics.json (default: eval-<split> beside the weights)")
     _add_inference_args(evaluate)
     evaluate.add_argument("--batch-size", type=int, default=64)
@@ -50,25 +69,40 @@ def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
     predict = subparsers.add_parser("predict", help="top-k classes of images" + alias.format("predict"))
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     _add_inference_args(predict, weights_required=False)
-    predict.add_argument("--onnx", "--torchscript", dest="exported", metavar="FILE", default=None,
-                         help="run a file of `splitattn export` (ONNX or TorchScript) with its stored class names and "
-                              "preprocessing, instead of --weights")
+    predict.add_argument(
+        "--onnx",
+        "--torchscript",
+        dest="exported",
+        metavar="FILE",
+        default=None,
+        help="run a file of `splitattn export` (ONNX or TorchScript) with its stored class names and "
+        "preprocessing, instead of --weights",
+    )
     predict.add_argument("--topk", type=int, default=5)
     predict.set_defaults(func=run_predict)
 
 
 def _add_inference_args(parser: argparse.ArgumentParser, weights_required: bool = True) -> None:
-    add_weights_arguments(parser, "last.pt/best.pt of `splitattn classify train`, or bare weights with --model",
-                          weights_required)
+    add_weights_arguments(
+        parser, "last.pt/best.pt of `splitattn classify train`, or bare weights with --model", weights_required
+    )
     parser.add_argument("--model", help="registered model name (default: the checkpoint's; needed for bare weights)")
-    parser.add_argument("--img-size", type=int, default=None,
-                        help="evaluation crop (default: the run's evaluation size, else the model's)")
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="evaluation crop (default: the run's evaluation size, else the model's)",
+    )
     parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
-    parser.add_argument("--fast", action="store_true",
-                        help="run through splitattn.optimize_for_inference (BN folded, channels_last, compiled)")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="run through splitattn.optimize_for_inference (BN folded, channels_last, compiled)",
+    )
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="with --fast: compute precision")
-    parser.add_argument("--backend", default="compile", choices=FAST_BACKENDS,
-                        help="with --fast: compile, torchscript or eager")
+    parser.add_argument(
+        "--backend", default="compile", choices=FAST_BACKENDS, help="with --fast: compile, torchscript or eager"
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -115,12 +149,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _, dataset = digits_datasets(None, transform, channels=input_channels(options))
         location = Path("digits-test")
     else:
-        raise ConfigError("--data is required with bare weights: a folder with val/ or test/, the split itself, "
-                          "or a .csv list.")
+        raise ConfigError(
+            "--data is required with bare weights: a folder with val/ or test/, the split itself, or a .csv list."
+        )
     num_classes = getattr(model, "num_classes", None) or len(dataset.classes)
     if classes is None and len(dataset.classes) != num_classes:
-        raise ValueError(f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
-                         "its folders must be all the model's classes in label order.")
+        raise ValueError(
+            f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
+            "its folders must be all the model's classes in label order."
+        )
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_skip_bad)
     result = evaluate(model, loader, device)
     name = options.get("model") or args.model
@@ -129,10 +166,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     metrics = dict(result, model=name, weights=str(args.weights), data=str(location), img_size=size)
     (output / "metrics.json").write_text(dumps(metrics, indent=2))
-    print(f"{name} on {location} ({result['images']} images at {size}px): "
-          f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}"
-          + (f"  (skipped {result['bad_images']} unreadable)" if result["bad_images"] else "")
-          + f"; metrics in {output / 'metrics.json'}")
+    print(
+        f"{name} on {location} ({result['images']} images at {size}px): "
+        f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}"
+        + (f"  (skipped {result['bad_images']} unreadable)" if result["bad_images"] else "")
+        + f"; metrics in {output / 'metrics.json'}"
+    )
     return 0
 
 
@@ -143,10 +182,13 @@ def imagenet_class_names() -> List[str]:
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def format_predictions(path: str, probabilities: Sequence[float], indices: Sequence[int], classes: Sequence[str]) -> str:
+def format_predictions(
+    path: str, probabilities: Sequence[float], indices: Sequence[int], classes: Sequence[str]
+) -> str:
     """The lines printed for one image: its path, then ``  <prob>%  <class>`` per top-k class."""
-    return "\n".join([str(path)] + [f"  {prob * 100:6.2f}%  {classes[index]}"
-                                     for prob, index in zip(probabilities, indices)])
+    return "\n".join(
+        [str(path)] + [f"  {prob * 100:6.2f}%  {classes[index]}" for prob, index in zip(probabilities, indices)]
+    )
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -158,8 +200,10 @@ def run_predict(args: argparse.Namespace) -> int:
         from ...deploy.runtime import predict_exported
 
         if args.weights or args.model or args.img_size or args.ema or args.fast:
-            raise ConfigError("--onnx/--torchscript runs the exported file with its stored model and preprocessing; "
-                              "drop --model, --weights, --img-size, --ema and --fast.")
+            raise ConfigError(
+                "--onnx/--torchscript runs the exported file with its stored model and preprocessing; "
+                "drop --model, --weights, --img-size, --ema and --fast."
+            )
         return predict_exported(args.exported, args.images, args.topk)
     if not args.weights:
         raise ConfigError("predict needs --weights (a checkpoint) or --onnx FILE (an exported model).")

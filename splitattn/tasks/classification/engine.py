@@ -3,6 +3,7 @@
 Evaluation works in a single process and under torchrun: sums are all-reduced across ranks so
 every rank reports the same global numbers.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,9 +30,15 @@ def accuracy_counts(logits: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) 
     return [int(hits[:, :k].any(dim=1).sum()) for k in ks]
 
 
-def classification_loss(model: nn.Module, batch: Tuple[Tensor, Tensor, List[str]], device: torch.device,
-                        num_classes: int, mixup_alpha: float = 0.0, label_smoothing: float = 0.0,
-                        channels_last: bool = False) -> Tuple[Tensor, Dict[str, float]]:
+def classification_loss(
+    model: nn.Module,
+    batch: Tuple[Tensor, Tensor, List[str]],
+    device: torch.device,
+    num_classes: int,
+    mixup_alpha: float = 0.0,
+    label_smoothing: float = 0.0,
+    channels_last: bool = False,
+) -> Tuple[Tensor, Dict[str, float]]:
     """The loss of one micro-batch ``(images (B, 3, H, W), labels (B,), unreadable paths)`` with mixup and
     label smoothing, and its sums for the log: ``images``, ``loss``, ``top1`` (against each sample's
     dominant label, in %) and ``n_bad_images``."""
@@ -49,7 +56,11 @@ def classification_loss(model: nn.Module, batch: Tuple[Tensor, Tensor, List[str]
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable, device: torch.device, amp: str = "none", channels_last: bool = False,
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    amp: str = "none",
+    channels_last: bool = False,
     progress=None,
 ) -> Dict[str, float]:
     """Global ``loss``, ``top1``, ``top5`` (in %), ``images`` and ``bad_images`` over ``loader``."""
@@ -72,5 +83,10 @@ def evaluate(
     loss_sum, top1, top5, seen, bad_count = all_reduce_sum([loss_sum, top1, top5, seen, bad_count], device)
     if seen == 0:
         return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "images": 0, "bad_images": int(bad_count)}
-    return {"loss": loss_sum / seen, "top1": 100.0 * top1 / seen, "top5": 100.0 * top5 / seen,
-            "images": int(seen), "bad_images": int(bad_count)}
+    return {
+        "loss": loss_sum / seen,
+        "top1": 100.0 * top1 / seen,
+        "top5": 100.0 * top5 / seen,
+        "images": int(seen),
+        "bad_images": int(bad_count),
+    }

@@ -6,10 +6,11 @@ the top-1/top-5 evaluator, SGD groups without weight decay on biases and norm pa
 warm-up + cosine schedule per optimizer step. The engine (``splitattn.engine.loop``) runs the rest:
 SyncBN, EMA, channels_last, compile, DDP, gradient accumulation, logs and resumable checkpoints.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Mapping, Union, List, Tuple
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -36,25 +37,36 @@ def build_datasets(options: Dict[str, Any]) -> Tuple[Dataset, Dataset, list]:
     train_size, _ = run_image_sizes(options)
     channels = input_channels(options)
     train_tf = build_train_transform(
-        train_size, augment=options["augment"], scale=tuple(options["rrc_scale"]), hflip=options["hflip"],
-        auto_augment=options["auto_augment"], color_jitter=options["color_jitter"],
-        pca_lighting=options["pca_lighting"], crop_pct=options["crop_pct"], channels=channels,
+        train_size,
+        augment=options["augment"],
+        scale=tuple(options["rrc_scale"]),
+        hflip=options["hflip"],
+        auto_augment=options["auto_augment"],
+        color_jitter=options["color_jitter"],
+        pca_lighting=options["pca_lighting"],
+        crop_pct=options["crop_pct"],
+        channels=channels,
     )
     eval_tf = eval_transform_for(run_eval_config(options))
     if not options["data"]:
         train_set, eval_set = digits_datasets(train_tf, eval_tf, channels=channels)
     else:
         train_set = load_split(find_split(options["data"], TRAIN_SPLITS), train_tf, replace_bad=True, channels=channels)
-        eval_set = load_split(find_split(options["data"], EVAL_SPLITS), eval_tf, classes=train_set.classes,
-                              channels=channels)
+        eval_set = load_split(
+            find_split(options["data"], EVAL_SPLITS), eval_tf, classes=train_set.classes, channels=channels
+        )
     return train_set, eval_set, list(train_set.classes)
 
 
 def build_model(options: Dict[str, Any], num_classes: int) -> nn.Module:
     """The registered model with the run's regularisation, optionally from pretrained ImageNet weights."""
     pretrained = options.get("pretrained") or False
-    model = create_model(options["model"], num_classes=1000 if pretrained else num_classes,
-                         pretrained=pretrained, **model_overrides(options))
+    model = create_model(
+        options["model"],
+        num_classes=1000 if pretrained else num_classes,
+        pretrained=pretrained,
+        **model_overrides(options),
+    )
     if pretrained and num_classes != 1000:
         model.reset_classifier(num_classes)
     if options["drop_block"] > 0:
@@ -103,34 +115,67 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
     warned: List[str] = []
 
     def loss(train_model: nn.Module, micro_batch: Any, step: int) -> StepResult:
-        for path in micro_batch[2][:max(0, 5 - len(warned))]:
+        for path in micro_batch[2][: max(0, 5 - len(warned))]:
             warned.append(path)
             print(f"warning: skipped unreadable image {path}", file=sys.stderr)
         if drop_block > 0:  # ramped linearly from 0 over the run
             model.set_drop_block_prob(drop_block * min(1.0, step / max(1, total_steps)))
-        return classification_loss(train_model, micro_batch, device, len(classes), float(options["mixup"]),
-                                   float(options["label_smoothing"]), channels_last)
+        return classification_loss(
+            train_model,
+            micro_batch,
+            device,
+            len(classes),
+            float(options["mixup"]),
+            float(options["label_smoothing"]),
+            channels_last,
+        )
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         result = evaluate(eval_model, val_loader, device, amp, channels_last)
         return {k: result[k] for k in ("loss", "top1", "top5", "bad_images")}, result
 
     def summarize(result: Dict[str, Any], state: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
-        metrics = {"top1": result["top1"], "top5": result["top5"], "loss": result["loss"], "epoch": epochs,
-                   "best_top1": state["best_top1"], "model": options["model"], "num_classes": len(classes),
-                   "train_images": len(train_set), "eval_images": len(eval_set)}
-        return metrics, (f"{split} accuracy after {epochs} epoch{'s' if epochs != 1 else ''}: "
-                         f"top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%")
+        metrics = {
+            "top1": result["top1"],
+            "top5": result["top5"],
+            "loss": result["loss"],
+            "epoch": epochs,
+            "best_top1": state["best_top1"],
+            "model": options["model"],
+            "num_classes": len(classes),
+            "train_images": len(train_set),
+            "eval_images": len(eval_set),
+        }
+        return metrics, (
+            f"{split} accuracy after {epochs} epoch{'s' if epochs != 1 else ''}: "
+            f"top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%"
+        )
 
-    intro = (f"training {options['model']} on {len(train_set)} images ({len(classes)} classes), evaluating on "
-             f"{len(eval_set)}; global batch {global_batch} = {batch} x {dist_ctx.world_size} process(es) x "
-             f"{accum_steps} accumulation, lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of {steps_per_epoch} steps")
+    intro = (
+        f"training {options['model']} on {len(train_set)} images ({len(classes)} classes), evaluating on "
+        f"{len(eval_set)}; global batch {global_batch} = {batch} x {dist_ctx.world_size} process(es) x "
+        f"{accum_steps} accumulation, lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of {steps_per_epoch} steps"
+    )
     warmup = int(options["warmup_epochs"] * steps_per_epoch)
     return TrainingRun(
-        model=model, loader=loader, param_groups=parameter_groups(model, float(options["weight_decay"])), lr=lr,
-        make_schedule=lambda optimizer, total: warmup_cosine(optimizer, warmup, total), loss=loss,
-        evaluate=evaluate_model, summarize=summarize, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-        best_key="top1", accum_steps=accum_steps, intro=intro, num_classes=len(classes),
-        state={"classes": classes, "model_name": get_model_spec(options["model"]).name, "task": "classification",
-               "command": "classify train"},
+        model=model,
+        loader=loader,
+        param_groups=parameter_groups(model, float(options["weight_decay"])),
+        lr=lr,
+        make_schedule=lambda optimizer, total: warmup_cosine(optimizer, warmup, total),
+        loss=loss,
+        evaluate=evaluate_model,
+        summarize=summarize,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        best_key="top1",
+        accum_steps=accum_steps,
+        intro=intro,
+        num_classes=len(classes),
+        state={
+            "classes": classes,
+            "model_name": get_model_spec(options["model"]).name,
+            "task": "classification",
+            "command": "classify train",
+        },
     )

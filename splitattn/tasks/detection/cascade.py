@@ -19,6 +19,7 @@ stage from ``make_box_head``: torchvision's ``TwoMLPHead`` by default, or the au
 The module scripts with ``torch.jit.script`` as torchvision's ``RoIHeads`` does (so the whole detector
 does, returning ``(losses, detections)`` as scripted torchvision detectors do).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -89,16 +90,31 @@ class CascadeRoIHeads(nn.Module):
     ) -> None:
         super().__init__()
         if not len(ious) == len(reg_weights) == len(stage_loss_weights):
-            raise ValueError(f"one IoU, regression weights and loss weight per stage: got {len(ious)} IoUs, "
-                             f"{len(reg_weights)} weights and {len(stage_loss_weights)} loss weights.")
+            raise ValueError(
+                f"one IoU, regression weights and loss weight per stage: got {len(ious)} IoUs, "
+                f"{len(reg_weights)} weights and {len(stage_loss_weights)} loss weights."
+            )
         if make_box_head is None:
+
             def make_box_head() -> nn.Module:
                 return TwoMLPHead(in_features, representation_size)
+
         self.stages = nn.ModuleList(
-            RoIHeads(box_roi_pool, make_box_head(), AgnosticBoxPredictor(representation_size, num_classes), iou, iou,
-                     batch_size_per_image, positive_fraction, tuple(weights), score_thresh, nms_thresh,
-                     detections_per_img)
-            for iou, weights in zip(ious, reg_weights))
+            RoIHeads(
+                box_roi_pool,
+                make_box_head(),
+                AgnosticBoxPredictor(representation_size, num_classes),
+                iou,
+                iou,
+                batch_size_per_image,
+                positive_fraction,
+                tuple(weights),
+                score_thresh,
+                nms_thresh,
+                detections_per_img,
+            )
+            for iou, weights in zip(ious, reg_weights)
+        )
         self.stage_loss_weights: List[float] = [float(w) for w in stage_loss_weights]
         self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
         self.mask_roi_pool, self.mask_head, self.mask_predictor = mask_roi_pool, mask_head, mask_predictor
@@ -136,17 +152,24 @@ class CascadeRoIHeads(nn.Module):
                 boxes, matched_idxs, labels, regression_targets = stage.select_training_samples(boxes, targets)
                 if k == 0:
                     mask_boxes, mask_matched, mask_labels = boxes, matched_idxs, labels
-            class_logits, deltas = stage.box_predictor(stage.box_head(stage.box_roi_pool(features, boxes, image_shapes)))
+            class_logits, deltas = stage.box_predictor(
+                stage.box_head(stage.box_roi_pool(features, boxes, image_shapes))
+            )
             if self.training:
                 # fastrcnn_loss picks each RoI's deltas at its class: give every class the agnostic ones
-                loss_cls, loss_box = fastrcnn_loss(class_logits, deltas.repeat(1, class_logits.shape[1]),
-                                                   labels, regression_targets)
+                loss_cls, loss_box = fastrcnn_loss(
+                    class_logits, deltas.repeat(1, class_logits.shape[1]), labels, regression_targets
+                )
                 losses["loss_classifier_" + str(k)] = self.stage_loss_weights[k] * loss_cls
                 losses["loss_box_reg_" + str(k)] = self.stage_loss_weights[k] * loss_box
             stage_probs.append(F.softmax(class_logits.float(), -1))
-            refined = stage.box_coder.decode(deltas.detach().float(), boxes).reshape(-1, 4)  # float boxes under autocast
-            boxes = [box_ops.clip_boxes_to_image(b, shape)
-                     for b, shape in zip(refined.split([len(b) for b in boxes]), image_shapes)]
+            refined = stage.box_coder.decode(deltas.detach().float(), boxes).reshape(
+                -1, 4
+            )  # float boxes under autocast
+            boxes = [
+                box_ops.clip_boxes_to_image(b, shape)
+                for b, shape in zip(refined.split([len(b) for b in boxes]), image_shapes)
+            ]
             if self.training:  # degenerate boxes cannot be matched: drop them before the next stage
                 boxes = [b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])] for b in boxes]
 
@@ -164,7 +187,8 @@ class CascadeRoIHeads(nn.Module):
             if self.training:
                 assert targets is not None  # checked above; refines the type for TorchScript
                 losses["loss_mask"] = maskrcnn_loss(
-                    mask_logits, mask_boxes, [t["masks"] for t in targets], [t["labels"] for t in targets], mask_matched)
+                    mask_logits, mask_boxes, [t["masks"] for t in targets], [t["labels"] for t in targets], mask_matched
+                )
             else:
                 for probs, r in zip(maskrcnn_inference(mask_logits, [r["labels"] for r in result]), result):
                     r["masks"] = probs

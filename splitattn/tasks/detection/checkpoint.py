@@ -8,6 +8,7 @@ tensors and plain values that loads with ``torch.load(..., weights_only=True)``:
 - ``args``: the run's options; ``classes``: names by label (``classes[0]`` is the background);
 - ``contiguous_to_coco``: label -> category id of the annotation file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,15 +20,27 @@ from ...engine.checkpoint import load_task_checkpoint
 from .model import create_detection_model
 
 
-def model_from_options(options: Dict[str, Any], num_classes: int, pretrained: Union[bool, str] = False) -> GeneralizedRCNN:
+def model_from_options(
+    options: Dict[str, Any], num_classes: int, pretrained: Union[bool, str] = False
+) -> GeneralizedRCNN:
     """The detector a run's options describe (``arch``, ``backbone``, ``norm``, ``min_size`` ...)."""
     return create_detection_model(
-        options["arch"], options["backbone"], num_classes, norm=options.get("norm", "frozenbn"), pretrained=pretrained,
-        min_size=tuple(options["min_size"]), max_size=int(options["max_size"]),
-        trainable_layers=options.get("trainable_layers"), fpn_norm=options.get("fpn_norm"),
+        options["arch"],
+        options["backbone"],
+        num_classes,
+        norm=options.get("norm", "frozenbn"),
+        pretrained=pretrained,
+        min_size=tuple(options["min_size"]),
+        max_size=int(options["max_size"]),
+        trainable_layers=options.get("trainable_layers"),
+        fpn_norm=options.get("fpn_norm"),
         backbone_kwargs=options.get("model_kwargs") or {},
-        box_head=options.get("box_head", "2fc"), head_norm=options.get("head_norm"),
-        **dict(options.get("detector_kwargs") or {}, box_detections_per_img=int(options.get("detections_per_img", 100))))
+        box_head=options.get("box_head", "2fc"),
+        head_norm=options.get("head_norm"),
+        **dict(
+            options.get("detector_kwargs") or {}, box_detections_per_img=int(options.get("detections_per_img", 100))
+        ),
+    )
 
 
 def load_detection_model(

@@ -3,6 +3,7 @@
 ``train`` options come from the defaults below, a ``--config`` file (YAML/JSON, keys are the long
 option names; see ``configs/detection/``) and the command line, later ones winning.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,11 +14,17 @@ from ...config import DetectConfig, add_task_commands, add_train_command, add_we
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    commands = add_task_commands(subparsers, "detect", "object detection / instance segmentation: (Cascade) "
-                                                       "Faster/Mask R-CNN on ResNeSt-FPN")
-    add_train_command(commands, DetectConfig, run_train, "train a detector",
-                      "Train Faster/Mask/Cascade R-CNN on a ResNeSt-FPN backbone, iteration by iteration. Run under "
-                      "torchrun for several processes. configs/detection/ holds the paper's COCO settings.")
+    commands = add_task_commands(
+        subparsers, "detect", "object detection / instance segmentation: (Cascade) Faster/Mask R-CNN on ResNeSt-FPN"
+    )
+    add_train_command(
+        commands,
+        DetectConfig,
+        run_train,
+        "train a detector",
+        "Train Faster/Mask/Cascade R-CNN on a ResNeSt-FPN backbone, iteration by iteration. Run under "
+        "torchrun for several processes. configs/detection/ holds the paper's COCO settings.",
+    )
 
     evaluate = commands.add_parser("evaluate", help="COCO box (and mask) AP of a trained detector")
     add_weights_arguments(evaluate, "last.pt or best.pt of `splitattn detect train`")
@@ -26,19 +33,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--images", help="COCO image folder (default: the run's)")
     evaluate.add_argument("--split", help="(default: the run's evaluation split)")
     evaluate.add_argument("--max-images", type=int, help="only the first N images (default: the run's)")
-    evaluate.add_argument("--output", help="folder for metrics.json and detections.json "
-                                           "(default: eval-<split> by the weights)")
+    evaluate.add_argument(
+        "--output", help="folder for metrics.json and detections.json (default: eval-<split> by the weights)"
+    )
     evaluate.add_argument("--workers", type=int, default=2)
     evaluate.set_defaults(func=run_evaluate)
 
     predict = commands.add_parser("predict", help="draw detections (boxes, classes, scores, masks) onto images")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     add_weights_arguments(predict, "last.pt or best.pt of `splitattn detect train`")
-    predict.add_argument("--output", default="detections", help="folder for <name>_detections.png (default: detections)")
-    predict.add_argument("--score-threshold", type=float, default=0.5,
-                         help="draw detections scoring at least this (default: 0.5)")
-    predict.add_argument("--max-detections", type=int, default=100,
-                         help="draw at most this many per image, the highest scores first (default: 100)")
+    predict.add_argument(
+        "--output", default="detections", help="folder for <name>_detections.png (default: detections)"
+    )
+    predict.add_argument(
+        "--score-threshold", type=float, default=0.5, help="draw detections scoring at least this (default: 0.5)"
+    )
+    predict.add_argument(
+        "--max-detections",
+        type=int,
+        default=100,
+        help="draw at most this many per image, the highest scores first (default: 100)",
+    )
     predict.set_defaults(func=run_predict)
 
 
@@ -50,14 +65,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ...data.detection import build_detection_dataset, collate_detection
+    from ...engine.data import eval_loader
+    from ...utils.distributed import DistContext
     from ...utils.inputs import pick_device
-    from ...data.detection import build_detection_dataset
     from .checkpoint import load_detection_model
     from .engine import evaluate, format_metrics, iou_types
     from .evaluation import CocoEvaluator
-    from ...data.detection import collate_detection
-    from ...engine.data import eval_loader
-    from ...utils.distributed import DistContext
     from .trainer import limit
 
     model, classes, options, _ = load_detection_model(args.weights, "evaluate")
@@ -66,13 +80,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = args.data or options.get("data")
     if not data:
         raise ValueError("--data is required: the checkpoint does not name its data folder.")
-    dataset = build_detection_dataset(options.get("dataset"), data, split, False,
-                                      annotation_file=args.annotations or options.get("annotations"),
-                                      images=args.images or options.get("images"), classes=classes[1:],
-                                      skip_bad=True, with_masks=False)
+    dataset = build_detection_dataset(
+        options.get("dataset"),
+        data,
+        split,
+        False,
+        annotation_file=args.annotations or options.get("annotations"),
+        images=args.images or options.get("images"),
+        classes=classes[1:],
+        skip_bad=True,
+        with_masks=False,
+    )
     if dataset.classes != classes:
-        raise ValueError(f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {classes[1:6]}...; "
-                         "evaluate on the data set it was trained for.")
+        raise ValueError(
+            f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {classes[1:6]}...; "
+            "evaluate on the data set it was trained for."
+        )
     subset = limit(dataset, args.max_images if args.max_images is not None else options.get("max_images"))
     print(dataset.summary(), flush=True)
     evaluator = CocoEvaluator(dataset.coco, iou_types(model, dataset.coco), dataset.contiguous_to_coco)
@@ -81,8 +104,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
     output.mkdir(parents=True, exist_ok=True)
     evaluator.write_results(output / "detections.json")
-    metrics = dict(scores, weights=str(args.weights), data=str(data), split=split, images=len(subset),
-                   data_stats=dataset.stats)
+    metrics = dict(
+        scores, weights=str(args.weights), data=str(data), split=split, images=len(subset), data_stats=dataset.stats
+    )
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     for kind, report in evaluator.reports.items():
         print(f"{kind}:\n{report}")
@@ -107,13 +131,16 @@ def run_predict(args: argparse.Namespace) -> int:
     for path, picture in images:
         image = TF.pil_to_tensor(picture).float().div_(255)
         with torch.no_grad():
-            detections = keep_confident({k: v.cpu() for k, v in model([image.to(device)])[0].items()},
-                                        args.score_threshold)
-        detections = {k: v[:args.max_detections] for k, v in detections.items()}  # sorted by score
+            detections = keep_confident(
+                {k: v.cpu() for k, v in model([image.to(device)])[0].items()}, args.score_threshold
+            )
+        detections = {k: v[: args.max_detections] for k, v in detections.items()}  # sorted by score
         picture = draw_detections(image, detections, classes)
         target = output / f"{path.stem}_detections.png"
         TF.to_pil_image(picture).save(target)
-        found = ", ".join(f"{classes[label]} {score:.2f}" for label, score in
-                          zip(detections["labels"].tolist(), detections["scores"].tolist()))
+        found = ", ".join(
+            f"{classes[label]} {score:.2f}"
+            for label, score in zip(detections["labels"].tolist(), detections["scores"].tolist())
+        )
         print(f"{path}: {target} ({len(detections['labels'])} detections{': ' + found if found else ''})")
     return images.exit_code

@@ -3,6 +3,7 @@
 Evaluation works in one process and under torchrun: it gathers every rank's detections before
 COCOeval scores them, so every rank reports the numbers of the whole set.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
@@ -20,12 +21,15 @@ from .evaluation import CocoEvaluator
 
 def to_device(images: List[Tensor], targets: List[Target], device: torch.device) -> tuple:
     """Images and the tensors of each target on ``device`` (plain values such as ``image_id`` stay)."""
-    moved = [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+    moved = [
+        {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets
+    ]
     return [image.to(device, non_blocking=True) for image in images], moved
 
 
-def detection_loss(model: nn.Module, images: List[Tensor], targets: List[Target],
-                   device: torch.device) -> Tuple[Tensor, Dict[str, float]]:
+def detection_loss(
+    model: nn.Module, images: List[Tensor], targets: List[Target], device: torch.device
+) -> Tuple[Tensor, Dict[str, float]]:
     """The summed detector losses of a batch (lists of (3, H, W) images in 0..1 and their targets) and
     their sums for the log: ``images``, ``loss`` and each component (``loss_classifier``, ...)."""
     images, targets = to_device(images, targets, device)
@@ -36,8 +40,14 @@ def detection_loss(model: nn.Module, images: List[Tensor], targets: List[Target]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, evaluator: CocoEvaluator, device: torch.device,
-             amp: str = "none", progress: bool = False) -> Dict[str, Dict[str, float]]:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    evaluator: CocoEvaluator,
+    device: torch.device,
+    amp: str = "none",
+    progress: bool = False,
+) -> Dict[str, Dict[str, float]]:
     """Detect on every image of ``loader`` (batches from ``collate_detection``), gather over ranks and
     score: ``{"bbox": {"AP", "AP50", ...}, "segm": {...}}`` in percent (see ``CocoEvaluator``)."""
     was_training = model.training
@@ -48,7 +58,9 @@ def evaluate(model: nn.Module, loader: DataLoader, evaluator: CocoEvaluator, dev
                 continue
             with autocast(device, amp):
                 outputs = model([image.to(device) for image in images])
-            evaluator.update({t["image_id"]: {k: v.float().cpu() for k, v in o.items()} for t, o in zip(targets, outputs)})
+            evaluator.update(
+                {t["image_id"]: {k: v.float().cpu() for k, v in o.items()} for t, o in zip(targets, outputs)}
+            )
     finally:
         model.train(was_training)
     evaluator.gather()
@@ -64,6 +76,7 @@ def iou_types(model: nn.Module, coco_gt: COCO) -> Sequence[str]:
 
 def format_metrics(metrics: Dict[str, Dict[str, Any]]) -> str:
     """``bbox AP 41.2 AP50 60.1 ... | segm AP ...`` for the log (``n/a`` for a score COCO cannot compute)."""
-    return " | ".join(f"{kind} " + " ".join(f"{name} {'n/a' if value is None else f'{value:.1f}'}"
-                                            for name, value in scores.items())
-                      for kind, scores in metrics.items())
+    return " | ".join(
+        f"{kind} " + " ".join(f"{name} {'n/a' if value is None else f'{value:.1f}'}" for name, value in scores.items())
+        for kind, scores in metrics.items()
+    )

@@ -10,6 +10,7 @@ Only images passed to ``update`` are scored (torchvision's references and detect
 same), so evaluating a subset is correct; an image with no detections must still be passed,
 with empty tensors, so that its objects count as missed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,7 +46,9 @@ class CocoEvaluator:
         if unknown or not iou_types:
             raise ValueError(f"iou_types must be a non-empty selection of {IOU_TYPES}, got {tuple(iou_types)}.")
         if "segm" in iou_types and not any("segmentation" in ann for ann in coco_gt.anns.values()):
-            raise ValueError("the ground truth has no segmentations (e.g. VOC boxes); evaluate with iou_types=('bbox',).")
+            raise ValueError(
+                "the ground truth has no segmentations (e.g. VOC boxes); evaluate with iou_types=('bbox',)."
+            )
         self.coco_gt = coco_gt
         self.iou_types = tuple(iou_types)
         self.contiguous_to_coco = dict(contiguous_to_coco)
@@ -63,8 +66,10 @@ class CocoEvaluator:
         for image_id, output in outputs.items():
             image_id = int(image_id)
             if image_id not in self.coco_gt.imgs:
-                raise ValueError(f"image id {image_id} is not in the ground truth; pass target['image_id'] of the "
-                                 "evaluation data set.")
+                raise ValueError(
+                    f"image id {image_id} is not in the ground truth; pass target['image_id'] of the "
+                    "evaluation data set."
+                )
             self.predictions[image_id] = self._to_coco(image_id, output)
 
     def _to_coco(self, image_id: int, output: Mapping[str, Tensor]) -> List[Dict[str, Any]]:
@@ -78,11 +83,15 @@ class CocoEvaluator:
             raise ValueError(f"image {image_id}: {len(xywh)} boxes, {len(scores)} scores and {len(labels)} labels.")
         bad = sorted({label for label in labels if label not in self.contiguous_to_coco})
         if bad:
-            raise ValueError(f"image {image_id}: labels {bad[:10]} are not the data set's contiguous ids 1.."
-                             f"{len(self.contiguous_to_coco)}; the model must have {len(self.contiguous_to_coco) + 1} "
-                             "classes (with the background).")
-        results = [{"image_id": image_id, "category_id": self.contiguous_to_coco[label], "bbox": box, "score": score}
-                   for label, box, score in zip(labels, xywh.tolist(), scores)]
+            raise ValueError(
+                f"image {image_id}: labels {bad[:10]} are not the data set's contiguous ids 1.."
+                f"{len(self.contiguous_to_coco)}; the model must have {len(self.contiguous_to_coco) + 1} "
+                "classes (with the background)."
+            )
+        results = [
+            {"image_id": image_id, "category_id": self.contiguous_to_coco[label], "bbox": box, "score": score}
+            for label, box, score in zip(labels, xywh.tolist(), scores)
+        ]
         if "segm" in self.iou_types and results:
             for result, rle in zip(results, self._encode_masks(image_id, output)):
                 result["segmentation"] = rle
@@ -96,8 +105,10 @@ class CocoEvaluator:
             masks = masks[:, 0]
         info = self.coco_gt.imgs[image_id]
         if tuple(masks.shape[1:]) != (info["height"], info["width"]):
-            raise ValueError(f"image {image_id}: masks are {tuple(masks.shape[1:])} but the image is "
-                             f"{(info['height'], info['width'])}; paste masks at the original image size.")
+            raise ValueError(
+                f"image {image_id}: masks are {tuple(masks.shape[1:])} but the image is "
+                f"{(info['height'], info['width'])}; paste masks at the original image size."
+            )
         binary = (masks > MASK_THRESHOLD).cpu().numpy().astype(np.uint8)
         rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
         return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in rles]
@@ -146,13 +157,15 @@ class CocoEvaluator:
                 start = text.tell()
                 coco_eval.summarize()
             self.reports[iou_type] = text.getvalue()[start:]
-            scores[iou_type] = {name: float(value) * 100 if value >= 0 else None
-                                for name, value in zip(STAT_NAMES, coco_eval.stats)}
+            scores[iou_type] = {
+                name: float(value) * 100 if value >= 0 else None for name, value in zip(STAT_NAMES, coco_eval.stats)
+            }
         return scores
 
 
-def perfect_detections(coco_gt: COCO, image_id: int, coco_to_contiguous: Mapping[int, int],
-                       with_masks: bool) -> Dict[str, Tensor]:
+def perfect_detections(
+    coco_gt: COCO, image_id: int, coco_to_contiguous: Mapping[int, int], with_masks: bool
+) -> Dict[str, Tensor]:
     """The detections of a perfect detector on image ``image_id`` of ``coco_gt``, in the model's output
     format (see ``CocoEvaluator.update``): every non-crowd object's box (x1 y1 x2 y2), contiguous label and
     score 1, with its 0/1 mask [N, H, W] when ``with_masks``. Scoring them must give AP 100: the data sets'
@@ -160,11 +173,16 @@ def perfect_detections(coco_gt: COCO, image_id: int, coco_to_contiguous: Mapping
     annotations = [a for a in coco_gt.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
     boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float64).reshape(-1, 4)
     boxes[:, 2:] += boxes[:, :2]
-    output = {"boxes": boxes, "labels": torch.tensor([coco_to_contiguous[a["category_id"]] for a in annotations],
-                                                     dtype=torch.int64),
-              "scores": torch.ones(len(annotations))}
+    output = {
+        "boxes": boxes,
+        "labels": torch.tensor([coco_to_contiguous[a["category_id"]] for a in annotations], dtype=torch.int64),
+        "scores": torch.ones(len(annotations)),
+    }
     if with_masks:
         info = coco_gt.imgs[image_id]
-        output["masks"] = torch.from_numpy(np.stack([coco_gt.annToMask(a) for a in annotations]) if annotations else
-                                           np.zeros((0, info["height"], info["width"]), dtype=np.uint8))
+        output["masks"] = torch.from_numpy(
+            np.stack([coco_gt.annToMask(a) for a in annotations])
+            if annotations
+            else np.zeros((0, info["height"], info["width"]), dtype=np.uint8)
+        )
     return output

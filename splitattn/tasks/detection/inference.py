@@ -7,6 +7,7 @@ Font size and line width follow the image's short side (``utils.drawing``), so l
 a 640 px photo and on a 4000 px one. Colours follow the class, so one class has one colour across
 images; the highest-scoring labels are drawn last (on top).
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
@@ -31,8 +32,10 @@ def keep_confident(output: Dict[str, Tensor], score_threshold: float) -> Dict[st
 
 
 def captions(output: Dict[str, Tensor], classes: Sequence[str]) -> List[str]:
-    """"<class name> <score, 2 decimals>" for each detection of ``output``."""
-    return [f"{classes[label]} {score:.2f}" for label, score in zip(output["labels"].tolist(), output["scores"].tolist())]
+    """ "<class name> <score, 2 decimals>" for each detection of ``output``."""
+    return [
+        f"{classes[label]} {score:.2f}" for label, score in zip(output["labels"].tolist(), output["scores"].tolist())
+    ]
 
 
 def _label_font(height: int, width: int) -> Tuple[FreeTypeFont, int]:

@@ -17,6 +17,7 @@ Box heads (``box_head=``, ``BOX_HEADS``), both ending in 1024 features for the b
 ``head_norm`` also normalises the mask head's four 3x3 convs (detectron2-ResNeSt's ``ROI_MASK_HEAD.NORM``),
 ``fpn_norm`` the FPN's lateral and output convs (``FPN.NORM``). The authors' configs set all three to SyncBN.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -54,14 +55,17 @@ class ResNeStFPN(nn.Module):
     strides s = 4, 8, 16, 32, 64 (rounded up). ``out_channels`` is 256, as ``FasterRCNN`` requires.
     """
 
-    def __init__(self, body: ResNeStFeatures, out_channels: int = FPN_CHANNELS,
-                 fpn_norm: Optional[str] = None) -> None:
+    def __init__(self, body: ResNeStFeatures, out_channels: int = FPN_CHANNELS, fpn_norm: Optional[str] = None) -> None:
         super().__init__()
         if body.out_indices != [1, 2, 3, 4]:
             raise ValueError(f"the FPN needs stages 1-4 (out_indices=(1, 2, 3, 4)), got {body.out_indices}.")
         self.body = body
-        self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=LastLevelMaxPool(),
-                                         norm_layer=trainable_norm(fpn_norm, "fpn_norm"))
+        self.fpn = FeaturePyramidNetwork(
+            body.channels,
+            out_channels,
+            extra_blocks=LastLevelMaxPool(),
+            norm_layer=trainable_norm(fpn_norm, "fpn_norm"),
+        )
         self.out_channels = out_channels
         self.strides = [*body.reductions, body.reductions[-1] * 2]
 
@@ -79,13 +83,16 @@ def trainable_norm(norm: Optional[str], option: str) -> Optional[Callable[[int],
         return None
     factory = make_norm_layer(norm)
     if factory is FrozenBatchNorm2d:
-        raise ValueError(f"{option}={norm!r}: the FPN and the heads are newly initialised, so frozen BatchNorm would "
-                         f"freeze nothing; use syncbn (the paper), batchnorm, groupnorm, or None.")
+        raise ValueError(
+            f"{option}={norm!r}: the FPN and the heads are newly initialised, so frozen BatchNorm would "
+            f"freeze nothing; use syncbn (the paper), batchnorm, groupnorm, or None."
+        )
     return factory
 
 
-def make_box_head_factory(box_head: str, norm_layer: Optional[Callable[[int], nn.Module]] = None
-                          ) -> Callable[[], nn.Module]:
+def make_box_head_factory(
+    box_head: str, norm_layer: Optional[Callable[[int], nn.Module]] = None
+) -> Callable[[], nn.Module]:
     """A function returning a new box head (``BOX_HEADS``; see the module docstring), one per call.
 
     Shape of a head: (n, 256, 7, 7) pooled RoI features -> (n, 1024). ``norm_layer`` follows each conv
@@ -95,8 +102,9 @@ def make_box_head_factory(box_head: str, norm_layer: Optional[Callable[[int], nn
         raise ValueError(f"unknown box_head {box_head!r}; choose one of {', '.join(BOX_HEADS)}.")
     if box_head == "2fc":
         return lambda: TwoMLPHead(FPN_CHANNELS * ROI_SIZE * ROI_SIZE, REPRESENTATION_SIZE)
-    return lambda: FastRCNNConvFCHead((FPN_CHANNELS, ROI_SIZE, ROI_SIZE), [FPN_CHANNELS] * 4, [REPRESENTATION_SIZE],
-                                      norm_layer=norm_layer)
+    return lambda: FastRCNNConvFCHead(
+        (FPN_CHANNELS, ROI_SIZE, ROI_SIZE), [FPN_CHANNELS] * 4, [REPRESENTATION_SIZE], norm_layer=norm_layer
+    )
 
 
 def freeze_stages(body: ResNeStFeatures, trainable_layers: int) -> None:
@@ -138,8 +146,9 @@ def resnest_fpn_backbone(
             ``syncbn`` in the paper). ``frozenbn`` raises ValueError (nothing pretrained to freeze).
         **overrides: more ``create_model`` arguments (``bottleneck_width`` ...).
     """
-    body = create_model(backbone, pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4),
-                        norm_layer=norm, **overrides)
+    body = create_model(
+        backbone, pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4), norm_layer=norm, **overrides
+    )
     if trainable_layers is None:
         trainable_layers = 3 if norm == "frozenbn" else 5
     freeze_stages(body, trainable_layers)
@@ -190,8 +199,10 @@ def create_detection_model(
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background too, so it must be >= 2, got {num_classes}.")
     if head_norm is not None and box_head == "2fc" and "mask" not in arch:
-        raise ValueError(f"head_norm={head_norm!r} normalises the conv heads, but {arch} with box_head='2fc' has "
-                         f"none: use box_head='4conv1fc' (the paper's head) or drop head_norm.")
+        raise ValueError(
+            f"head_norm={head_norm!r} normalises the conv heads, but {arch} with box_head='2fc' has "
+            f"none: use box_head='4conv1fc' (the paper's head) or drop head_norm."
+        )
     head_norm_layer = trainable_norm(head_norm, "head_norm")
     make_box_head = make_box_head_factory(box_head, head_norm_layer)
     features = resnest_fpn_backbone(backbone, norm, pretrained, trainable_layers, fpn_norm, **(backbone_kwargs or {}))
@@ -205,12 +216,21 @@ def create_detection_model(
     if arch.startswith("cascade"):
         old = model.roi_heads
         model.roi_heads = CascadeRoIHeads(
-            old.box_roi_pool, FPN_CHANNELS * ROI_SIZE * ROI_SIZE, num_classes, ious=CASCADE_IOUS,
-            reg_weights=CASCADE_REG_WEIGHTS, representation_size=REPRESENTATION_SIZE,
+            old.box_roi_pool,
+            FPN_CHANNELS * ROI_SIZE * ROI_SIZE,
+            num_classes,
+            ious=CASCADE_IOUS,
+            reg_weights=CASCADE_REG_WEIGHTS,
+            representation_size=REPRESENTATION_SIZE,
             batch_size_per_image=old.fg_bg_sampler.batch_size_per_image,
-            positive_fraction=old.fg_bg_sampler.positive_fraction, score_thresh=old.score_thresh,
-            nms_thresh=old.nms_thresh, detections_per_img=old.detections_per_img,
-            mask_roi_pool=old.mask_roi_pool, mask_head=old.mask_head, mask_predictor=old.mask_predictor,
-            make_box_head=make_box_head)
+            positive_fraction=old.fg_bg_sampler.positive_fraction,
+            score_thresh=old.score_thresh,
+            nms_thresh=old.nms_thresh,
+            detections_per_img=old.detections_per_img,
+            mask_roi_pool=old.mask_roi_pool,
+            mask_head=old.mask_head,
+            mask_predictor=old.mask_predictor,
+            make_box_head=make_box_head,
+        )
     model.arch, model.backbone_name = arch, features.body.model_name
     return model

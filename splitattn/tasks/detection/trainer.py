@@ -8,9 +8,10 @@ schedule (linear warm-up from ``warmup_factor``, then x ``gamma`` at each of ``s
 ``checkpoint_every``, COCO evaluation (and ``best.pt``) every ``eval_every`` iterations and at the end;
 ``--resume auto`` continues at the exact iteration with the data order of an uninterrupted run.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Union, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from torch import nn
 from torch.utils.data import Dataset, Subset
@@ -29,12 +30,24 @@ from .evaluation import CocoEvaluator
 
 def build_datasets(options: Dict[str, Any]) -> Tuple[DetectionDataset, DetectionDataset]:
     """(training set with the random flip, evaluation set), both with masks for mask models."""
-    common = dict(annotation_file=options.get("annotations"), images=options.get("images"),
-                  classes=options.get("classes"), skip_bad=bool(options["skip_bad"]), with_masks="mask" in options["arch"])
-    train_set = build_detection_dataset(options["dataset"], options["data"], options["train_split"], True,
-                                        build_detection_train_transform(float(options["hflip"])), **common)
-    val_set = build_detection_dataset(options["dataset"], options["data"], options["val_split"], False,
-                                      **dict(common, classes=train_set.classes[1:]))  # numbered as in training
+    common = dict(
+        annotation_file=options.get("annotations"),
+        images=options.get("images"),
+        classes=options.get("classes"),
+        skip_bad=bool(options["skip_bad"]),
+        with_masks="mask" in options["arch"],
+    )
+    train_set = build_detection_dataset(
+        options["dataset"],
+        options["data"],
+        options["train_split"],
+        True,
+        build_detection_train_transform(float(options["hflip"])),
+        **common,
+    )
+    val_set = build_detection_dataset(
+        options["dataset"], options["data"], options["val_split"], False, **dict(common, classes=train_set.classes[1:])
+    )  # numbered as in training
     return train_set, val_set
 
 
@@ -47,11 +60,15 @@ def check_options(options: Dict[str, Any], dist_ctx: DistContext) -> None:
     """Clear errors for option combinations that cannot train."""
     norm, batch = options["norm"], int(options["batch_size"])
     if norm == "syncbn" and dist_ctx.device.type != "cuda":
-        raise ConfigError("--norm syncbn needs GPUs (SyncBatchNorm synchronises CUDA tensors); on CPUs use "
-                          "--norm frozenbn or --norm groupnorm.")
+        raise ConfigError(
+            "--norm syncbn needs GPUs (SyncBatchNorm synchronises CUDA tensors); on CPUs use "
+            "--norm frozenbn or --norm groupnorm."
+        )
     if norm in ("batchnorm", "syncbn") and batch < 2 and not (norm == "syncbn" and dist_ctx.distributed):
-        raise ConfigError(f"--norm {norm} with --batch-size 1 cannot normalise the split-attention maps (one value "
-                          "per channel); use --norm frozenbn or groupnorm, or --batch-size >= 2.")
+        raise ConfigError(
+            f"--norm {norm} with --batch-size 1 cannot normalise the split-attention maps (one value "
+            "per channel); use --norm frozenbn or groupnorm, or --batch-size >= 2."
+        )
     if options["amp"] == "fp16" and dist_ctx.device.type != "cuda":
         raise ConfigError("--amp fp16 is for GPUs; on CPUs use --amp bf16 or none.")
 
@@ -72,8 +89,10 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
     train_set, val_set = limit(full_train, options.get("max_images")), limit(full_val, options.get("max_images"))
     classes, batch, workers = full_train.classes, int(options["batch_size"]), int(options["workers"])
     if len(train_set) < batch * dist_ctx.world_size:
-        raise ValueError(f"{len(train_set)} training images make no full batch of {batch} x {dist_ctx.world_size}; "
-                         "lower --batch-size or add data.")
+        raise ValueError(
+            f"{len(train_set)} training images make no full batch of {batch} x {dist_ctx.world_size}; "
+            "lower --batch-size or add data."
+        )
     loader = train_loader(train_set, batch, dist_ctx, int(options["seed"]), workers, collate_detection)
     val_loader = eval_loader(val_set, 1, dist_ctx, workers, collate_detection)
     model = model_from_options(options, len(classes), pretrained=options.get("pretrained") or False).to(device)
@@ -81,31 +100,60 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         evaluator = CocoEvaluator(full_val.coco, kinds, full_val.contiguous_to_coco)
-        scores = evaluate(eval_model, val_loader, evaluator, device, options["amp"],
-                          progress=dist_ctx.is_main and options["progress"])
+        scores = evaluate(
+            eval_model, val_loader, evaluator, device, options["amp"], progress=dist_ctx.is_main and options["progress"]
+        )
         return {f"{kind}_{name}": value for kind, values in scores.items() for name, value in values.items()}, scores
 
     def summarize(result: Dict[str, Any], state: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
-        metrics = dict(result, iter=max_iter, best_bbox_AP=state["best_bbox_AP"], arch=options["arch"],
-                       backbone=options["backbone"], train_images=len(train_set), val_images=len(val_set),
-                       data_stats={"train": full_train.stats, "val": full_val.stats})
+        metrics = dict(
+            result,
+            iter=max_iter,
+            best_bbox_AP=state["best_bbox_AP"],
+            arch=options["arch"],
+            backbone=options["backbone"],
+            train_images=len(train_set),
+            val_images=len(val_set),
+            data_stats={"train": full_train.stats, "val": full_val.stats},
+        )
         return metrics, f"val after {max_iter} iterations: {format_metrics(result)}"
 
     if dist_ctx.is_main:
         for dataset in (full_train, full_val):
             print(dataset.summary(), flush=True)
-    intro = (f"training {options['arch']} on {options['backbone']}-FPN ({options['norm']}) with {len(train_set)} "
-             f"training / {len(val_set)} evaluation images, {len(classes) - 1} classes; batch {batch} x "
-             f"{dist_ctx.world_size} process(es), lr {lr:g}, {max_iter} iterations")
+    intro = (
+        f"training {options['arch']} on {options['backbone']}-FPN ({options['norm']}) with {len(train_set)} "
+        f"training / {len(val_set)} evaluation images, {len(classes) - 1} classes; batch {batch} x "
+        f"{dist_ctx.world_size} process(es), lr {lr:g}, {max_iter} iterations"
+    )
     return TrainingRun(
-        model=model, loader=loader, param_groups=parameter_groups(model, float(options["weight_decay"])), lr=lr,
+        model=model,
+        loader=loader,
+        param_groups=parameter_groups(model, float(options["weight_decay"])),
+        lr=lr,
         make_schedule=lambda optimizer, total: warmup_multistep(
-            optimizer, options["steps"] or [], float(options["gamma"]), int(options["warmup_iters"]),
-            float(options["warmup_factor"])),
+            optimizer,
+            options["steps"] or [],
+            float(options["gamma"]),
+            int(options["warmup_iters"]),
+            float(options["warmup_factor"]),
+        ),
         loss=lambda train_model, micro_batch, step: detection_loss(train_model, *micro_batch, device),
-        evaluate=evaluate_model, summarize=summarize, total_steps=max_iter, steps_per_epoch=len(loader),
-        best_key="bbox_AP", x_key="iter", log_every=int(options["log_every"]), eval_every=int(options["eval_every"]),
-        checkpoint_every=int(options["checkpoint_every"]), intro=intro, eval_model=model,
-        state={"classes": classes, "contiguous_to_coco": full_train.contiguous_to_coco, "task": "detection",
-               "command": "detect train"},
+        evaluate=evaluate_model,
+        summarize=summarize,
+        total_steps=max_iter,
+        steps_per_epoch=len(loader),
+        best_key="bbox_AP",
+        x_key="iter",
+        log_every=int(options["log_every"]),
+        eval_every=int(options["eval_every"]),
+        checkpoint_every=int(options["checkpoint_every"]),
+        intro=intro,
+        eval_model=model,
+        state={
+            "classes": classes,
+            "contiguous_to_coco": full_train.contiguous_to_coco,
+            "task": "detection",
+            "command": "detect train",
+        },
     )

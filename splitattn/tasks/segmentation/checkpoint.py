@@ -8,6 +8,7 @@ and plain values that loads with ``torch.load(..., weights_only=True)``:
 - ``args``: the run's options; ``classes``: class names in training-id order;
 - ``best_miou``: best validation mIoU so far (-1 before any evaluation).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,14 +18,21 @@ from ...engine.checkpoint import load_task_checkpoint
 from .model import SegmentationModel, create_segmentation_model
 
 
-def model_from_options(options: Dict[str, Any], num_classes: int, pretrained: Union[bool, str] = False) -> SegmentationModel:
+def model_from_options(
+    options: Dict[str, Any], num_classes: int, pretrained: Union[bool, str] = False
+) -> SegmentationModel:
     """The architecture a run's options describe (``backbone``, ``head``, ``output_stride``, ``aux``, ``norm``,
     and the backbone's ``model_kwargs`` such as ``in_chans`` or widths)."""
     norm = options.get("norm", "batchnorm")
     return create_segmentation_model(
-        options["backbone"], num_classes, head=options.get("head", "deeplabv3"),
-        output_stride=int(options.get("output_stride", 8)), aux=bool(options.get("aux", True)),
-        pretrained=pretrained, norm_layer=norm, **(options.get("model_kwargs") or {}),
+        options["backbone"],
+        num_classes,
+        head=options.get("head", "deeplabv3"),
+        output_stride=int(options.get("output_stride", 8)),
+        aux=bool(options.get("aux", True)),
+        pretrained=pretrained,
+        norm_layer=norm,
+        **(options.get("model_kwargs") or {}),
     )
 
 

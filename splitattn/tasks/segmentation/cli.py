@@ -3,6 +3,7 @@
 ``train`` options come from the defaults below, a ``--config`` file (YAML/JSON, keys are the
 long option names; see ``configs/segmentation/``) and the command line, later ones winning.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,15 +11,28 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from ...config import (SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig, add_task_commands,
-                      add_train_command, add_weights_arguments, input_channels, resolve)
+from ...config import (
+    SEGMENTATION_DATASETS,
+    SEGMENTATION_MULTI_SCALES,
+    SegmentConfig,
+    add_task_commands,
+    add_train_command,
+    add_weights_arguments,
+    input_channels,
+    resolve,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     commands = add_task_commands(subparsers, "segment", "semantic segmentation: DeepLabV3/FCN on dilated ResNeSt")
-    add_train_command(commands, SegmentConfig, run_train, "train a segmentation model",
-                      "Train DeepLabV3 (or FCN) on a dilated ResNeSt. Run under torchrun for several processes. "
-                      "configs/segmentation/ holds the paper's ADE20K settings.")
+    add_train_command(
+        commands,
+        SegmentConfig,
+        run_train,
+        "train a segmentation model",
+        "Train DeepLabV3 (or FCN) on a dilated ResNeSt. Run under torchrun for several processes. "
+        "configs/segmentation/ holds the paper's ADE20K settings.",
+    )
 
     evaluate = commands.add_parser("evaluate", help="pixAcc / mIoU / per-class IoU of a trained model")
     add_weights_arguments(evaluate, "last.pt or best.pt of `splitattn segment train`")
@@ -35,15 +49,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="colour mask and overlay PNG per image")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     add_weights_arguments(predict, "last.pt or best.pt of `splitattn segment train`")
-    predict.add_argument("--output", default="predictions", help="folder for <name>_mask.png and <name>_overlay.png (default: predictions)")
+    predict.add_argument(
+        "--output",
+        default="predictions",
+        help="folder for <name>_mask.png and <name>_overlay.png (default: predictions)",
+    )
     predict.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
     _add_inference_args(predict)
     predict.set_defaults(func=run_predict)
 
 
 def _add_inference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--multi-scale", action="store_true",
-                        help=f"scales {', '.join(map(str, SEGMENTATION_MULTI_SCALES))} with flip (PyTorch-Encoding's testing)")
+    parser.add_argument(
+        "--multi-scale",
+        action="store_true",
+        help=f"scales {', '.join(map(str, SEGMENTATION_MULTI_SCALES))} with flip (PyTorch-Encoding's testing)",
+    )
     parser.add_argument("--scales", type=float, nargs="+", help="explicit scales (default 1.0)")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
     parser.add_argument("--base-size", type=int, help="long side at scale 1 (default: the run's)")
@@ -59,17 +80,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[str, Any]:
     scales: Sequence[float] = args.scales or (SEGMENTATION_MULTI_SCALES if args.multi_scale else (1.0,))
-    return dict(scales=list(scales), flip=bool(args.flip or args.multi_scale),
-                base_size=args.base_size or options.get("base_size"),
-                crop_size=args.eval_crop_size or options.get("eval_crop_size"))
+    return dict(
+        scales=list(scales),
+        flip=bool(args.flip or args.multi_scale),
+        base_size=args.base_size or options.get("base_size"),
+        crop_size=args.eval_crop_size or options.get("eval_crop_size"),
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ...utils.inputs import pick_device
     from torch.utils.data import DataLoader
 
     from ...data.segmentation import build_dataset, collate_eval
     from ...data.segmentation_transforms import SegmentationEvalTransform
+    from ...utils.inputs import pick_device
     from .checkpoint import load_segmentation_model
     from .engine import evaluate
     from .metrics import format_iou_table
@@ -84,12 +108,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--data is required: the checkpoint does not name its data folder.")
     ignore = args.ignore_value if args.ignore_value is not None else options.get("ignore_value")
     palette, channels = options.get("palette"), input_channels(options)
-    dataset = build_dataset(kind, data, split, SegmentationEvalTransform(channels=channels),
-                            classes=None if palette else classes, ignore_value=ignore, skip_bad=args.skip_bad,
-                            channels=channels, palette=palette)
+    dataset = build_dataset(
+        kind,
+        data,
+        split,
+        SegmentationEvalTransform(channels=channels),
+        classes=None if palette else classes,
+        ignore_value=ignore,
+        skip_bad=args.skip_bad,
+        channels=channels,
+        palette=palette,
+    )
     if dataset.classes != classes:
-        raise ValueError(f"{data} has classes {dataset.classes[:5]}... but the model was trained on {classes[:5]}...; "
-                         "evaluate on the data set it was trained for.")
+        raise ValueError(
+            f"{data} has classes {dataset.classes[:5]}... but the model was trained on {classes[:5]}...; "
+            "evaluate on the data set it was trained for."
+        )
     plan = _inference_plan(args, options)
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers, collate_fn=collate_eval)
     print(describe_dataset(dataset), flush=True)
@@ -97,13 +131,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     tag = "ms" if len(plan["scales"]) > 1 else "ss"
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}-{tag}"
     output.mkdir(parents=True, exist_ok=True)
-    metrics = dict(result, weights=str(args.weights), data=str(data), split=split, skipped_pairs=len(dataset.skipped),
-                   **plan)
+    metrics = dict(
+        result, weights=str(args.weights), data=str(data), split=split, skipped_pairs=len(dataset.skipped), **plan
+    )
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(format_iou_table(result["per_class"]))
-    print(f"{dataset.name}: mIoU {result['miou']:.2f}%  pixAcc {result['pixel_acc']:.2f}%  "
-          f"({result['images']} images, scales {plan['scales']}{', flip' if plan['flip'] else ''}; "
-          f"metrics in {output / 'metrics.json'})")
+    print(
+        f"{dataset.name}: mIoU {result['miou']:.2f}%  pixAcc {result['pixel_acc']:.2f}%  "
+        f"({result['images']} images, scales {plan['scales']}{', flip' if plan['flip'] else ''}; "
+        f"metrics in {output / 'metrics.json'})"
+    )
     return 0
 
 
@@ -126,8 +163,9 @@ def run_predict(args: argparse.Namespace) -> int:
     for path, image in images:
         probs = predict_probs(model, normalize_image(image).to(device), **plan)
         labels = probs.argmax(0).cpu().numpy().astype(np.uint8)
-        mask_path, overlay_path = save_segmentation_outputs(image, labels, classes, output / path.stem, options.get("dataset"),
-                                                 args.alpha)
+        mask_path, overlay_path = save_segmentation_outputs(
+            image, labels, classes, output / path.stem, options.get("dataset"), args.alpha
+        )
         counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size * 100
         top = ", ".join(f"{classes[i]} {counts[i]:.1f}%" for i in np.argsort(-counts)[:3] if counts[i] > 0)
         print(f"{path}: {mask_path}, {overlay_path.name} ({top})")

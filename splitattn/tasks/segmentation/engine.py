@@ -3,6 +3,7 @@
 It works in one process and under torchrun: the loss sums and the confusion matrix are all-reduced,
 so every rank reports the numbers of the whole set.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
@@ -13,8 +14,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ...data.segmentation import IGNORE_INDEX
-from ...utils.distributed import all_reduce_sum
 from ...engine.runtime import autocast
+from ...utils.distributed import all_reduce_sum
 from .inference import predict_probs
 from .metrics import ConfusionMatrix
 

@@ -6,6 +6,7 @@ a larger one is covered by crop-size windows with a stride of 2/3 of the crop, a
 overlaps are averaged. The class probabilities of every scale (and of the mirrored image)
 are resized back to the original size and averaged; the prediction is their argmax.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,11 +49,11 @@ def _sliding_probs(model: nn.Module, image: Tensor, crop_size: Optional[int], fl
     counts = torch.zeros(1, 1, height, width, device=image.device)
     for top in window_starts(height, win_h, stride):
         for left in window_starts(width, win_w, stride):
-            probs = _forward_probs(model, image[..., top:top + win_h, left:left + win_w], flip)
+            probs = _forward_probs(model, image[..., top : top + win_h, left : left + win_w], flip)
             if total is None:
                 total = torch.zeros(1, probs.shape[1], height, width, device=image.device)
-            total[..., top:top + win_h, left:left + win_w] += probs
-            counts[..., top:top + win_h, left:left + win_w] += 1
+            total[..., top : top + win_h, left : left + win_w] += probs
+            counts[..., top : top + win_h, left : left + win_w] += 1
     return total / counts
 
 
@@ -78,7 +79,9 @@ def predict_probs(
     for scale in scales:
         long_side = int(math.ceil((base_size or max(height, width)) * scale))
         size = [max(MIN_SIDE, side) for side in scaled_size(height, width, long_side)]
-        scaled = batch if size == [height, width] else F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+        scaled = (
+            batch if size == [height, width] else F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+        )
         probs = _sliding_probs(model, scaled, crop_size, flip)
         if size != [height, width]:
             probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)

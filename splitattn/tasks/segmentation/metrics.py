@@ -4,6 +4,7 @@ Accumulating counts over every pixel of every image and dividing once at the end
 standard (PyTorch-Encoding, mmsegmentation) definition; averaging per-image scores would
 weight small images like large ones and give a different number.
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ the logits are upsampled with ``align_corners=False`` (PyTorch-Encoding: ``True`
 The backbone is ``create_model(..., features_only=True, out_indices=(3, 4))`` with dilation,
 so stage 4 keeps 1/8 (or 1/16) of the input resolution as in the paper.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Union
@@ -52,8 +53,9 @@ def replace_batch_norm(module: nn.Module, norm_layer: NormFactory) -> nn.Module:
     return module
 
 
-def deeplabv3_head(in_channels: int, num_classes: int, atrous_rates: Sequence[int],
-                   norm_layer: NormFactory = nn.BatchNorm2d) -> DeepLabHead:
+def deeplabv3_head(
+    in_channels: int, num_classes: int, atrous_rates: Sequence[int], norm_layer: NormFactory = nn.BatchNorm2d
+) -> DeepLabHead:
     """torchvision's ``DeepLabHead`` as PyTorch-Encoding's ``DeepLabV3Head``: ASPP (1x1, three 3x3 atrous
     and an image-pooling branch, 256 channels each; 1x1 projection, norm, ReLU, ``Dropout2d(0.5)``), 3x3 conv
     256->256, norm, ReLU, ``Dropout2d(0.1)``, 1x1 classifier. Shape: (N, C, h, w) -> (N, K, h, w).
@@ -77,7 +79,9 @@ class SegmentationModel(nn.Module):
     def __init__(self, backbone: ResNeStFeatures, head: nn.Module, aux_head: Optional[nn.Module] = None) -> None:
         super().__init__()
         if backbone.out_indices != [3, 4]:
-            raise ValueError(f"the backbone must return stages 3 and 4 (out_indices=(3, 4)), got {backbone.out_indices}.")
+            raise ValueError(
+                f"the backbone must return stages 3 and 4 (out_indices=(3, 4)), got {backbone.out_indices}."
+            )
         self.backbone = backbone
         self.head = head
         self.aux_head = aux_head
@@ -97,15 +101,19 @@ class SegmentationModel(nn.Module):
         """Raise a clear ValueError (instead of torch's "Expected more than 1 value per channel") when a
         batch of one image would reach BatchNorm in ASPP's image-pooling branch, which sees one value per
         channel and image; SyncBatchNorm across several processes pools the batch and passes."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
+        distributed = (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
             and torch.distributed.get_world_size() > 1
+        )
         for pooling in (m for m in self.head.modules() if isinstance(m, ASPPPooling)):
             for norm in pooling.modules():
                 if isinstance(norm, nn.BatchNorm2d) or (isinstance(norm, nn.SyncBatchNorm) and not distributed):
                     raise ValueError(
                         "training on a batch of 1 image: the BatchNorm of DeepLabV3's image-pooling branch sees one "
                         "value per channel. Use batches of >= 2 images, head_norm='groupnorm' (the default with "
-                        "norm_layer='groupnorm'), or SyncBatchNorm across several processes.")
+                        "norm_layer='groupnorm'), or SyncBatchNorm across several processes."
+                    )
 
 
 def create_segmentation_model(
@@ -144,13 +152,22 @@ def create_segmentation_model(
         raise ValueError(f"output_stride must be 8 or 16 for segmentation, got {output_stride}.")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}.")
-    features = create_model(backbone, pretrained=pretrained, features_only=True, out_indices=(3, 4),
-                            output_stride=output_stride, norm_layer=norm_layer, **overrides)
+    features = create_model(
+        backbone,
+        pretrained=pretrained,
+        features_only=True,
+        out_indices=(3, 4),
+        output_stride=output_stride,
+        norm_layer=norm_layer,
+        **overrides,
+    )
     stage3_channels, stage4_channels = features.channels
     heads_norm = make_norm_layer(head_norm or head_norm_for(norm_layer))
     if heads_norm is FrozenBatchNorm2d:
-        raise ValueError(f"head_norm={head_norm!r}: the heads are newly initialised, so frozen BatchNorm would freeze "
-                         f"nothing; use batchnorm, syncbn, groupnorm, or None (follow the backbone).")
+        raise ValueError(
+            f"head_norm={head_norm!r}: the heads are newly initialised, so frozen BatchNorm would freeze "
+            f"nothing; use batchnorm, syncbn, groupnorm, or None (follow the backbone)."
+        )
     if head == "deeplabv3":
         main_head: nn.Module = deeplabv3_head(stage4_channels, num_classes, ASPP_RATES[output_stride], heads_norm)
     else:
@@ -161,8 +178,9 @@ def create_segmentation_model(
     return model
 
 
-def segmentation_loss(outputs: Dict[str, Tensor], target: Tensor, ignore_index: int,
-                      aux_weight: float = AUX_WEIGHT) -> Tensor:
+def segmentation_loss(
+    outputs: Dict[str, Tensor], target: Tensor, ignore_index: int, aux_weight: float = AUX_WEIGHT
+) -> Tensor:
     """Pixel cross-entropy over non-ignored pixels of ``out`` plus ``aux_weight`` x that of ``aux``.
 
     ``outputs``: (N, K, H, W) logits; ``target``: (N, H, W) int64 with ``ignore_index`` for void.

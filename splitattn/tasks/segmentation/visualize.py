@@ -3,6 +3,7 @@
 Known data sets keep their customary colours (sources below); other class lists get
 ``utils.drawing.color_palette``. No class is black: black is left to void/ignore pixels.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,8 +59,10 @@ def voc_colours(num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
 
 KNOWN_PALETTES: Dict[str, Tuple[Tuple[str, ...], np.ndarray]] = {
     "ade20k": (ADE20K_CLASSES, ADE20K_COLOURS),
-    "cityscapes": (tuple(name for name, _ in sorted(CITYSCAPES_TRAIN_IDS.values(), key=lambda item: item[1])),
-                   CITYSCAPES_COLOURS),
+    "cityscapes": (
+        tuple(name for name, _ in sorted(CITYSCAPES_TRAIN_IDS.values(), key=lambda item: item[1])),
+        CITYSCAPES_COLOURS,
+    ),
     "voc": (VOC_CLASSES, voc_colours()),
     "camvid": (CAMVID_CLASSES, CAMVID_COLOURS),
 }
@@ -88,7 +91,7 @@ def draw_legend(height: int, entries: Sequence[Tuple[str, Sequence[int]]], font_
     pad = max(4, font_size // 2)
     row = swatch + pad // 2
     rows = max(1, (height - 2 * pad + pad // 2) // row)
-    columns = [entries[start:start + rows] for start in range(0, len(entries), rows)]
+    columns = [entries[start : start + rows] for start in range(0, len(entries), rows)]
     widths = [swatch + pad // 2 + max(round(font.getlength(name)) for name, _ in column) for column in columns]
     panel = Image.new("RGB", (sum(widths) + pad * (len(columns) + 1), height), LEGEND_FILL)
     draw = ImageDraw.Draw(panel)
@@ -96,15 +99,19 @@ def draw_legend(height: int, entries: Sequence[Tuple[str, Sequence[int]]], font_
     for column, width in zip(columns, widths):
         for index, (name, colour) in enumerate(column):
             top = pad + index * row
-            draw.rectangle((left, top, left + swatch - 1, top + swatch - 1), fill=tuple(int(c) for c in colour),
-                           outline=LEGEND_TEXT)
+            draw.rectangle(
+                (left, top, left + swatch - 1, top + swatch - 1),
+                fill=tuple(int(c) for c in colour),
+                outline=LEGEND_TEXT,
+            )
             draw.text((left + swatch + pad // 2, top), name, fill=LEGEND_TEXT, font=font)
         left += width + pad
     return panel
 
 
-def overlay_with_legend(image: Image.Image, prediction: np.ndarray, classes: Sequence[str], palette: np.ndarray,
-                        alpha: float = 0.5) -> Image.Image:
+def overlay_with_legend(
+    image: Image.Image, prediction: np.ndarray, classes: Sequence[str], palette: np.ndarray, alpha: float = 0.5
+) -> Image.Image:
     """``image`` blended with the class colours of ``prediction`` ((H, W) class ids) at opacity ``alpha``,
     with a legend panel on the right naming the classes present, largest share first, with their
     share of the pixels in percent."""
@@ -122,8 +129,14 @@ def overlay_with_legend(image: Image.Image, prediction: np.ndarray, classes: Seq
     return picture
 
 
-def save_segmentation_outputs(image: Image.Image, prediction: np.ndarray, classes: Sequence[str], stem_path: Path,
-                              dataset: Optional[str] = None, alpha: float = 0.5) -> Tuple[Path, Path]:
+def save_segmentation_outputs(
+    image: Image.Image,
+    prediction: np.ndarray,
+    classes: Sequence[str],
+    stem_path: Path,
+    dataset: Optional[str] = None,
+    alpha: float = 0.5,
+) -> Tuple[Path, Path]:
     """Write ``<stem_path>_mask.png`` and ``<stem_path>_overlay.png``; return their paths.
 
     The mask is a palette PNG whose pixel values are the class ids of ``prediction`` ((H, W) ints
