@@ -156,3 +156,18 @@ def test_under_autocast_after_a_conv(device, dtype) -> None:
     # The mask of the same seed outside autocast in float32, the product rounded once to `dtype`.
     torch.manual_seed(1)
     assert torch.equal(y, layer(features.float()).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_compiled_under_autocast(dtype) -> None:
+    """torch.compile (aot_eager: the graph autograd and Inductor see) keeps the float32 mask under CPU autocast."""
+    torch._dynamo.reset()
+    conv = torch.nn.Conv2d(16, 512, 3, padding=1)
+    layer = DropBlock2d(0.1, block_size=3).train()
+    compiled = torch.compile(lambda x: layer(conv(x)), backend="aot_eager")
+    with torch.autocast("cpu", dtype=dtype):
+        y = compiled(torch.randn(8, 16, 28, 28))
+    torch._dynamo.reset()
+    assert y.dtype == dtype
+    reference = kept_fraction(drop_block2d(torch.ones(8, 512, 28, 28), 0.1, block_size=3, training=True))
+    assert abs(kept_fraction(y) - reference) < 0.005
