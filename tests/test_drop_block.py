@@ -1,4 +1,5 @@
-"""DropBlock as published: per-channel masks, torchvision's statistics, a ramp that never recompiles."""
+"""DropBlock as published: per-channel masks, torchvision's statistics, a ramp that never recompiles, and
+the same statistics in fp16/bf16 (plain, under autocast, scripted)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,18 @@ from splitattn.layers import DropBlock2d
 TINY = dict(bottleneck_width=16, stem_width=16)
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+# The shapes DropBlock meets in stages 3-4 (ResNeSt-50 at 224 px: 28x28 after a stride-8 stage, 14x14, 7x7).
+# Each holds far more than 65,504 kept units, the largest count fp16 can hold.
+SHAPES = [(8, 512, 28, 28), (2, 256, 56, 56), (32, 1024, 7, 7)]
+
+
 def dropped_masks(y: torch.Tensor) -> torch.Tensor:
     return (y == 0).float()
+
+
+def kept_fraction(y: torch.Tensor) -> float:
+    return (y != 0).double().mean().item()
 
 
 def test_masks_are_per_channel_with_torchvisions_statistics() -> None:
@@ -82,3 +93,81 @@ def test_scripting_keeps_drop_block() -> None:
     layer = next(m for m in scripted.modules() if m.original_name == "DropBlock2d")
     y = layer.train()(torch.ones(4, 8, 16, 16))
     assert 0 < (y == 0).float().mean() < 0.5
+    reference = kept_fraction(drop_block2d(torch.ones(8, 512, 28, 28), 0.2, block_size=3, training=True))
+    for dtype in LOW_PRECISION:  # the scripted layer draws its mask in float32 too
+        y = layer(torch.rand(8, 512, 28, 28).add(0.5).to(dtype))
+        assert y.dtype == dtype and abs(kept_fraction(y) - reference) < 0.005
+
+
+def drop_block_seeded(x: torch.Tensor, seed: int, p: float = 0.1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return DropBlock2d(p, block_size=3).train()(x)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_low_precision_keeps_fp32_and_torchvision_statistics(shape, dtype) -> None:
+    torch.manual_seed(0)
+    x32 = torch.rand(shape) + 0.5  # no zeros, so every zero of the output is a dropped unit
+    x = x32.to(dtype)
+    y = drop_block_seeded(x, 1)
+    assert y.dtype == dtype
+    kept = kept_fraction(y)
+    # Reference statistics: ours and torchvision's drop_block2d in float32 (torchvision's draws its mask
+    # in the input's dtype too, so it is only a reference in float32).
+    torch.manual_seed(2)
+    reference = kept_fraction(drop_block2d(x32, 0.1, block_size=3, training=True))
+    assert abs(kept - kept_fraction(drop_block_seeded(x32, 3))) < 0.005
+    assert abs(kept - reference) < 0.005
+    # Mean preserved: the kept units carry all / kept of the batch. Over these shapes the float32 output
+    # mean differs from the input's by a std of at most 1.1e-4 relative (block sampling, 10 seeds each),
+    # and rounding every output to fp16/bf16 (to nearest) adds no bias; a scale rounded to bf16 would
+    # shift the mean by up to 2**-8 / 1.11 = 0.35%. So 1e-3 is ~9 std and below any rounding bias.
+    ratio = y.double().mean() / x.double().mean()
+    assert abs(ratio.item() - 1.0) < 1e-3
+    # Same seed, same mask as float32: the output is the float32 output rounded once to `dtype`.
+    assert torch.equal(y, drop_block_seeded(x.float(), 1).to(dtype))
+
+
+def autocast_devices() -> list:
+    """(device, dtype) pairs autocast supports here: CPU bf16 and fp16 (torch >= 2.4), CUDA fp16 and bf16."""
+    pairs = [("cpu", torch.bfloat16), ("cpu", torch.float16)]
+    if torch.cuda.is_available():
+        pairs += [("cuda", torch.float16), ("cuda", torch.bfloat16)]
+    return pairs
+
+
+@pytest.mark.parametrize("device,dtype", autocast_devices())
+def test_under_autocast_after_a_conv(device, dtype) -> None:
+    """Under autocast DropBlock gets the conv's fp16/bf16 output; it keeps its statistics and its dtype."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 512, 3, padding=1).to(device)
+    x = torch.randn(8, 64, 28, 28, device=device)
+    layer = DropBlock2d(0.1, block_size=3).train()
+    with torch.autocast(device, dtype=dtype):
+        features = conv(x)
+        torch.manual_seed(1)
+        y = layer(features)
+    assert features.dtype == dtype and y.dtype == dtype
+    kept = ((y != 0) | (features == 0)).double().mean().item()
+    torch.manual_seed(2)
+    reference = kept_fraction(drop_block2d(torch.ones(8, 512, 28, 28), 0.1, block_size=3, training=True))
+    assert abs(kept - reference) < 0.005
+    # The mask of the same seed outside autocast in float32, the product rounded once to `dtype`.
+    torch.manual_seed(1)
+    assert torch.equal(y, layer(features.float()).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_compiled_under_autocast(dtype) -> None:
+    """torch.compile (aot_eager: the graph autograd and Inductor see) keeps the float32 mask under CPU autocast."""
+    torch._dynamo.reset()
+    conv = torch.nn.Conv2d(16, 512, 3, padding=1)
+    layer = DropBlock2d(0.1, block_size=3).train()
+    compiled = torch.compile(lambda x: layer(conv(x)), backend="aot_eager")
+    with torch.autocast("cpu", dtype=dtype):
+        y = compiled(torch.randn(8, 16, 28, 28))
+    torch._dynamo.reset()
+    assert y.dtype == dtype
+    reference = kept_fraction(drop_block2d(torch.ones(8, 512, 28, 28), 0.1, block_size=3, training=True))
+    assert abs(kept_fraction(y) - reference) < 0.005

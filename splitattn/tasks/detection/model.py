@@ -36,6 +36,7 @@ from ...layers.norm import freeze_batch_norm, make_norm_layer
 from ...models.registry import create_model
 from ...models.resnest import ResNeStFeatures
 from .cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads
+from .precision import keep_box_geometry_in_float32
 
 ARCHS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
 FPN_CHANNELS = 256
@@ -190,7 +191,8 @@ def create_detection_model(
     Input/output are torchvision's: a list of (3, H, W) float images in 0..1 (normalised inside with
     the ImageNet mean and std); in training also targets, returning a dict of losses; in evaluation a
     list of dicts ``boxes`` (N, 4) xyxy in input-image pixels, ``labels`` (N,) in 1..K-1, ``scores``
-    (N,), and for mask models ``masks`` (N, 1, H, W) probabilities.
+    (N,), and for mask models ``masks`` (N, 1, H, W) probabilities. Under fp16/bf16 autocast the anchors,
+    proposals, boxes and scores are float32 (``precision.py``).
     """
     if arch not in ARCHS:
         close = difflib.get_close_matches(arch, ARCHS, n=2, cutoff=0.4)
@@ -233,4 +235,4 @@ def create_detection_model(
             make_box_head=make_box_head,
         )
     model.arch, model.backbone_name = arch, features.body.model_name
-    return model
+    return keep_box_geometry_in_float32(model)  # anchors, box decoding and scores in float32 under autocast
