@@ -7,6 +7,8 @@ the checkpoint loaders and the model factories of the tasks all read it from her
 data run in ``validate`` (a ``ConfigError`` naming the flag and the fix), before any data is read.
 
 The choice lists below are checked against the modules that implement them in ``tests/test_train_cli.py``.
+The module is longer than most (about 480 lines) because it is the one table of every option of the three
+training commands, read as a reference: two thirds of it are the field declarations.
 """
 
 from __future__ import annotations
@@ -118,6 +120,11 @@ class RunConfig:
         raise NotImplementedError
 
     @property
+    def run_name(self) -> str:
+        """The run folder's name without ``--output``: ``runs/<run_name>`` (then ``-2``, ``-3`` ...)."""
+        raise NotImplementedError
+
+    @property
     def in_chans(self) -> int:
         """Image channels the run's model takes: ``in_chans`` of ``model_kwargs``, else ResNeSt's 3 (RGB)."""
         return int(self.model_kwargs.get("in_chans", 3))
@@ -194,6 +201,7 @@ class RunConfig:
 
         return TrainSettings(
             args=dataclasses.asdict(self),
+            name=self.run_name,
             output=self.output,
             resume=self.resume,
             exist_ok=self.exist_ok,
@@ -275,6 +283,10 @@ class ClassifyConfig(RunConfig):
 
     @property
     def model_name(self) -> str:
+        return self.model
+
+    @property
+    def run_name(self) -> str:
         return self.model
 
     def validate(self) -> None:
@@ -376,6 +388,10 @@ class DetectConfig(RunConfig):
     def model_name(self) -> str:
         return self.backbone
 
+    @property
+    def run_name(self) -> str:
+        return f"detect-{self.arch}-{self.backbone}"
+
     def validate(self) -> None:
         super().validate()
         for name in ("max_iter", "log_every", "eval_every", "checkpoint_every"):
@@ -459,6 +475,10 @@ class SegmentConfig(RunConfig):
     @property
     def model_name(self) -> str:
         return self.backbone
+
+    @property
+    def run_name(self) -> str:
+        return f"segment-{self.backbone}"
 
     def validate(self) -> None:
         super().validate()

@@ -1,4 +1,4 @@
-"""The training loop every task runs: ``run_training(settings, default_name, build)``.
+"""The training loop every task runs: ``run_training(settings, build)``.
 
 The engine knows no task and no command line: a task hands it ``TrainSettings`` (built from the task's
 config, so every option keeps its one default there) and a ``build`` function returning a
@@ -65,7 +65,8 @@ class TrainSettings:
     """
 
     args: Dict[str, Any]  # the task's options as plain values: options.json and each checkpoint's ``args``
-    output: Optional[str]  # run folder; None: ``runs/<default name>``, or the first free ``-N`` after it
+    name: str  # the run's name: without ``output`` it runs in ``runs/<name>``
+    output: Optional[str]  # run folder; None: ``runs/<name>``, or the first free ``runs/<name>-N``
     resume: Optional[str]  # a checkpoint path, "auto" (the run folder's last.pt, if any) or None
     exist_ok: bool  # replace the run an explicit ``output`` already holds
     device: Optional[str]  # "cpu", "cuda" or None (a GPU when one is visible)
@@ -109,17 +110,14 @@ class TrainingRun:
     eval_model: Optional[nn.Module] = None  # default: the compiled (or plain) training model
 
 
-def run_training(
-    settings: TrainSettings, default_name: str, build: Callable[[DistContext], TrainingRun]
-) -> Dict[str, Any]:
+def run_training(settings: TrainSettings, build: Callable[[DistContext], TrainingRun]) -> Dict[str, Any]:
     """Train the ``TrainingRun`` that ``build`` makes as ``settings`` say, in torchrun's process group if there
-    is one (runs without ``settings.output`` go to ``runs/<default_name>``); returns the final metrics (also
-    written to ``OUTPUT/metrics.json``).
+    is one; returns the final metrics (also written to ``OUTPUT/metrics.json``).
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the last checkpoint is intact).
     """
-    return run_in_process_group(lambda ctx: _run(settings, ctx, default_name, build), settings.device)
+    return run_in_process_group(lambda ctx: _run(settings, ctx, build), settings.device)
 
 
 def _x(run: TrainingRun, step: int) -> int:
@@ -130,13 +128,11 @@ def _every(interval: int, run: TrainingRun, step: int) -> bool:
     return step % (interval or run.steps_per_epoch) == 0 or step == run.total_steps
 
 
-def _run(
-    settings: TrainSettings, dist_ctx: DistContext, default_name: str, build: Callable[[DistContext], TrainingRun]
-) -> Dict[str, Any]:
+def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistContext], TrainingRun]) -> Dict[str, Any]:
     started = time.perf_counter()
     configure_runtime(dist_ctx, settings.seed, settings.threads, settings.deterministic)
     device, main = dist_ctx.device, dist_ctx.is_main
-    output, resume_from = run_folder(settings.output, Path("runs") / default_name, settings.resume, settings.exist_ok)
+    output, resume_from = run_folder(settings.output, Path("runs") / settings.name, settings.resume, settings.exist_ok)
     if settings.sync_bn and dist_ctx.distributed and device.type != "cuda":
         raise UsageError("SyncBatchNorm (sync_bn) needs GPUs: it has no CPU kernel.")
     run = build(dist_ctx)

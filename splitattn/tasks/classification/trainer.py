@@ -104,7 +104,7 @@ def train(config: Union[ClassifyConfig, Mapping[str, Any]]) -> Dict[str, Any]:
         NonFiniteLossError: the loss diverged.
     """
     config = as_config(ClassifyConfig, config)
-    return run_training(config.train_settings(), config.model, lambda dist_ctx: build_run(config, dist_ctx))
+    return run_training(config.train_settings(), lambda dist_ctx: build_run(config, dist_ctx))
 
 
 def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:

@@ -75,8 +75,7 @@ def train(config: Union[DetectConfig, Mapping[str, Any]]) -> Dict[str, Any]:
         NonFiniteLossError: the loss diverged.
     """
     config = as_config(DetectConfig, config)
-    name = f"detect-{config.arch}-{config.backbone}"
-    return run_training(config.train_settings(), name, lambda dist_ctx: build_run(config, dist_ctx))
+    return run_training(config.train_settings(), lambda dist_ctx: build_run(config, dist_ctx))
 
 
 def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:

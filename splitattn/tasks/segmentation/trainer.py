@@ -71,8 +71,7 @@ def train(config: Union[SegmentConfig, Mapping[str, Any]]) -> Dict[str, Any]:
         NonFiniteLossError: the loss diverged.
     """
     config = as_config(SegmentConfig, config)
-    name = f"segment-{config.backbone}"
-    return run_training(config.train_settings(), name, lambda dist_ctx: build_run(config, dist_ctx))
+    return run_training(config.train_settings(), lambda dist_ctx: build_run(config, dist_ctx))
 
 
 def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
