@@ -38,10 +38,10 @@ ACCURACY = (
     ("ema_val_top5", "EMA val top-5"),
 )
 
-__all__ = ["build_run", "curve_panels", "train"]
+__all__ = ["build_run", "classification_panels", "train"]
 
 
-def curve_panels(num_classes: int) -> List[Panel]:
+def classification_panels(num_classes: int) -> List[Panel]:
     """The plots of a classification run's ``curves.png``: loss, learning rate and accuracy in percent (top-5
     only above 5 classes: with 5 or fewer it is 100% by definition)."""
     accuracy = tuple((key, label) for key, label in ACCURACY if num_classes > 5 or "top5" not in key)
@@ -185,7 +185,7 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         best_key="top1",
-        panels=curve_panels(len(classes)),
+        panels=classification_panels(len(classes)),
         accum_steps=accum_steps,
         intro=intro,
         state={
