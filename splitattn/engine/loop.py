@@ -13,8 +13,8 @@ config, so every option keeps its one default there) and a ``build`` function re
 5. compile, DDP (``find_unused_parameters`` only when the task says its model leaves parameters unused);
 6. the loop over optimizer steps: ``accum_steps`` micro-batches each, a non-finite loss stops the run
    before the step it would poison; every ``log_every`` steps a record (``log.jsonl``, TensorBoard,
-   ``curves.png`` of the task's panels), every ``checkpoint_every`` steps ``last.pt`` (written *before* the evaluation and
-   plots that could still fail), every ``eval_every`` steps an evaluation and ``best.pt``;
+   ``curves.png`` of the task's panels), every ``checkpoint_every`` steps ``last.pt`` (written *before*
+   the evaluation and plots that could still fail), every ``eval_every`` steps an evaluation and ``best.pt``;
 7. ``metrics.json`` from the last evaluation.
 
 All step counts are optimizer steps; epoch-based tasks pass multiples of the steps per epoch.
