@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from splitattn.config import read_config_file
+from splitattn.config import ClassifyConfig, DetectConfig, read_config_file
 from splitattn.data.detection import CocoDetectionDataset, collate_detection
 from splitattn.engine.checkpoint import atomic_save
 from splitattn.models.registry import create_model
 from splitattn.tasks.classification.checkpoint import model_overrides
 from splitattn.tasks.detection import ARCHS, create_detection_model, resnest_fpn_backbone
 from splitattn.tasks.detection.cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads, cascade_scores
-from splitattn.tasks.detection.checkpoint import model_from_options
+from splitattn.tasks.detection.checkpoint import model_from_config
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -174,7 +174,7 @@ def test_cascade_inference_averages_stage_scores_and_keeps_last_boxes():
 def test_backbone_loads_our_classification_checkpoint(tmp_path):
     """A checkpoint in `splitattn train`'s format (weights under "model", options, classes) as backbone weights."""
     options = {"model": "resnest14", "model_kwargs": NARROW, "norm": "batchnorm", "dropout": 0.0, "drop_block": 0.0}
-    classifier = create_model("resnest14", num_classes=10, **model_overrides(options))
+    classifier = create_model("resnest14", num_classes=10, **model_overrides(ClassifyConfig(**options)))
     state = {k: v + torch.randn_like(v) if v.is_floating_point() else v for k, v in classifier.state_dict().items()}
     atomic_save(
         {
@@ -308,7 +308,7 @@ def test_paper_configs_use_the_authors_heads(config):
     options = read_config_file(str(config))
     assert (options["box_head"], options["fpn_norm"], options["head_norm"]) == ("4conv1fc", "syncbn", "syncbn")
     options.update(backbone="resnest14", model_kwargs=NARROW, pretrained=False)
-    model = model_from_options(options, 81)
+    model = model_from_config(DetectConfig(**options), 81)
     for head in _box_heads(model):
         assert len([m for m in head.modules() if isinstance(m, nn.SyncBatchNorm)]) == 4
     assert len([m for m in model.backbone.fpn.modules() if isinstance(m, nn.SyncBatchNorm)]) == 8

@@ -168,13 +168,13 @@ def test_evaluate_and_predict_use_the_protocol_of_the_weights_file(tmp_path: Pat
         backend="eager",
         device="cpu",
     )
-    _, classes, _, transform, size, _ = _inference_setup(args, "evaluate")
+    setup = _inference_setup(args, "evaluate")
     timm = pytest.importorskip("timm")
     twin = timm.create_model(
         "resnest14d", pretrained=False, pretrained_cfg=timm.models.get_pretrained_cfg("resnest14d.gluon_in1k")
     )
     reference = timm.data.create_transform(**timm.data.resolve_data_config(model=twin))
     image = real_images()[0]
-    assert classes is None and size == 224 and torch.equal(transform(image), reference(image))
+    assert setup.classes is None and setup.size == 224 and torch.equal(setup.transform(image), reference(image))
     args.img_size = 192
-    assert _inference_setup(args, "predict")[3](image).shape == (3, 192, 192)
+    assert _inference_setup(args, "predict").transform(image).shape == (3, 192, 192)

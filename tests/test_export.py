@@ -14,6 +14,7 @@ import torch
 
 import splitattn
 from splitattn.cli import main
+from splitattn.config import ClassifyConfig
 from splitattn.deploy.export import (
     check_inputs,
     export_metadata,
@@ -100,7 +101,7 @@ def test_metadata_is_stored_and_read_back(tmp_path, trained_like, fmt):
 
     weights = save_state_dict(trained_like.state_dict(), tmp_path / "r14.safetensors")
     classes = [f"class {i}" for i in range(10)]
-    config = run_eval_config({"model": "resnest14", "data": "folder", "img_size": 64, "crop_pct": 0.9})
+    config = run_eval_config(ClassifyConfig(model="resnest14", data="folder", img_size=64, crop_pct=0.9))
     metadata = export_metadata("resnest14", trained_like, config, classes, weights)
     path, _ = export_model(trained_like, tmp_path / f"r14.{fmt}", fmt, 64, metadata, exporter="legacy")
     # read with each format's own tools, not with read_export_metadata

@@ -1,5 +1,6 @@
 """curves.png of every task: the panels a run's records fill, integer epoch/iteration ticks, markers,
-percent axes up to 100, top-5 only above 5 classes. Synthetic records shaped like each trainer's."""
+percent axes up to 100, top-5 only above 5 classes. Synthetic records shaped like each trainer's, drawn in the
+panels each task hands the engine."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any, Dict, List
 
 from PIL import Image
 
-from splitattn.engine.plots import curves_figure, plot_curves
+from splitattn.tasks.classification.trainer import classification_panels
+from splitattn.tasks.detection.trainer import PANELS as DETECTION_PANELS
+from splitattn.tasks.segmentation.trainer import PANELS as SEGMENTATION_PANELS
+from splitattn.viz.curves import curves_figure, plot_curves
 
 
 def _classification_records(epochs: int = 2) -> List[Dict[str, Any]]:
@@ -92,10 +96,10 @@ def _assert_integer_x_ticks(figure) -> None:
 
 def test_classification_curves(tmp_path):
     records = _classification_records(epochs=2)
-    plot_curves(records, tmp_path / "curves.png", num_classes=3)
+    plot_curves(records, tmp_path / "curves.png", classification_panels(3))
     with Image.open(tmp_path / "curves.png") as png:
         assert png.format == "PNG" and png.width > 800
-    figure = curves_figure(records, num_classes=3)
+    figure = curves_figure(records, classification_panels(3))
     panels = _panels(figure)
     assert set(panels) == {"loss", "learning rate", "accuracy (%)"}
     assert set(_lines(panels["loss"])) == {"train", "val"}
@@ -107,15 +111,15 @@ def test_classification_curves(tmp_path):
         for tick in panels["loss"].xaxis.get_major_ticks()
         if panels["loss"].get_xlim()[0] <= tick.get_loc() <= panels["loss"].get_xlim()[1]
     ] == [1, 2]
-    many = _panels(curves_figure(records, num_classes=10))
+    many = _panels(curves_figure(records, classification_panels(10)))
     assert "val top-5" in _lines(many["accuracy (%)"])
 
 
 def test_detection_curves_with_one_evaluation(tmp_path):
     records = _detection_records()
-    plot_curves(records, tmp_path / "curves.png", "iter")
+    plot_curves(records, tmp_path / "curves.png", DETECTION_PANELS, "iter")
     assert (tmp_path / "curves.png").stat().st_size > 0
-    figure = curves_figure(records, "iter")
+    figure = curves_figure(records, DETECTION_PANELS, "iter")
     panels = _panels(figure)
     assert set(panels) == {"loss", "loss components (train)", "learning rate", "box AP (%)", "mask AP (%)"}
     assert set(_lines(panels["loss components (train)"])) == {
@@ -136,9 +140,9 @@ def test_detection_curves_with_one_evaluation(tmp_path):
 
 def test_segmentation_curves(tmp_path):
     records = _segmentation_records()
-    plot_curves(records, tmp_path / "curves.png")
+    plot_curves(records, tmp_path / "curves.png", SEGMENTATION_PANELS)
     assert (tmp_path / "curves.png").stat().st_size > 0
-    figure = curves_figure(records)
+    figure = curves_figure(records, SEGMENTATION_PANELS)
     panels = _panels(figure)
     assert set(panels) == {"loss", "learning rate", "mIoU / pixel accuracy (%)"}
     loss = _lines(panels["loss"])
@@ -150,5 +154,18 @@ def test_segmentation_curves(tmp_path):
 
 
 def test_nothing_to_plot_writes_nothing(tmp_path):
-    plot_curves([{"epoch": 1, "note": "text only"}], tmp_path / "curves.png")
+    plot_curves([{"epoch": 1, "note": "text only"}], tmp_path / "curves.png", SEGMENTATION_PANELS)
     assert not (tmp_path / "curves.png").exists()
+
+
+def test_cascade_stage_losses_join_the_components_panel():
+    """Keys known only from the records (a cascade's per-stage losses) are drawn through the panel's prefix."""
+    from splitattn.viz.curves import curve_panels
+
+    records = [{"iter": 20, "train_loss": 2.0, "train_loss_classifier_0": 0.5, "train_loss_box_reg_2": 0.3}]
+    panels = {panel.title: panel for panel in curve_panels(records, DETECTION_PANELS)}
+    assert panels["loss components (train)"].series == (
+        ("train_loss_box_reg_2", "loss_box_reg_2"),
+        ("train_loss_classifier_0", "loss_classifier_0"),
+    )
+    assert set(panels) == {"loss", "loss components (train)"}  # nothing evaluated, no learning rate logged

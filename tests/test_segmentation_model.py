@@ -241,14 +241,15 @@ def test_frozen_batchnorm_backbone_gets_trainable_batchnorm_heads():
 
 def test_run_options_reach_the_backbone():
     """``--model-kwargs`` of ``segment train`` (widths, ``in_chans``) build the backbone, as in the other tasks."""
-    from splitattn.tasks.segmentation.checkpoint import model_from_options
+    from splitattn.config import SegmentConfig
+    from splitattn.tasks.segmentation.checkpoint import model_from_config
 
-    options = {
-        "backbone": "resnest14",
-        "norm": "groupnorm",
-        "output_stride": 16,
-        "model_kwargs": {"in_chans": 1, "bottleneck_width": 16, "stem_width": 16},
-    }
-    model = model_from_options(options, 3).eval()
+    config = SegmentConfig(
+        backbone="resnest14",
+        norm="groupnorm",
+        output_stride=16,
+        model_kwargs={"in_chans": 1, "bottleneck_width": 16, "stem_width": 16},
+    )
+    model = model_from_config(config, 3).eval()
     assert model.backbone.conv1[0].in_channels == 1 and model.backbone.conv1[0].out_channels == 16
     assert model(torch.randn(1, 1, 64, 64))["out"].shape == (1, 3, 64, 64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -173,7 +174,7 @@ def test_poly_schedule():
 def _resolve(argv):
     parser = build_parser()
     args = parser.parse_args(["segment", "train", *argv])
-    return resolve(SegmentConfig, args)[0].to_dict()
+    return dataclasses.asdict(resolve(SegmentConfig, args)[0])
 
 
 def test_ade20k_config_holds_the_paper_settings():

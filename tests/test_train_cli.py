@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -20,7 +21,7 @@ from splitattn.data import Lighting, build_eval_transform, digits_datasets, load
 from splitattn.engine.checkpoint import atomic_save
 from splitattn.engine.optim import parameter_groups, warmup_cosine
 from splitattn.tasks.classification import NonFiniteLossError, engine, train
-from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
+from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_config
 
 from .train_helpers import REPO, TINY_MODEL, child_env, independent_top1, make_image_folder
 
@@ -37,20 +38,20 @@ RECIPE_SIZES = {
 
 
 def _options(argv):
-    return resolve_train_options(build_parser().parse_args(["train", *argv]))
+    return resolve_train_config(build_parser().parse_args(["train", *argv]))
 
 
 def test_config_file_is_overridden_by_flags(tmp_path: Path) -> None:
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("epochs: 7\nbatch-size: 16\nlr: 0.3\nmodel_kwargs: {stem_width: 16}\n")
     options = _options(["--config", str(yaml_file), "--epochs", "2"])
-    assert (options["epochs"], options["batch_size"], options["lr"]) == (2, 16, 0.3)
-    assert options["model_kwargs"] == {"stem_width": 16}
+    assert (options.epochs, options.batch_size, options.lr) == (2, 16, 0.3)
+    assert options.model_kwargs == {"stem_width": 16}
     json_file = tmp_path / "run.json"
     json_file.write_text(json.dumps({"amp": "bf16", "augment": False}))
     options = _options(["--config", str(json_file), "--model-kwargs", "bottleneck_width=32"])
-    assert options["amp"] == "bf16" and options["augment"] is False
-    assert options["model_kwargs"] == {"bottleneck_width": 32}
+    assert options.amp == "bf16" and options.augment is False
+    assert options.model_kwargs == {"bottleneck_width": 32}
 
 
 def test_unknown_config_key_is_one_clear_error(tmp_path: Path, capsys) -> None:
@@ -85,11 +86,11 @@ def test_shipped_configs_follow_the_paper_recipe(config: Path) -> None:
         crop_pct=0.875,
         lr=None,
     )
-    assert {key: options[key] for key in recipe} == recipe
-    base_model = options["model"].split("_fast")[0]
+    assert {key: getattr(options, key) for key in recipe} == recipe
+    base_model = options.model.split("_fast")[0]
     train_size, eval_size, dropout = RECIPE_SIZES[base_model]
-    assert (options["img_size"], options["eval_img_size"], options["dropout"]) == (train_size, eval_size, dropout)
-    assert options["global_batch"] % options["batch_size"] == 0
+    assert (options.img_size, options.eval_img_size, options.dropout) == (train_size, eval_size, dropout)
+    assert options.global_batch % options.batch_size == 0
 
 
 def test_every_published_model_has_a_config() -> None:
@@ -162,7 +163,7 @@ def _bad_input_folder(root: Path) -> Path:
     return root
 
 
-def _tiny_options(data: Path, output: Path, **changes) -> dict:
+def _tiny_options(data: Path, output: Path, **changes):
     options = _options(
         [
             "--data",
@@ -181,8 +182,7 @@ def _tiny_options(data: Path, output: Path, **changes) -> dict:
             str(torch.get_num_threads()),
         ]
     )
-    options.update(changes)
-    return options
+    return dataclasses.replace(options, **changes)
 
 
 def test_bad_images_are_skipped_and_counted_and_odd_modes_converted(tmp_path: Path, capsys) -> None:
@@ -455,7 +455,7 @@ def test_export_of_the_readme_demo_run_matches_eager_in_onnx_runtime(tmp_path: P
     from splitattn.tasks.classification.checkpoint import load_trained_model
 
     model, classes, options = load_trained_model(run / "last.pt")
-    assert options["model_kwargs"] == {"bottleneck_width": 16, "stem_width": 16} and len(classes) == 10
+    assert options.model_kwargs == {"bottleneck_width": 16, "stem_width": 16} and len(classes) == 10
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     ours = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]

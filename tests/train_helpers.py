@@ -69,14 +69,15 @@ def independent_top1(run: Path, split_dir: Path) -> float:
     from torchvision import transforms as T
 
     from splitattn import create_model
+    from splitattn.config import ClassifyConfig
     from splitattn.tasks.classification.checkpoint import model_overrides
 
     checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-    options, classes = checkpoint["args"], checkpoint["classes"]
-    size = int(options["eval_img_size"] or options["img_size"])
+    options, classes = ClassifyConfig(**checkpoint["args"]), checkpoint["classes"]
+    size = int(options.eval_img_size or options.img_size)
     transform = T.Compose(
         [
-            T.Resize(math.floor(size / options["crop_pct"])),
+            T.Resize(math.floor(size / options.crop_pct)),
             T.CenterCrop(size),
             T.ToTensor(),
             T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),

@@ -7,11 +7,13 @@ import copy
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from ..config.schemas import ClassifyConfig
+from ..errors import CheckpointError, UsageError
 from ..models import create_model, get_model_spec
 from ..utils.compile import compile_for_training
 from . import benchmark as bench
@@ -107,33 +109,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
 
 
-def _export_source(args: argparse.Namespace) -> Tuple[nn.Module, str, Optional[List[str]], Dict[str, Any]]:
-    """``(model in eval mode, its registered name, class names or None, the run's options)``: a classification
-    run checkpoint is rebuilt from its own options (``in_chans`` and every ``--model-kwargs`` kept); bare
-    weights or none go through ``load_model_for_export`` with ``--model``."""
-    from ..engine.checkpoint import checkpoint_task, load_checkpoint_file
+def _export_source(
+    args: argparse.Namespace,
+) -> Tuple[nn.Module, str, Optional[List[str]], Optional[ClassifyConfig]]:
+    """``(model in eval mode, its registered name, class names or None, the run's config or None)``: a
+    classification run checkpoint is rebuilt from its own config (``in_chans`` and every ``--model-kwargs``
+    kept); bare weights or none go through ``load_model_for_export`` with ``--model``."""
+    from ..engine.checkpoint import holds_bare_weights, load_checkpoint_file
 
-    task = checkpoint_task(load_checkpoint_file(args.weights)) if args.weights else None
-    if task is not None:
-        if task != "classification":
-            raise ValueError(
-                f"{args.weights!r} is a {task} checkpoint; `splitattn export` exports classifiers "
+    if args.weights and not holds_bare_weights(checkpoint := load_checkpoint_file(args.weights)):
+        from ..tasks.classification.checkpoint import TASK, load_trained_model
+
+        if checkpoint.get("task") not in (None, TASK):  # no task entry: load_trained_model says how to add it
+            raise CheckpointError(
+                f"{args.weights!r} is a {checkpoint['task']} checkpoint; `splitattn export` exports classifiers "
                 "(`splitattn classify train` runs) and bare weights."
             )
-        from ..tasks.classification.checkpoint import load_trained_model
-
-        model, classes, options = load_trained_model(args.weights, args.model, action="export")
-        return model, options["model"], classes, options
+        model, classes, config = load_trained_model(args.weights, args.model, action="export")
+        return model, config.model, classes, config
     if not args.model:
-        raise ValueError("--model is required unless --weights is a `splitattn classify train` checkpoint.")
-    return load_model_for_export(args.model, args.weights, args.num_classes), args.model, None, {}
+        raise UsageError("--model is required unless --weights is a `splitattn classify train` checkpoint.")
+    return load_model_for_export(args.model, args.weights, args.num_classes), args.model, None, None
 
 
 def run_export(args: argparse.Namespace) -> int:
     from ..tasks.classification.checkpoint import eval_config_of
 
-    model, name, classes, options = _export_source(args)
-    config = eval_config_of(args.weights or "", name, options, args.img_size)
+    model, name, classes, run_config = _export_source(args)
+    config = eval_config_of(args.weights or "", name, run_config, args.img_size)
     size = config.input_size
     metadata = export_metadata(name, model, config, classes, args.weights)
     path, error = export_model(model, args.output, args.format, size, metadata, args.exporter)

@@ -14,12 +14,12 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..errors import CheckpointError, UsageError
 from ..utils.distributed import DistContext
 from ..weights.files import atomic_path
 from ..weights.loading import read_checkpoint
@@ -39,11 +39,14 @@ def atomic_save(obj: Any, path: PathLike) -> None:
 def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
     """A run checkpoint (a dict) read on the CPU with tensors and plain Python types only.
 
-    Raises ``FileNotFoundError`` for a missing file, ``weights.WeightsError`` (a ``RuntimeError``) for
-    a damaged, foreign or unsafe one, and ``RuntimeError`` when the file holds no dict."""
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        WeightsError: a damaged, foreign or unsafe file.
+        CheckpointError: the file holds no dict.
+    """
     checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict):
-        raise RuntimeError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, expected a dict.")
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, expected a dict.")
     return checkpoint
 
 
@@ -85,9 +88,13 @@ def run_folder(
     """``(run folder, checkpoint to continue from or None)``.
 
     Without ``output`` a fresh run goes to ``default`` or, when that already holds a run, to the first
-    free ``default-2``, ``default-3`` ...; ``--resume`` without ``output`` continues ``default``. An
-    explicit ``output`` that holds a run (``name``) is refused unless resumed (``--resume auto``) or
-    overwritten (``--exist-ok``). ``resume``: a checkpoint path, ``"auto"`` (``folder/name`` if any) or None.
+    free ``default-2``, ``default-3`` ...; ``resume`` without ``output`` continues ``default``. An
+    explicit ``output`` that holds a run (``name``) is refused unless resumed (``resume="auto"``) or
+    overwritten (``exist_ok``). ``resume``: a checkpoint path, ``"auto"`` (``folder/name`` if any) or None.
+
+    Raises:
+        FileNotFoundError: ``resume`` names no file.
+        UsageError: ``output`` holds a run that is neither resumed nor to be replaced.
     """
     folder = Path(output) if output else default
     if not output and not resume:
@@ -100,12 +107,12 @@ def run_folder(
         return folder, (last if last.exists() else None)
     if resume:
         if not Path(resume).is_file():
-            raise FileNotFoundError(f"--resume {resume!r}: no such checkpoint; use a path or 'auto'.")
+            raise FileNotFoundError(f"no checkpoint to resume from at {resume!r}.")
         return folder, Path(resume)
     if last.exists() and not exist_ok:
-        raise ConfigError(
-            f"{str(folder)!r} already holds a run ({name}); continue it with --resume auto, "
-            "replace it with --exist-ok, or pass another --output."
+        raise UsageError(
+            f"{str(folder)!r} already holds a run ({name}): resume it, allow replacing it (exist_ok) "
+            "or write to another folder."
         )
     return folder, None
 
@@ -124,40 +131,53 @@ def restore_rng_states(checkpoint: Dict[str, Any], dist_ctx: DistContext, source
         )
 
 
-# The task a checkpoint's ``task`` entry names -> the command group that trains and uses it.
-TASK_COMMANDS = {"classification": "classify", "detection": "detect", "segmentation": "segment"}
+def holds_bare_weights(checkpoint: Dict[str, Any]) -> bool:
+    """Whether ``checkpoint`` holds bare weights (a state dict or another project's file): no ``task`` entry and
+    not the ``args`` and ``model`` of a training run."""
+    return "task" not in checkpoint and not ("args" in checkpoint and "model" in checkpoint)
 
 
-def checkpoint_task(checkpoint: Dict[str, Any]) -> Optional[str]:
-    """The task of a run checkpoint (its ``task`` entry; recognised by its entries in checkpoints written
-    before that entry existed), or None for bare weights (a state dict or another project's file)."""
-    if checkpoint.get("task") in TASK_COMMANDS:
-        return checkpoint["task"]
-    if "args" not in checkpoint or "model" not in checkpoint:
-        return None
-    if "contiguous_to_coco" in checkpoint:
-        return "detection"
-    return "segmentation" if "best_miou" in checkpoint else "classification"
+def require_task(
+    checkpoint: Dict[str, Any],
+    path: PathLike,
+    task: str,
+    command: str,
+    usage: Callable[[str], str],
+    bare_weights_hint: str = "",
+) -> Dict[str, Any]:
+    """``checkpoint`` (read from ``path``) if its ``task`` entry is ``task``, for a command of the group
+    ``command`` (``splitattn <command> ...``).
 
+    The command names in the messages come from the caller (``command``; ``usage(group)``: how to run this
+    action with another group's checkpoint) and from the checkpoint (its ``command`` entry, written with the
+    ``task`` entry by every run's trainer): the engine holds no table of tasks.
 
-def load_task_checkpoint(path: PathLike, task: str, action: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``(checkpoint, the run's options)`` of a ``splitattn <task command> train`` run, for the command
-    ``splitattn <task command> <action>``. Another task's checkpoint or bare weights are a ``ValueError``
-    of one line that names the command to use. The options ask for plain BatchNorm where the run used
-    SyncBatchNorm (the same parameters, and no process group is needed to evaluate)."""
-    checkpoint = load_checkpoint_file(path)
-    found, command = checkpoint_task(checkpoint), TASK_COMMANDS[task]
-    if found is None:
-        raise ValueError(
-            f"{str(path)!r} holds bare weights, not a `splitattn {command} train` checkpoint; for a "
-            f"classifier's weights use `splitattn classify {action} --model NAME --weights {path}`."
+    Raises:
+        CheckpointError: another task's checkpoint (naming its own command), bare weights (followed by
+            ``bare_weights_hint``), or a run's checkpoint without a ``task`` entry (saying how to add it).
+    """
+    if holds_bare_weights(checkpoint):
+        raise CheckpointError(
+            f"{str(path)!r} holds bare weights, not a `splitattn {command} train` checkpoint"
+            + (f"; {bare_weights_hint}" if bare_weights_hint else ".")
         )
-    if found != task:
-        raise ValueError(
-            f"{str(path)!r} is a {found} checkpoint (`splitattn {TASK_COMMANDS[found]} train`); use "
-            f"`splitattn {TASK_COMMANDS[found]} {action} --weights {path}`."
+    if "task" not in checkpoint:
+        raise CheckpointError(
+            f"{str(path)!r} is a training run's checkpoint (it holds `args` and `model`) without the `task` entry "
+            "that names the task that trained it (written before checkpoints had one). If it is a "
+            f'`splitattn {command} train` run, add the entry and rerun: python -c "import torch; '
+            f"p = {str(path)!r}; c = torch.load(p, weights_only=True); c['task'] = {task!r}; torch.save(c, p)\""
         )
-    options = dict(checkpoint["args"])
-    if options.get("norm") == "syncbn":
-        options["norm"] = "batchnorm"
-    return checkpoint, options
+    if checkpoint["task"] != task:
+        other = str(checkpoint["command"]).split()[0]  # "<command> train"
+        raise CheckpointError(
+            f"{str(path)!r} is a {checkpoint['task']} checkpoint (`splitattn {other} train`); use {usage(other)}."
+        )
+    return checkpoint
+
+
+def load_task_checkpoint(
+    path: PathLike, task: str, command: str, usage: Callable[[str], str], bare_weights_hint: str = ""
+) -> Dict[str, Any]:
+    """``require_task`` of the checkpoint at ``path`` (see ``load_checkpoint_file`` for reading errors)."""
+    return require_task(load_checkpoint_file(path), path, task, command, usage, bare_weights_hint)

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..config import ConfigError
+from ..errors import UsageError
 from ..utils.distributed import DistContext
 
 
@@ -48,14 +48,17 @@ class ResumableSampler(Sampler[int]):
 
 
 def accumulation_steps(batch_size: int, global_batch: Optional[int], world_size: int) -> Tuple[int, int]:
-    """``(global batch, micro-batches per optimizer step)``: ``--global-batch`` images per step (default
-    ``batch_size`` x processes) are reached by gradient accumulation; it must be a whole multiple of
-    ``batch_size`` x processes (``ConfigError`` otherwise)."""
+    """``(global batch, micro-batches per optimizer step)``: ``global_batch`` images per step (None:
+    ``batch_size`` x processes) are reached by gradient accumulation.
+
+    Raises:
+        UsageError: ``global_batch`` is not a whole multiple of ``batch_size`` x ``world_size``.
+    """
     per_step = batch_size * world_size
-    wanted = int(global_batch or per_step)
+    wanted = global_batch or per_step
     if wanted % per_step:
-        raise ConfigError(
-            f"--global-batch {wanted} is not a multiple of --batch-size x processes = {per_step}; "
+        raise UsageError(
+            f"a global batch of {wanted} images is not a multiple of the batch size x processes = {per_step}; "
             "gradient accumulation needs a whole number of micro-batches."
         )
     return wanted, wanted // per_step

@@ -1,18 +1,20 @@
-"""The training loop every task runs: ``run_training(options, default_name, build)``.
+"""The training loop every task runs: ``run_training(settings, build)``.
 
-Read it top to bottom (the shape of torchvision's ``references/`` and timm's ``train.py``):
+The engine knows no task and no command line: a task hands it ``TrainSettings`` (built from the task's
+config, so every option keeps its one default there) and a ``build`` function returning a
+``TrainingRun``. Read it top to bottom (the shape of torchvision's ``references/`` and timm's ``train.py``):
 
 1. join torchrun's process group, set threads, deterministic kernels and seeds (``runtime``);
 2. pick the run folder and the checkpoint to resume from (``checkpoint.run_folder``: a fresh run never overwrites another);
-3. ``build(options, dist_ctx)``: the task hands back a ``TrainingRun``: its data set, model, loss and
-   evaluator (the only task-specific parts);
+3. ``build(dist_ctx)``: the task hands back a ``TrainingRun``: its data set, model, loss, evaluator and
+   plot panels (the only task-specific parts);
 4. SyncBN, channels_last, EMA, SGD, the schedule, GradScaler; on resume: every state, RNG and the
    schedule fast-forwarded to the saved step (``optim.fast_forward``);
 5. compile, DDP (``find_unused_parameters`` only when the task says its model leaves parameters unused);
 6. the loop over optimizer steps: ``accum_steps`` micro-batches each, a non-finite loss stops the run
    before the step it would poison; every ``log_every`` steps a record (``log.jsonl``, TensorBoard,
-   ``curves.png``), every ``checkpoint_every`` steps ``last.pt`` (written *before* the evaluation and
-   plots that could still fail), every ``eval_every`` steps an evaluation and ``best.pt``;
+   ``curves.png`` of the task's panels), every ``checkpoint_every`` steps ``last.pt`` (written *before*
+   the evaluation and plots that could still fail), every ``eval_every`` steps an evaluation and ``best.pt``;
 7. ``metrics.json`` from the last evaluation.
 
 All step counts are optimizer steps; epoch-based tasks pass multiples of the steps per epoch.
@@ -24,7 +26,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -34,13 +36,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import ConfigError
+from ..errors import UsageError
 from ..utils.compile import compile_for_training
 from ..utils.distributed import DistContext, all_gather_object, all_reduce_sum
+from ..viz.curves import Panel, plot_curves
 from .checkpoint import atomic_save, capture_rng_state, load_checkpoint_file, restore_rng_states, run_folder
 from .log import RunLogger, dumps
 from .optim import fast_forward
-from .plots import plot_curves
 from .runtime import autocast, configure_runtime, run_in_process_group
 
 # (loss to back-propagate, sums over the micro-batch): ``images`` counts the samples; keys starting with
@@ -54,9 +56,36 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the engine runs a task's training, besides the task's own parts (``TrainingRun``).
+
+    No field has a default: each task builds the settings from its config (``RunConfig.train_settings``), where
+    every option has its one default. Features a task does not offer are off (``channels_last=False``, None).
+    """
+
+    args: Dict[str, Any]  # the task's options as plain values: options.json and each checkpoint's ``args``
+    name: str  # the run's name: without ``output`` it runs in ``runs/<name>``
+    output: Optional[str]  # run folder; None: ``runs/<name>``, or the first free ``runs/<name>-N``
+    resume: Optional[str]  # a checkpoint path, "auto" (the run folder's last.pt, if any) or None
+    exist_ok: bool  # replace the run an explicit ``output`` already holds
+    device: Optional[str]  # "cpu", "cuda" or None (a GPU when one is visible)
+    seed: int
+    threads: Optional[int]  # torch CPU threads; None: cores / local processes
+    deterministic: bool
+    amp: str  # a key of ``runtime.AMP_DTYPES``
+    momentum: float  # SGD momentum
+    sync_bn: bool  # convert BatchNorm to SyncBatchNorm under torchrun (GPUs)
+    progress: bool  # tqdm progress bar
+    tensorboard: bool  # TensorBoard event files
+    channels_last: bool
+    compile_memory_budget: Optional[float]  # torch.compile the training model under this activation budget
+    ema_decay: Optional[float]  # keep and evaluate an EMA of the weights with this decay per step
+
+
 @dataclass
 class TrainingRun:
-    """What a task hands the engine: its data, model, loss and evaluator, and when to do what (in steps)."""
+    """What a task hands the engine: its data, model, loss, evaluator and curves, and when to do what (in steps)."""
 
     model: nn.Module  # on the run's device, not wrapped
     loader: DataLoader  # from ``data.train_loader`` (its sampler resumes mid-pass)
@@ -69,6 +98,7 @@ class TrainingRun:
     total_steps: int
     steps_per_epoch: int
     best_key: str  # a key of the evaluation values; higher is better
+    panels: Sequence[Panel]  # the plots of curves.png (viz.curves.LOSS and LEARNING_RATE, then the task's)
     x_key: str = "epoch"  # "epoch" or "iter": the x of records and curves
     accum_steps: int = 1
     log_every: int = 0  # default: every epoch
@@ -78,15 +108,16 @@ class TrainingRun:
     state: Dict[str, Any] = field(default_factory=dict)  # more checkpoint entries (classes, ...)
     find_unused_parameters: bool = False
     eval_model: Optional[nn.Module] = None  # default: the compiled (or plain) training model
-    num_classes: Optional[int] = None  # classification: top-5 is plotted only above 5 classes
 
 
-def run_training(
-    options: Dict[str, Any], default_name: str, build: Callable[[Dict[str, Any], DistContext], TrainingRun]
-) -> Dict[str, Any]:
-    """Train as ``options`` say (a task's training options), in torchrun's process group if there is one;
-    returns the final metrics (also written to ``OUTPUT/metrics.json``)."""
-    return run_in_process_group(lambda opts, ctx: _run(opts, ctx, default_name, build), options)
+def run_training(settings: TrainSettings, build: Callable[[DistContext], TrainingRun]) -> Dict[str, Any]:
+    """Train the ``TrainingRun`` that ``build`` makes as ``settings`` say, in torchrun's process group if there
+    is one; returns the final metrics (also written to ``OUTPUT/metrics.json``).
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite (the last checkpoint is intact).
+    """
+    return run_in_process_group(lambda ctx: _run(settings, ctx, build), settings.device)
 
 
 def _x(run: TrainingRun, step: int) -> int:
@@ -97,33 +128,26 @@ def _every(interval: int, run: TrainingRun, step: int) -> bool:
     return step % (interval or run.steps_per_epoch) == 0 or step == run.total_steps
 
 
-def _run(
-    options: Dict[str, Any],
-    dist_ctx: DistContext,
-    default_name: str,
-    build: Callable[[Dict[str, Any], DistContext], TrainingRun],
-) -> Dict[str, Any]:
+def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistContext], TrainingRun]) -> Dict[str, Any]:
     started = time.perf_counter()
-    configure_runtime(dist_ctx, int(options["seed"]), options.get("threads"), bool(options["deterministic"]))
+    configure_runtime(dist_ctx, settings.seed, settings.threads, settings.deterministic)
     device, main = dist_ctx.device, dist_ctx.is_main
-    output, resume_from = run_folder(
-        options["output"], Path("runs") / default_name, options.get("resume"), bool(options.get("exist_ok"))
-    )
-    if options.get("sync_bn") and dist_ctx.distributed and device.type != "cuda":
-        raise ConfigError("--sync-bn needs GPUs (SyncBatchNorm has no CPU kernel); on CPUs use --norm groupnorm.")
-    run = build(options, dist_ctx)
+    output, resume_from = run_folder(settings.output, Path("runs") / settings.name, settings.resume, settings.exist_ok)
+    if settings.sync_bn and dist_ctx.distributed and device.type != "cuda":
+        raise UsageError("SyncBatchNorm (sync_bn) needs GPUs: it has no CPU kernel.")
+    run = build(dist_ctx)
 
     model = run.model
-    if options.get("sync_bn") and dist_ctx.distributed:
+    if settings.sync_bn and dist_ctx.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if options.get("channels_last"):
+    if settings.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = None
-    if options.get("ema"):
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(options["ema_decay"])), use_buffers=True)
-    optimizer = torch.optim.SGD(run.param_groups, lr=run.lr, momentum=float(options["momentum"]))
+    if settings.ema_decay is not None:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
+    optimizer = torch.optim.SGD(run.param_groups, lr=run.lr, momentum=settings.momentum)
     scheduler = run.make_schedule(optimizer, run.total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=options["amp"] == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
 
     step, best = 0, -float("inf")
     if resume_from is not None:
@@ -139,9 +163,8 @@ def _run(
             ema.load_state_dict(checkpoint["ema"])
         restore_rng_states(checkpoint, dist_ctx, str(resume_from))
 
-    if options.get("memory_budget", 1.0) != 1.0 and not options.get("compile"):
-        raise ConfigError("--memory-budget applies to compiled training; add --compile (or drop --memory-budget).")
-    train_model = compile_for_training(model, float(options["memory_budget"])) if options.get("compile") else model
+    budget = settings.compile_memory_budget
+    train_model = compile_for_training(model, budget) if budget is not None else model
     eval_model = run.eval_model or train_model
     if dist_ctx.distributed:
         train_model = DistributedDataParallel(
@@ -153,9 +176,9 @@ def _run(
     logger: Optional[RunLogger] = None
     if main:
         output.mkdir(parents=True, exist_ok=True)
-        logger = RunLogger(output, tensorboard=options["tensorboard"])
+        logger = RunLogger(output, tensorboard=settings.tensorboard)
         logger.truncate_after(step)
-        (output / "options.json").write_text(dumps(options, indent=2, sort_keys=True, default=str))
+        (output / "options.json").write_text(dumps(settings.args, indent=2, sort_keys=True, default=str))
         print(
             run.intro
             + f"; device {device}; run folder {output}"
@@ -174,7 +197,7 @@ def _run(
             step=step,
             epoch=step // run.steps_per_epoch,
             rng=rng_states,
-            args=options,
+            args=settings.args,
         )
         state[f"best_{run.best_key}"] = best
         state[run.x_key] = _x(run, step)
@@ -196,7 +219,7 @@ def _run(
         initial=step,
         desc="train",
         dynamic_ncols=True,
-        disable=not (main and options["progress"]),
+        disable=not (main and settings.progress),
     ) as progress:
         while step < run.total_steps:
             train_model.train()
@@ -205,14 +228,14 @@ def _run(
                 last_micro = index == run.accum_steps - 1
                 no_sync = train_model.no_sync() if not last_micro and hasattr(train_model, "no_sync") else nullcontext()
                 with no_sync:
-                    with autocast(device, options["amp"]):
+                    with autocast(device, settings.amp):
                         loss, values = run.loss(train_model, batch, step)
                     if not _all_finite(loss):
                         raise NonFiniteLossError(
                             f"the training loss became {loss.item()} at {run.x_key} {_x(run, step) + 1}, step "
                             f"{step + 1} ({', '.join(f'{k} {v:.4g}' for k, v in values.items())}); the run stopped "
-                            "and the last checkpoint is intact. Lower --lr, lengthen the warm-up or train without "
-                            "--amp fp16."
+                            "and the last checkpoint is intact. Lower the learning rate, lengthen the warm-up or "
+                            "train without fp16 mixed precision."
                         )
                     scaler.scale(loss / run.accum_steps).backward()
                 for key, value in values.items():
@@ -249,7 +272,7 @@ def _run(
                         save(output / "last.pt")  # with the new best
             if main and record:
                 logger.log(record, step)
-                plot_curves(logger.records(), output / "curves.png", run.x_key, run.num_classes)
+                plot_curves(logger.records(), output / "curves.png", run.panels, run.x_key)
                 progress.write(
                     f"{run.x_key} {_x(run, step)}/{_x(run, run.total_steps)}: "
                     + "  ".join(_format(k, v) for k, v in record.items() if k not in ("step", run.x_key))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Dict, Optional, TypeVar
+from typing import Callable, ContextManager, Dict, Optional, TypeVar
 
 import torch
 
+from ..errors import UsageError
 from ..utils.distributed import DistContext, cleanup_distributed, init_distributed
 from .checkpoint import seed_everything
 
@@ -38,18 +39,22 @@ def configure_runtime(
 
 
 def autocast(device: torch.device, amp: str) -> ContextManager:
-    """``torch.autocast`` for ``amp`` in ``AMP_DTYPES`` (``"none"``: a no-op context)."""
+    """``torch.autocast`` for ``amp`` in ``AMP_DTYPES`` (``"none"``: a no-op context).
+
+    Raises:
+        UsageError: ``amp`` is not a key of ``AMP_DTYPES``.
+    """
     if amp not in AMP_DTYPES:
-        raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}.")
+        raise UsageError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}.")
     dtype = AMP_DTYPES[amp]
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-def run_in_process_group(job: Callable[[Dict[str, Any], DistContext], T], options: Dict[str, Any]) -> T:
-    """Join torchrun's process group (if any) on ``options["device"]``, run ``job(copy of options, context)``
-    and leave the group however the job ends."""
-    dist_ctx = init_distributed(options.get("device"))
+def run_in_process_group(job: Callable[[DistContext], T], device: Optional[str]) -> T:
+    """Join torchrun's process group (if any) on ``device`` (``"cpu"``, ``"cuda"`` or None: a GPU when one is
+    visible), run ``job(context)`` and leave the group however the job ends."""
+    dist_ctx = init_distributed(device)
     try:
-        return job(dict(options), dist_ctx)
+        return job(dist_ctx)
     finally:
         cleanup_distributed()

@@ -1,43 +1,39 @@
 """``splitattn classify train|evaluate|predict`` (``splitattn train|evaluate|predict`` are aliases).
 
-``train`` options come from three places, later ones winning: the defaults below, a
-``--config`` file (YAML/JSON, keys are the long option names), and the command line.
+``train`` options come from three places, later ones winning: the defaults of ``ClassifyConfig``
+(without ``--data``: the digits demo's), a ``--config`` file (YAML/JSON, keys are the long option names),
+and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Sequence
 
-from ...config import (
-    FAST_BACKENDS,
-    ClassifyConfig,
-    ConfigError,
-    add_task_commands,
-    add_train_command,
-    add_weights_arguments,
-    from_dict,
-    input_channels,
-    resolve,
-)
+from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
+from ...config.schemas import FAST_BACKENDS, ClassifyConfig, field_default
+from ...errors import ConfigError
 
-# Without --data, `splitattn train` is the quick demo on scikit-learn's digits (about a minute on
-# 2 CPU cores): a narrow resnest14 for 2 epochs, no flips (digits are not mirror images). Options
-# given on the command line or in a config file still win over these.
-DIGITS_DEFAULTS: Dict[str, Any] = {
-    "epochs": 2,
-    "hflip": 0.0,
-    "model_kwargs": {"bottleneck_width": 16, "stem_width": 16},
-}
+if TYPE_CHECKING:
+    import torch
 
 
-def resolve_train_options(args: argparse.Namespace) -> Dict[str, Any]:
-    """Defaults < config file < command line, checked against ``ClassifyConfig``, as plain options."""
-    config, given = resolve(ClassifyConfig, args)
-    if not config.data:
-        config = from_dict(ClassifyConfig, {**DIGITS_DEFAULTS, **given}, "the options")
-    return config.to_dict()
+class InferenceSetup(NamedTuple):
+    """A trained classifier ready to evaluate or predict, and how its inputs are prepared."""
+
+    model: torch.nn.Module  # on ``device``, maybe through the fast path
+    classes: Optional[List[str]]  # the run's class names; None for bare weights
+    config: Optional[ClassifyConfig]  # the run's config; None for bare weights
+    transform: Any  # PIL image -> (in_chans, size, size) tensor
+    size: int  # the evaluation crop
+    device: torch.device
+    in_chans: int  # the image channels the model takes
+
+
+def resolve_train_config(args: argparse.Namespace) -> ClassifyConfig:
+    """Defaults < config file < command line, checked against ``ClassifyConfig`` and validated."""
+    return resolve(ClassifyConfig, args)[0]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,8 +58,8 @@ def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
     )
     evaluate.add_argument("--output", help="folder for metrics.json (default: eval-<split> beside the weights)")
     _add_inference_args(evaluate)
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--batch-size", type=int, default=field_default(ClassifyConfig, "batch_size"))
+    evaluate.add_argument("--workers", type=int, default=field_default(ClassifyConfig, "workers"))
     evaluate.set_defaults(func=run_evaluate)
 
     predict = subparsers.add_parser("predict", help="top-k classes of images" + alias.format("predict"))
@@ -108,12 +104,12 @@ def _add_inference_args(parser: argparse.ArgumentParser, weights_required: bool 
 def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    train(resolve_train_options(args))
+    train(resolve_train_config(args))
     return 0
 
 
-def _inference_setup(args: argparse.Namespace, action: str):
-    """``(model on the device, class names or None, the run's options, eval transform, crop size, device)``."""
+def _inference_setup(args: argparse.Namespace, action: str) -> InferenceSetup:
+    """The model of ``--weights`` (a run's checkpoint or bare weights with ``--model``) set up as the flags say."""
     from ...data import eval_transform_for
     from ...deploy.optimize import optimize_for_inference
     from ...utils.inputs import pick_device
@@ -122,13 +118,14 @@ def _inference_setup(args: argparse.Namespace, action: str):
     if args.precision != "fp32" and not args.fast:
         raise ConfigError(f"--precision {args.precision} is a setting of the fast path; add --fast.")
     device = pick_device(args.device)
-    model, classes, options = load_trained_model(args.weights, args.model, use_ema=args.ema, action=action)
-    config = eval_config_of(args.weights, options.get("model") or args.model, options, args.img_size)
-    size = config.input_size
+    model, classes, config = load_trained_model(args.weights, args.model, use_ema=args.ema, action=action)
+    in_chans = model.in_chans
+    preprocessing = eval_config_of(args.weights, config.model if config else args.model, config, args.img_size)
+    size = preprocessing.input_size
     model.to(device)
     if args.fast:
         model = optimize_for_inference(model, args.precision, backend=args.backend, example_size=size)
-    return model, classes, options, eval_transform_for(config), size, device
+    return InferenceSetup(model, classes, config, eval_transform_for(preprocessing), size, device, in_chans)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -139,14 +136,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ...engine.log import dumps
     from .engine import evaluate
 
-    model, classes, options, transform, size, device = _inference_setup(args, "evaluate")
-    if args.data or options.get("data"):
-        root = Path(args.data or options["data"])
+    setup = _inference_setup(args, "evaluate")
+    model, classes, config, size = setup.model, setup.classes, setup.config, setup.size
+    data = args.data or (config.data if config else None)
+    if data:
+        root = Path(data)
         has_split = root.is_dir() and any((root / s).exists() or (root / f"{s}.csv").exists() for s in EVAL_SPLITS)
         location = find_split(root, EVAL_SPLITS) if has_split else root  # else: the split folder or CSV itself
-        dataset = load_split(location, transform, classes=classes, channels=input_channels(options))
-    elif options:  # a run of the built-in digits demo: its held-out split, as the run evaluated it
-        _, dataset = digits_datasets(None, transform, channels=input_channels(options))
+        dataset = load_split(location, setup.transform, classes=classes, channels=setup.in_chans)
+    elif config is not None:  # a run of the built-in digits demo: its held-out split, as the run evaluated it
+        _, dataset = digits_datasets(None, setup.transform, channels=setup.in_chans)
         location = Path("digits-test")
     else:
         raise ConfigError(
@@ -159,8 +158,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "its folders must be all the model's classes in label order."
         )
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_skip_bad)
-    result = evaluate(model, loader, device)
-    name = options.get("model") or args.model
+    result = evaluate(model, loader, setup.device)
+    name = config.model if config else args.model
     split = Path(location).stem
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
     output.mkdir(parents=True, exist_ok=True)
@@ -207,14 +206,15 @@ def run_predict(args: argparse.Namespace) -> int:
         return predict_exported(args.exported, args.images, args.topk)
     if not args.weights:
         raise ConfigError("predict needs --weights (a checkpoint) or --onnx FILE (an exported model).")
-    model, classes, options, transform, _, device = _inference_setup(args, "predict")
+    setup = _inference_setup(args, "predict")
+    model, classes = setup.model, setup.classes
     num_classes = getattr(model, "num_classes", None)
     if classes is None:
         classes = imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-    images = ImageReader(args.images, input_channels(options))
+    images = ImageReader(args.images, setup.in_chans)
     for path, image in images:
         with torch.no_grad():
-            probs = model(transform(image)[None].to(device)).float().softmax(-1)[0].cpu()
+            probs = model(setup.transform(image)[None].to(setup.device)).float().softmax(-1)[0].cpu()
         top = probs.topk(min(args.topk, len(classes)))
         print(format_predictions(path, top.values.tolist(), top.indices.tolist(), classes))
     return images.exit_code

@@ -1,4 +1,4 @@
-"""``train(options)``: the ResNeSt classification run, from data folder to ``metrics.json``.
+"""``train(config)``: the ResNeSt classification run, from data folder to ``metrics.json``.
 
 The task's own parts (``build_run``): the data sets and loaders, the model (DropBlock ramped from 0,
 dropout, zero-init last BN gamma, gradient checkpointing), the loss with mixup and label smoothing,
@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config import ClassifyConfig, as_options, input_channels
+from ...config.schemas import ClassifyConfig
+from ...config.values import as_config
 from ...data import build_train_transform, collate_skip_bad, digits_datasets, eval_transform_for, find_split, load_split
 from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
 from ...engine.data import accumulation_steps, eval_loader, train_loader
@@ -24,80 +25,95 @@ from ...engine.optim import parameter_groups, warmup_cosine
 from ...models.registry import create_model, get_model_spec
 from ...utils.distributed import DistContext
 from ...utils.memory import enable_gradient_checkpointing
-from .checkpoint import model_overrides, run_eval_config, run_image_sizes
+from ...viz.curves import LEARNING_RATE, LOSS, Panel
+from .checkpoint import COMMAND, TASK, model_overrides, run_eval_config, run_image_sizes
 from .engine import classification_loss, evaluate
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
+ACCURACY = (
+    ("train_top1", "train top-1"),
+    ("val_top1", "val top-1"),
+    ("val_top5", "val top-5"),
+    ("ema_val_top1", "EMA val top-1"),
+    ("ema_val_top5", "EMA val top-5"),
+)
 
-__all__ = ["build_run", "train"]
+__all__ = ["build_run", "classification_panels", "train"]
 
 
-def build_datasets(options: Dict[str, Any]) -> Tuple[Dataset, Dataset, list]:
+def classification_panels(num_classes: int) -> List[Panel]:
+    """The plots of a classification run's ``curves.png``: loss, learning rate and accuracy in percent (top-5
+    only above 5 classes: with 5 or fewer it is 100% by definition)."""
+    accuracy = tuple((key, label) for key, label in ACCURACY if num_classes > 5 or "top5" not in key)
+    return [LOSS, LEARNING_RATE, Panel("accuracy (%)", accuracy, percent=True)]
+
+
+def build_datasets(config: ClassifyConfig) -> Tuple[Dataset, Dataset, list]:
     """Training and evaluation sets with the recipe's transforms, and the class names."""
-    train_size, _ = run_image_sizes(options)
-    channels = input_channels(options)
+    train_size, _ = run_image_sizes(config)
+    channels = config.in_chans
     train_tf = build_train_transform(
         train_size,
-        augment=options["augment"],
-        scale=tuple(options["rrc_scale"]),
-        hflip=options["hflip"],
-        auto_augment=options["auto_augment"],
-        color_jitter=options["color_jitter"],
-        pca_lighting=options["pca_lighting"],
-        crop_pct=options["crop_pct"],
+        augment=config.augment,
+        scale=tuple(config.rrc_scale),
+        hflip=config.hflip,
+        auto_augment=config.auto_augment,
+        color_jitter=config.color_jitter,
+        pca_lighting=config.pca_lighting,
+        crop_pct=config.crop_pct,
         channels=channels,
     )
-    eval_tf = eval_transform_for(run_eval_config(options))
-    if not options["data"]:
+    eval_tf = eval_transform_for(run_eval_config(config))
+    if not config.data:
         train_set, eval_set = digits_datasets(train_tf, eval_tf, channels=channels)
     else:
-        train_set = load_split(find_split(options["data"], TRAIN_SPLITS), train_tf, replace_bad=True, channels=channels)
+        train_set = load_split(find_split(config.data, TRAIN_SPLITS), train_tf, replace_bad=True, channels=channels)
         eval_set = load_split(
-            find_split(options["data"], EVAL_SPLITS), eval_tf, classes=train_set.classes, channels=channels
+            find_split(config.data, EVAL_SPLITS), eval_tf, classes=train_set.classes, channels=channels
         )
     return train_set, eval_set, list(train_set.classes)
 
 
-def build_model(options: Dict[str, Any], num_classes: int) -> nn.Module:
+def build_model(config: ClassifyConfig, num_classes: int) -> nn.Module:
     """The registered model with the run's regularisation, optionally from pretrained ImageNet weights."""
-    pretrained = options.get("pretrained") or False
+    pretrained = config.pretrained or False
     model = create_model(
-        options["model"],
-        num_classes=1000 if pretrained else num_classes,
-        pretrained=pretrained,
-        **model_overrides(options),
+        config.model, num_classes=1000 if pretrained else num_classes, pretrained=pretrained, **model_overrides(config)
     )
     if pretrained and num_classes != 1000:
         model.reset_classifier(num_classes)
-    if options["drop_block"] > 0:
+    if config.drop_block > 0:
         model.set_drop_block_prob(0.0)  # ramped up linearly during training
-    if options["grad_checkpointing"]:
+    if config.grad_checkpointing:
         enable_gradient_checkpointing(model, STAGES)
     return model
 
 
-def _batch_plan(options: Dict[str, Any], world_size: int) -> Tuple[int, int, float]:
+def _batch_plan(config: ClassifyConfig, world_size: int) -> Tuple[int, int, float]:
     """(global batch, accumulation steps, peak learning rate) from the batch options."""
-    global_batch, accum_steps = accumulation_steps(int(options["batch_size"]), options["global_batch"], world_size)
-    lr = options["lr"] if options["lr"] is not None else options["base_lr"] * global_batch / 256
-    return global_batch, accum_steps, float(lr)
+    global_batch, accum_steps = accumulation_steps(config.batch_size, config.global_batch, world_size)
+    lr = config.lr if config.lr is not None else config.base_lr * global_batch / 256
+    return global_batch, accum_steps, lr
 
 
 def train(config: Union[ClassifyConfig, Mapping[str, Any]]) -> Dict[str, Any]:
     """Train as ``config`` (a ``ClassifyConfig`` or a mapping of its fields) says; returns the final metrics.
 
-    Raises ``ConfigError`` for options that cannot work and ``NonFiniteLossError`` if the loss diverges."""
-    options = as_options(ClassifyConfig, config)
-    return run_training(options, options["model"], build_run)
+    Raises:
+        ConfigError: options that cannot work (before any data is read).
+        NonFiniteLossError: the loss diverged.
+    """
+    config = as_config(ClassifyConfig, config)
+    return run_training(config.train_settings(), lambda dist_ctx: build_run(config, dist_ctx))
 
 
-def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
+def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
     """The classification parts of a run: data, model, loss with mixup/smoothing/DropBlock, evaluator."""
     device = dist_ctx.device
-    train_set, eval_set, classes = build_datasets(options)
-    global_batch, accum_steps, lr = _batch_plan(options, dist_ctx.world_size)
-    batch, workers = int(options["batch_size"]), int(options["workers"])
-    loader = train_loader(train_set, batch, dist_ctx, int(options["seed"]), workers, collate_skip_bad)
+    train_set, eval_set, classes = build_datasets(config)
+    global_batch, accum_steps, lr = _batch_plan(config, dist_ctx.world_size)
+    batch, workers = config.batch_size, config.workers
+    loader = train_loader(train_set, batch, dist_ctx, config.seed, workers, collate_skip_bad)
     val_loader = eval_loader(eval_set, batch, dist_ctx, workers, collate_skip_bad)
     steps_per_epoch = len(loader) // accum_steps
     if steps_per_epoch == 0:
@@ -106,11 +122,11 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
             f"(--batch-size {batch} x {dist_ctx.world_size} processes x {accum_steps} accumulation); "
             "lower --batch-size/--global-batch or add data."
         )
-    epochs = int(options["epochs"])
+    epochs = config.epochs
     total_steps = epochs * steps_per_epoch
-    model = build_model(options, len(classes)).to(device)
-    split = find_split(options["data"], EVAL_SPLITS).stem if options["data"] else "test"  # the split evaluated
-    drop_block, amp, channels_last = float(options["drop_block"]), options["amp"], bool(options["channels_last"])
+    model = build_model(config, len(classes)).to(device)
+    split = find_split(config.data, EVAL_SPLITS).stem if config.data else "test"  # the split evaluated
+    drop_block, amp, channels_last = config.drop_block, config.amp, config.channels_last
 
     warned: List[str] = []
 
@@ -125,8 +141,8 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
             micro_batch,
             device,
             len(classes),
-            float(options["mixup"]),
-            float(options["label_smoothing"]),
+            config.mixup,
+            config.label_smoothing,
             channels_last,
         )
 
@@ -141,7 +157,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
             "loss": result["loss"],
             "epoch": epochs,
             "best_top1": state["best_top1"],
-            "model": options["model"],
+            "model": config.model,
             "num_classes": len(classes),
             "train_images": len(train_set),
             "eval_images": len(eval_set),
@@ -152,15 +168,15 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
         )
 
     intro = (
-        f"training {options['model']} on {len(train_set)} images ({len(classes)} classes), evaluating on "
+        f"training {config.model} on {len(train_set)} images ({len(classes)} classes), evaluating on "
         f"{len(eval_set)}; global batch {global_batch} = {batch} x {dist_ctx.world_size} process(es) x "
         f"{accum_steps} accumulation, lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of {steps_per_epoch} steps"
     )
-    warmup = int(options["warmup_epochs"] * steps_per_epoch)
+    warmup = int(config.warmup_epochs * steps_per_epoch)
     return TrainingRun(
         model=model,
         loader=loader,
-        param_groups=parameter_groups(model, float(options["weight_decay"])),
+        param_groups=parameter_groups(model, config.weight_decay),
         lr=lr,
         make_schedule=lambda optimizer, total: warmup_cosine(optimizer, warmup, total),
         loss=loss,
@@ -169,13 +185,13 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         best_key="top1",
+        panels=classification_panels(len(classes)),
         accum_steps=accum_steps,
         intro=intro,
-        num_classes=len(classes),
         state={
             "classes": classes,
-            "model_name": get_model_spec(options["model"]).name,
-            "task": "classification",
-            "command": "classify train",
+            "model_name": get_model_spec(config.model).name,
+            "task": TASK,
+            "command": f"{COMMAND} train",
         },
     )

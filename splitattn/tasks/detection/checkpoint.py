@@ -5,52 +5,60 @@ tensors and plain values that loads with ``torch.load(..., weights_only=True)``:
 
 - ``model``, ``optimizer``, ``scheduler``, ``scaler``: state dicts (no DDP prefixes);
 - ``iter``: optimizer steps completed; ``rng``: one random state per rank;
-- ``args``: the run's options; ``classes``: names by label (``classes[0]`` is the background);
+- ``args``: the run's options (``dataclasses.asdict`` of its ``DetectConfig``); ``classes``: names by label
+  (``classes[0]`` is the background); ``task``: ``"detection"``; ``command``: ``"detect train"``;
 - ``contiguous_to_coco``: label -> category id of the annotation file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
+from ...config.schemas import DetectConfig
+from ...config.values import from_checkpoint_args
 from ...engine.checkpoint import load_task_checkpoint
+from ..commands import bare_weights_hint, weights_usage
 from .model import create_detection_model
 
+TASK, COMMAND = "detection", "detect"  # the checkpoint's ``task`` entry, the command group
 
-def model_from_options(
-    options: Dict[str, Any], num_classes: int, pretrained: Union[bool, str] = False
-) -> GeneralizedRCNN:
-    """The detector a run's options describe (``arch``, ``backbone``, ``norm``, ``min_size`` ...)."""
+
+def model_from_config(config: DetectConfig, num_classes: int, pretrained: Union[bool, str] = False) -> GeneralizedRCNN:
+    """The detector a run's config describes (``arch``, ``backbone``, ``norm``, ``min_size`` ...)."""
     return create_detection_model(
-        options["arch"],
-        options["backbone"],
+        config.arch,
+        config.backbone,
         num_classes,
-        norm=options.get("norm", "frozenbn"),
+        norm=config.norm,
         pretrained=pretrained,
-        min_size=tuple(options["min_size"]),
-        max_size=int(options["max_size"]),
-        trainable_layers=options.get("trainable_layers"),
-        fpn_norm=options.get("fpn_norm"),
-        backbone_kwargs=options.get("model_kwargs") or {},
-        box_head=options.get("box_head", "2fc"),
-        head_norm=options.get("head_norm"),
-        **dict(
-            options.get("detector_kwargs") or {}, box_detections_per_img=int(options.get("detections_per_img", 100))
-        ),
+        min_size=tuple(config.min_size),
+        max_size=config.max_size,
+        trainable_layers=config.trainable_layers,
+        fpn_norm=config.fpn_norm,
+        backbone_kwargs=config.model_kwargs,
+        box_head=config.box_head,
+        head_norm=config.head_norm,
+        **dict(config.detector_kwargs, box_detections_per_img=config.detections_per_img),
     )
 
 
 def load_detection_model(
     weights: Union[str, Path], action: str = "evaluate"
-) -> Tuple[GeneralizedRCNN, List[str], Dict[str, Any], Dict[int, int]]:
-    """``(model in eval mode, class names, the run's options, contiguous_to_coco)`` from a
-    ``splitattn detect train`` checkpoint."""
-    checkpoint, options = load_task_checkpoint(weights, "detection", action)
+) -> Tuple[GeneralizedRCNN, List[str], DetectConfig, Dict[int, int]]:
+    """``(model in eval mode, class names, the run's config, contiguous_to_coco)`` from a
+    ``splitattn detect train`` checkpoint (``action``: the command, for error messages).
+
+    Raises:
+        CheckpointError: bare weights, another task's checkpoint, or one without a ``task`` entry.
+    """
+    usage = weights_usage(action, weights)
+    checkpoint = load_task_checkpoint(weights, TASK, COMMAND, usage, bare_weights_hint(action, weights))
+    config = from_checkpoint_args(DetectConfig, checkpoint["args"], f"checkpoint {str(weights)!r}")
     classes = list(checkpoint["classes"])
-    model = model_from_options(options, len(classes))
+    model = model_from_config(config, len(classes))
     model.load_state_dict(checkpoint["model"])
-    mapping = {int(k): int(v) for k, v in dict(checkpoint.get("contiguous_to_coco") or {}).items()}
-    return model.eval(), classes, options, mapping
+    mapping = {int(k): int(v) for k, v in checkpoint["contiguous_to_coco"].items()}
+    return model.eval(), classes, config, mapping

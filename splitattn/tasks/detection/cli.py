@@ -1,6 +1,6 @@
 """``splitattn detect train|evaluate|predict``.
 
-``train`` options come from the defaults below, a ``--config`` file (YAML/JSON, keys are the long
+``train`` options come from the defaults of ``DetectConfig``, a ``--config`` file (YAML/JSON, keys are the long
 option names; see ``configs/detection/``) and the command line, later ones winning.
 """
 
@@ -10,7 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ...config import DetectConfig, add_task_commands, add_train_command, add_weights_arguments, resolve
+from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
+from ...config.schemas import DetectConfig, field_default
+from ...errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--output", help="folder for metrics.json and detections.json (default: eval-<split> by the weights)"
     )
-    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--workers", type=int, default=field_default(DetectConfig, "workers"))
     evaluate.set_defaults(func=run_evaluate)
 
     predict = commands.add_parser("predict", help="draw detections (boxes, classes, scores, masks) onto images")
@@ -74,19 +76,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import CocoEvaluator
     from .trainer import limit
 
-    model, classes, options, _ = load_detection_model(args.weights, "evaluate")
+    model, classes, config, _ = load_detection_model(args.weights, "evaluate")
     device = pick_device(args.device)
-    split = args.split or options.get("val_split", "val")
-    data = args.data or options.get("data")
+    split = args.split or config.val_split
+    data = args.data or config.data
     if not data:
-        raise ValueError("--data is required: the checkpoint does not name its data folder.")
+        raise UsageError("--data is required: the checkpoint does not name its data folder.")
     dataset = build_detection_dataset(
-        options.get("dataset"),
+        config.dataset,
         data,
         split,
         False,
-        annotation_file=args.annotations or options.get("annotations"),
-        images=args.images or options.get("images"),
+        annotation_file=args.annotations or config.annotations,
+        images=args.images or config.images,
         classes=classes[1:],
         skip_bad=True,
         with_masks=False,
@@ -96,7 +98,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {classes[1:6]}...; "
             "evaluate on the data set it was trained for."
         )
-    subset = limit(dataset, args.max_images if args.max_images is not None else options.get("max_images"))
+    subset = limit(dataset, args.max_images if args.max_images is not None else config.max_images)
     print(dataset.summary(), flush=True)
     evaluator = CocoEvaluator(dataset.coco, iou_types(model, dataset.coco), dataset.contiguous_to_coco)
     loader = eval_loader(subset, 1, DistContext(device=device), args.workers, collate_detection)

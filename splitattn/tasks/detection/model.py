@@ -32,6 +32,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from ...config.schemas import DetectConfig, field_default
 from ...layers.norm import freeze_batch_norm, make_norm_layer
 from ...models.registry import create_model
 from ...models.resnest import ResNeStFeatures
@@ -45,8 +46,8 @@ ROI_SIZE = 7  # box RoIAlign output (FasterRCNN's default MultiScaleRoIAlign)
 REPRESENTATION_SIZE = 1024  # box-head output features, FasterRCNN's box predictor input
 # Parameter-name prefixes of the backbone, last stage first: trainable_layers=k trains the first k.
 STAGE_PREFIXES = ("layer4", "layer3", "layer2", "layer1", "conv1", "bn1")
-# The paper's multi-scale training: short side sampled from 640..800 in steps of 32; tested at 800.
-TRAIN_MIN_SIZES = tuple(range(640, 801, 32))
+# The paper's multi-scale training: short side sampled from 640..800 in steps of 32; tested at 800 (``--min-size``).
+TRAIN_MIN_SIZES = tuple(field_default(DetectConfig, "min_size"))
 
 
 class ResNeStFPN(nn.Module):
@@ -127,18 +128,20 @@ def freeze_stages(body: ResNeStFeatures, trainable_layers: int) -> None:
 
 def resnest_fpn_backbone(
     backbone: str,
-    norm: str = "frozenbn",
+    norm: str = DetectConfig.norm,
     pretrained: Union[bool, str] = False,
-    trainable_layers: Optional[int] = None,
-    fpn_norm: Optional[str] = None,
+    trainable_layers: Optional[int] = DetectConfig.trainable_layers,
+    fpn_norm: Optional[str] = DetectConfig.fpn_norm,
     **overrides: Any,
 ) -> ResNeStFPN:
     """A registered ResNeSt (any ``list_models()`` name) as an FPN detection backbone.
 
+    The defaults are those of ``detect train`` (``config.schemas.DetectConfig``).
+
     Args:
         backbone: model name (``resnest50``, ``resnest50_fast_2s2x40d`` ...).
-        norm: the backbone's normalisation: ``frozenbn`` (default), ``syncbn`` (the paper),
-            ``batchnorm`` or ``groupnorm``.
+        norm: the backbone's normalisation: ``groupnorm`` (default: trains from scratch at any batch size),
+            ``syncbn`` (the paper), ``frozenbn`` (pretrained weights, statistics frozen) or ``batchnorm``.
         pretrained: ``True`` (registered ImageNet weights), or a path/URL of any ResNeSt
             classification checkpoint, ours (``splitattn train``'s ``last.pt``) or official.
         trainable_layers: stages trained, counted from the last (0-5); default 3 with frozen BN
@@ -160,18 +163,21 @@ def create_detection_model(
     arch: str,
     backbone: str,
     num_classes: int,
-    norm: str = "frozenbn",
+    norm: str = DetectConfig.norm,
     pretrained: Union[bool, str] = False,
     min_size: Union[int, Sequence[int]] = TRAIN_MIN_SIZES,
-    max_size: int = 1333,
-    trainable_layers: Optional[int] = None,
-    fpn_norm: Optional[str] = None,
+    max_size: int = DetectConfig.max_size,
+    trainable_layers: Optional[int] = DetectConfig.trainable_layers,
+    fpn_norm: Optional[str] = DetectConfig.fpn_norm,
     backbone_kwargs: Optional[Dict[str, Any]] = None,
-    box_head: str = "2fc",
-    head_norm: Optional[str] = None,
+    box_head: str = DetectConfig.box_head,
+    head_norm: Optional[str] = DetectConfig.head_norm,
     **kwargs: Any,
 ) -> GeneralizedRCNN:
     """A torchvision detector on a ResNeSt-FPN backbone.
+
+    The defaults are those of ``detect train`` (``config.schemas.DetectConfig``), so a model built here and one
+    trained by the command with the same arguments are the same network.
 
     Args:
         arch: ``faster_rcnn``, ``mask_rcnn``, ``cascade_rcnn`` or ``cascade_mask_rcnn``.
@@ -185,8 +191,9 @@ def create_detection_model(
         head_norm: normalisation of the conv heads, the ``4conv1fc`` box head's and the mask head's
             (``None``: convs with bias, as torchvision; ``syncbn`` in the paper). A model without a conv
             head (``2fc`` Faster/Cascade R-CNN) raises ValueError rather than ignoring it.
-        **kwargs: more ``FasterRCNN``/``MaskRCNN`` arguments (``box_detections_per_img``,
-            ``rpn_post_nms_top_n_train`` ...), applied to every cascade stage where they concern it.
+        **kwargs: more ``FasterRCNN``/``MaskRCNN`` arguments (``box_detections_per_img``, default
+            ``--detections-per-img``'s; ``rpn_post_nms_top_n_train`` ...), applied to every cascade stage where
+            they concern it.
 
     Input/output are torchvision's: a list of (3, H, W) float images in 0..1 (normalised inside with
     the ImageNet mean and std); in training also targets, returning a dict of losses; in evaluation a
@@ -209,6 +216,7 @@ def create_detection_model(
     make_box_head = make_box_head_factory(box_head, head_norm_layer)
     features = resnest_fpn_backbone(backbone, norm, pretrained, trainable_layers, fpn_norm, **(backbone_kwargs or {}))
     sizes = (min_size,) if isinstance(min_size, int) else tuple(int(s) for s in min_size)
+    kwargs.setdefault("box_detections_per_img", DetectConfig.detections_per_img)
     if "mask" in arch:  # torchvision's mask head (four 3x3 convs 256->256, dilation 1), normalised if asked
         kwargs.setdefault("mask_head", MaskRCNNHeads(FPN_CHANNELS, [FPN_CHANNELS] * 4, 1, norm_layer=head_norm_layer))
         detector_class = MaskRCNN

@@ -1,4 +1,4 @@
-"""``train(options)``: an iteration-based detection run, from annotation file to ``metrics.json``.
+"""``train(config)``: an iteration-based detection run, from annotation file to ``metrics.json``.
 
 The task's own parts (``build_run``): the data sets (COCO json or VOC XML, bad input cleaned and
 counted), the detector (backbone optionally from a classification checkpoint), its summed losses, the
@@ -16,37 +16,48 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ...config import ConfigError, DetectConfig, as_options
+from ...config.schemas import DetectConfig
+from ...config.values import as_config
 from ...data.detection import DetectionDataset, build_detection_dataset, collate_detection
 from ...data.detection_transforms import build_detection_train_transform
 from ...engine.data import eval_loader, train_loader
 from ...engine.loop import EvalResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_multistep
 from ...utils.distributed import DistContext
-from .checkpoint import model_from_options
+from ...viz.curves import LEARNING_RATE, LOSS, Panel
+from .checkpoint import COMMAND, TASK, model_from_config
 from .engine import detection_loss, evaluate, format_metrics, iou_types
 from .evaluation import CocoEvaluator
 
+# The plots of curves.png: the loss components are the detector's (train_loss_classifier, ..._box_reg_0, ...).
+PANELS = (
+    LOSS,
+    Panel("loss components (train)", prefix="train_loss_"),
+    LEARNING_RATE,
+    Panel("box AP (%)", (("val_bbox_AP", "AP"), ("val_bbox_AP50", "AP50"), ("val_bbox_AP75", "AP75")), True),
+    Panel("mask AP (%)", (("val_segm_AP", "AP"), ("val_segm_AP50", "AP50"), ("val_segm_AP75", "AP75")), True),
+)
 
-def build_datasets(options: Dict[str, Any]) -> Tuple[DetectionDataset, DetectionDataset]:
+
+def build_datasets(config: DetectConfig) -> Tuple[DetectionDataset, DetectionDataset]:
     """(training set with the random flip, evaluation set), both with masks for mask models."""
     common = dict(
-        annotation_file=options.get("annotations"),
-        images=options.get("images"),
-        classes=options.get("classes"),
-        skip_bad=bool(options["skip_bad"]),
-        with_masks="mask" in options["arch"],
+        annotation_file=config.annotations,
+        images=config.images,
+        classes=config.classes,
+        skip_bad=config.skip_bad,
+        with_masks="mask" in config.arch,
     )
     train_set = build_detection_dataset(
-        options["dataset"],
-        options["data"],
-        options["train_split"],
+        config.dataset,
+        config.data,
+        config.train_split,
         True,
-        build_detection_train_transform(float(options["hflip"])),
+        build_detection_train_transform(config.hflip),
         **common,
     )
     val_set = build_detection_dataset(
-        options["dataset"], options["data"], options["val_split"], False, **dict(common, classes=train_set.classes[1:])
+        config.dataset, config.data, config.val_split, False, **dict(common, classes=train_set.classes[1:])
     )  # numbered as in training
     return train_set, val_set
 
@@ -56,52 +67,37 @@ def limit(dataset: DetectionDataset, count: Optional[int]) -> Dataset:
     return Subset(dataset, range(min(int(count), len(dataset)))) if count else dataset
 
 
-def check_options(options: Dict[str, Any], dist_ctx: DistContext) -> None:
-    """Clear errors for option combinations that cannot train."""
-    norm, batch = options["norm"], int(options["batch_size"])
-    if norm == "syncbn" and dist_ctx.device.type != "cuda":
-        raise ConfigError(
-            "--norm syncbn needs GPUs (SyncBatchNorm synchronises CUDA tensors); on CPUs use "
-            "--norm frozenbn or --norm groupnorm."
-        )
-    if norm in ("batchnorm", "syncbn") and batch < 2 and not (norm == "syncbn" and dist_ctx.distributed):
-        raise ConfigError(
-            f"--norm {norm} with --batch-size 1 cannot normalise the split-attention maps (one value "
-            "per channel); use --norm frozenbn or groupnorm, or --batch-size >= 2."
-        )
-    if options["amp"] == "fp16" and dist_ctx.device.type != "cuda":
-        raise ConfigError("--amp fp16 is for GPUs; on CPUs use --amp bf16 or none.")
-
-
 def train(config: Union[DetectConfig, Mapping[str, Any]]) -> Dict[str, Any]:
     """Train as ``config`` (a ``DetectConfig`` or a mapping of its fields) says; returns the final metrics.
 
-    Raises ``ConfigError`` for options that cannot work and ``NonFiniteLossError`` if the loss diverges."""
-    options = as_options(DetectConfig, config)
-    return run_training(options, f"detect-{options['arch']}-{options['backbone']}", build_run)
+    Raises:
+        ConfigError: options that cannot work (before any data is read).
+        NonFiniteLossError: the loss diverged.
+    """
+    config = as_config(DetectConfig, config)
+    return run_training(config.train_settings(), lambda dist_ctx: build_run(config, dist_ctx))
 
 
-def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
+def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
     """The detection parts of a run: data, detector, its summed losses and the COCO evaluator."""
-    check_options(options, dist_ctx)
     device = dist_ctx.device
-    full_train, full_val = build_datasets(options)
-    train_set, val_set = limit(full_train, options.get("max_images")), limit(full_val, options.get("max_images"))
-    classes, batch, workers = full_train.classes, int(options["batch_size"]), int(options["workers"])
+    full_train, full_val = build_datasets(config)
+    train_set, val_set = limit(full_train, config.max_images), limit(full_val, config.max_images)
+    classes, batch, workers = full_train.classes, config.batch_size, config.workers
     if len(train_set) < batch * dist_ctx.world_size:
         raise ValueError(
             f"{len(train_set)} training images make no full batch of {batch} x {dist_ctx.world_size}; "
             "lower --batch-size or add data."
         )
-    loader = train_loader(train_set, batch, dist_ctx, int(options["seed"]), workers, collate_detection)
+    loader = train_loader(train_set, batch, dist_ctx, config.seed, workers, collate_detection)
     val_loader = eval_loader(val_set, 1, dist_ctx, workers, collate_detection)
-    model = model_from_options(options, len(classes), pretrained=options.get("pretrained") or False).to(device)
-    kinds, max_iter, lr = iou_types(model, full_val.coco), int(options["max_iter"]), float(options["lr"])
+    model = model_from_config(config, len(classes), pretrained=config.pretrained or False).to(device)
+    kinds, max_iter, lr = iou_types(model, full_val.coco), config.max_iter, config.lr
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         evaluator = CocoEvaluator(full_val.coco, kinds, full_val.contiguous_to_coco)
         scores = evaluate(
-            eval_model, val_loader, evaluator, device, options["amp"], progress=dist_ctx.is_main and options["progress"]
+            eval_model, val_loader, evaluator, device, config.amp, progress=dist_ctx.is_main and config.progress
         )
         return {f"{kind}_{name}": value for kind, values in scores.items() for name, value in values.items()}, scores
 
@@ -110,8 +106,8 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
             result,
             iter=max_iter,
             best_bbox_AP=state["best_bbox_AP"],
-            arch=options["arch"],
-            backbone=options["backbone"],
+            arch=config.arch,
+            backbone=config.backbone,
             train_images=len(train_set),
             val_images=len(val_set),
             data_stats={"train": full_train.stats, "val": full_val.stats},
@@ -122,21 +118,17 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
         for dataset in (full_train, full_val):
             print(dataset.summary(), flush=True)
     intro = (
-        f"training {options['arch']} on {options['backbone']}-FPN ({options['norm']}) with {len(train_set)} "
+        f"training {config.arch} on {config.backbone}-FPN ({config.norm}) with {len(train_set)} "
         f"training / {len(val_set)} evaluation images, {len(classes) - 1} classes; batch {batch} x "
         f"{dist_ctx.world_size} process(es), lr {lr:g}, {max_iter} iterations"
     )
     return TrainingRun(
         model=model,
         loader=loader,
-        param_groups=parameter_groups(model, float(options["weight_decay"])),
+        param_groups=parameter_groups(model, config.weight_decay),
         lr=lr,
         make_schedule=lambda optimizer, total: warmup_multistep(
-            optimizer,
-            options["steps"] or [],
-            float(options["gamma"]),
-            int(options["warmup_iters"]),
-            float(options["warmup_factor"]),
+            optimizer, config.steps, config.gamma, config.warmup_iters, config.warmup_factor
         ),
         loss=lambda train_model, micro_batch, step: detection_loss(train_model, *micro_batch, device),
         evaluate=evaluate_model,
@@ -144,16 +136,17 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
         total_steps=max_iter,
         steps_per_epoch=len(loader),
         best_key="bbox_AP",
+        panels=PANELS,
         x_key="iter",
-        log_every=int(options["log_every"]),
-        eval_every=int(options["eval_every"]),
-        checkpoint_every=int(options["checkpoint_every"]),
+        log_every=config.log_every,
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
         intro=intro,
         eval_model=model,
         state={
             "classes": classes,
             "contiguous_to_coco": full_train.contiguous_to_coco,
-            "task": "detection",
-            "command": "detect train",
+            "task": TASK,
+            "command": f"{COMMAND} train",
         },
     )

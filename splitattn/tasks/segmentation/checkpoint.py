@@ -5,43 +5,55 @@ and plain values that loads with ``torch.load(..., weights_only=True)``:
 
 - ``model``, ``optimizer``, ``scheduler``, ``scaler``: state dicts (no DDP prefixes);
 - ``epoch``, ``step``: epochs and optimizer steps completed; ``rng``: one random state per rank;
-- ``args``: the run's options; ``classes``: class names in training-id order;
+- ``args``: the run's options (``dataclasses.asdict`` of its ``SegmentConfig``); ``classes``: class names in
+  training-id order; ``task``: ``"segmentation"``; ``command``: ``"segment train"``;
 - ``best_miou``: best validation mIoU so far (-1 before any evaluation).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import List, Tuple, Union
 
+from ...config.schemas import SegmentConfig
+from ...config.values import from_checkpoint_args
 from ...engine.checkpoint import load_task_checkpoint
+from ..commands import bare_weights_hint, weights_usage
 from .model import SegmentationModel, create_segmentation_model
 
+TASK, COMMAND = "segmentation", "segment"  # the checkpoint's ``task`` entry, the command group
 
-def model_from_options(
-    options: Dict[str, Any], num_classes: int, pretrained: Union[bool, str] = False
+
+def model_from_config(
+    config: SegmentConfig, num_classes: int, pretrained: Union[bool, str] = False
 ) -> SegmentationModel:
-    """The architecture a run's options describe (``backbone``, ``head``, ``output_stride``, ``aux``, ``norm``,
+    """The architecture a run's config describes (``backbone``, ``head``, ``output_stride``, ``aux``, ``norm``,
     and the backbone's ``model_kwargs`` such as ``in_chans`` or widths)."""
-    norm = options.get("norm", "batchnorm")
     return create_segmentation_model(
-        options["backbone"],
+        config.backbone,
         num_classes,
-        head=options.get("head", "deeplabv3"),
-        output_stride=int(options.get("output_stride", 8)),
-        aux=bool(options.get("aux", True)),
+        head=config.head,
+        output_stride=config.output_stride,
+        aux=config.aux,
         pretrained=pretrained,
-        norm_layer=norm,
-        **(options.get("model_kwargs") or {}),
+        norm_layer=config.norm,
+        **config.model_kwargs,
     )
 
 
 def load_segmentation_model(
     weights: Union[str, Path], action: str = "evaluate"
-) -> Tuple[SegmentationModel, List[str], Dict[str, Any]]:
-    """``(model in eval mode, class names, the run's options)`` from a ``splitattn segment train`` checkpoint."""
-    checkpoint, options = load_task_checkpoint(weights, "segmentation", action)
+) -> Tuple[SegmentationModel, List[str], SegmentConfig]:
+    """``(model in eval mode, class names, the run's config)`` from a ``splitattn segment train`` checkpoint
+    (``action``: the command, for error messages).
+
+    Raises:
+        CheckpointError: bare weights, another task's checkpoint, or one without a ``task`` entry.
+    """
+    usage = weights_usage(action, weights)
+    checkpoint = load_task_checkpoint(weights, TASK, COMMAND, usage, bare_weights_hint(action, weights))
+    config = from_checkpoint_args(SegmentConfig, checkpoint["args"], f"checkpoint {str(weights)!r}")
     classes = list(checkpoint["classes"])
-    model = model_from_options(options, len(classes))
+    model = model_from_config(config, len(classes))
     model.load_state_dict(checkpoint["model"])
-    return model.eval(), classes, options
+    return model.eval(), classes, config

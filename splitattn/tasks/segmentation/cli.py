@@ -1,7 +1,8 @@
 """``splitattn segment train|evaluate|predict``.
 
-``train`` options come from the defaults below, a ``--config`` file (YAML/JSON, keys are the
-long option names; see ``configs/segmentation/``) and the command line, later ones winning.
+``train`` options come from the defaults of ``SegmentConfig``, a ``--config`` file (YAML/JSON, keys are the
+long option names; see ``configs/segmentation/``) and the command line, later ones winning. ``evaluate`` and
+``predict`` default to the options of the run that wrote ``--weights``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from ...config import (
-    SEGMENTATION_DATASETS,
-    SEGMENTATION_MULTI_SCALES,
-    SegmentConfig,
-    add_task_commands,
-    add_train_command,
-    add_weights_arguments,
-    input_channels,
-    resolve,
-)
+from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
+from ...config.schemas import SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig, field_default
+from ...errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--ignore-value", type=int, help="folder data sets (default: the run's)")
     evaluate.add_argument("--skip-bad", action="store_true", help="skip and count unmatched files / size mismatches")
     evaluate.add_argument("--output", help="folder for metrics.json (default: eval-<split>-<ss|ms> by the weights)")
-    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--workers", type=int, default=field_default(SegmentConfig, "workers"))
     _add_inference_args(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
@@ -78,13 +72,13 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[str, Any]:
+def _inference_plan(args: argparse.Namespace, config: SegmentConfig) -> Dict[str, Any]:
     scales: Sequence[float] = args.scales or (SEGMENTATION_MULTI_SCALES if args.multi_scale else (1.0,))
     return dict(
         scales=list(scales),
         flip=bool(args.flip or args.multi_scale),
-        base_size=args.base_size or options.get("base_size"),
-        crop_size=args.eval_crop_size or options.get("eval_crop_size"),
+        base_size=args.base_size or config.base_size,
+        crop_size=args.eval_crop_size or config.eval_crop_size,
     )
 
 
@@ -99,15 +93,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .metrics import format_iou_table
     from .trainer import describe_dataset
 
-    model, classes, options = load_segmentation_model(args.weights, "evaluate")
+    model, classes, config = load_segmentation_model(args.weights, "evaluate")
     device = pick_device(args.device)
-    split = args.split or options.get("val_split", "val")
-    kind = args.dataset or options.get("dataset", "folder")
-    data = args.data or options.get("data")
+    split = args.split or config.val_split
+    kind = args.dataset or config.dataset
+    data = args.data or config.data
     if not data:
-        raise ValueError("--data is required: the checkpoint does not name its data folder.")
-    ignore = args.ignore_value if args.ignore_value is not None else options.get("ignore_value")
-    palette, channels = options.get("palette"), input_channels(options)
+        raise UsageError("--data is required: the checkpoint does not name its data folder.")
+    ignore = args.ignore_value if args.ignore_value is not None else config.ignore_value
+    palette, channels = config.palette, config.in_chans
     dataset = build_dataset(
         kind,
         data,
@@ -124,7 +118,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{data} has classes {dataset.classes[:5]}... but the model was trained on {classes[:5]}...; "
             "evaluate on the data set it was trained for."
         )
-    plan = _inference_plan(args, options)
+    plan = _inference_plan(args, config)
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers, collate_fn=collate_eval)
     print(describe_dataset(dataset), flush=True)
     result = evaluate(model.to(device), loader, len(classes), device, classes, progress=True, **plan)
@@ -153,18 +147,18 @@ def run_predict(args: argparse.Namespace) -> int:
     from .inference import predict_probs
     from .visualize import save_segmentation_outputs
 
-    model, classes, options = load_segmentation_model(args.weights, "predict")
+    model, classes, config = load_segmentation_model(args.weights, "predict")
     device = pick_device(args.device)
     model.to(device)
-    plan = _inference_plan(args, options)
+    plan = _inference_plan(args, config)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    images = ImageReader(args.images, input_channels(options))
+    images = ImageReader(args.images, config.in_chans)
     for path, image in images:
         probs = predict_probs(model, normalize_image(image).to(device), **plan)
         labels = probs.argmax(0).cpu().numpy().astype(np.uint8)
         mask_path, overlay_path = save_segmentation_outputs(
-            image, labels, classes, output / path.stem, options.get("dataset"), args.alpha
+            image, labels, classes, output / path.stem, config.dataset, args.alpha
         )
         counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size * 100
         top = ", ".join(f"{classes[i]} {counts[i]:.1f}%" for i in np.argsort(-counts)[:3] if counts[i] > 0)

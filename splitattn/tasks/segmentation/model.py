@@ -24,6 +24,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPPPooling, DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.ops import FrozenBatchNorm2d
 
+from ...config.schemas import SegmentConfig
 from ...layers.norm import NormFactory, make_norm_layer
 from ...models.registry import create_model
 from ...models.resnest import ResNeStFeatures
@@ -31,7 +32,7 @@ from ...models.resnest import ResNeStFeatures
 HEADS = ("deeplabv3", "fcn")
 # ASPP atrous rates per output stride: the DeepLabV3 paper's 6/12/18 at 16, doubled at 8.
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
-AUX_WEIGHT = 0.2
+AUX_WEIGHT = SegmentConfig.aux_weight  # PyTorch-Encoding's (``--aux-weight``)
 # PyTorch-Encoding's DeepLabV3Head: Dropout2d(0.1) before the classifier; ASPP_Module: Dropout2d(0.5) after the projection.
 CLASSIFIER_DROPOUT = 0.1
 ASPP_DROPOUT = 0.5
@@ -119,15 +120,17 @@ class SegmentationModel(nn.Module):
 def create_segmentation_model(
     backbone: str,
     num_classes: int,
-    head: str = "deeplabv3",
-    output_stride: int = 8,
-    aux: bool = True,
+    head: str = SegmentConfig.head,
+    output_stride: int = SegmentConfig.output_stride,
+    aux: bool = SegmentConfig.aux,
     pretrained: Union[bool, str] = False,
-    norm_layer: Union[str, NormFactory] = "batchnorm",
+    norm_layer: Union[str, NormFactory] = SegmentConfig.norm,
     head_norm: Optional[Union[str, NormFactory]] = None,
     **overrides: Any,
 ) -> SegmentationModel:
     """A segmentation model on a registered ResNeSt.
+
+    The defaults are those of ``segment train`` (``config.schemas.SegmentConfig``).
 
     Args:
         backbone: registered model name (``resnest50``, ``resnest14`` ...).

@@ -1,28 +1,30 @@
 """The training configurations: one typed dataclass per task, from which everything else derives.
 
 ``ClassifyConfig``, ``DetectConfig`` and ``SegmentConfig`` list every training option once, with its
-type, default, choices and help. From them come the command-line flags (``add_arguments``), the
-keys a YAML/JSON ``--config`` file may hold, the ``args`` stored in each checkpoint
-(``dataclasses.asdict``) and the Python API (``splitattn.tasks.<task>.train(config)``). Values are
-resolved defaults < config file < command line (``resolve``); an unknown key or a wrong type is one
-``ConfigError`` naming the source, the key, the value and the fix. Checks that need no data run
-here too (``validate``), before any data is read.
+type, default, choices and help: each option's default lives in its field and nowhere else (the
+command line, a YAML/JSON ``--config`` file, the Python API ``splitattn.tasks.<task>.train(config)``,
+the checkpoint loaders and the model factories of the tasks all read it from here). Checks that need no
+data run in ``validate`` (a ``ConfigError`` naming the flag and the fix), before any data is read.
 
-This module imports neither torch nor the models, so ``splitattn --help`` stays fast; the choice
-lists below are checked against the modules that implement them in ``tests/test_train_cli.py``.
+The choice lists below are checked against the modules that implement them in ``tests/test_train_cli.py``.
+The module is longer than most (about 480 lines) because it is the one table of every option of the three
+training commands, read as a reference: two thirds of it are the field declarations.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
-import json
-import typing
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple, Union
+
+from ..errors import ConfigError
+from ..models.registry import EvalConfig
+
+if TYPE_CHECKING:
+    from ..engine.loop import TrainSettings
 
 NORMS = ("batchnorm", "syncbn", "frozenbn", "groupnorm")  # splitattn.layers.norm.NORM_LAYERS
 AMP = ("none", "bf16", "fp16")  # splitattn.engine.runtime.AMP_DTYPES
@@ -33,12 +35,15 @@ SEGMENTATION_HEADS = ("deeplabv3", "fcn")  # splitattn.tasks.segmentation.model.
 BOX_HEADS = ("2fc", "4conv1fc")
 SEGMENTATION_MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # tasks.segmentation.inference.MULTI_SCALES
 FAST_BACKENDS = ("compile", "torchscript", "eager")  # splitattn.deploy.optimize.BACKENDS
-
-C = TypeVar("C", bound="RunConfig")
-
-
-class ConfigError(ValueError):
-    """An option that is unknown, of the wrong type or out of range (a usage error: exit code 2)."""
+# Norms whose layers hold BatchNorm statistics and affine parameters: they can take the ImageNet weights.
+BATCH_STATISTICS_NORMS = ("batchnorm", "syncbn", "frozenbn")
+# The classification options whose default depends on --data: (with an image folder, without: the digits demo, a
+# narrow resnest14 for 2 epochs without flips, as digits are not mirror images).
+DATA_DEPENDENT_DEFAULTS: Dict[str, Tuple[Any, Any]] = {
+    "epochs": (10, 2),
+    "hflip": (0.5, 0.0),
+    "model_kwargs": ({}, {"bottleneck_width": 16, "stem_width": 16}),
+}
 
 
 def option(default: Any, help: str = "", flags: Tuple[str, ...] = (), **argparse_keywords: Any) -> Any:
@@ -49,6 +54,27 @@ def option(default: Any, help: str = "", flags: Tuple[str, ...] = (), **argparse
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of the field ``name`` of the config class ``cls`` (a fresh copy for lists and dicts)."""
+    item = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+
+
+def _data_dependent(name: str, help: str) -> str:
+    """``help`` followed by the two defaults of ``name`` in ``DATA_DEPENDENT_DEFAULTS``."""
+
+    def shown(value: Any) -> str:
+        return (" ".join(f"{k}={v}" for k, v in value.items()) or "none") if isinstance(value, dict) else str(value)
+
+    folder, digits = DATA_DEPENDENT_DEFAULTS[name]
+    return f"{help} (default: {shown(folder)}; the digits demo without --data: {shown(digits)})".strip()
+
+
+def _processes() -> int:
+    """Training processes of the job (torchrun's ``WORLD_SIZE``; 1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE") or 1)
 
 
 @dataclass
@@ -88,34 +114,119 @@ class RunConfig:
 
     data_required: ClassVar[bool] = True  # classification trains on the built-in digits without --data
 
+    @property
+    def model_name(self) -> str:
+        """The registered model of the run (classification's ``model``, the other tasks' ``backbone``)."""
+        raise NotImplementedError
+
+    @property
+    def run_name(self) -> str:
+        """The run folder's name without ``--output``: ``runs/<run_name>`` (then ``-2``, ``-3`` ...)."""
+        raise NotImplementedError
+
+    @property
+    def in_chans(self) -> int:
+        """Image channels the run's model takes: ``in_chans`` of ``model_kwargs``, else ResNeSt's 3 (RGB)."""
+        return int(self.model_kwargs.get("in_chans", 3))
+
+    def on_cpu(self) -> bool:
+        """Whether the run computes on CPUs (``device`` None means a GPU when one is visible)."""
+        if self.device is not None:
+            return self.device == "cpu"
+        import torch
+
+        return not torch.cuda.is_available()
+
     def validate(self) -> None:
-        """Checks that need no data; raises ``ConfigError``."""
+        """Checks that need no data, before any is read; raises ``ConfigError`` naming the flag and the fix."""
         if self.data_required and not self.data:
             raise ConfigError("--data is required (on the command line or in the --config file).")
-        from .models.registry import get_model_spec  # torch only: the model library is loaded anyway
+        from ..models.registry import get_model_spec  # torch only: the model library is loaded anyway
 
         try:
-            get_model_spec(getattr(self, "model", None) or self.backbone)
+            get_model_spec(self.model_name)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        for name, low in (("batch_size", 1), ("workers", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        self._check_norm()
+        self._check_run_folder()
+
+    def _check_norm(self) -> None:
         if self.norm == "frozenbn" and not self.pretrained:
             raise ConfigError(
                 "--norm frozenbn freezes the statistics of pretrained weights, but this run starts "
                 "from scratch: add --pretrained, or use --norm groupnorm (any batch size) or "
                 "--norm syncbn (GPUs under torchrun)."
             )
-        for name in ("batch_size", "workers"):
-            if getattr(self, name) < (1 if name == "batch_size" else 0):
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        if self.pretrained is True and self.norm not in BATCH_STATISTICS_NORMS:
+            raise ConfigError(
+                f"--pretrained loads the ImageNet weights, trained with BatchNorm, whose statistics a --norm "
+                f"{self.norm} backbone cannot take: use --norm frozenbn (the statistics frozen) or --norm batchnorm "
+                "(--norm syncbn on GPUs under torchrun), or drop --pretrained to train from scratch."
+            )
+        if self.norm == "syncbn" and self.on_cpu():
+            raise ConfigError(
+                "--norm syncbn needs GPUs (SyncBatchNorm synchronises CUDA tensors); on CPUs use "
+                "--norm frozenbn or --norm groupnorm (or --norm batchnorm in one process)."
+            )
+        if self.sync_bn and _processes() > 1 and self.on_cpu():
+            raise ConfigError(
+                "--sync-bn needs GPUs (SyncBatchNorm has no CPU kernel); on CPUs drop --sync-bn and use "
+                "--norm groupnorm (no batch statistics to synchronise)."
+            )
 
-    def to_dict(self) -> Dict[str, Any]:
-        """The options as plain values (the checkpoint's ``args``, ``options.json``)."""
-        return dataclasses.asdict(self)
+    def _check_run_folder(self) -> None:
+        if self.resume not in (None, "auto") and not Path(self.resume).is_file():
+            raise ConfigError(f"--resume {self.resume!r}: no such checkpoint; pass a checkpoint path or 'auto'.")
+        if self.output and not self.resume and not self.exist_ok and (Path(self.output) / "last.pt").exists():
+            raise ConfigError(
+                f"{self.output!r} already holds a run (last.pt); continue it with --resume auto, "
+                "replace it with --exist-ok, or pass another --output."
+            )
+
+    def _check_global_batch(self, global_batch: Optional[int]) -> None:
+        per_step = self.batch_size * _processes()
+        if global_batch is not None and global_batch % per_step:
+            raise ConfigError(
+                f"--global-batch {global_batch} is not a multiple of --batch-size x processes = {per_step}; "
+                "gradient accumulation needs a whole number of micro-batches."
+            )
+
+    def train_settings(self) -> TrainSettings:
+        """What the engine reads of this config (``engine.loop.TrainSettings``); the options go in as plain values
+        (``args``: ``options.json`` and each checkpoint)."""
+        from ..engine.loop import TrainSettings  # the engine and torch load with the run, not with --help
+
+        return TrainSettings(
+            args=dataclasses.asdict(self),
+            name=self.run_name,
+            output=self.output,
+            resume=self.resume,
+            exist_ok=self.exist_ok,
+            device=self.device,
+            seed=self.seed,
+            threads=self.threads,
+            deterministic=self.deterministic,
+            amp=self.amp,
+            momentum=self.momentum,
+            sync_bn=self.sync_bn,
+            progress=self.progress,
+            tensorboard=self.tensorboard,
+            channels_last=False,
+            compile_memory_budget=None,
+            ema_decay=None,
+        )
 
 
 @dataclass
 class ClassifyConfig(RunConfig):
-    """``splitattn classify train``: the ResNeSt ImageNet recipe (Zhang et al. 2020, section 5.1)."""
+    """``splitattn classify train``: the ResNeSt ImageNet recipe (Zhang et al. 2020, section 5.1).
+
+    ``epochs``, ``hflip`` and ``model_kwargs`` left unset (None) take their default for ``data`` in
+    ``DATA_DEPENDENT_DEFAULTS``: an image folder's, or without ``data`` the digits demo's.
+    """
 
     data_required: ClassVar[bool] = False
 
@@ -125,8 +236,15 @@ class ClassifyConfig(RunConfig):
         "of path,label; omitted: scikit-learn's digits (a one-minute demo)",
         metavar="DIR",
     )
+    model_kwargs: Optional[Dict[str, Any]] = option(
+        None,
+        _data_dependent("model_kwargs", "more create_model overrides, e.g. stem_width=16"),
+        nargs="*",
+        metavar="KEY=VALUE",
+    )
+    hflip: Optional[float] = option(None, _data_dependent("hflip", "horizontal flip probability"))
     model: str = option("resnest14", "registered model name (`splitattn models`)")
-    epochs: int = option(10)
+    epochs: Optional[int] = option(None, _data_dependent("epochs", "training epochs"))
     global_batch: Optional[int] = option(
         None, "images per optimizer step, reached by gradient accumulation (default: batch size x processes)"
     )
@@ -145,9 +263,9 @@ class ClassifyConfig(RunConfig):
     drop_block: float = option(0.0, "DropBlock probability in stages 3-4, ramped from 0; in [0, 1)")
     dropout: float = option(0.0, "dropout before the classifier")
     zero_init_last: bool = option(True, "zero the last BN gamma of blocks")
-    img_size: Optional[int] = option(None, "training crop (default: the model's evaluation size)")
+    img_size: Optional[int] = option(None, "training crop (default: the model's evaluation size; the digits: 32)")
     eval_img_size: Optional[int] = option(None, "evaluation crop (default: --img-size)")
-    crop_pct: float = option(0.875, "evaluation resizes the short side to crop / crop-pct")
+    crop_pct: float = option(EvalConfig.crop_pct, "evaluation resizes the short side to crop / crop-pct")
     channels_last: bool = option(False)
     compile: bool = option(False, "torch.compile the model")
     memory_budget: float = option(
@@ -157,12 +275,37 @@ class ClassifyConfig(RunConfig):
     ema: bool = option(False, "keep and evaluate an EMA of the weights")
     ema_decay: float = option(0.9998)
 
+    def __post_init__(self) -> None:
+        for name, (folder, digits) in DATA_DEPENDENT_DEFAULTS.items():
+            if getattr(self, name) is None:
+                value = folder if self.data else digits
+                setattr(self, name, type(value)(value))
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    @property
+    def run_name(self) -> str:
+        return self.model
+
     def validate(self) -> None:
         super().validate()
         if not 0.0 <= self.drop_block < 1.0:
             raise ConfigError(f"--drop-block is a drop probability in [0, 1), got {self.drop_block}.")
         if not 0.0 < self.memory_budget <= 1.0:
             raise ConfigError(f"--memory-budget must be in (0, 1], got {self.memory_budget}.")
+        if self.memory_budget != field_default(ClassifyConfig, "memory_budget") and not self.compile:
+            raise ConfigError("--memory-budget applies to compiled training; add --compile (or drop --memory-budget).")
+        self._check_global_batch(self.global_batch)
+
+    def train_settings(self) -> TrainSettings:
+        return dataclasses.replace(
+            super().train_settings(),
+            channels_last=self.channels_last,
+            compile_memory_budget=self.memory_budget if self.compile else None,
+            ema_decay=self.ema_decay if self.ema else None,
+        )
 
 
 @dataclass
@@ -203,7 +346,9 @@ class DetectConfig(RunConfig):
         metavar="NAME",
     )
     norm: str = option(
-        "groupnorm", "backbone normalisation (the paper: syncbn on GPUs; frozenbn needs --pretrained)", choices=NORMS
+        "groupnorm",
+        "backbone normalisation (the paper: syncbn on GPUs; frozenbn or batchnorm with --pretrained)",
+        choices=NORMS,
     )
     trainable_layers: Optional[int] = option(
         None,
@@ -239,11 +384,30 @@ class DetectConfig(RunConfig):
     eval_every: int = option(5000, "COCO evaluation (and best.pt) every N iterations, and after the last")
     checkpoint_every: int = option(1000, "write last.pt every N iterations (and after the last)")
 
+    @property
+    def model_name(self) -> str:
+        return self.backbone
+
+    @property
+    def run_name(self) -> str:
+        return f"detect-{self.arch}-{self.backbone}"
+
     def validate(self) -> None:
         super().validate()
         for name in ("max_iter", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        norm = self.norm
+        if norm in ("batchnorm", "syncbn") and self.batch_size < 2 and not (norm == "syncbn" and _processes() > 1):
+            raise ConfigError(
+                f"--norm {norm} with --batch-size 1 cannot normalise the split-attention maps (one value "
+                "per channel); use --norm frozenbn or groupnorm, or --batch-size >= 2."
+            )
+        if self.amp == "fp16" and self.on_cpu():
+            raise ConfigError("--amp fp16 is for GPUs; on CPUs use --amp bf16 or none.")
+        self._warn_about_a_shortened_schedule()
+
+    def _warn_about_a_shortened_schedule(self) -> None:
         late = [step for step in self.steps if step >= self.max_iter]
         if late or self.warmup_iters >= self.max_iter:  # a shortened run that kept a long run's schedule
             warnings.warn(
@@ -258,7 +422,7 @@ class DetectConfig(RunConfig):
                 )
                 + ": the learning rate never reaches its "
                 "schedule; scale --warmup-iters and --steps with --max-iter.",
-                stacklevel=2,
+                stacklevel=3,
             )
 
 
@@ -308,184 +472,19 @@ class SegmentConfig(RunConfig):
     eval_every: int = option(1, "validate every N epochs (and after the last)")
     eval_crop_size: Optional[int] = option(None, "validate in sliding windows of this size (default: whole image)")
 
+    @property
+    def model_name(self) -> str:
+        return self.backbone
 
-CONFIGS: Dict[str, Type[RunConfig]] = {"classify": ClassifyConfig, "detect": DetectConfig, "segment": SegmentConfig}
+    @property
+    def run_name(self) -> str:
+        return f"segment-{self.backbone}"
 
-
-def read_config_file(path: str) -> Dict[str, Any]:
-    """The mapping in a ``.yaml``/``.yml`` or ``.json`` file; dashes in keys become underscores."""
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"config file {path!r} does not exist.")
-    text = file.read_text(encoding="utf-8")
-    if file.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
-
-        data = yaml.safe_load(text)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path!r} must hold a mapping of option: value, got {type(data).__name__}.")
-    return {str(key).replace("-", "_"): value for key, value in data.items()}
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _hints(cls: Type[RunConfig]) -> Dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def input_channels(options: Mapping[str, Any]) -> int:
-    """The image channels a run's model takes: ``in_chans`` of its ``--model-kwargs`` (3 by default)."""
-    return int((options.get("model_kwargs") or {}).get("in_chans", 3))
-
-
-def parse_key_values(items: Any, name: str = "model_kwargs") -> Dict[str, Any]:
-    """``["a=1", "b=x"]`` (command line) or a mapping (config file) -> dict with YAML-typed values."""
-    if isinstance(items, Mapping):
-        return dict(items)
-    import yaml
-
-    parsed: Dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{_flag(name)} takes KEY=VALUE pairs, got {item!r}.")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return parsed
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _check(name: str, value: Any, hint: Any, source: str) -> Any:
-    """``value`` converted to ``hint`` (ints are floats too; KEY=VALUE lists are dicts) or a ``ConfigError``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union:
-        if value is None and type(None) in args:
-            return None
-        for arm in (a for a in args if a is not type(None)):
-            try:
-                return _check(name, value, arm, source)
-            except ConfigError:
-                continue
-    elif origin in (list, List):
-        if isinstance(value, (list, tuple)):
-            return [_check(name, item, args[0], source) for item in value]
-    elif origin in (dict, Dict):
-        if isinstance(value, (Mapping, list, tuple)):
-            return parse_key_values(value, name)
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{source}: {name} must be {_type_name(hint)}, got {value!r} ({type(value).__name__}).")
-
-
-def _checked(cls: Type[RunConfig], values: Mapping[str, Any], source: str) -> Dict[str, Any]:
-    """``values`` converted to the field types of ``cls``; unknown keys, wrong types and choices outside
-    the list are one ``ConfigError`` naming ``source``."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, sorted(fields), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(
-            f"{source} has unknown key(s): {', '.join(hints)}. Valid keys are the long options of "
-            f"this command with underscores: {', '.join(sorted(fields))}."
-        )
-    types, checked = _hints(cls), {}
-    for key, value in values.items():
-        checked[key] = _check(key, value, types[key], source)
-        choices = fields[key].metadata["argparse"].get("choices")
-        if choices is not None and checked[key] is not None and checked[key] not in choices:
-            raise ConfigError(f"{source}: {key} must be one of {list(choices)}, got {value!r}.")
-    return checked
-
-
-def from_dict(cls: Type[C], values: Mapping[str, Any], source: str = "config") -> C:
-    """A validated ``cls`` from ``values`` (defaults for missing keys); see ``_checked`` and ``validate``."""
-    config = cls(**_checked(cls, values, source))
-    config.validate()
-    return config
-
-
-def as_options(cls: Type[C], config: Union[C, Mapping[str, Any]]) -> Dict[str, Any]:
-    """The plain options of ``config``: a ``cls`` instance, or a mapping of its fields (checked by ``from_dict``)."""
-    return (config if isinstance(config, cls) else from_dict(cls, config)).to_dict()
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: Type[RunConfig]) -> None:
-    """One flag per field of ``cls``, each default shown once in the help. Build ``parser`` with
-    ``argument_default=argparse.SUPPRESS`` so that only flags typed on the command line reach ``resolve``."""
-    types = _hints(cls)
-    for item in dataclasses.fields(cls):
-        hint, keywords = types[item.name], dict(item.metadata["argparse"])
-        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
-        help_text = item.metadata["help"]
-        if default not in (None, {}, []) and "default" not in help_text:
-            shown = " ".join(map(str, default)) if isinstance(default, list) else default
-            help_text = f"{help_text} (default: {shown})".strip()
-        keywords["help"] = help_text or None
-        base = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is Union else [hint]
-        if hint is bool:
-            keywords["action"] = argparse.BooleanOptionalAction
-        elif "nargs" in keywords and keywords.get("const") is None:
-            element = typing.get_args(base[0])[0] if typing.get_args(base[0]) else str
-            keywords.setdefault("type", str if typing.get_origin(base[0]) in (dict, Dict) else element)
-        elif keywords.get("const") is None:
-            keywords.setdefault("type", base[0] if base[0] in (int, float, str) else str)
-        parser.add_argument(*item.metadata["flags"], _flag(item.name), dest=item.name, **keywords)
-
-
-def add_weights_arguments(parser: argparse.ArgumentParser, weights_help: str, weights_required: bool = True) -> None:
-    """The flags every command that runs a trained model shares: ``--weights``, ``--device`` and ``--debug``."""
-    parser.add_argument("--weights", required=weights_required, help=weights_help)
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-
-
-def add_task_commands(subparsers: argparse._SubParsersAction, task: str, help: str) -> argparse._SubParsersAction:
-    """The ``splitattn <task> ACTION`` group (``dest`` ``<task>_command``) for a task's commands."""
-    group = subparsers.add_parser(task, help=help).add_subparsers(dest=f"{task}_command", metavar="ACTION")
-    group.required = True
-    return group
-
-
-def add_train_command(
-    commands: argparse._SubParsersAction, cls: Type[RunConfig], run: Any, help: str, description: str
-) -> argparse.ArgumentParser:
-    """The ``train`` command of a task: a flag per field of ``cls``, ``--debug``, and ``run(args)`` to call."""
-    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help=help, description=description)
-    add_arguments(train, cls)
-    train.add_argument("--debug", action="store_true", help="show tracebacks")
-    train.set_defaults(func=run)
-    return train
-
-
-def resolve(cls: Type[C], args: argparse.Namespace) -> Tuple[C, Dict[str, Any]]:
-    """``(config, the values given explicitly)``: defaults < the ``--config`` file < the command line."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    given = _checked(cls, {key: value for key, value in vars(args).items() if key in names}, "the command line")
-    values: Dict[str, Any] = {}
-    if given.get("config"):
-        values = _checked(cls, read_config_file(given["config"]), f"config {given['config']!r}")
-    values.update(given)
-    config = cls(**values)
-    config.validate()
-    return config, values
+    def validate(self) -> None:
+        super().validate()
+        if self.batch_size < 2 and not (self.sync_bn and _processes() > 1):
+            raise ConfigError(
+                "the heads' BatchNorm (ASPP's pooled branch sees one value per image) needs --batch-size "
+                ">= 2 per process; raise it, or use --sync-bn under torchrun."
+            )
+        self._check_global_batch(self.global_batch)

@@ -1,0 +1,108 @@
+"""The command-line and config-file layer of the training configs.
+
+``add_arguments`` turns each field of a config dataclass into one ``argparse`` flag (its default shown
+once, in the help); ``read_config_file`` reads a YAML/JSON ``--config`` file; ``resolve`` merges the
+field defaults < the file < the flags typed on the command line into a validated config. The other
+helpers add the command groups and the flags shared by the commands that run a trained model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, Dict, Tuple, Type, TypeVar, Union
+
+from ..errors import ConfigError
+from .schemas import RunConfig, field_default
+from .values import checked, flag
+
+C = TypeVar("C", bound=RunConfig)
+
+
+def read_config_file(path: str) -> Dict[str, Any]:
+    """The mapping in a ``.yaml``/``.yml`` or ``.json`` file; dashes in keys become underscores.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ConfigError: the file holds something other than a mapping.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file {path!r} does not exist.")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix.lower() == ".json":
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of option: value, got {type(data).__name__}.")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: Type[RunConfig]) -> None:
+    """One flag per field of ``cls``, each default shown once in the help. Build ``parser`` with
+    ``argument_default=argparse.SUPPRESS`` so that only flags typed on the command line reach ``resolve``."""
+    types = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        hint, keywords = types[item.name], dict(item.metadata["argparse"])
+        default = field_default(cls, item.name)
+        help_text = item.metadata["help"]
+        if default not in (None, {}, []) and "default" not in help_text:
+            shown = " ".join(map(str, default)) if isinstance(default, list) else default
+            help_text = f"{help_text} (default: {shown})".strip()
+        keywords["help"] = help_text or None
+        is_union = typing.get_origin(hint) is Union
+        base = [a for a in typing.get_args(hint) if a is not type(None)] if is_union else [hint]
+        if hint is bool:
+            keywords["action"] = argparse.BooleanOptionalAction
+        elif "nargs" in keywords and keywords.get("const") is None:
+            element = typing.get_args(base[0])[0] if typing.get_args(base[0]) else str
+            keywords.setdefault("type", str if typing.get_origin(base[0]) in (dict, typing.Dict) else element)
+        elif keywords.get("const") is None:
+            keywords.setdefault("type", base[0] if base[0] in (int, float, str) else str)
+        parser.add_argument(*item.metadata["flags"], flag(item.name), dest=item.name, **keywords)
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser, weights_help: str, weights_required: bool = True) -> None:
+    """The flags every command that runs a trained model shares: ``--weights``, ``--device`` and ``--debug``."""
+    parser.add_argument("--weights", required=weights_required, help=weights_help)
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_task_commands(subparsers: argparse._SubParsersAction, task: str, help: str) -> argparse._SubParsersAction:
+    """The ``splitattn <task> ACTION`` group (``dest`` ``<task>_command``) for a task's commands."""
+    group = subparsers.add_parser(task, help=help).add_subparsers(dest=f"{task}_command", metavar="ACTION")
+    group.required = True
+    return group
+
+
+def add_train_command(
+    commands: argparse._SubParsersAction, cls: Type[RunConfig], run: Any, help: str, description: str
+) -> argparse.ArgumentParser:
+    """The ``train`` command of a task: a flag per field of ``cls``, ``--debug``, and ``run(args)`` to call."""
+    train = commands.add_parser("train", argument_default=argparse.SUPPRESS, help=help, description=description)
+    add_arguments(train, cls)
+    train.add_argument("--debug", action="store_true", help="show tracebacks")
+    train.set_defaults(func=run)
+    return train
+
+
+def resolve(cls: Type[C], args: argparse.Namespace) -> Tuple[C, Dict[str, Any]]:
+    """``(validated config, the values given explicitly)``: defaults < the ``--config`` file < the command line."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = checked(cls, {key: value for key, value in vars(args).items() if key in names}, "the command line")
+    values: Dict[str, Any] = {}
+    if given.get("config"):
+        values = checked(cls, read_config_file(given["config"]), f"config {given['config']!r}")
+    values.update(given)
+    config = cls(**values)
+    config.validate()
+    return config, values
