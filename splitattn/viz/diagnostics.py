@@ -122,6 +122,7 @@ def confusion_figure(
     title: str = "Confusion matrix",
     max_classes: int = MAX_MATRIX_CLASSES,
     top_pairs: int = TOP_PAIRS,
+    unit: str = "samples",
 ) -> Figure:
     """The confusion between classes, normalised by row (each true class sums to 100%).
 
@@ -140,6 +141,7 @@ def confusion_figure(
         title: the figure's title (the normalisation is appended).
         max_classes: the largest K drawn as a labelled matrix.
         top_pairs: how many pairs the ranked panel lists.
+        unit: what the counts count ("samples", "pixels"), for the labels.
 
     Returns:
         The figure (save it with ``save_figure``).
@@ -149,11 +151,11 @@ def confusion_figure(
     """
     counts = _check_matrix(matrix, class_names)
     if len(class_names) <= max_classes:
-        return _labelled_matrix(counts, class_names, title)
-    return _matrix_and_pairs(counts, class_names, title, top_pairs)
+        return _labelled_matrix(counts, class_names, title, unit)
+    return _matrix_and_pairs(counts, class_names, title, top_pairs, unit)
 
 
-def _labelled_matrix(counts: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
+def _labelled_matrix(counts: np.ndarray, class_names: Sequence[str], title: str, unit: str) -> Figure:
     k = len(class_names)
     shares = row_normalise(counts) * 100
     names = [short_name(name) for name in class_names]
@@ -168,10 +170,10 @@ def _labelled_matrix(counts: np.ndarray, class_names: Sequence[str], title: str)
     if rotate:
         for label in axis.get_xticklabels():
             label.set_rotation_mode("anchor")
-    axis.set_yticks(range(k), [f"{name} ({int(total)})" for name, total in zip(names, counts.sum(1))])
+    axis.set_yticks(range(k), [f"{name} ({int(total):,})" for name, total in zip(names, counts.sum(1))])
     axis.set_xlabel("predicted class")
-    axis.set_ylabel("true class (samples)")
-    axis.set_title(f"{title}\n(% of each true class; {int(counts.sum())} samples)")
+    axis.set_ylabel(f"true class ({unit})")
+    axis.set_title(f"{title}\n(% of each true class; {int(counts.sum()):,} {unit})")
     if k <= ANNOTATE_CELLS_UP_TO:
         font = 9 if k <= 10 else 7
         for (row, column), value in np.ndenumerate(shares):
@@ -183,7 +185,7 @@ def _labelled_matrix(counts: np.ndarray, class_names: Sequence[str], title: str)
     return figure
 
 
-def _matrix_and_pairs(counts: np.ndarray, class_names: Sequence[str], title: str, top_pairs: int) -> Figure:
+def _matrix_and_pairs(counts: np.ndarray, class_names: Sequence[str], title: str, top_pairs: int, unit: str) -> Figure:
     k = len(class_names)
     pairs = confused_pairs(counts, top_pairs)
     figure = new_figure(17, max(7.5, 0.34 * len(pairs) + 2))
@@ -218,14 +220,16 @@ def _matrix_and_pairs(counts: np.ndarray, class_names: Sequence[str], title: str
         right.invert_yaxis()
         supports = counts.sum(1)
         for position, (t, _, count, share) in zip(positions, pairs):
-            right.text(count, position, f" {count} ({share * 100:.0f}% of {int(supports[t])})", va="center", fontsize=8)
+            right.text(
+                count, position, f" {count:,} ({share * 100:.0f}% of {int(supports[t]):,})", va="center", fontsize=8
+            )
         right.set_xlim(0, max(values) * 1.3)
     else:
         right.text(0.5, 0.5, "no confusion: every sample is on the diagonal", ha="center", transform=right.transAxes)
         right.set_yticks([])
-    right.set_xlabel("samples (true \u2192 predicted)")
+    right.set_xlabel(f"{unit} (true \u2192 predicted)")
     right.set_title(f"the {len(pairs)} most confused pairs, by count")
-    figure.suptitle(f"{title}: {k} classes, {int(counts.sum())} samples")
+    figure.suptitle(f"{title}: {k} classes, {int(counts.sum()):,} {unit}")
     return figure
 
 
