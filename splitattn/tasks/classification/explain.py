@@ -65,12 +65,11 @@ def grad_cam(
         UsageError: a TorchScript model, an unknown ``layer``, or ``inputs`` not one image.
         ImportError: captum is not installed (``pip install 'splitattn[explain]'``).
     """
-    from captum.attr import LayerGradCam
-
     _check_eager(model)
     if inputs.dim() != 4 or inputs.shape[0] != 1:
         raise UsageError(f"grad_cam explains one image: inputs must be (1, C, H, W), got {tuple(inputs.shape)}.")
     module = _module(model, layer)
+    from captum.attr import LayerGradCam  # the [explain] extra; imported once the arguments are known to fit
     was_training = model.training
     model.eval()
     try:
