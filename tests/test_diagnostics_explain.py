@@ -86,8 +86,8 @@ def test_split_attention_equals_timm_rsoftmax(model):
     inputs = torch.randn(2, 3, 80, 80)
     blocks = split_attention_blocks(model)
     assert blocks == ["layer1.0.conv2", "layer2.0.conv2", "layer3.0.conv2", "layer4.0.conv2"]
+    kept = {}
     for name in (blocks[0], blocks[-1]):
-        kept = {}
         rsoftmax = reference.get_submodule(name).rsoftmax
         handle = rsoftmax.register_forward_hook(lambda module, args, output: kept.update(attention=output))
         with torch.no_grad():

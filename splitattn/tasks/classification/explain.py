@@ -70,6 +70,7 @@ def grad_cam(
         raise UsageError(f"grad_cam explains one image: inputs must be (1, C, H, W), got {tuple(inputs.shape)}.")
     module = _module(model, layer)
     from captum.attr import LayerGradCam  # the [explain] extra; imported once the arguments are known to fit
+
     was_training = model.training
     model.eval()
     try:
