@@ -1,8 +1,8 @@
 """Diagnostic figures read at a glance, and the CSV and text tables written beside them.
 
 Task-independent: the confusion between classes (a row-normalised matrix, or for many classes the matrix as
-an image beside the most confused pairs ranked), per-class bars, precision-recall curves and image galleries
-with captions and boxes. The tasks' ``diagnostics`` modules compute the numbers and choose the files.
+an image beside the most confused pairs ranked), per-class bars and precision-recall curves (image galleries:
+``viz.gallery``). The tasks' ``diagnostics`` modules compute the numbers and choose the files.
 Matplotlib's object API (``Figure`` on the Agg canvas) is used without ``pyplot``, so drawing changes no
 process-wide state.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -20,19 +19,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
 
 from ..errors import UsageError
-
-ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
 MAX_MATRIX_CLASSES = 25  # above this a labelled matrix has cells too small to read: see confusion_figure
 TOP_PAIRS = 20
 MAX_NAME_LENGTH = 28  # class names longer than this are shortened with an ellipsis on the axes
 ANNOTATE_CELLS_UP_TO = 25  # classes; each cell of the labelled matrix shows its percentage
-TILE_PIXELS = 480  # gallery images are downscaled to this long side (boxes scaled with them)
 
 
 @dataclass
@@ -50,25 +44,6 @@ class Diagnostics:
     files: Dict[str, Path] = field(default_factory=dict)
 
 
-@dataclass
-class GalleryBox:
-    """A box drawn on a gallery tile: ``box`` x1 y1 x2 y2 in the image's pixels, a ``label`` above it."""
-
-    box: Sequence[float]
-    label: str
-    colour: str
-    dashed: bool = False
-
-
-@dataclass
-class GalleryTile:
-    """One image of a gallery with its caption (drawn above it) and boxes."""
-
-    image: ImageLike
-    caption: str
-    boxes: Sequence[GalleryBox] = ()
-
-
 def new_figure(width: float, height: float) -> Figure:
     """A constrained-layout ``Figure`` of ``width`` x ``height`` inches on its own Agg canvas."""
     figure = Figure(figsize=(width, height), layout="constrained")
@@ -84,12 +59,12 @@ def save_figure(figure: Figure, path: Union[str, Path], dpi: int = 100) -> Path:
     return path
 
 
-def short_name(name: str, length: int = MAX_NAME_LENGTH) -> str:
+def _short_name(name: str, length: int = MAX_NAME_LENGTH) -> str:
     """``name`` cut to ``length`` characters, the cut marked with an ellipsis."""
     return name if len(name) <= length else name[: length - 1] + "\u2026"
 
 
-def row_normalise(matrix: np.ndarray) -> np.ndarray:
+def _row_normalise(matrix: np.ndarray) -> np.ndarray:
     """(K, K) counts -> each row divided by its sum (a row without samples stays 0)."""
     counts = np.asarray(matrix, dtype=np.float64)
     totals = counts.sum(1, keepdims=True)
@@ -97,13 +72,19 @@ def row_normalise(matrix: np.ndarray) -> np.ndarray:
 
 
 def confused_pairs(matrix: np.ndarray, top: int = TOP_PAIRS) -> List[Tuple[int, int, int, float]]:
-    """The ``top`` off-diagonal cells with the most samples, as ``(true, predicted, count, share)``.
+    """The ``top`` off-diagonal cells with the most samples (fastai's ``most_confused`` order).
 
-    ``share`` is ``count`` over the true class's samples (the row-normalised value). Ties in count are
-    broken by the larger share, then by class ids. Cells with no sample are never listed.
+    Args:
+        matrix: (K, K) counts, rows = true class, columns = predicted class.
+        top: how many pairs to return at most.
+
+    Returns:
+        ``(true, predicted, count, share)`` tuples, ``share`` = ``count`` over the true class's samples (the
+        row-normalised value); ties in count broken by the larger share, then by class ids. Cells with no
+        sample are never listed.
     """
     counts = np.asarray(matrix, dtype=np.int64)
-    shares = row_normalise(counts)
+    shares = _row_normalise(counts)
     off = [(int(t), int(p)) for t, p in zip(*np.nonzero(counts)) if t != p]
     off.sort(key=lambda cell: (-counts[cell], -shares[cell], cell))
     return [(t, p, int(counts[t, p]), float(shares[t, p])) for t, p in off[:top]]
@@ -157,8 +138,8 @@ def confusion_figure(
 
 def _labelled_matrix(counts: np.ndarray, class_names: Sequence[str], title: str, unit: str) -> Figure:
     k = len(class_names)
-    shares = row_normalise(counts) * 100
-    names = [short_name(name) for name in class_names]
+    shares = _row_normalise(counts) * 100
+    names = [_short_name(name) for name in class_names]
     label_inches = 0.075 * max(len(name) for name in names) + 0.6
     cell = 0.45 if k > 6 else 0.9
     size = k * cell
@@ -191,28 +172,20 @@ def _matrix_and_pairs(counts: np.ndarray, class_names: Sequence[str], title: str
     figure = new_figure(17, max(7.5, 0.34 * len(pairs) + 2))
     left, right = figure.subplots(1, 2, width_ratios=[1, 1.15])
     image = left.imshow(
-        row_normalise(counts) * 100, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=100), interpolation="nearest"
+        _row_normalise(counts) * 100, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=100), interpolation="nearest"
     )
     for axis in (left.xaxis, left.yaxis):
         axis.set_major_locator(MaxNLocator(nbins=10, integer=True))
     if pairs:  # the ranked pairs circled on the matrix
-        left.scatter(
-            [p for _, p, _, _ in pairs],
-            [t for t, _, _, _ in pairs],
-            s=40,
-            marker="o",
-            facecolors="none",
-            edgecolors="tab:red",
-            linewidths=1.2,
-            label="ranked pairs",
-        )
+        true, predicted = zip(*[(t, p) for t, p, _, _ in pairs])
+        left.scatter(predicted, true, s=40, facecolors="none", edgecolors="tab:red", label="ranked pairs")
         left.legend(loc="upper right", fontsize="small")
     left.set_xlabel("predicted class id")
     left.set_ylabel("true class id")
     left.set_title(f"all {k} classes, % of each true class")
     figure.colorbar(image, ax=left, shrink=0.8, label="% of the true class (square-root scale)")
     if pairs:
-        labels = [f"{short_name(class_names[t])} \u2192 {short_name(class_names[p])}" for t, p, _, _ in pairs]
+        labels = [f"{_short_name(class_names[t])} \u2192 {_short_name(class_names[p])}" for t, p, _, _ in pairs]
         values = [count for _, _, count, _ in pairs]
         positions = np.arange(len(pairs))
         right.barh(positions, values, color="tab:red", alpha=0.75)
@@ -271,7 +244,7 @@ def per_class_bars_figure(
         for position, value in zip(positions, ordered):
             text = " n/a" if value is None else f" {value:.1f}"
             axis.text(value or 0.0, position, text, va="center", fontsize=7)
-    axis.set_yticks(range(k), [short_name(class_names[i]) for i in order])
+    axis.set_yticks(range(k), [_short_name(class_names[i]) for i in order])
     axis.invert_yaxis()
     axis.set_xlim(0, xmax * 1.1)
     axis.set_ylim(k - 0.5, -0.5)
@@ -292,8 +265,17 @@ class CurvePanel:
 
 
 def curves_grid_figure(panels: Sequence[CurvePanel], title: str, xlabel: str, ylabel: str, columns: int = 5) -> Figure:
-    """Small multiples of curves on the unit square (precision-recall curves): one panel per entry, a shared
-    legend on the first."""
+    """Small multiples of curves on the unit square (precision-recall curves).
+
+    Args:
+        panels: one ``CurvePanel`` per small plot, drawn row by row.
+        title: the figure's title.
+        xlabel, ylabel: the axis labels (written on the outer panels).
+        columns: panels per row.
+
+    Returns:
+        The figure; the legend of the first panel names the lines of all.
+    """
     columns = max(1, min(columns, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))
     figure = new_figure(3.1 * columns, 2.8 * rows + 0.6)
@@ -317,70 +299,6 @@ def curves_grid_figure(panels: Sequence[CurvePanel], title: str, xlabel: str, yl
     return figure
 
 
-def load_tile(image: ImageLike, long_side: int = TILE_PIXELS) -> Tuple[Image.Image, float]:
-    """``image`` (a path, PIL image or (H, W[, 3]) uint8 array) as RGB, downscaled to ``long_side`` at most;
-    returns it and the scale applied to coordinates."""
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            picture = opened.convert("RGB")
-    elif isinstance(image, np.ndarray):
-        picture = Image.fromarray(image).convert("RGB")
-    else:
-        picture = image.convert("RGB")
-    scale = min(1.0, long_side / max(picture.size))
-    if scale < 1.0:
-        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
-    return picture, scale
-
-
-def gallery_figure(tiles: Sequence[GalleryTile], title: str, columns: int = 4, tile_inches: float = 3.6) -> Figure:
-    """A grid of images, each with its caption above it and its boxes (solid or dashed, labelled); rows are as
-    tall as the median image's aspect ratio needs."""
-    columns = max(1, min(columns, len(tiles)))
-    rows = max(1, math.ceil(len(tiles) / columns))
-    pictures = [load_tile(tile.image) for tile in tiles]
-    aspect = float(np.median([picture.height / picture.width for picture, _ in pictures])) if pictures else 1.0
-    caption_lines = max([len(tile.caption.splitlines()) for tile in tiles] + [1])
-    row_inches = tile_inches * aspect + 0.18 * caption_lines + 0.15
-    figure = new_figure(tile_inches * columns, row_inches * rows + 0.5)
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-    for axis, tile, (picture, scale) in zip(axes, tiles, pictures):
-        axis.imshow(np.asarray(picture))
-        for box in tile.boxes:
-            x1, y1, x2, y2 = (float(v) * scale for v in box.box)
-            axis.add_patch(
-                Rectangle(
-                    (x1, y1),
-                    x2 - x1,
-                    y2 - y1,
-                    fill=False,
-                    edgecolor=box.colour,
-                    linewidth=1.8,
-                    linestyle="--" if box.dashed else "-",
-                )
-            )
-            if not box.label:
-                continue
-            axis.text(
-                x1,
-                y1,
-                box.label,
-                fontsize=6.5,
-                color="white",
-                va="bottom",
-                clip_on=True,
-                bbox={"facecolor": box.colour, "edgecolor": "none", "pad": 1.0, "alpha": 0.85},
-            )
-        lines = [wrapped for line in tile.caption.splitlines() for wrapped in textwrap.wrap(line, 44)]
-        axis.set_title("\n".join(lines), fontsize=8)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    for axis in axes[len(tiles) :]:
-        axis.set_axis_off()
-    figure.suptitle(title)
-    return figure
-
-
 def _cell(value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -390,7 +308,16 @@ def _cell(value: Any) -> Any:
 
 
 def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
-    """Write ``rows`` (dicts) as CSV with the header ``columns``; floats with 4 decimals, ``None``/NaN empty."""
+    """Write ``rows`` as a CSV file.
+
+    Args:
+        path: the file (parent folders created).
+        rows: dicts; keys outside ``columns`` are left out, missing keys written empty.
+        columns: the header, in order.
+
+    Returns:
+        ``path``. Floats are written with 4 decimals, ``None`` and NaN as empty cells.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -401,7 +328,16 @@ def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, Any]], columns
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], decimals: int = 2) -> str:
-    """``rows`` as a plain-text table: text left-aligned, numbers right-aligned with ``decimals``, ``None`` as -."""
+    """``rows`` as a plain-text table for the terminal.
+
+    Args:
+        rows: dicts, one per line.
+        columns: the keys shown, in order (the header).
+        decimals: digits after the point of float values.
+
+    Returns:
+        The table: columns of numbers right-aligned, others left-aligned, ``None``/NaN as "-".
+    """
 
     def text(value: Any) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):

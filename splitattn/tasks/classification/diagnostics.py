@@ -13,19 +13,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ...errors import UsageError
-from ...viz.diagnostics import (
-    Diagnostics,
-    GalleryTile,
-    ImageLike,
-    confusion_figure,
-    format_table,
-    gallery_figure,
-    save_figure,
-    write_csv,
-)
+from ...viz.diagnostics import Diagnostics, confusion_figure, format_table, save_figure, write_csv
+from ...viz.gallery import GalleryTile, ImageLike, gallery_figure
 
 COLUMNS = ("id", "name", "precision", "recall", "f1", "support", "predicted")
 MAX_ERRORS = 16
@@ -113,7 +106,7 @@ def worst_errors(labels: np.ndarray, probabilities: np.ndarray, count: int = MAX
 
 def errors_figure(
     images: Sequence[ImageLike], labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str], count: int
-):
+) -> Optional[Figure]:
     """A gallery of ``worst_errors``: each image captioned with its true class, the predicted class and its
     probability, and the probability given to the true class; ``None`` when nothing is misclassified."""
     chosen = worst_errors(labels, probabilities, count)

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
@@ -170,7 +171,7 @@ def seen_image(inputs: Tensor, mean: Sequence[float], std: Sequence[float]) -> n
     return (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
-def cam_figure(image: np.ndarray, cam: Tensor, title: str, caption: str):
+def cam_figure(image: np.ndarray, cam: Tensor, title: str, caption: str) -> Figure:
     """Two panels: ``image`` (H, W, 3) as the model saw it, and the heatmap ``cam`` (H, W in 0..1) over it
     (jet colour map at opacity 0.5, colour bar), captioned ``caption``; the figure titled ``title``."""
     figure = new_figure(9.6, 5.0)
@@ -188,7 +189,7 @@ def cam_figure(image: np.ndarray, cam: Tensor, title: str, caption: str):
     return figure
 
 
-def attention_figure(weights: Tensor, block: str, title: str):
+def attention_figure(weights: Tensor, block: str, title: str) -> Figure:
     """The attention of one image in one block: ``weights`` (R, C).
 
     Top: a heatmap of the weight of each split (rows) for every channel (columns), channels sorted by their

@@ -13,24 +13,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
+from matplotlib.figure import Figure
 from pycocotools.cocoeval import COCOeval
 
 from ...errors import UsageError
 from ...viz.diagnostics import (
     CurvePanel,
     Diagnostics,
-    GalleryBox,
-    GalleryTile,
     curves_grid_figure,
     format_table,
-    gallery_figure,
     per_class_bars_figure,
     save_figure,
     write_csv,
 )
+from ...viz.gallery import GalleryBox, GalleryTile, gallery_figure
 
 COLUMNS = ("id", "name", "AP", "AP50", "AP75", "gt", "detections", "missed", "false")
 ERROR_IOU = 0.5
@@ -53,7 +52,7 @@ class ImageErrors:
     found: List[Dict[str, Any]] = field(default_factory=list)
 
 
-def _indices(coco_eval: COCOeval) -> tuple:
+def _indices(coco_eval: COCOeval) -> Tuple[int, int, int]:
     """(IoU 0.5 index, area "all" index, max-detections index) into the precision array; checks the run."""
     params = coco_eval.params
     if not coco_eval.eval or "precision" not in coco_eval.eval:
@@ -139,7 +138,9 @@ def _xyxy(annotation: Dict[str, Any]) -> List[float]:
     return [x, y, x + w, y + h]
 
 
-def errors_figure(coco_eval: COCOeval, errors: Dict[int, ImageErrors], image_root: Path, count: int, threshold: float):
+def errors_figure(
+    coco_eval: COCOeval, errors: Dict[int, ImageErrors], image_root: Path, count: int, threshold: float
+) -> Optional[Figure]:
     """A gallery of the ``count`` images with the most errors: missed objects dashed orange, false detections
     red with their score, found ones thin green; ``None`` when no image has an error."""
     ranked = sorted(errors.values(), key=lambda e: (-(len(e.missed) + len(e.false)), e.image_id))
@@ -162,7 +163,7 @@ def errors_figure(coco_eval: COCOeval, errors: Dict[int, ImageErrors], image_roo
     return gallery_figure(tiles, title, columns=3, tile_inches=4.8)
 
 
-def pr_curves_figure(coco_eval: COCOeval, rows: List[Dict[str, Any]], count: int = MAX_CURVES):
+def pr_curves_figure(coco_eval: COCOeval, rows: List[Dict[str, Any]], count: int = MAX_CURVES) -> Optional[Figure]:
     """Precision-recall curves at IoU 0.5 and 0.75 (COCOeval's interpolated precision at its 101 recall
     thresholds) of the ``count`` categories with the most ground truth (the rows' ``gt`` counts, as
     ``write_detection_diagnostics`` fills them); ``None`` when none has any."""
