@@ -121,6 +121,7 @@ def test_radix_one_gives_the_sigmoid_gate():
     assert weights.shape[1] == 1 and float(weights.min()) > 0 and float(weights.max()) < 1
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated: still what users may pass
 def test_blocks_that_are_not_split_attention_are_refused(model):
     with pytest.raises(UsageError, match="layer1.0.conv2"):
         capture_split_attention(model, torch.randn(1, 3, 64, 64), "layer4.0.conv1")

@@ -82,7 +82,18 @@ def per_class_metrics(labels: np.ndarray, predictions: np.ndarray, class_names: 
 
 
 def average_rows(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> List[Dict[str, Any]]:
-    """The macro and support-weighted averages (scikit-learn's ``average=``), and the accuracy as a row."""
+    """The summary lines of the per-class table.
+
+    Args:
+        labels: (N,) true class ids.
+        predictions: (N,) predicted class ids.
+        num_classes: C.
+
+    Returns:
+        Three rows: the macro and support-weighted averages of precision, recall and F1 (scikit-learn's
+        ``average=``; undefined per-class values left out), and the accuracy (in the ``f1`` column, as in
+        scikit-learn's ``classification_report``), in percent.
+    """
     rows = []
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(
@@ -96,8 +107,16 @@ def average_rows(labels: np.ndarray, predictions: np.ndarray, num_classes: int) 
 
 
 def worst_errors(labels: np.ndarray, probabilities: np.ndarray, count: int = MAX_ERRORS) -> np.ndarray:
-    """Indices of the ``count`` misclassified samples predicted with the highest probability, most confident
-    first (ties: lower index first)."""
+    """The highest-confidence mistakes.
+
+    Args:
+        labels: (N,) true class ids.
+        probabilities: (N, C) predicted probabilities.
+        count: how many to return at most.
+
+    Returns:
+        Indices of misclassified samples, the highest predicted probability first (ties: lower index first).
+    """
     predictions = probabilities.argmax(1)
     wrong = np.flatnonzero(predictions != labels)
     confidence = probabilities[wrong, predictions[wrong]]
@@ -107,8 +126,19 @@ def worst_errors(labels: np.ndarray, probabilities: np.ndarray, count: int = MAX
 def errors_figure(
     images: Sequence[ImageLike], labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str], count: int
 ) -> Optional[Figure]:
-    """A gallery of ``worst_errors``: each image captioned with its true class, the predicted class and its
-    probability, and the probability given to the true class; ``None`` when nothing is misclassified."""
+    """A gallery of ``worst_errors``.
+
+    Args:
+        images: N image paths or PIL images, in the order of ``labels``.
+        labels: (N,) true class ids.
+        probabilities: (N, C) predicted probabilities.
+        class_names: C names.
+        count: how many mistakes to show.
+
+    Returns:
+        The figure, each image captioned with its file name, true class (with the probability it was given)
+        and predicted class (with its probability); ``None`` when nothing is misclassified.
+    """
     chosen = worst_errors(labels, probabilities, count)
     if not len(chosen):
         return None
@@ -177,6 +207,14 @@ def write_classification_diagnostics(
 
 
 def per_class_table(rows: Sequence[Dict[str, Any]], averages: Sequence[Dict[str, Any]] = ()) -> str:
-    """The per-class rows (and the ``average_rows``) as a text table, scores in percent."""
+    """The table ``write_classification_diagnostics`` returns for printing.
+
+    Args:
+        rows: ``per_class_metrics`` rows.
+        averages: ``average_rows`` rows, appended below.
+
+    Returns:
+        The text table (id, name, precision, recall, F1 in percent, support).
+    """
     header = ("id", "name", "precision", "recall", "f1", "support")
     return format_table(list(rows) + [dict(row, id="") for row in averages], header)

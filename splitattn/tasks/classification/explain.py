@@ -166,14 +166,31 @@ def capture_split_attention(model: nn.Module, inputs: Tensor, block: Optional[st
 
 
 def seen_image(inputs: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """(1, 3, H, W) normalised input -> (H, W, 3) uint8: the image as the model sees it (resized, cropped)."""
+    """The image as the model sees it (resized, cropped), for drawing.
+
+    Args:
+        inputs: (1, 3, H, W) the normalised input.
+        mean, std: the normalisation it went through (per channel, RGB).
+
+    Returns:
+        (H, W, 3) uint8.
+    """
     image = inputs[0].detach().float().cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     return (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def cam_figure(image: np.ndarray, cam: Tensor, title: str, caption: str) -> Figure:
-    """Two panels: ``image`` (H, W, 3) as the model saw it, and the heatmap ``cam`` (H, W in 0..1) over it
-    (jet colour map at opacity 0.5, colour bar), captioned ``caption``; the figure titled ``title``."""
+    """The Grad-CAM picture.
+
+    Args:
+        image: (H, W, 3) uint8, the input as the model saw it (``seen_image``).
+        cam: (H, W) heatmap in 0..1 (``grad_cam``).
+        title: the figure's title (the image and its top classes).
+        caption: the right panel's title (the class explained).
+
+    Returns:
+        Two panels: the image, and the heatmap over it (jet colour map at opacity 0.5) with a colour bar.
+    """
     figure = new_figure(9.6, 5.0)
     left, right = figure.subplots(1, 2)
     left.imshow(image)
@@ -190,9 +207,15 @@ def cam_figure(image: np.ndarray, cam: Tensor, title: str, caption: str) -> Figu
 
 
 def attention_figure(weights: Tensor, block: str, title: str) -> Figure:
-    """The attention of one image in one block: ``weights`` (R, C).
+    """The attention of one image in one block.
 
-    Top: a heatmap of the weight of each split (rows) for every channel (columns), channels sorted by their
+    Args:
+        weights: (R, C) the image's attention weights (one image of ``capture_split_attention``'s result).
+        block: the block's name, for the title.
+        title: the figure's title (the image and the predicted class).
+
+    Returns:
+        The figure. Top: a heatmap of the weight of each split (rows) for every channel (columns), channels sorted by their
     weight on split 0, so a gradient from "takes split 0" to "takes split 1" reads at a glance. Bottom left:
     the mean weight of each split with the share of channels for which it is the largest. Bottom right: a
     histogram of each channel's largest weight, from 1/R (the splits mixed evenly) to 1 (one split chosen).

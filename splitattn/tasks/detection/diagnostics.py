@@ -103,7 +103,14 @@ def per_category_scores(coco_eval: COCOeval) -> List[Dict[str, Any]]:
 
 
 def image_errors(coco_eval: COCOeval, score_threshold: float = 0.5) -> Dict[int, ImageErrors]:
-    """The missed, false and found detections of every evaluated image at IoU 0.5 (see ``ImageErrors``).
+    """The missed, false and found detections of every evaluated image at IoU 0.5.
+
+    Args:
+        coco_eval: after ``evaluate()`` and ``accumulate()``.
+        score_threshold: detections scoring less are left out.
+
+    Returns:
+        Image id -> ``ImageErrors``, for every image of ``coco_eval.params.imgIds``.
 
     Read from ``coco_eval.evalImgs`` (area "all", the largest ``maxDets``): COCOeval matches detections to
     ground truth greedily in decreasing score, so the matches of the detections scoring at least
@@ -141,8 +148,19 @@ def _xyxy(annotation: Dict[str, Any]) -> List[float]:
 def errors_figure(
     coco_eval: COCOeval, errors: Dict[int, ImageErrors], image_root: Path, count: int, threshold: float
 ) -> Optional[Figure]:
-    """A gallery of the ``count`` images with the most errors: missed objects dashed orange, false detections
-    red with their score, found ones thin green; ``None`` when no image has an error."""
+    """A gallery of the images with the most errors.
+
+    Args:
+        coco_eval: the evaluation ``errors`` come from (for file names and category names).
+        errors: ``image_errors``' result.
+        image_root: folder of the ground truth's ``file_name`` paths.
+        count: how many images to show.
+        threshold: the score threshold ``errors`` used (for the title).
+
+    Returns:
+        The figure (missed objects dashed orange, false detections red with their score, found ones green),
+        or ``None`` when no image has an error.
+    """
     ranked = sorted(errors.values(), key=lambda e: (-(len(e.missed) + len(e.false)), e.image_id))
     ranked = [entry for entry in ranked if entry.missed or entry.false][:count]
     if not ranked:
@@ -164,9 +182,18 @@ def errors_figure(
 
 
 def pr_curves_figure(coco_eval: COCOeval, rows: List[Dict[str, Any]], count: int = MAX_CURVES) -> Optional[Figure]:
-    """Precision-recall curves at IoU 0.5 and 0.75 (COCOeval's interpolated precision at its 101 recall
-    thresholds) of the ``count`` categories with the most ground truth (the rows' ``gt`` counts, as
-    ``write_detection_diagnostics`` fills them); ``None`` when none has any."""
+    """Precision-recall curves of the categories with the most ground truth.
+
+    Args:
+        coco_eval: after ``accumulate()``.
+        rows: ``per_category_scores`` rows with their ``gt`` counts (as ``write_detection_diagnostics`` fills
+            them), in ``coco_eval.params.catIds`` order.
+        count: how many categories to draw.
+
+    Returns:
+        The figure: per category, COCOeval's interpolated precision at its 101 recall thresholds at IoU 0.5
+        and 0.75; ``None`` when no category has ground truth.
+    """
     t50, area, max_dets = _indices(coco_eval)
     params = coco_eval.params
     t75 = np.flatnonzero(np.isclose(params.iouThrs, 0.75))
