@@ -113,6 +113,12 @@ def test_a_wrong_output_fails_the_reconstruction_check(model):
     wrong[0, 0, 0, 0] += 0.01 * output.abs().max()
     with pytest.raises(RuntimeError, match="do not reproduce"):
         split_attention_weights(layer, x, wrong)
+    layer.train()
+    try:
+        with pytest.raises(UsageError, match="eval mode"):
+            split_attention_weights(layer, x, output)
+    finally:
+        layer.eval()
 
 
 def test_radix_one_gives_the_sigmoid_gate():

@@ -103,9 +103,12 @@ def split_attention_weights(layer: SplitAttention, x: Tensor, output: Tensor) ->
         (N, R, C): weight of split r for output channel c (sums to 1 over r; with radix 1, the sigmoid gate).
 
     Raises:
+        UsageError: ``layer`` is in training mode (its BatchNorm would use and update batch statistics).
         RuntimeError: the splits weighed with these weights differ from ``output`` (the layer's computation
             changed), so the weights would not be the ones it used.
     """
+    if layer.training:
+        raise UsageError("split_attention_weights needs the layer in eval mode (call model.eval()).")
     with torch.no_grad():
         splits = F.relu(layer.drop_block(layer.bn0(layer.conv(x))))
         n, _, height, width = splits.shape
