@@ -11,7 +11,6 @@ from PIL import Image
 
 import splitattn
 from splitattn.errors import UsageError
-from splitattn.models.registry import EvalConfig
 
 from .conftest import SHARED_DATA, randomize_state_dict
 
@@ -144,15 +143,16 @@ def test_write_explanations_on_a_real_image(tmp_path, model):
     paths = sorted(IMAGENETTE_VAL.glob("n01440764/*.JPEG"))
     if not paths:
         pytest.skip(f"imagenette-mini not found at {IMAGENETTE_VAL}")
-    from splitattn.data import eval_transform_for
+    from torchvision import transforms
 
-    config = EvalConfig.resnest(128)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    transform = transforms.Compose(
+        [transforms.Resize(146), transforms.CenterCrop(128), transforms.ToTensor(), transforms.Normalize(mean, std)]
+    )
     with Image.open(paths[0]) as opened:
         image = opened.convert("RGB")
     names = [f"class {i}" for i in range(10)]
-    files = write_explanations(
-        tmp_path, paths[0].stem, model, image, eval_transform_for(config), names, config.mean, config.std
-    )
+    files = write_explanations(tmp_path, paths[0].stem, model, image, transform, names, mean, std)
     assert set(files) == {"cam_png", "attention_png"}
     for path in files.values():
         with Image.open(path) as picture:
