@@ -1,0 +1,136 @@
+"""Per-class detection diagnostics on coco128: per-category AP equals COCOeval run on that category alone,
+and the missed/false counts equal what the test's own detections were built to contain.
+
+The detections are made from the ground truth, independently of any model: every non-crowd object is dropped
+(seeded, 20%) or kept with a slightly moved box (IoU with its object above 0.7) and a random score; each image
+gets up to two false detections of a category absent from it. So the APs differ from category to category and
+the test knows every miss and false detection in advance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from splitattn.errors import UsageError
+
+from .conftest import SHARED_DATA
+
+pytest.importorskip("matplotlib")
+COCO = pytest.importorskip("pycocotools.coco").COCO
+COCOeval = pytest.importorskip("pycocotools.cocoeval").COCOeval
+
+from splitattn.tasks.detection.diagnostics import per_category_scores, write_detection_diagnostics  # noqa: E402
+
+COCO128 = SHARED_DATA / "coco128"
+THRESHOLD = 0.4
+
+
+@pytest.fixture(scope="module")
+def coco_gt():
+    annotations = COCO128 / "annotations" / "instances.json"
+    if not annotations.exists():
+        pytest.skip(f"coco128 not found at {COCO128}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(annotations))
+
+
+@pytest.fixture(scope="module")
+def built(coco_gt):
+    """(detections, expected counts per category: found, missed, false at score >= THRESHOLD)."""
+    rng = np.random.default_rng(0)
+    detections, expected = [], {c: Counter() for c in coco_gt.cats}
+    for image_id, info in sorted(coco_gt.imgs.items()):
+        present = {a["category_id"] for a in coco_gt.imgToAnns.get(image_id, [])}
+        for annotation in coco_gt.imgToAnns.get(image_id, []):
+            if annotation.get("iscrowd", 0):
+                continue
+            category = annotation["category_id"]
+            if rng.random() < 0.2:
+                expected[category]["missed"] += 1
+                continue
+            x, y, w, h = annotation["bbox"]
+            dx, dy, dw, dh = rng.uniform(-0.05, 0.05, 4)
+            score = float(rng.random())
+            box = [x + dx * w, y + dy * h, w * (1 + dw), h * (1 + dh)]
+            detections.append({"image_id": image_id, "category_id": category, "bbox": box, "score": score})
+            expected[category]["found" if score >= THRESHOLD else "missed"] += 1
+        absent = sorted(set(coco_gt.cats) - present)
+        for _ in range(rng.integers(0, 3)):
+            category = int(rng.choice(absent))
+            w, h = rng.uniform(20, 150, 2)
+            x, y = rng.uniform(0, info["width"] - w), rng.uniform(0, info["height"] - h)
+            score = float(rng.random())
+            detections.append({"image_id": image_id, "category_id": category, "bbox": [x, y, w, h], "score": score})
+            if score >= THRESHOLD:
+                expected[category]["false"] += 1
+    return detections, expected
+
+
+def evaluated(coco_gt, detections, categories=None):
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(detections), "bbox")
+        if categories is not None:
+            coco_eval.params.catIds = categories
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval
+
+
+@pytest.fixture(scope="module")
+def coco_eval(coco_gt, built):
+    return evaluated(coco_gt, built[0])
+
+
+def test_per_category_ap_equals_cocoeval_of_that_category(coco_gt, built, coco_eval):
+    rows = per_category_scores(coco_eval)
+    assert [row["id"] for row in rows] == sorted(coco_gt.cats)
+    with_gt = [row for row in rows if coco_gt.getAnnIds(catIds=[row["id"]], iscrowd=False)]
+    assert len(with_gt) >= 60
+    for row in rows:
+        alone = evaluated(coco_gt, built[0], [row["id"]]).stats
+        if alone[0] < 0:  # no ground truth of the category: COCOeval's -1
+            assert row["AP"] is None and row["AP50"] is None
+            continue
+        assert row["AP"] == pytest.approx(alone[0] * 100, abs=1e-9), row["name"]
+        assert row["AP50"] == pytest.approx(alone[1] * 100, abs=1e-9), row["name"]
+        assert row["AP75"] == pytest.approx(alone[2] * 100, abs=1e-9), row["name"]
+    aps = [row["AP"] for row in with_gt]
+    assert max(aps) - min(aps) > 30  # varied: the comparison is not between constants
+    # the mean over categories is COCOeval's overall AP
+    assert np.mean(aps) == pytest.approx(coco_eval.stats[0] * 100, abs=1e-9)
+
+
+def test_csv_counts_equal_the_construction(tmp_path, coco_gt, built, coco_eval):
+    result = write_detection_diagnostics(tmp_path, coco_eval, COCO128 / "images", score_threshold=THRESHOLD)
+    with result.files["per_class_csv"].open() as handle:
+        rows = {int(row["id"]): row for row in csv.DictReader(handle)}
+    expected = built[1]
+    for category, row in rows.items():
+        counts = expected[category]
+        ground_truth = len(coco_gt.getAnnIds(catIds=[category], iscrowd=False))
+        assert int(row["gt"]) == ground_truth, row["name"]
+        assert int(row["missed"]) == counts["missed"], row["name"]
+        assert int(row["false"]) == counts["false"], row["name"]
+        assert int(row["detections"]) == counts["found"] + counts["false"], row["name"]
+        if row["AP"]:
+            assert float(row["AP"]) == pytest.approx(
+                next(r["AP"] for r in result.rows if r["id"] == category), abs=1e-4
+            )
+    assert sum(c["false"] for c in expected.values()) > 20 and sum(c["missed"] for c in expected.values()) > 100
+    for kind in ("per_class_png", "pr_curves_png", "errors_png"):
+        assert result.files[kind].stat().st_size > 10_000, kind
+    assert "person" in result.table
+
+
+def test_an_unaccumulated_cocoeval_is_refused(coco_gt, built):
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(built[0][:50]), "bbox")
+    with pytest.raises(UsageError, match="accumulate"):
+        per_category_scores(coco_eval)
