@@ -6,8 +6,8 @@ access (PEP 562) for that reason.
 """
 
 from .layers import DropBlock2d, SplitAttention
+from .lazy import lazy_attributes
 from .models import ResNeSt, ResNeStFeatures, create_model, get_model_spec, list_models
-from .utils.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -23,4 +23,4 @@ __all__ = [
     "optimize_for_inference",
 ]
 
-__getattr__ = lazy_attributes(__name__, {"optimize_for_inference": ".deploy.optimize"})
+__getattr__ = lazy_attributes(__name__, {"optimize_for_inference": ".optimize.inference"})

@@ -108,7 +108,7 @@ def _show_warnings_plainly(name: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(argv)
     from .config import ConfigError
-    from .utils.deps import MissingDependencyError, missing_dependency
+    from .deps import MissingDependencyError, missing_dependency
 
     name = f"splitattn {_command(args)}"
     try:

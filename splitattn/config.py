@@ -32,7 +32,7 @@ SEGMENTATION_DATASETS = ("ade20k", "cityscapes", "voc", "folder")  # splitattn.d
 SEGMENTATION_HEADS = ("deeplabv3", "fcn")  # splitattn.tasks.segmentation.model.HEADS
 BOX_HEADS = ("2fc", "4conv1fc")
 SEGMENTATION_MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # tasks.segmentation.inference.MULTI_SCALES
-FAST_BACKENDS = ("compile", "torchscript", "eager")  # splitattn.deploy.optimize.BACKENDS
+FAST_BACKENDS = ("compile", "torchscript", "eager")  # splitattn.optimize.inference.BACKENDS
 
 C = TypeVar("C", bound="RunConfig")
 

@@ -20,7 +20,8 @@ from PIL import Image
 
 from splitattn.deploy.runtime import ExportedClassifier
 
-from .train_helpers import SHARED_DATA, TINY_MODEL, cli, make_image_folder
+from .conftest import SHARED_DATA
+from .train_helpers import TINY_MODEL, cli, make_image_folder
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -380,9 +380,9 @@ def test_config_schema_rejects_wrong_types_and_bad_values(tmp_path: Path, capsys
     assert build_parser().parse_args(["detect", "train", "--model", "resnest14"]).backbone == "resnest14"
     from splitattn import config as schema
     from splitattn.data import detection, segmentation
-    from splitattn.deploy.optimize import BACKENDS
     from splitattn.engine.runtime import AMP_DTYPES
     from splitattn.layers.norm import NORM_LAYERS
+    from splitattn.optimize.inference import BACKENDS
     from splitattn.tasks.detection.model import ARCHS
     from splitattn.tasks.segmentation.inference import MULTI_SCALES
     from splitattn.tasks.segmentation.model import HEADS

@@ -1,7 +1,7 @@
 """Image data: one image reader for every task, the classification data sets (folder, CSV, built-in digits)
 and the recipe's transforms; detection and segmentation data live in their own modules."""
 
-from .datasets import (
+from .classification import (
     IMAGE_EXTENSIONS,
     ArrayImageDataset,
     ImageListDataset,

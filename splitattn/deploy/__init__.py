@@ -1,7 +1,7 @@
-"""Deployment and speed: the inference fast path, export to ONNX/TorchScript with metadata, running exported
-files, benchmarks. Attributes are imported on first use (``utils.lazy``)."""
+"""Deployment: export to ONNX/TorchScript with metadata, running exported files, benchmarks (the model-level
+fast path is ``splitattn.optimize``). Attributes are imported on first use (``splitattn.lazy``)."""
 
-from ..utils.lazy import lazy_attributes
+from ..lazy import lazy_attributes
 
 _WHERE = {
     **{
@@ -14,16 +14,6 @@ _WHERE = {
             "export_torchscript",
             "load_model_for_export",
             "read_export_metadata",
-        )
-    },
-    **{
-        name: ".optimize"
-        for name in (
-            "InferenceModel",
-            "cpu_supports_bf16",
-            "fold_batch_norm",
-            "fold_conv_norm",
-            "optimize_for_inference",
         )
     },
     "ExportedClassifier": ".runtime",

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..models import create_model, get_model_spec
-from ..utils.compile import compile_for_training
+from ..optimize.inference import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
+from ..optimize.training import compile_for_training
 from . import benchmark as bench
 from .export import (
     EXPORT_FORMATS,
@@ -25,7 +26,6 @@ from .export import (
     onnx_session,
     read_export_metadata,
 )
-from .optimize import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
 
 COMPARABLE = ("timm", "torchvision")
 
@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--compile-train",
         action="store_true",
-        help="also time our training step compiled (splitattn.utils.compile_for_training)",
+        help="also time our training step compiled (splitattn.optimize.compile_for_training)",
     )
     parser.add_argument(
         "--memory-budget", type=float, default=0.7, help="activation memory budget of --compile-train, in (0, 1]"

@@ -31,10 +31,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..deps import require
 from ..models import create_model
 from ..models.registry import EvalConfig
 from ..models.resnest import MIN_INPUT_SIZE
-from ..utils.deps import require
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 ONNX_EXPORTERS = ("auto", "dynamo", "legacy")

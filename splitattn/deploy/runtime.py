@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.io import CHANNEL_MODES, to_8bit
+from ..data.io import CHANNEL_MODES, ImageReader, to_8bit
 from ..data.transforms import eval_transform_for
 from ..models.registry import EvalConfig
 from ..tasks.classification.cli import format_predictions
-from ..utils.inputs import ImageReader
 from .export import PathLike, load_torchscript, onnx_session, read_export_metadata
 
 __all__ = ["ExportedClassifier", "predict_exported"]

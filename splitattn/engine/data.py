@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..config import ConfigError
-from ..utils.distributed import DistContext
+from .distributed import DistContext
 
 
 class ShardSampler(Sampler[int]):

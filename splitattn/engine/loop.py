@@ -35,9 +35,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import ConfigError
-from ..utils.compile import compile_for_training
-from ..utils.distributed import DistContext, all_gather_object, all_reduce_sum
+from ..optimize.training import compile_for_training
 from .checkpoint import atomic_save, capture_rng_state, load_checkpoint_file, restore_rng_states, run_folder
+from .distributed import DistContext, all_gather_object, all_reduce_sum
 from .log import RunLogger, dumps
 from .optim import fast_forward
 from .plots import plot_curves

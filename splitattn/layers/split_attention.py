@@ -2,7 +2,7 @@
 
 The layer keeps the parameter names of the official implementation (``conv``, ``bn0``,
 ``fc1``, ``bn1``, ``fc2``) so official and timm checkpoints load without renaming. Plain
-autograd only: training memory is reduced by compiling (``splitattn.utils.compile_for_training``)
+autograd only: training memory is reduced by compiling (``splitattn.optimize.compile_for_training``)
 or by per-stage ``torch.utils.checkpoint`` (``--grad-checkpointing``), not inside the layer.
 """
 

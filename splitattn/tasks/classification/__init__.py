@@ -1,8 +1,8 @@
 """Image classification: training with the ResNeSt recipe, evaluation and prediction.
 
-Attributes are imported on first use (``utils.lazy``), so the command line starts without the training stack."""
+Attributes are imported on first use (``splitattn.lazy``), so the command line starts without the training stack."""
 
-from ...utils.lazy import lazy_attributes
+from ...lazy import lazy_attributes
 
 _WHERE = {
     "NonFiniteLossError": "...engine.loop",

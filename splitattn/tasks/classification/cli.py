@@ -114,9 +114,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _inference_setup(args: argparse.Namespace, action: str):
     """``(model on the device, class names or None, the run's options, eval transform, crop size, device)``."""
-    from ...data import eval_transform_for
-    from ...deploy.optimize import optimize_for_inference
-    from ...utils.inputs import pick_device
+    from ...data.transforms import eval_transform_for
+    from ...devices import pick_device
+    from ...optimize.inference import optimize_for_inference
     from .checkpoint import eval_config_of, load_trained_model
 
     if args.precision != "fp32" and not args.fast:
@@ -134,8 +134,7 @@ def _inference_setup(args: argparse.Namespace, action: str):
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ...data import collate_skip_bad, digits_datasets, find_split, load_split
-    from ...data.datasets import EVAL_SPLITS
+    from ...data.classification import EVAL_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
     from ...engine.log import dumps
     from .engine import evaluate
 
@@ -194,7 +193,7 @@ def format_predictions(
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from ...utils.inputs import ImageReader
+    from ...data.io import ImageReader
 
     if args.exported:
         from ...deploy.runtime import predict_exported

@@ -16,14 +16,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ...config import ClassifyConfig, as_options, input_channels
-from ...data import build_train_transform, collate_skip_bad, digits_datasets, eval_transform_for, find_split, load_split
-from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
+from ...data.classification import EVAL_SPLITS, TRAIN_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
+from ...data.transforms import build_train_transform, eval_transform_for
 from ...engine.data import accumulation_steps, eval_loader, train_loader
+from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_cosine
 from ...models.registry import create_model, get_model_spec
-from ...utils.distributed import DistContext
-from ...utils.memory import enable_gradient_checkpointing
+from ...optimize.training import enable_gradient_checkpointing
 from .checkpoint import model_overrides, run_eval_config, run_image_sizes
 from .engine import classification_loss, evaluate
 

@@ -65,10 +65,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ...data.detection import build_detection_dataset, collate_detection
+    from ...data.detection.datasets import build_detection_dataset, collate_detection
+    from ...devices import pick_device
     from ...engine.data import eval_loader
-    from ...utils.distributed import DistContext
-    from ...utils.inputs import pick_device
+    from ...engine.distributed import DistContext
     from .checkpoint import load_detection_model
     from .engine import evaluate, format_metrics, iou_types
     from .evaluation import CocoEvaluator
@@ -118,7 +118,8 @@ def run_predict(args: argparse.Namespace) -> int:
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    from ...utils.inputs import ImageReader, pick_device
+    from ...data.io import ImageReader
+    from ...devices import pick_device
     from .checkpoint import load_detection_model
     from .inference import draw_detections, keep_confident
 

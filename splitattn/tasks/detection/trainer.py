@@ -17,12 +17,12 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ...config import ConfigError, DetectConfig, as_options
-from ...data.detection import DetectionDataset, build_detection_dataset, collate_detection
-from ...data.detection_transforms import build_detection_train_transform
+from ...data.detection.datasets import DetectionDataset, build_detection_dataset, collate_detection
+from ...data.detection.transforms import build_detection_train_transform
 from ...engine.data import eval_loader, train_loader
+from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_multistep
-from ...utils.distributed import DistContext
 from .checkpoint import model_from_options
 from .engine import detection_loss, evaluate, format_metrics, iou_types
 from .evaluation import CocoEvaluator

@@ -1,8 +1,8 @@
 """Semantic segmentation: DeepLabV3/FCN on dilated ResNeSt, pixel accuracy and mIoU.
 
-Attributes are imported on first use (``utils.lazy``): torchvision's segmentation heads load only when needed."""
+Attributes are imported on first use (``splitattn.lazy``): torchvision's segmentation heads load only when needed."""
 
-from ...utils.lazy import lazy_attributes
+from ...lazy import lazy_attributes
 
 _WHERE = {
     name: ".model"

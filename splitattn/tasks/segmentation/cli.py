@@ -91,9 +91,9 @@ def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[s
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ...data.segmentation import build_dataset, collate_eval
-    from ...data.segmentation_transforms import SegmentationEvalTransform
-    from ...utils.inputs import pick_device
+    from ...data.segmentation.datasets import build_dataset, collate_eval
+    from ...data.segmentation.transforms import SegmentationEvalTransform
+    from ...devices import pick_device
     from .checkpoint import load_segmentation_model
     from .engine import evaluate
     from .metrics import format_iou_table
@@ -147,8 +147,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ...data.segmentation_transforms import normalize_image
-    from ...utils.inputs import ImageReader, pick_device
+    from ...data.io import ImageReader
+    from ...data.segmentation.transforms import normalize_image
+    from ...devices import pick_device
     from .checkpoint import load_segmentation_model
     from .inference import predict_probs
     from .visualize import save_segmentation_outputs

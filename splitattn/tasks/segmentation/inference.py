@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.segmentation_transforms import scaled_size
+from ...data.segmentation.transforms import scaled_size
 
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # PyTorch-Encoding's ADE20K/Pascal testing scales
 MIN_SIDE = 32  # the backbone's smallest input

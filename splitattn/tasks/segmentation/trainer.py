@@ -14,12 +14,12 @@ from typing import Any, Dict, Mapping, Tuple, Union
 from torch import nn
 
 from ...config import ConfigError, SegmentConfig, as_options, input_channels
-from ...data.segmentation import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
-from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
+from ...data.segmentation.datasets import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
+from ...data.segmentation.transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...engine.data import accumulation_steps, eval_loader, train_loader
+from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, poly
-from ...utils.distributed import DistContext
 from .checkpoint import model_from_options
 from .engine import evaluate
 from .metrics import format_iou_table

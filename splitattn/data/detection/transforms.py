@@ -16,7 +16,7 @@ from typing import Any, Tuple
 from torch import Tensor
 from torchvision.transforms import v2
 
-from .detection import DetectionTransform
+from .datasets import DetectionTransform
 
 
 def _per_box_entries(inputs: Any) -> Tuple[Tensor, ...]:

@@ -75,9 +75,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-from .datasets import IMAGE_EXTENSIONS
-from .io import image_size, is_hidden, read_image
-from .segmentation import VOC_CLASSES
+from ..classification import IMAGE_EXTENSIONS
+from ..io import image_size, is_hidden, read_image
+from ..segmentation.datasets import VOC_CLASSES
 
 PathLike = Union[str, Path]
 Target = Dict[str, Any]
@@ -325,7 +325,7 @@ class DetectionDataset(Dataset):
         after training, so that a file it cannot score fails now rather than after the last step: the
         objects themselves as detections must give AP 100 (or no AP at all: no objects). Images with more
         objects than COCO's 100 detections per image cannot reach 100 and are left out."""
-        from ..tasks.detection.evaluation import CocoEvaluator, perfect_detections  # lazily: tasks load the models
+        from ...tasks.detection.evaluation import CocoEvaluator, perfect_detections  # lazily: tasks load the models
 
         image_ids = [i for i in sorted(self.coco.imgs)[:DRY_RUN_IMAGES] if len(self.coco.imgToAnns.get(i, ())) <= 100]
         try:
@@ -1150,7 +1150,7 @@ def build_detection_dataset(
     ``classes[1:]`` when building its evaluation set, so that both number the classes alike (COCO
     categories are matched by name; VOC defaults to the 20 VOC classes, a VOC folder to the names in its
     files, YOLO to its data.yaml). ``transforms`` is applied to every sample (see
-    ``detection_transforms.build_detection_train_transform``).
+    ``transforms.build_detection_train_transform``).
     """
     base = Path(root)
     if not base.exists():

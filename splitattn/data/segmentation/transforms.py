@@ -22,8 +22,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from .io import normalisation
-from .segmentation import IGNORE_INDEX
+from ..io import normalisation
+from .datasets import IGNORE_INDEX
 
 
 def _to_tv(image: Image.Image, target: np.ndarray) -> Tuple[tv_tensors.Image, tv_tensors.Mask]:

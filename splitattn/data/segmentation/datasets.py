@@ -37,8 +37,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..utils.inputs import IMAGE_SUFFIXES
-from .io import image_size, is_hidden, open_upright, read_image
+from ..io import IMAGE_SUFFIXES, image_size, is_hidden, open_upright, read_image
 
 IGNORE_INDEX = 255
 INVALID = -1  # lookup-table entry of a stored value that no class or ignore value accounts for

@@ -1,0 +1,48 @@
+"""Semantic segmentation data: ADE20K, Cityscapes, Pascal VOC and generic image/label folders."""
+
+from .datasets import (
+    ADE20K_CLASSES,
+    CAMVID_CLASSES,
+    CAMVID_IGNORE_VALUE,
+    CITYSCAPES_TRAIN_IDS,
+    DATASET_KINDS,
+    IGNORE_INDEX,
+    VOC_CLASSES,
+    LabelPalette,
+    SegmentationDataError,
+    SegmentationDataset,
+    ade20k_dataset,
+    build_dataset,
+    cityscapes_dataset,
+    collate_eval,
+    folder_dataset,
+    parse_classes,
+    read_label,
+    read_palette,
+    voc_dataset,
+)
+from .transforms import SegmentationEvalTransform, SegmentationTrainTransform
+
+__all__ = [
+    "ADE20K_CLASSES",
+    "CAMVID_CLASSES",
+    "CAMVID_IGNORE_VALUE",
+    "CITYSCAPES_TRAIN_IDS",
+    "DATASET_KINDS",
+    "IGNORE_INDEX",
+    "LabelPalette",
+    "SegmentationDataError",
+    "SegmentationDataset",
+    "SegmentationEvalTransform",
+    "SegmentationTrainTransform",
+    "VOC_CLASSES",
+    "ade20k_dataset",
+    "build_dataset",
+    "cityscapes_dataset",
+    "collate_eval",
+    "folder_dataset",
+    "parse_classes",
+    "read_label",
+    "read_palette",
+    "voc_dataset",
+]

@@ -1,0 +1,1 @@
+"""Pictures: drawing helpers (colours, fonts), training curves and diagnostic figures."""
