@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
+from .errors import ConfigError
+
 NORMS = ("batchnorm", "syncbn", "frozenbn", "groupnorm")  # splitattn.layers.norm.NORM_LAYERS
 AMP = ("none", "bf16", "fp16")  # splitattn.engine.runtime.AMP_DTYPES
 DETECTION_ARCHS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")  # tasks.detection.model.ARCHS
@@ -35,10 +37,6 @@ SEGMENTATION_MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # tasks.segm
 FAST_BACKENDS = ("compile", "torchscript", "eager")  # splitattn.optimize.inference.BACKENDS
 
 C = TypeVar("C", bound="RunConfig")
-
-
-class ConfigError(ValueError):
-    """An option that is unknown, of the wrong type or out of range (a usage error: exit code 2)."""
 
 
 def option(default: Any, help: str = "", flags: Tuple[str, ...] = (), **argparse_keywords: Any) -> Any:

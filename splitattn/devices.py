@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from .errors import UsageError
+from .errors import DeviceError
 
 
 def pick_device(name: Optional[str]) -> torch.device:
@@ -19,8 +19,8 @@ def pick_device(name: Optional[str]) -> torch.device:
         The device.
 
     Raises:
-        UsageError: a CUDA device was asked for but no GPU is visible.
+        DeviceError: a CUDA device was asked for but no GPU is visible.
     """
     if name is not None and torch.device(name).type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was asked for but no GPU is visible; use --device cpu.")
+        raise DeviceError(f"--device {name} was asked for but no GPU is visible; use --device cpu.")
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -18,6 +18,7 @@ from splitattn.optimize.training import compile_for_training
 from .train_helpers import REPO, TINY_MODEL, child_env, make_image_folder
 
 HEAVY_MODULES = (
+    "torchvision",  # it loads Dynamo and Inductor
     "torch._inductor",
     "torch._dynamo",
     "matplotlib",

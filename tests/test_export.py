@@ -23,7 +23,7 @@ from splitattn.deploy.export import (
     resolve_onnx_exporter,
 )
 from splitattn.deps import MissingDependencyError
-from splitattn.models.registry import EvalConfig
+from splitattn.models import EvalConfig
 from splitattn.tasks.classification.checkpoint import run_eval_config
 from splitattn.weights import save_state_dict
 

@@ -22,7 +22,7 @@ from splitattn.data.segmentation import (
     voc_dataset,
 )
 from splitattn.data.segmentation.transforms import SegmentationEvalTransform, SegmentationTrainTransform
-from splitattn.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from splitattn.models.eval_config import IMAGENET_MEAN, IMAGENET_STD
 
 from .conftest import SHARED_DATA
 

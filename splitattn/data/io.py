@@ -31,10 +31,12 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import UsageError
+from ..models.eval_config import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "CHANNEL_MODES",
+    "IMAGE_EXTENSIONS",
     "IMAGE_SUFFIXES",
     "ImageReader",
     "channel_stats",
@@ -48,6 +50,9 @@ __all__ = [
 ]
 
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# what counts as an image file when a folder is listed: data sets (classification, detection) ...
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# ... and the images named on the command line and segmentation folders
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # EXIF orientations that turn the stored picture by 90 degrees (width and height swap when made upright)
 _QUARTER_TURNS = (5, 6, 7, 8)
@@ -88,7 +93,7 @@ def channel_stats(
     channel. Raises ``ValueError`` for other channel counts.
     """
     if channels not in CHANNEL_MODES:
-        raise ValueError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
+        raise UsageError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     grey = (sum(mean) / len(mean),), (sum(std) / len(std),)
     if channels == 1:
@@ -121,7 +126,7 @@ def normalisation(
     default_mean, default_std = channel_stats(channels)
     mean, std = tuple(default_mean if mean is None else mean), tuple(default_std if std is None else std)
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(
+        raise UsageError(
             f"normalisation needs one mean and one std per channel ({channels}), got mean {mean} and std {std}."
         )
     return mean, std
@@ -146,7 +151,7 @@ def read_image(path: Union[str, Path], channels: int = 3) -> Image.Image:
     ``PIL.UnidentifiedImageError`` for unreadable files and ``ValueError`` for an unsupported ``channels``.
     """
     if channels not in CHANNEL_MODES:
-        raise ValueError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
+        raise UsageError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
     image = to_8bit(open_upright(path))
     mode = CHANNEL_MODES[channels]
     if image.mode == "P" and "transparency" in image.info:

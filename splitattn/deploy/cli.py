@@ -12,7 +12,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..models import create_model, get_model_spec
+from ..errors import CheckpointError, DeviceError, ExportError, UsageError
+from ..models.factory import create_model
+from ..models.registry import get_model_spec
 from ..optimize.inference import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
 from ..optimize.training import compile_for_training
 from . import benchmark as bench
@@ -116,7 +118,7 @@ def _export_source(args: argparse.Namespace) -> Tuple[nn.Module, str, Optional[L
     task = checkpoint_task(load_checkpoint_file(args.weights)) if args.weights else None
     if task is not None:
         if task != "classification":
-            raise ValueError(
+            raise CheckpointError(
                 f"{args.weights!r} is a {task} checkpoint; `splitattn export` exports classifiers "
                 "(`splitattn classify train` runs) and bare weights."
             )
@@ -125,7 +127,7 @@ def _export_source(args: argparse.Namespace) -> Tuple[nn.Module, str, Optional[L
         model, classes, options = load_trained_model(args.weights, args.model, action="export")
         return model, options["model"], classes, options
     if not args.model:
-        raise ValueError("--model is required unless --weights is a `splitattn classify train` checkpoint.")
+        raise UsageError("--model is required unless --weights is a `splitattn classify train` checkpoint.")
     return load_model_for_export(args.model, args.weights, args.num_classes), args.model, None, {}
 
 
@@ -150,7 +152,7 @@ def run_export(args: argparse.Namespace) -> int:
     shapes = " and ".join("x".join(map(str, x.shape[:1] + x.shape[2:])) for x in check_inputs(1, size))
     print(f"max relative error vs eager on batches {shapes}: {error:.2e}")
     if error > 1e-3:
-        raise RuntimeError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
+        raise ExportError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
     return 0
 
 
@@ -158,7 +160,7 @@ def _split(text: str, allowed: Tuple[str, ...], what: str) -> List[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in items if t not in allowed]
     if unknown:
-        raise ValueError(f"Unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}.")
+        raise UsageError(f"Unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}.")
     return items
 
 
@@ -170,7 +172,7 @@ def _compared_models(names: List[str], model_name: str, ours: nn.Module) -> Dict
 
         timm_name = get_model_spec(model_name).timm_name
         if timm_name is None:
-            raise ValueError(f"timm has no counterpart of {model_name}; drop 'timm' from --compare.")
+            raise UsageError(f"timm has no counterpart of {model_name}; drop 'timm' from --compare.")
         twin = timm.create_model(timm_name, num_classes=ours.num_classes)
         twin.load_state_dict(ours.state_dict())
         models[f"timm {timm_name}"] = twin
@@ -186,16 +188,16 @@ def run_benchmark(args: argparse.Namespace) -> int:
     modes = _split(args.mode, ("infer", "train"), "mode")
     compare = _split(args.compare, COMPARABLE, "--compare entry")
     if args.batch_size < 1 or args.rounds < 1:
-        raise ValueError("--batch-size and --rounds must be at least 1.")
+        raise UsageError("--batch-size and --rounds must be at least 1.")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     elif "fp16" in precisions:
-        raise ValueError("fp16 is for GPUs; on the CPU use --precision bf16.")
+        raise DeviceError("fp16 is for GPUs; on the CPU use --precision bf16.")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cuda_graphs and device.type != "cuda":
-        raise ValueError("--cuda-graphs needs a CUDA device.")
+        raise DeviceError("--cuda-graphs needs a CUDA device.")
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     ours = create_model(args.model)

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..weights.files import atomic_path
 from ..weights.loading import read_checkpoint
 from .distributed import DistContext
@@ -39,11 +39,11 @@ def atomic_save(obj: Any, path: PathLike) -> None:
 def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
     """A run checkpoint (a dict) read on the CPU with tensors and plain Python types only.
 
-    Raises ``FileNotFoundError`` for a missing file, ``weights.WeightsError`` (a ``RuntimeError``) for
-    a damaged, foreign or unsafe one, and ``RuntimeError`` when the file holds no dict."""
+    Raises ``FileNotFoundError`` for a missing file, ``errors.WeightsError`` for a damaged,
+    foreign or unsafe one, and ``errors.CheckpointError`` when the file holds no dict."""
     checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict):
-        raise RuntimeError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, expected a dict.")
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, expected a dict.")
     return checkpoint
 
 
@@ -148,12 +148,12 @@ def load_task_checkpoint(path: PathLike, task: str, action: str) -> Tuple[Dict[s
     checkpoint = load_checkpoint_file(path)
     found, command = checkpoint_task(checkpoint), TASK_COMMANDS[task]
     if found is None:
-        raise ValueError(
+        raise CheckpointError(
             f"{str(path)!r} holds bare weights, not a `splitattn {command} train` checkpoint; for a "
             f"classifier's weights use `splitattn classify {action} --model NAME --weights {path}`."
         )
     if found != task:
-        raise ValueError(
+        raise CheckpointError(
             f"{str(path)!r} is a {found} checkpoint (`splitattn {TASK_COMMANDS[found]} train`); use "
             f"`splitattn {TASK_COMMANDS[found]} {action} --weights {path}`."
         )

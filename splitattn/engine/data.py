@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .distributed import DistContext
 
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, ContextManager, Dict, Optional, TypeVar
 
 import torch
 
+from ..errors import UsageError
 from .checkpoint import seed_everything
 from .distributed import DistContext, cleanup_distributed, init_distributed
 
@@ -40,7 +41,7 @@ def configure_runtime(
 def autocast(device: torch.device, amp: str) -> ContextManager:
     """``torch.autocast`` for ``amp`` in ``AMP_DTYPES`` (``"none"``: a no-op context)."""
     if amp not in AMP_DTYPES:
-        raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}.")
+        raise UsageError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}.")
     dtype = AMP_DTYPES[amp]
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 

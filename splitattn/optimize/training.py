@@ -23,6 +23,8 @@ import torch._functorch.config as functorch_config
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import UsageError
+
 
 def _with_memory_budget(forward: Callable[..., Any], memory_budget: float) -> Callable[..., Any]:
     """``forward`` run with PyTorch's activation memory budget set to ``memory_budget``, restored on return."""
@@ -46,7 +48,7 @@ def compile_for_training(model: nn.Module, memory_budget: float = 1.0, **compile
     Raises ``ValueError`` for a budget outside (0, 1].
     """
     if not 0.0 < memory_budget <= 1.0:
-        raise ValueError(
+        raise UsageError(
             f"memory_budget must be in (0, 1] (1.0: PyTorch's default; lower recomputes more "
             f"to save memory), got {memory_budget}."
         )

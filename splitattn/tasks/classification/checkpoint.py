@@ -24,7 +24,10 @@ from torch import nn
 from ...config import input_channels
 from ...data.io import channel_stats
 from ...engine.checkpoint import checkpoint_task, load_checkpoint_file, load_task_checkpoint
-from ...models.registry import EvalConfig, create_model, get_model_spec
+from ...errors import CheckpointError
+from ...models.eval_config import EvalConfig
+from ...models.factory import create_model
+from ...models.registry import get_model_spec
 from ...weights.loading import strip_wrapper_prefixes
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "rng", "args", "classes")
@@ -95,11 +98,11 @@ def load_trained_model(
     checkpoint = load_checkpoint_file(weights)
     if checkpoint_task(checkpoint) is None:
         if not model_name:
-            raise ValueError(
+            raise CheckpointError(
                 f"{str(weights)!r} holds bare weights without a run's options; pass --model NAME "
                 "(`splitattn models` lists them)."
             )
-        from ...weights import load_pretrained
+        from ...weights.loading import load_pretrained
 
         model = create_model(model_name)
         load_pretrained(model, model_name, str(weights))
@@ -107,7 +110,7 @@ def load_trained_model(
     checkpoint, options = load_task_checkpoint(weights, "classification", action)
     trained_name = checkpoint.get("model_name") or options["model"]
     if model_name and get_model_spec(model_name).name != get_model_spec(trained_name).name:
-        raise ValueError(
+        raise CheckpointError(
             f"{str(weights)!r} holds a {trained_name} but --model is {model_name}; drop --model "
             f"(the checkpoint names its model) or pass --model {trained_name}."
         )
@@ -116,7 +119,7 @@ def load_trained_model(
     state = checkpoint["model"]
     if use_ema:
         if not checkpoint.get("ema"):
-            raise ValueError(f"{str(weights)!r} has no EMA weights; train with --ema or drop --ema.")
+            raise CheckpointError(f"{str(weights)!r} has no EMA weights; train with --ema or drop --ema.")
         state = strip_wrapper_prefixes(checkpoint["ema"])
     model.load_state_dict(state)
     return model.eval(), classes, options

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict
 
 from ...config import (
     FAST_BACKENDS,
@@ -21,6 +21,7 @@ from ...config import (
     input_channels,
     resolve,
 )
+from ...errors import DataError
 
 # Without --data, `splitattn train` is the quick demo on scikit-learn's digits (about a minute on
 # 2 CPU cores): a narrow resnest14 for 2 epochs, no flips (digits are not mirror images). Options
@@ -153,7 +154,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     num_classes = getattr(model, "num_classes", None) or len(dataset.classes)
     if classes is None and len(dataset.classes) != num_classes:
-        raise ValueError(
+        raise DataError(
             f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
             "its folders must be all the model's classes in label order."
         )
@@ -174,26 +175,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def imagenet_class_names() -> List[str]:
-    """ImageNet-1k class names in label order, from torchvision's weights metadata (no download)."""
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
-
-
-def format_predictions(
-    path: str, probabilities: Sequence[float], indices: Sequence[int], classes: Sequence[str]
-) -> str:
-    """The lines printed for one image: its path, then ``  <prob>%  <class>`` per top-k class."""
-    return "\n".join(
-        [str(path)] + [f"  {prob * 100:6.2f}%  {classes[index]}" for prob, index in zip(probabilities, indices)]
-    )
-
-
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
     from ...data.io import ImageReader
+    from ...data.labels import format_predictions, imagenet_class_names
 
     if args.exported:
         from ...deploy.runtime import predict_exported

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ...config import DetectConfig, add_task_commands, add_train_command, add_weights_arguments, resolve
+from ...errors import DataError, UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -65,13 +66,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ...data.detection.datasets import build_detection_dataset, collate_detection
+    from ...data.detection.dataset import collate_detection
+    from ...data.detection.layouts import build_detection_dataset
     from ...devices import pick_device
     from ...engine.data import eval_loader
     from ...engine.distributed import DistContext
     from .checkpoint import load_detection_model
     from .engine import evaluate, format_metrics, iou_types
-    from .evaluation import CocoEvaluator
+    from .evaluation import CocoEvaluator, check_ground_truth
     from .trainer import limit
 
     model, classes, options, _ = load_detection_model(args.weights, "evaluate")
@@ -79,7 +81,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = args.split or options.get("val_split", "val")
     data = args.data or options.get("data")
     if not data:
-        raise ValueError("--data is required: the checkpoint does not name its data folder.")
+        raise UsageError("--data is required: the checkpoint does not name its data folder.")
     dataset = build_detection_dataset(
         options.get("dataset"),
         data,
@@ -91,8 +93,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         skip_bad=True,
         with_masks=False,
     )
+    check_ground_truth(dataset)
     if dataset.classes != classes:
-        raise ValueError(
+        raise DataError(
             f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {classes[1:6]}...; "
             "evaluate on the data set it was trained for."
         )

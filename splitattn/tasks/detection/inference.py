@@ -72,7 +72,7 @@ def draw_detections(image: Tensor, output: Dict[str, Tensor], classes: Sequence[
     maximum number).
 
     Raises:
-        RuntimeError: Pillow without its scalable font (see ``viz.drawing.load_font``).
+        MissingDependencyError: Pillow without its scalable font (see ``viz.drawing.load_font``).
     """
     picture = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     if not len(output["labels"]):

@@ -17,15 +17,18 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ...config import ConfigError, DetectConfig, as_options
-from ...data.detection.datasets import DetectionDataset, build_detection_dataset, collate_detection
+from ...data.detection.dataset import DetectionDataset, collate_detection
+from ...data.detection.layouts import build_detection_dataset
 from ...data.detection.transforms import build_detection_train_transform
 from ...engine.data import eval_loader, train_loader
 from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_multistep
+from ...errors import DataError
 from .checkpoint import model_from_options
 from .engine import detection_loss, evaluate, format_metrics, iou_types
-from .evaluation import CocoEvaluator
+from .evaluation import CocoEvaluator, check_ground_truth
+from .model import BACKBONE_PREFIX
 
 
 def build_datasets(options: Dict[str, Any]) -> Tuple[DetectionDataset, DetectionDataset]:
@@ -48,6 +51,7 @@ def build_datasets(options: Dict[str, Any]) -> Tuple[DetectionDataset, Detection
     val_set = build_detection_dataset(
         options["dataset"], options["data"], options["val_split"], False, **dict(common, classes=train_set.classes[1:])
     )  # numbered as in training
+    check_ground_truth(val_set)
     return train_set, val_set
 
 
@@ -89,7 +93,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
     train_set, val_set = limit(full_train, options.get("max_images")), limit(full_val, options.get("max_images"))
     classes, batch, workers = full_train.classes, int(options["batch_size"]), int(options["workers"])
     if len(train_set) < batch * dist_ctx.world_size:
-        raise ValueError(
+        raise DataError(
             f"{len(train_set)} training images make no full batch of {batch} x {dist_ctx.world_size}; "
             "lower --batch-size or add data."
         )
@@ -154,6 +158,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
             "classes": classes,
             "contiguous_to_coco": full_train.contiguous_to_coco,
             "task": "detection",
+            "backbone_prefix": BACKBONE_PREFIX,
             "command": "detect train",
         },
     )

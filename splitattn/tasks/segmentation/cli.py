@@ -21,6 +21,7 @@ from ...config import (
     input_channels,
     resolve,
 )
+from ...errors import DataError, UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -91,7 +92,8 @@ def _inference_plan(args: argparse.Namespace, options: Dict[str, Any]) -> Dict[s
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ...data.segmentation.datasets import build_dataset, collate_eval
+    from ...data.segmentation.datasets import collate_eval
+    from ...data.segmentation.layouts import build_dataset
     from ...data.segmentation.transforms import SegmentationEvalTransform
     from ...devices import pick_device
     from .checkpoint import load_segmentation_model
@@ -105,7 +107,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     kind = args.dataset or options.get("dataset", "folder")
     data = args.data or options.get("data")
     if not data:
-        raise ValueError("--data is required: the checkpoint does not name its data folder.")
+        raise UsageError("--data is required: the checkpoint does not name its data folder.")
     ignore = args.ignore_value if args.ignore_value is not None else options.get("ignore_value")
     palette, channels = options.get("palette"), input_channels(options)
     dataset = build_dataset(
@@ -120,7 +122,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         palette=palette,
     )
     if dataset.classes != classes:
-        raise ValueError(
+        raise DataError(
             f"{data} has classes {dataset.classes[:5]}... but the model was trained on {classes[:5]}...; "
             "evaluate on the data set it was trained for."
         )

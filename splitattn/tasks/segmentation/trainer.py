@@ -14,16 +14,19 @@ from typing import Any, Dict, Mapping, Tuple, Union
 from torch import nn
 
 from ...config import ConfigError, SegmentConfig, as_options, input_channels
-from ...data.segmentation.datasets import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
+from ...data.segmentation.datasets import SegmentationDataset, collate_eval
+from ...data.segmentation.label_maps import IGNORE_INDEX
+from ...data.segmentation.layouts import build_dataset
 from ...data.segmentation.transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...engine.data import accumulation_steps, eval_loader, train_loader
 from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, poly
+from ...errors import DataError
 from .checkpoint import model_from_options
 from .engine import evaluate
 from .metrics import format_iou_table
-from .model import segmentation_loss
+from .model import BACKBONE_PREFIX, segmentation_loss
 
 
 def build_datasets(options: Dict[str, Any]) -> Tuple[SegmentationDataset, SegmentationDataset]:
@@ -62,7 +65,7 @@ def _check_batch(options: Dict[str, Any], world_size: int, train_size: int) -> N
             ">= 2 per process; raise it, or use --sync-bn under torchrun."
         )
     if train_size < batch * world_size:
-        raise ValueError(
+        raise DataError(
             f"{train_size} training images make no full batch of {batch} x {world_size}; "
             "lower --batch-size or add data."
         )
@@ -88,7 +91,7 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
     val_loader = eval_loader(val_set, 1, dist_ctx, workers, collate_eval)
     epochs, steps_per_epoch = int(options["epochs"]), len(loader) // accum_steps
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise DataError(
             f"{len(train_set)} training images make no optimizer step of {global_batch} images; "
             "lower --global-batch or add data."
         )
@@ -164,7 +167,13 @@ def build_run(options: Dict[str, Any], dist_ctx: DistContext) -> TrainingRun:
         eval_every=int(options["eval_every"]) * steps_per_epoch,
         intro=intro,
         eval_model=model,
-        state={"classes": classes, "dataset": train_set.name, "task": "segmentation", "command": "segment train"},
+        state={
+            "classes": classes,
+            "dataset": train_set.name,
+            "task": "segmentation",
+            "command": "segment train",
+            "backbone_prefix": BACKBONE_PREFIX,
+        },
     )
 
 

@@ -12,7 +12,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ...data.segmentation.datasets import ADE20K_CLASSES, CAMVID_CLASSES, CITYSCAPES_TRAIN_IDS, VOC_CLASSES
+from ...data.labels import ADE20K_CLASSES, CAMVID_CLASSES, CITYSCAPES_TRAIN_IDS, VOC_CLASSES
+from ...errors import UsageError
 from ...viz.drawing import color_palette, font_size_for, hex_colours, load_font
 
 # ADE20K (SceneParsing 150 classes): the colours of mmsegmentation's ADE20KDataset (mmseg/datasets/ade.py).
@@ -117,7 +118,7 @@ def overlay_with_legend(
     share of the pixels in percent."""
     image = image.convert("RGB")
     if prediction.shape != (image.height, image.width):
-        raise ValueError(f"prediction has shape {prediction.shape}, the image is {image.height}x{image.width}.")
+        raise UsageError(f"prediction has shape {prediction.shape}, the image is {image.height}x{image.width}.")
     blended = Image.blend(image, Image.fromarray(palette[prediction]), alpha)
     counts = np.bincount(prediction.ravel(), minlength=len(classes))
     present = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
@@ -144,7 +145,7 @@ def save_segmentation_outputs(
     overlay is ``overlay_with_legend`` of ``image`` at opacity ``alpha``.
     """
     if len(classes) > 256:
-        raise ValueError(f"a palette PNG holds at most 256 class ids, the model has {len(classes)} classes.")
+        raise UsageError(f"a palette PNG holds at most 256 class ids, the model has {len(classes)} classes.")
     palette = segmentation_palette(classes, dataset)
     ids = prediction.astype(np.uint8)
     mask = Image.fromarray(ids, mode="P")
