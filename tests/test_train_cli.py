@@ -17,10 +17,11 @@ from torchvision import transforms as T
 
 from splitattn.cli import build_parser, main
 from splitattn.data import Lighting, build_eval_transform, digits_datasets, load_split, mixup_batch
+from splitattn.data.labels import imagenet_class_names
 from splitattn.engine.checkpoint import atomic_save
 from splitattn.engine.optim import parameter_groups, warmup_cosine
 from splitattn.tasks.classification import NonFiniteLossError, engine, train
-from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_options
+from splitattn.tasks.classification.cli import resolve_train_options
 
 from .train_helpers import REPO, TINY_MODEL, child_env, independent_top1, make_image_folder
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..devices import pick_device
 from ..errors import CheckpointError, DeviceError, ExportError, UsageError
 from ..models.factory import create_model
 from ..models.registry import get_model_spec
@@ -189,7 +190,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     compare = _split(args.compare, COMPARABLE, "--compare entry")
     if args.batch_size < 1 or args.rounds < 1:
         raise UsageError("--batch-size and --rounds must be at least 1.")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     elif "fp16" in precisions:
