@@ -4,10 +4,13 @@ Each subcommand lives next to the code it drives and registers itself through an
 ``add_parser(subparsers)`` function listed in ``SUBCOMMANDS``; those modules import torch and the
 models lazily, inside the functions that run a command, so ``--help`` answers at once.
 
-Exit codes: 0 done; 2 a usage error (argparse, or a ``config.ConfigError``: an unknown or
-ill-typed option, an option combination that cannot work); 1 a run error (missing data, a damaged
-file, a wrong checkpoint, a non-finite loss). An unexpected exception (a bug such as a ``TypeError``)
-or running out of memory is shown as what it is, with ``--debug`` for the traceback, and exits 1.
+Exit codes, decided by the exception's type (``splitattn.errors``): 0 done; 2 a usage error (argparse,
+or a ``UsageError`` such as a ``ConfigError``: an unknown or ill-typed option, an option combination
+that cannot work); 1 a run error (any other ``SplitAttnError``: data it cannot use, a damaged file, a
+wrong checkpoint, a non-finite loss, a missing optional package; or an ``OSError`` such as a missing
+file), each shown as one line. Running out of memory says how to use less. Any other exception is a
+bug (a ``TypeError``, a ``KeyError`` ...): it is shown as what it is, where it was raised, with
+``--debug`` for the traceback, and exits 1.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import argparse
 import difflib
 import importlib
 import inspect
-import os
 import sys
 import warnings
 from types import TracebackType
 from typing import Any, Iterator, List, Optional
+
+from .deps import missing_dependency
+from .errors import SplitAttnError, UsageError
 
 # module path -> its add_parser() registers one or more subcommands
 SUBCOMMANDS = [
@@ -31,7 +36,6 @@ SUBCOMMANDS = [
     "splitattn.tasks.detection.cli",
     "splitattn.deploy.cli",
 ]
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -83,11 +87,6 @@ def _last_frame(error: BaseException) -> Optional[TracebackType]:
     return trace
 
 
-def _ours(trace: Optional[TracebackType]) -> bool:
-    """Raised by splitattn's own code (a deliberate run error), not inside a library."""
-    return trace is not None and os.path.abspath(trace.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR)
-
-
 def _show_warnings_plainly(name: str) -> None:
     """Warnings of this command as ``<name>: warning: <message>``, each text once, without source paths (set
     inside ``warnings.catch_warnings``, so the setting ends with the command). Left alone while warnings are
@@ -107,9 +106,6 @@ def _show_warnings_plainly(name: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(argv)
-    from .config import ConfigError
-    from .utils.deps import MissingDependencyError, missing_dependency
-
     name = f"splitattn {_command(args)}"
     try:
         with warnings.catch_warnings():
@@ -120,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "debug", False):
             raise
         error = missing_dependency(error) or error
-        if isinstance(error, ConfigError):
+        if isinstance(error, UsageError):
             print(f"{name}: error: {error}", file=sys.stderr)
             return 2
         if type(error).__name__ == "OutOfMemoryError":
@@ -130,12 +126,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        where = _last_frame(error)
-        if isinstance(error, (OSError, MissingDependencyError)) or (
-            isinstance(error, (ValueError, RuntimeError)) and _ours(where)
-        ):
+        if isinstance(error, (SplitAttnError, OSError)):
             print(f"{name}: error: {error}", file=sys.stderr)
             return 1
+        where = _last_frame(error)
         at = f" (at {where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
         print(
             f"{name}: unexpected {type(error).__name__}: {error}{at}\nThis is likely a bug; rerun with --debug "

@@ -8,7 +8,30 @@ file) with code 1 and one line of text; anything else is reported as a likely bu
 
 Each class also derives from the built-in exception that its callers caught before it existed
 (``ValueError`` for bad values, ``RuntimeError`` for run failures, ``ImportError`` for missing
-packages), so ``except ValueError`` keeps working.
+packages, ``LookupError`` for a query that found nothing, ``TypeError`` for an unknown keyword argument; ``DeviceError`` is a ``ValueError`` and a
+``RuntimeError``), so ``except ValueError`` keeps working.
+
+The hierarchy::
+
+    SplitAttnError
+    ├── UsageError (ValueError)                 exit code 2
+    │   ├── ConfigError                         a training option
+    │   ├── DeviceError (RuntimeError)          an option this machine cannot honour
+    │   └── UnknownArgumentError (TypeError)    a keyword a function does not take
+    ├── DataError (ValueError)
+    │   ├── DetectionDataError
+    │   └── SegmentationDataError
+    ├── WeightsError (RuntimeError)
+    │   ├── ChecksumError
+    │   ├── DownloadError
+    │   ├── UnsafeCheckpointError
+    │   └── CheckpointMismatchError
+    ├── CheckpointError (ValueError)
+    ├── NotFoundError (LookupError)             a listing that matches nothing
+    ├── ExportError (RuntimeError)
+    ├── MissingDependencyError (ImportError)
+    ├── NonFiniteLossError (RuntimeError)
+    └── TrainingInterrupted (RuntimeError)
 
 This module imports nothing, so every layer of the package can use it.
 """
@@ -17,12 +40,22 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatchError",
+    "ChecksumError",
     "ConfigError",
     "DataError",
+    "DetectionDataError",
+    "DeviceError",
+    "DownloadError",
+    "ExportError",
     "MissingDependencyError",
     "NonFiniteLossError",
+    "NotFoundError",
+    "SegmentationDataError",
     "SplitAttnError",
     "TrainingInterrupted",
+    "UnknownArgumentError",
+    "UnsafeCheckpointError",
     "UsageError",
     "WeightsError",
 ]
@@ -33,23 +66,63 @@ class SplitAttnError(Exception):
 
 
 class UsageError(SplitAttnError, ValueError):
-    """Options or arguments that cannot work together (the command line exits with code 2)."""
+    """An argument, option or combination of them that cannot work (the command line exits with code 2)."""
 
 
 class ConfigError(UsageError):
     """A training option that is unknown, of the wrong type or out of range, found before any data is read."""
 
 
+class DeviceError(UsageError, RuntimeError):
+    """An option this machine cannot honour: a GPU that is not there, bf16 without the CPU instructions."""
+
+
+class UnknownArgumentError(UsageError, TypeError):
+    """A keyword argument that a function does not take (``create_model``'s overrides, ``--model-kwargs``)."""
+
+
 class DataError(SplitAttnError, ValueError):
     """A data set, annotation file or label map that cannot be used as it is; the message names the file."""
+
+
+class DetectionDataError(DataError):
+    """A detection image or annotation file that cannot be used (malformed, or bad when ``skip_bad`` is off)."""
+
+
+class SegmentationDataError(DataError):
+    """A segmentation data set whose files cannot be paired or whose label maps do not fit the class list."""
 
 
 class WeightsError(SplitAttnError, RuntimeError):
     """A weights file or checkpoint that cannot be fetched, verified or loaded."""
 
 
+class ChecksumError(WeightsError):
+    """A file's sha256 differs from the registered (or file-name) hash."""
+
+
+class DownloadError(WeightsError):
+    """A file could not be fetched (offline, not found, or the transfer kept breaking)."""
+
+
+class UnsafeCheckpointError(WeightsError):
+    """A pickle-based checkpoint that would need to run code to load."""
+
+
+class CheckpointMismatchError(WeightsError):
+    """A state dict whose keys or shapes do not fit the model."""
+
+
 class CheckpointError(SplitAttnError, ValueError):
     """A run checkpoint that does not fit the command (another task's run, bare weights, a damaged entry)."""
+
+
+class NotFoundError(SplitAttnError, LookupError):
+    """A registry query that found nothing: no model or no published weights match a pattern or a source."""
+
+
+class ExportError(SplitAttnError, RuntimeError):
+    """An export that failed or whose file does not compute what the eager model computes."""
 
 
 class MissingDependencyError(SplitAttnError, ImportError):

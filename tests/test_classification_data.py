@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from splitattn.data import build_eval_transform, build_train_transform, channel_stats, digits_datasets, load_split
-from splitattn.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from splitattn.models.eval_config import IMAGENET_MEAN, IMAGENET_STD
 
 from .conftest import SHARED_DATA
 

@@ -13,11 +13,12 @@ import torch
 import torch._functorch.config as functorch_config
 
 from splitattn.cli import main
-from splitattn.utils.compile import compile_for_training
+from splitattn.optimize.training import compile_for_training
 
 from .train_helpers import REPO, TINY_MODEL, child_env, make_image_folder
 
 HEAVY_MODULES = (
+    "torchvision",  # it loads Dynamo and Inductor
     "torch._inductor",
     "torch._dynamo",
     "matplotlib",

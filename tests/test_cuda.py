@@ -15,7 +15,7 @@ from torch import nn
 import splitattn
 from splitattn.cli import main
 from splitattn.deploy import benchmark as bench
-from splitattn.deploy import optimize_for_inference
+from splitattn.optimize.inference import optimize_for_inference
 
 from .conftest import randomize_state_dict, relative_error
 

@@ -8,9 +8,9 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 import splitattn
-from splitattn.deploy import fold_batch_norm, optimize_for_inference
-from splitattn.deploy import optimize as optimize_module
 from splitattn.layers import SplitAttention
+from splitattn.optimize import inference as optimize_module
+from splitattn.optimize.inference import fold_batch_norm, optimize_for_inference
 
 from .conftest import SHARED_DATA, randomize_state_dict, relative_error
 

@@ -23,7 +23,7 @@ from splitattn.data.detection import (
     collate_detection,
     segmentation_to_mask,
 )
-from splitattn.data.detection_transforms import build_detection_train_transform
+from splitattn.data.detection.transforms import build_detection_train_transform
 from splitattn.tasks.detection.evaluation import CocoEvaluator
 
 from .conftest import SHARED_DATA

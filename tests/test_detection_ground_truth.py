@@ -18,9 +18,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from splitattn.cli import main
 from splitattn.data.detection import CocoDetectionDataset, DetectionDataError, build_detection_dataset
+from splitattn.tasks.detection import evaluation
 from splitattn.tasks.detection.engine import format_metrics
-from splitattn.tasks.detection.evaluation import STAT_NAMES, CocoEvaluator
+from splitattn.tasks.detection.evaluation import STAT_NAMES, CocoEvaluator, check_ground_truth
 
 from .conftest import SHARED_DATA
 from .train_helpers import cli
@@ -232,6 +234,33 @@ def test_malformed_json_fails_when_built_naming_file_and_field(tmp_path, change,
     path.write_text(json.dumps(spec))
     with pytest.raises(DetectionDataError, match=r"instances.json: " + message):
         CocoDetectionDataset(tmp_path / "images", path)
+
+
+def test_the_task_scores_each_evaluation_set_it_builds_on_itself(tmp_path, monkeypatch, capsys):
+    """The dry evaluation (the ground truth of the first images, detected perfectly, must score AP 100) belongs to
+    the detection task: it runs where the task builds an evaluation set, before any training step, and a scorer
+    that disagrees with itself stops the run naming the data set; building a data set alone does not score it."""
+    annotations = _write(tmp_path, range(1, 13))
+    dataset = CocoDetectionDataset(tmp_path / "images", annotations)
+    check_ground_truth(dataset)  # box and mask AP 100 on the cleaned objects
+
+    perfect = evaluation.perfect_detections
+
+    def one_object_missed(coco, image_id, coco_to_contiguous, with_masks):
+        return {k: v[1:] for k, v in perfect(coco, image_id, coco_to_contiguous, with_masks).items()}
+
+    monkeypatch.setattr(evaluation, "perfect_detections", one_object_missed)
+    with pytest.raises(DetectionDataError, match=r"COCO instances.json: its own ground truth scores .* instead of AP"):
+        check_ground_truth(dataset)
+    CocoDetectionDataset(tmp_path / "images", annotations)  # the data layer does not evaluate
+    run = tmp_path / "run"
+    argv = ["detect", "train", "--data", str(tmp_path), "--annotations", str(annotations), "--images"]
+    argv += [str(tmp_path / "images"), "--backbone", "resnest14", "--norm", "groupnorm", "--batch-size", "2"]
+    argv += ["--max-iter", "1", "--workers", "0", "--device", "cpu", "--no-progress", "--no-tensorboard"]
+    assert main([*argv, "--output", str(run)]) == 1
+    error = capsys.readouterr().err
+    assert "splitattn detect train: error: COCO instances.json: its own ground truth scores" in error
+    assert not (run / "last.pt").exists() and not (run / "log.jsonl").exists()  # no step ran
 
 
 def _strip_coco128(tmp_path: Path, malformed: bool) -> Path:

@@ -13,11 +13,13 @@ from torchvision.ops import FrozenBatchNorm2d
 from splitattn.config import ClassifyConfig, DetectConfig, read_config_file
 from splitattn.data.detection import CocoDetectionDataset, collate_detection
 from splitattn.engine.checkpoint import atomic_save
-from splitattn.models.registry import create_model
+from splitattn.errors import WeightsError
+from splitattn.models import create_model
 from splitattn.tasks.classification.checkpoint import model_overrides
 from splitattn.tasks.detection import ARCHS, create_detection_model, resnest_fpn_backbone
 from splitattn.tasks.detection.cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads, cascade_scores
 from splitattn.tasks.detection.checkpoint import model_from_config
+from splitattn.tasks.detection.model import BACKBONE_PREFIX as DETECTION_PREFIX
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -197,17 +199,19 @@ def test_backbone_loads_our_classification_checkpoint(tmp_path):
 
 
 def test_backbones_move_between_detection_and_segmentation_run_checkpoints(tmp_path):
-    """``pretrained=`` takes a detection or segmentation run's checkpoint (its ``task`` entry says which) and
-    loads its ResNeSt backbone, strictly, into the other task's model and into a ``features_only`` backbone."""
+    """``pretrained=`` takes a detection or segmentation run's checkpoint (its ``backbone_prefix`` entry, written by
+    the task, says where the ResNeSt sits in its model) and loads that backbone, strictly, into the other task's
+    model and into a ``features_only`` backbone. A run checkpoint from before the entry existed is refused with
+    the fix, not guessed at."""
+    from splitattn.tasks.segmentation.model import BACKBONE_PREFIX as SEGMENTATION_PREFIX
     from splitattn.tasks.segmentation.model import create_segmentation_model
 
     detector = create_detection_model("faster_rcnn", "resnest14", 3, norm="groupnorm", **SMALL)
     detector_state = {
         k: v + torch.randn_like(v) if v.is_floating_point() else v for k, v in detector.state_dict().items()
     }
-    atomic_save(
-        {"model": detector_state, "task": "detection", "args": {}, "classes": ["bg", "a", "b"]}, tmp_path / "det.pt"
-    )
+    entries = {"model": detector_state, "task": "detection", "args": {}, "classes": ["bg", "a", "b"]}
+    atomic_save({**entries, "backbone_prefix": DETECTION_PREFIX}, tmp_path / "det.pt")
     segmenter = create_segmentation_model(
         "resnest14", 4, norm_layer="groupnorm", output_stride=16, pretrained=str(tmp_path / "det.pt"), **NARROW
     )
@@ -215,13 +219,23 @@ def test_backbones_move_between_detection_and_segmentation_run_checkpoints(tmp_p
     assert body and all(torch.equal(segmenter.backbone.state_dict()[k], v) for k, v in body.items())
 
     atomic_save(
-        {"model": segmenter.state_dict(), "task": "segmentation", "args": {}, "classes": list("abcd")},
+        {
+            "model": segmenter.state_dict(),
+            "task": "segmentation",
+            "args": {},
+            "classes": list("abcd"),
+            "backbone_prefix": SEGMENTATION_PREFIX,
+        },
         tmp_path / "seg.pt",
     )
     features = create_model(
         "resnest14", features_only=True, norm_layer="groupnorm", pretrained=str(tmp_path / "seg.pt"), **NARROW
     )
     assert all(torch.equal(features.state_dict()[k], v) for k, v in body.items())
+
+    atomic_save(entries, tmp_path / "old.pt")  # written before runs recorded their backbone prefix
+    with pytest.raises(WeightsError, match=r"old.pt is a detection run checkpoint .*Retrain it .*backbone's own"):
+        create_model("resnest14", features_only=True, norm_layer="groupnorm", pretrained=str(tmp_path / "old.pt"))
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from splitattn.engine.optim import warmup_multistep
 from splitattn.tasks.detection import ARCHS, create_detection_model
 from splitattn.tasks.detection.checkpoint import model_from_config
 from splitattn.tasks.detection.engine import detection_loss
+from splitattn.weights import load_checkpoint
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -168,6 +169,11 @@ def test_cli_train_resume_evaluate_predict(tmp_path, capsys):
     resumed, reference = (torch.load(run / "last.pt", weights_only=True) for run in (interrupted, straight))
     assert resumed["iter"] == reference["iter"] == 6
     assert all(torch.equal(resumed["model"][k], reference["model"][k]) for k in reference["model"])
+    # the run records where its ResNeSt sits: what pretrained=RUN/last.pt hands another model is that backbone
+    backbone = load_checkpoint(interrupted / "last.pt")
+    body = {k[len("backbone.body.") :]: v for k, v in resumed["model"].items() if k.startswith("backbone.body.")}
+    assert "conv1.0.weight" in backbone and backbone.keys() == body.keys()
+    assert all(torch.equal(backbone[k], body[k]) for k in body)
     records = [json.loads(line) for line in (interrupted / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [2, 4, 6]
     assert {"train_loss_classifier", "train_loss_box_reg", "train_loss_mask"} <= set(records[0])

@@ -23,9 +23,9 @@ from splitattn.deploy.export import (
     read_export_metadata,
     resolve_onnx_exporter,
 )
-from splitattn.models.registry import EvalConfig
+from splitattn.deps import MissingDependencyError
+from splitattn.models import EvalConfig
 from splitattn.tasks.classification.checkpoint import run_eval_config
-from splitattn.utils.deps import MissingDependencyError
 from splitattn.weights import save_state_dict
 
 from .conftest import randomize_state_dict, relative_error

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
 from splitattn.data.detection import CocoDetectionDataset
-from splitattn.data.io import image_size, is_hidden, read_image
+from splitattn.data.io import image_files, image_size, is_hidden, read_image
 from splitattn.data.segmentation import (
     CAMVID_CLASSES,
     CAMVID_IGNORE_VALUE,
@@ -21,7 +21,6 @@ from splitattn.data.segmentation import (
     SegmentationDataError,
     build_dataset,
 )
-from splitattn.utils.inputs import image_files
 
 from .conftest import SHARED_DATA
 

@@ -11,8 +11,7 @@ import torch
 import splitattn
 from splitattn.cli import main
 from splitattn.deploy.benchmark import peak_step_memory
-from splitattn.utils.compile import compile_for_training
-from splitattn.utils.memory import CheckpointedSequential, enable_gradient_checkpointing
+from splitattn.optimize.training import CheckpointedSequential, compile_for_training, enable_gradient_checkpointing
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 

@@ -21,8 +21,8 @@ from splitattn.data.segmentation import (
     parse_classes,
     voc_dataset,
 )
-from splitattn.data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
-from splitattn.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from splitattn.data.segmentation.transforms import SegmentationEvalTransform, SegmentationTrainTransform
+from splitattn.models.eval_config import IMAGENET_MEAN, IMAGENET_STD
 
 from .conftest import SHARED_DATA
 

@@ -12,7 +12,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP, ASPPPooling, DeepLab
 from torchvision.models.segmentation.fcn import FCNHead
 
 from splitattn.data.segmentation import IGNORE_INDEX, collate_eval
-from splitattn.models.registry import create_model
+from splitattn.models import create_model
 from splitattn.tasks.segmentation import create_segmentation_model, segmentation_loss
 from splitattn.tasks.segmentation.engine import evaluate
 from splitattn.tasks.segmentation.inference import predict_probs, window_starts

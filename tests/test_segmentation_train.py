@@ -18,6 +18,7 @@ from splitattn.cli import build_parser, main
 from splitattn.config import SegmentConfig, resolve
 from splitattn.data.segmentation import CAMVID_CLASSES
 from splitattn.engine.optim import poly
+from splitattn.weights import load_checkpoint
 
 from .conftest import REPO_ROOT, SHARED_DATA
 
@@ -34,6 +35,11 @@ def _camvid_subset(root, train: int = 8, val: int = 4):
             (root / split / "images" / image.name).symlink_to(image)
             (root / split / "labels" / image.name).symlink_to(CAMVID / split / "labels" / image.name)
     return root
+
+
+def _under(state: dict, prefix: str) -> dict:
+    """The entries of ``state`` under ``prefix``, without it."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _train_args(data, output, epochs: int) -> list:
@@ -99,6 +105,10 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
     assert losses[3] < 0.9 * losses[0] and losses[2] + losses[3] < losses[0] + losses[1], losses
     checkpoint = torch.load(run / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 4 and checkpoint["step"] == 8 and checkpoint["classes"] == list(CAMVID_CLASSES)
+    # the run records where its ResNeSt sits: what pretrained=RUN/last.pt hands another model is that backbone
+    backbone, body = load_checkpoint(run / "last.pt"), _under(checkpoint["model"], "backbone.")
+    assert "conv1.0.weight" in backbone and backbone.keys() == body.keys()
+    assert all(torch.equal(backbone[k], body[k]) for k in body)
     metrics = json.loads((run / "metrics.json").read_text())
     assert [row["name"] for row in metrics["per_class"]] == list(CAMVID_CLASSES)
     # mIoU: the mean over the classes that have an IoU (mmsegmentation's rule), as logged for the last epoch

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from .train_helpers import SHARED_DATA, TINY_MODEL, cli
+from .conftest import SHARED_DATA
+from .train_helpers import TINY_MODEL, cli
 
 CIFAR = SHARED_DATA / "cifar10-mini"
 MIN_TOP1 = 30.0  # chance is 10%

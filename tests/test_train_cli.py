@@ -18,10 +18,11 @@ from torchvision import transforms as T
 
 from splitattn.cli import build_parser, main
 from splitattn.data import Lighting, build_eval_transform, digits_datasets, load_split, mixup_batch
+from splitattn.data.labels import imagenet_class_names
 from splitattn.engine.checkpoint import atomic_save
 from splitattn.engine.optim import parameter_groups, warmup_cosine
 from splitattn.tasks.classification import NonFiniteLossError, engine, train
-from splitattn.tasks.classification.cli import imagenet_class_names, resolve_train_config
+from splitattn.tasks.classification.cli import resolve_train_config
 
 from .train_helpers import REPO, TINY_MODEL, child_env, independent_top1, make_image_folder
 
@@ -380,9 +381,9 @@ def test_config_schema_rejects_wrong_types_and_bad_values(tmp_path: Path, capsys
     assert build_parser().parse_args(["detect", "train", "--model", "resnest14"]).backbone == "resnest14"
     from splitattn import config as schema
     from splitattn.data import detection, segmentation
-    from splitattn.deploy.optimize import BACKENDS
     from splitattn.engine.runtime import AMP_DTYPES
     from splitattn.layers.norm import NORM_LAYERS
+    from splitattn.optimize.inference import BACKENDS
     from splitattn.tasks.detection.model import ARCHS
     from splitattn.tasks.segmentation.inference import MULTI_SCALES
     from splitattn.tasks.segmentation.model import HEADS

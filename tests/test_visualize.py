@@ -20,7 +20,7 @@ from splitattn.tasks.segmentation.visualize import (
     segmentation_palette,
     voc_colours,
 )
-from splitattn.utils.drawing import color_palette
+from splitattn.viz.drawing import color_palette
 
 from .conftest import SHARED_DATA
 

@@ -135,4 +135,4 @@ def test_convert_strips_training_state_both_ways(capsys, tmp_path: Path, tiny: S
     assert run(capsys, "convert", str(safe), str(tmp_path / "w.pth"))[0] == 0
     assert_same_weights(torch.load(tmp_path / "w.pth", weights_only=True), tiny.state_dict)
     code, _, err = run(capsys, "convert", str(training), str(tmp_path / "w.onnx"))
-    assert code == 1 and "Cannot tell the format" in err
+    assert code == 2 and "Cannot tell the format" in err  # a usage error: the output's name

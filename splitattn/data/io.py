@@ -16,21 +16,31 @@ Label maps are read with ``open_upright``: the same orientation, but their store
 never converted (a mode conversion would turn class ids into grey levels or colours).
 ``image_size`` gives the upright size from the file header alone, so data sets can check
 image/annotation sizes when they are built without decoding any pixels.
+
+The ``predict``/``evaluate`` commands of every task read the images named on the command line
+through ``image_files`` (folders expanded) and ``ImageReader`` (an unreadable file is reported and
+skipped).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import UsageError
+from ..models.eval_config import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "CHANNEL_MODES",
+    "IMAGE_EXTENSIONS",
+    "IMAGE_SUFFIXES",
+    "ImageReader",
     "channel_stats",
+    "image_files",
     "image_size",
     "is_hidden",
     "normalisation",
@@ -40,6 +50,10 @@ __all__ = [
 ]
 
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# what counts as an image file when a folder is listed: data sets (classification, detection) ...
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# ... and the images named on the command line and segmentation folders
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # EXIF orientations that turn the stored picture by 90 degrees (width and height swap when made upright)
 _QUARTER_TURNS = (5, 6, 7, 8)
 # bits to drop when scaling each high-bit-depth mode to 8 bits (to_dtype(..., scale=True))
@@ -79,7 +93,7 @@ def channel_stats(
     channel. Raises ``ValueError`` for other channel counts.
     """
     if channels not in CHANNEL_MODES:
-        raise ValueError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
+        raise UsageError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     grey = (sum(mean) / len(mean),), (sum(std) / len(std),)
     if channels == 1:
@@ -112,7 +126,7 @@ def normalisation(
     default_mean, default_std = channel_stats(channels)
     mean, std = tuple(default_mean if mean is None else mean), tuple(default_std if std is None else std)
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(
+        raise UsageError(
             f"normalisation needs one mean and one std per channel ({channels}), got mean {mean} and std {std}."
         )
     return mean, std
@@ -137,9 +151,50 @@ def read_image(path: Union[str, Path], channels: int = 3) -> Image.Image:
     ``PIL.UnidentifiedImageError`` for unreadable files and ``ValueError`` for an unsupported ``channels``.
     """
     if channels not in CHANNEL_MODES:
-        raise ValueError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
+        raise UsageError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
     image = to_8bit(open_upright(path))
     mode = CHANNEL_MODES[channels]
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # a palette image's transparency cannot go straight to L/RGB cleanly
     return image if image.mode == mode else image.convert(mode)
+
+
+def image_files(inputs: Sequence[str], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
+    """Image files named on the command line: files as given, folders expanded to their images (sorted;
+    hidden files such as ``.DS_Store`` or ``._x.jpg`` left out)."""
+    files: List[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in suffixes and not is_hidden(p.name) and p.is_file()
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{item} is neither an image file nor a folder.")
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(suffixes)}) in {', '.join(inputs)}.")
+    return files
+
+
+class ImageReader:
+    """``(path, PIL image)`` for each image named on the command line (folders expanded by ``image_files``),
+    read by ``data.io.read_image`` with ``channels`` channels. An unreadable file is named on stderr and
+    skipped; ``exit_code`` is then 1, so a script notices."""
+
+    def __init__(self, inputs: Sequence[str], channels: int = 3) -> None:
+        self.paths, self.channels, self.failed = image_files(inputs), channels, 0
+
+    def __iter__(self) -> Iterator[Tuple[Path, Image.Image]]:
+        for path in self.paths:
+            try:
+                yield path, read_image(path, channels=self.channels)
+            except (OSError, ValueError, SyntaxError) as error:
+                self.failed += 1
+                print(f"{path}: cannot read image ({type(error).__name__}: {error}); skipped", file=sys.stderr)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every image was read, else 1."""
+        return 1 if self.failed else 0

@@ -20,7 +20,8 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..models.registry import EvalConfig
+from ..errors import UsageError
+from ..models.eval_config import EvalConfig
 from .io import normalisation
 
 # PCA of ImageNet RGB pixels (AlexNet, Krizhevsky et al. 2012), pixel values in [0, 1].
@@ -58,7 +59,7 @@ class Lighting:
         if self.std == 0:
             return image
         if image.shape[0] not in (1, 3, 4):
-            raise ValueError(f"PCA lighting is for images of 1, 3 or 4 channels, got {image.shape[0]}.")
+            raise UsageError(f"PCA lighting is for images of 1, 3 or 4 channels, got {image.shape[0]}.")
         alpha = torch.randn(3) * self.std
         rgb = self.eigvec @ (alpha * self.eigval)
         if image.shape[0] == 1:
@@ -89,7 +90,7 @@ def build_train_transform(
     colour operations are defined for 1 and 3)."""
     mean, std = normalisation(channels, mean, std)
     if auto_augment and augment and channels == 4:
-        raise ValueError(
+        raise UsageError(
             "AutoAugment is defined for 1- and 3-channel images, not 4; turn it off (auto_augment: "
             "false, --no-auto-augment) to train a 4-channel model."
         )

@@ -13,9 +13,12 @@ import torch
 from torch import nn
 
 from ..config.schemas import ClassifyConfig
-from ..errors import CheckpointError, UsageError
-from ..models import create_model, get_model_spec
-from ..utils.compile import compile_for_training
+from ..devices import pick_device
+from ..errors import CheckpointError, DeviceError, ExportError, UsageError
+from ..models.factory import create_model
+from ..models.registry import get_model_spec
+from ..optimize.inference import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
+from ..optimize.training import compile_for_training
 from . import benchmark as bench
 from .export import (
     EXPORT_FORMATS,
@@ -27,7 +30,6 @@ from .export import (
     onnx_session,
     read_export_metadata,
 )
-from .optimize import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
 
 COMPARABLE = ("timm", "torchvision")
 
@@ -62,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--compile-train",
         action="store_true",
-        help="also time our training step compiled (splitattn.utils.compile_for_training)",
+        help="also time our training step compiled (splitattn.optimize.compile_for_training)",
     )
     parser.add_argument(
         "--memory-budget", type=float, default=0.7, help="activation memory budget of --compile-train, in (0, 1]"
@@ -153,7 +155,7 @@ def run_export(args: argparse.Namespace) -> int:
     shapes = " and ".join("x".join(map(str, x.shape[:1] + x.shape[2:])) for x in check_inputs(1, size))
     print(f"max relative error vs eager on batches {shapes}: {error:.2e}")
     if error > 1e-3:
-        raise RuntimeError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
+        raise ExportError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
     return 0
 
 
@@ -161,7 +163,7 @@ def _split(text: str, allowed: Tuple[str, ...], what: str) -> List[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in items if t not in allowed]
     if unknown:
-        raise ValueError(f"Unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}.")
+        raise UsageError(f"Unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}.")
     return items
 
 
@@ -173,7 +175,7 @@ def _compared_models(names: List[str], model_name: str, ours: nn.Module) -> Dict
 
         timm_name = get_model_spec(model_name).timm_name
         if timm_name is None:
-            raise ValueError(f"timm has no counterpart of {model_name}; drop 'timm' from --compare.")
+            raise UsageError(f"timm has no counterpart of {model_name}; drop 'timm' from --compare.")
         twin = timm.create_model(timm_name, num_classes=ours.num_classes)
         twin.load_state_dict(ours.state_dict())
         models[f"timm {timm_name}"] = twin
@@ -189,16 +191,16 @@ def run_benchmark(args: argparse.Namespace) -> int:
     modes = _split(args.mode, ("infer", "train"), "mode")
     compare = _split(args.compare, COMPARABLE, "--compare entry")
     if args.batch_size < 1 or args.rounds < 1:
-        raise ValueError("--batch-size and --rounds must be at least 1.")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        raise UsageError("--batch-size and --rounds must be at least 1.")
+    device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     elif "fp16" in precisions:
-        raise ValueError("fp16 is for GPUs; on the CPU use --precision bf16.")
+        raise DeviceError("fp16 is for GPUs; on the CPU use --precision bf16.")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cuda_graphs and device.type != "cuda":
-        raise ValueError("--cuda-graphs needs a CUDA device.")
+        raise DeviceError("--cuda-graphs needs a CUDA device.")
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     ours = create_model(args.model)

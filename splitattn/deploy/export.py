@@ -31,10 +31,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..models import create_model
-from ..models.registry import EvalConfig
+from ..deps import require
+from ..errors import ExportError, UsageError
+from ..models.eval_config import EvalConfig
+from ..models.factory import create_model
 from ..models.resnest import MIN_INPUT_SIZE
-from ..utils.deps import require
+from ..version import __version__
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 ONNX_EXPORTERS = ("auto", "dynamo", "legacy")
@@ -63,7 +65,7 @@ def load_model_for_export(
     if weights is None:
         warnings.warn(f"No --weights given: exporting {name} with random initial weights.", stacklevel=2)
         return create_model(name, num_classes=num_classes or 1000).eval()
-    from ..weights import load_checkpoint, load_state_dict_into
+    from ..weights.loading import load_checkpoint, load_state_dict_into
 
     state = load_checkpoint(weights)
     if num_classes is None:
@@ -74,7 +76,7 @@ def load_model_for_export(
 def default_class_names(num_classes: int) -> List[str]:
     """Class names of a model trained elsewhere: ImageNet's for 1000 classes, else the label numbers."""
     if num_classes == 1000:
-        from ..tasks.classification.cli import imagenet_class_names
+        from ..data.labels import imagenet_class_names
 
         return imagenet_class_names()
     return [str(i) for i in range(num_classes)]
@@ -99,14 +101,12 @@ def export_metadata(
     num_classes = int(model.num_classes)
     classes = list(classes) if classes is not None else default_class_names(num_classes)
     if len(classes) != num_classes:
-        raise ValueError(f"{len(classes)} class names for a model with {num_classes} outputs.")
+        raise UsageError(f"{len(classes)} class names for a model with {num_classes} outputs.")
     sha256 = None
     if checkpoint is not None:
         from ..weights.files import sha256_file
 
         sha256 = sha256_file(Path(checkpoint))
-    from .. import __version__
-
     return {
         "metadata_version": METADATA_VERSION,
         "model_name": model_name,
@@ -141,7 +141,7 @@ def resolve_onnx_exporter(exporter: str = "auto") -> str:
     Raises ``ValueError`` for an unknown name and ``MissingDependencyError`` for ``dynamo`` without onnxscript.
     """
     if exporter not in ONNX_EXPORTERS:
-        raise ValueError(f"Unknown ONNX exporter {exporter!r}; choose one of {', '.join(ONNX_EXPORTERS)}.")
+        raise UsageError(f"Unknown ONNX exporter {exporter!r}; choose one of {', '.join(ONNX_EXPORTERS)}.")
     if exporter == "auto":
         return "dynamo" if importlib.util.find_spec("onnxscript") is not None else "legacy"
     if exporter == "dynamo":
@@ -187,7 +187,7 @@ def export_onnx(
                     verbose=False,
                 )
             except Exception as error:  # torch.export raises many types; name the fallback
-                raise RuntimeError(
+                raise ExportError(
                     f"the dynamo ONNX exporter could not capture the model ({type(error).__name__}: {error}); "
                     "exporter='legacy' (`splitattn export --exporter legacy`) uses the TorchScript-based exporter."
                 ) from error
@@ -216,7 +216,7 @@ def export_onnx(
 def read_export_metadata(path: PathLike) -> Dict[str, Any]:
     """The metadata of an exported ONNX or TorchScript file (format told by content), values decoded from JSON.
 
-    Raises ``ValueError`` when the file carries no splitattn metadata, ``FileNotFoundError`` when it is missing.
+    Raises ``UsageError`` when the file carries no splitattn metadata, ``FileNotFoundError`` when it is missing.
     """
     path = Path(path)
     if not path.is_file():
@@ -232,7 +232,7 @@ def read_export_metadata(path: PathLike) -> Dict[str, Any]:
         metadata = {prop.key: json.loads(prop.value) for prop in proto.metadata_props}
         metadata["format"] = "onnx"
     if "model_name" not in metadata:
-        raise ValueError(
+        raise UsageError(
             f"{str(path)!r} carries no splitattn export metadata; export it again with `splitattn export`."
         )
     return metadata
@@ -266,9 +266,9 @@ def check_onnx(model: nn.Module, path: PathLike, inputs: Sequence[Tensor]) -> fl
     ops = onnx_op_types(path)
     custom = {domain: types for domain, types in ops.items() if domain not in STANDARD_DOMAINS}
     if custom:
-        raise RuntimeError(f"The exported graph {path} uses non-standard operators: {custom}.")
+        raise ExportError(f"The exported graph {path} uses non-standard operators: {custom}.")
     if "ScatterND" in ops.get("", []):
-        raise RuntimeError(f"The exported graph {path} contains ScatterND, which TensorRT cannot parse.")
+        raise ExportError(f"The exported graph {path} contains ScatterND, which TensorRT cannot parse.")
     session = onnx_session(path)
     errors = []
     with torch.no_grad():
@@ -320,7 +320,7 @@ def export_model(
     the file on two input shapes: returns the path and the largest relative error against the eager model.
     ``exporter`` chooses the ONNX exporter (``resolve_onnx_exporter``)."""
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
+        raise UsageError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
     model = model.eval()
     inputs = check_inputs(getattr(model, "in_chans", 3), size)
     if fmt == "onnx":

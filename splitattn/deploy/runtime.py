@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.io import CHANNEL_MODES, to_8bit
+from ..data.io import CHANNEL_MODES, ImageReader, to_8bit
+from ..data.labels import format_predictions
 from ..data.transforms import eval_transform_for
-from ..models.registry import EvalConfig
-from ..tasks.classification.cli import format_predictions
-from ..utils.inputs import ImageReader
+from ..models.eval_config import EvalConfig
 from .export import PathLike, load_torchscript, onnx_session, read_export_metadata
 
 __all__ = ["ExportedClassifier", "predict_exported"]
@@ -36,7 +35,7 @@ class ExportedClassifier:
 
     Attributes: ``metadata`` (dict, see ``export_metadata``), ``classes`` (names in label order),
     ``in_chans``, ``eval_config``, ``format`` (``"onnx"`` or ``"torchscript"``).
-    Raises ``FileNotFoundError`` / ``ValueError`` for a missing file or one without metadata, and
+    Raises ``FileNotFoundError`` / ``UsageError`` for a missing file or one without metadata, and
     ``MissingDependencyError`` for an ONNX file without onnx/onnxruntime installed.
     """
 

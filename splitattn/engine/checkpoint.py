@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, UsageError
-from ..utils.distributed import DistContext
 from ..weights.files import atomic_path
 from ..weights.loading import read_checkpoint
+from .distributed import DistContext
 
 PathLike = Union[str, os.PathLike]
 

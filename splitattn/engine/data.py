@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import UsageError
-from ..utils.distributed import DistContext
+from .distributed import DistContext
 
 
 class ShardSampler(Sampler[int]):

@@ -36,11 +36,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..errors import UsageError
-from ..utils.compile import compile_for_training
-from ..utils.distributed import DistContext, all_gather_object, all_reduce_sum
+from ..errors import NonFiniteLossError, UsageError
+from ..optimize.training import compile_for_training
 from ..viz.curves import Panel, plot_curves
 from .checkpoint import atomic_save, capture_rng_state, load_checkpoint_file, restore_rng_states, run_folder
+from .distributed import DistContext, all_gather_object, all_reduce_sum
 from .log import RunLogger, dumps
 from .optim import fast_forward
 from .runtime import autocast, configure_runtime, run_in_process_group
@@ -50,10 +50,6 @@ from .runtime import autocast, configure_runtime, run_in_process_group
 StepResult = Tuple[Tensor, Dict[str, float]]
 # (values logged as ``val_<key>``, the full result for metrics.json)
 EvalResult = Tuple[Dict[str, float], Dict[str, Any]]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Callable, ContextManager, Dict, Optional, TypeVar
 import torch
 
 from ..errors import UsageError
-from ..utils.distributed import DistContext, cleanup_distributed, init_distributed
 from .checkpoint import seed_everything
+from .distributed import DistContext, cleanup_distributed, init_distributed
 
 T = TypeVar("T")
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -12,12 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
+
 
 def check_drop_prob(prob: float) -> float:
     """``prob`` as a float, or ``ValueError`` unless ``0 <= prob < 1`` (1 would drop everything)."""
     value = float(prob)
     if not 0.0 <= value < 1.0:  # NaN fails too
-        raise ValueError(f"DropBlock probability must satisfy 0 <= p < 1, got {prob!r}.")
+        raise UsageError(f"DropBlock probability must satisfy 0 <= p < 1, got {prob!r}.")
     return value
 
 
@@ -46,7 +48,7 @@ class DropBlock2d(nn.Module):
     def __init__(self, drop_prob: float = 0.0, block_size: int = 3) -> None:
         super().__init__()
         if block_size < 1 or block_size % 2 == 0:
-            raise ValueError(f"DropBlock2d needs an odd block_size >= 1, got {block_size}.")
+            raise UsageError(f"DropBlock2d needs an odd block_size >= 1, got {block_size}.")
         self.register_buffer("drop_prob", torch.tensor(check_drop_prob(drop_prob)), persistent=False)
         self.block_size = block_size
 

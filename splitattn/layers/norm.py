@@ -14,6 +14,8 @@ from typing import Callable, Union
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 NormFactory = Callable[[int], nn.Module]
 
 NORM_LAYERS = ("batchnorm", "syncbn", "frozenbn", "groupnorm")
@@ -48,7 +50,7 @@ def make_norm_layer(norm: Union[str, NormFactory]) -> NormFactory:
     }
     key = str(norm).lower().replace("_", "").replace("-", "")
     if key not in factories:
-        raise ValueError(f"Unknown norm_layer {norm!r}; choose one of {', '.join(NORM_LAYERS)}.")
+        raise UsageError(f"Unknown norm_layer {norm!r}; choose one of {', '.join(NORM_LAYERS)}.")
     return factories[key]
 
 

@@ -2,7 +2,7 @@
 
 The layer keeps the parameter names of the official implementation (``conv``, ``bn0``,
 ``fc1``, ``bn1``, ``fc2``) so official and timm checkpoints load without renaming. Plain
-autograd only: training memory is reduced by compiling (``splitattn.utils.compile_for_training``)
+autograd only: training memory is reduced by compiling (``splitattn.optimize.compile_for_training``)
 or by per-stage ``torch.utils.checkpoint`` (``--grad-checkpointing``), not inside the layer.
 """
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .norm import batch_statistics_are_local
 
 
@@ -93,10 +94,10 @@ class SplitAttention(nn.Module):
     ) -> None:
         super().__init__()
         if radix < 1:
-            raise ValueError(f"SplitAttention needs radix >= 1, got {radix}; use a plain conv for radix 0.")
+            raise UsageError(f"SplitAttention needs radix >= 1, got {radix}; use a plain conv for radix 0.")
         groups = cardinality * radix
         if cardinality < 1 or out_channels % cardinality or in_channels % groups:
-            raise ValueError(
+            raise UsageError(
                 f"SplitAttention: out_channels ({out_channels}) must be divisible by cardinality "
                 f"({cardinality}) and in_channels ({in_channels}) by cardinality * radix ({groups}), "
                 "the group count of its convolution."
@@ -151,7 +152,7 @@ class SplitAttention(nn.Module):
         if not (self.needs_batch_statistics and self.bn1.training and batch == 1):
             return
         if torch.jit.is_scripting() or self.local_batch_statistics():  # scripted: SyncBN not told apart
-            raise ValueError(
+            raise UsageError(
                 "SplitAttention got a batch of 1 in training mode: its attention branch pools "
                 "each image to 1x1, and BatchNorm cannot compute batch statistics from one value "
                 "per channel. Use a batch of at least 2, call model.eval() for inference, build "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import NotFoundError
 from .complexity import count_macs, count_params
-from .registry import MODEL_SPECS, create_model, list_models
+from .factory import create_model
+from .registry import MODEL_SPECS, list_models
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(f"no model matches {args.pattern!r}; `splitattn models` lists them all.")
+        raise NotFoundError(f"no model matches {args.pattern!r}; `splitattn models` lists them all.")
     from ..weights.sources import CHECKPOINTS
 
     header = (

@@ -1,83 +1,20 @@
-"""Registry of named ResNeSt configurations and ``create_model``.
+"""Registry of named ResNeSt configurations: ``ModelSpec``, the table of every published variant, its aliases.
 
-Every published configuration is a ``ModelSpec``: the architecture arguments of
-``ResNeSt``, the evaluation preprocessing its weights expect, and the published
-parameter count / multiply-accumulates that the tests pin.
+Every published configuration is a ``ModelSpec``: the architecture arguments of ``ResNeSt``, the
+evaluation preprocessing its weights expect, and the published parameter count / multiply-accumulates
+that the tests pin. Building a model from a spec is ``splitattn.models.factory.create_model``'s job, one
+layer up (above the weights it loads).
 """
 
 from __future__ import annotations
 
 import difflib
-import warnings
-from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from torch import nn
-
-from .resnest import ResNeSt, ResNeStFeatures
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-CROP_MODES = ("crop_resize", "center")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How evaluation images are prepared for one set of weights: PIL image -> (3, S, S) float tensor.
-
-    Two published protocols exist (``crop_mode``), both keeping a centred square of about
-    ``crop_pct`` of the image's short side:
-
-    - ``"crop_resize"``: the authors' protocol (zhanghang1989/ResNeSt, ``scripts/torch/verify.py``,
-      ``ECenterCrop``): crop a centred square of ``crop_pct * short side`` pixels, then resize it
-      to ``input_size x input_size`` (bicubic). The authors use ``crop_pct = S / (S + 32)``, see
-      ``EvalConfig.resnest``. Their official checkpoints' accuracies were measured this way.
-    - ``"center"``: timm's protocol (``timm.data.create_transform``, crop mode ``center``): resize
-      the short side to ``floor(input_size / crop_pct)``, then centre-crop ``input_size``. The
-      timm hub copies of the weights carry their own ``crop_pct``/``interpolation``.
-
-    Then ``ToTensor`` (values in [0, 1]) and normalisation by ``mean``/``std`` (RGB).
-    ``splitattn.data.create_eval_transform`` builds the transform.
-    """
-
-    input_size: int = 224
-    crop_pct: float = 0.875  # the defaults are timm's (DEFAULT_CROP_PCT, bilinear), used for runs trained here
-    interpolation: str = "bilinear"
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
-    crop_mode: str = "center"
-
-    def __post_init__(self) -> None:
-        if int(self.input_size) != self.input_size or self.input_size < 1:
-            raise ValueError(f"EvalConfig input_size must be a positive number of pixels, got {self.input_size!r}.")
-        if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"EvalConfig crop_pct must be in (0, 1], got {self.crop_pct!r}.")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"EvalConfig interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}."
-            )
-        if self.crop_mode not in CROP_MODES:
-            raise ValueError(f"EvalConfig crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}.")
-
-    @classmethod
-    def resnest(cls, input_size: int) -> EvalConfig:
-        """The authors' protocol at ``input_size``: crop ``S / (S + 32)`` of the short side, bicubic resize."""
-        return cls(input_size, input_size / (input_size + 32), "bicubic", crop_mode="crop_resize")
-
-    def at_size(self, input_size: int) -> EvalConfig:
-        """The same protocol at another size (the authors' crop fraction follows the size; timm's is fixed)."""
-        if self.crop_mode == "crop_resize" and self.crop_pct == self.input_size / (self.input_size + 32):
-            return replace(self, input_size=input_size, crop_pct=input_size / (input_size + 32))
-        return replace(self, input_size=input_size)
-
-    def describe(self) -> str:
-        """One line for tables, e.g. ``crop 0.875 -> bicubic 224`` or ``bilinear 256 -> crop 224``."""
-        if self.crop_mode == "crop_resize":
-            return f"crop {self.crop_pct:.3f} -> {self.interpolation} {self.input_size}"
-        return f"{self.interpolation} {int(self.input_size / self.crop_pct)} -> crop {self.input_size}"
+from ..errors import UsageError
+from .eval_config import EvalConfig
 
 
 @dataclass(frozen=True)
@@ -220,45 +157,9 @@ _SPECS: List[ModelSpec] = [
 MODEL_SPECS: Dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES: Dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
 
-# Argument names of the official code, accepted as overrides and mapped onto ours.
-_OFFICIAL_ARGS = {
-    "final_drop": "drop_rate",
-    "dropblock_prob": "drop_block_prob",
-    "last_gamma": "zero_init_last",
-    "groups": "cardinality",
-    "classes": "num_classes",
-}
-_ARCH_ARGS = (
-    "layers",
-    "radix",
-    "cardinality",
-    "bottleneck_width",
-    "stem_width",
-    "deep_stem",
-    "avg_down",
-    "avd",
-    "avd_first",
-    "in_chans",
-    "output_stride",
-    "drop_rate",
-    "drop_block_prob",
-    "norm_layer",
-    "zero_init_last",
-)
-
-
-class FrozenNormWithoutWeightsWarning(UserWarning):
-    """``create_model`` built frozen BatchNorm layers without loading pretrained weights.
-
-    Frozen BN keeps gamma 1, beta 0, mean 0, variance 1 forever: no normalisation at all.
-    Code that loads a checkpoint right after ``create_model`` may filter this category.
-    """
-
 
 def list_models(pattern: str = "*", include_aliases: bool = False) -> List[str]:
     """Registered model names (in registry order) matching a shell-style ``pattern`` such as ``"resnest50*"``."""
-    import fnmatch
-
     names = list(MODEL_SPECS) + (list(ALIASES) if include_aliases else [])
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
 
@@ -270,80 +171,5 @@ def get_model_spec(name: str) -> ModelSpec:
         known = list(MODEL_SPECS) + list(ALIASES)
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown model {name!r}.{hint} `splitattn models` lists all {len(MODEL_SPECS)} names.")
+        raise UsageError(f"Unknown model {name!r}.{hint} `splitattn models` lists all {len(MODEL_SPECS)} names.")
     return MODEL_SPECS[canonical]
-
-
-def _arch_kwargs(spec: ModelSpec, overrides: Dict[str, Any]) -> Dict[str, Any]:
-    arch = dict(spec.arch)
-    for key, value in overrides.items():
-        if key == "dilated":  # official: stride-8 backbone for segmentation
-            if value:
-                arch["output_stride"] = 8
-            continue
-        if key == "dilation":  # official: 1 -> stride 32, 2 -> stride 16, 4 -> stride 8
-            if value not in (1, 2, 4):
-                raise ValueError(f"dilation must be 1, 2 or 4 (official semantics), got {value}.")
-            arch["output_stride"] = 32 // value
-            continue
-        key = _OFFICIAL_ARGS.get(key, key)
-        if key not in _ARCH_ARGS:
-            raise TypeError(
-                f"create_model got an unknown argument {key!r}; valid overrides: "
-                f"{', '.join(_ARCH_ARGS + ('dilated', 'dilation'))}."
-            )
-        arch[key] = value
-    return arch
-
-
-def create_model(
-    name: str,
-    num_classes: int = 1000,
-    pretrained: Union[bool, str] = False,
-    features_only: bool = False,
-    out_indices: Sequence[int] = (1, 2, 3, 4),
-    **overrides: Any,
-) -> nn.Module:
-    """Build a registered model.
-
-    Args:
-        name: a name from ``list_models()`` or a timm alias (``resnest50d`` ...).
-        num_classes: classifier outputs (ignored with ``features_only``).
-        pretrained: ``True`` for the registered ImageNet weights, or a path/URL of a checkpoint.
-        features_only: return a ``ResNeStFeatures`` backbone giving the stage outputs.
-        out_indices: with ``features_only``, which maps: 0 stem, 1..4 layer1..layer4.
-        **overrides: any ``ResNeSt`` argument (``norm_layer``, ``output_stride``,
-            ``drop_block_prob`` ...) and the official ``dilated``/``dilation``/``final_drop``.
-
-    The returned module carries ``model.eval_config`` (the evaluation preprocessing of the
-    weights it holds: those loaded, else the model's default weights; see
-    ``splitattn.data.create_eval_transform``) and ``model.model_name``.
-    """
-    spec = get_model_spec(name)
-    if "classes" in overrides:
-        num_classes = overrides.pop("classes")
-    arch = _arch_kwargs(spec, overrides)
-    classifier = ResNeSt(num_classes=num_classes if not features_only else 0, **arch)
-    from torchvision.ops import FrozenBatchNorm2d  # here: importing torchvision also loads Dynamo and Inductor
-
-    from ..weights.sources import default_eval_config, eval_config_for_file
-
-    eval_config = default_eval_config(spec.name)
-    if pretrained:
-        from ..weights.loading import load_checkpoint, load_state_dict_into, resolve_checkpoint_path
-
-        path = resolve_checkpoint_path(spec.name, pretrained)
-        load_state_dict_into(classifier, load_checkpoint(path), origin=str(path))
-        eval_config = eval_config_for_file(spec.name, path.name)
-    elif any(isinstance(m, FrozenBatchNorm2d) for m in classifier.modules()):
-        warnings.warn(
-            f"{spec.name} was built with frozen BatchNorm (FrozenBatchNorm2d) but without pretrained weights: "
-            "its statistics and affine parameters stay at their initial values and never adapt, which is almost "
-            "always a mistake. Pass pretrained=True (or a checkpoint), or use norm_layer='groupnorm' or 'syncbn'.",
-            FrozenNormWithoutWeightsWarning,
-            stacklevel=2,
-        )
-    model: nn.Module = ResNeStFeatures(classifier, out_indices) if features_only else classifier
-    model.eval_config = eval_config
-    model.model_name = spec.name
-    return model

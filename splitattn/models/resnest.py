@@ -4,6 +4,10 @@ Module and parameter names follow the official PyTorch implementation (which tim
 ``conv1`` (deep stem, a Sequential), ``bn1``, ``layer1``..``layer4`` of ``Bottleneck``
 blocks with ``conv1/bn1/conv2/conv3/bn3/downsample``, and the classifier ``fc``. Official
 checkpoints therefore load with ``strict=True`` and no renaming.
+
+About 400 lines, one idea: the input checks, the bottleneck, the network and its features wrapper
+share the stage geometry and the block layout, and the BatchNorm folding (``splitattn.optimize``)
+and the detection/segmentation backbones rely on those names together.
 """
 
 from typing import List, Optional, Sequence, Tuple, Union
@@ -14,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import DropBlock2d, SplitAttention, make_norm_layer
-from ..layers.drop_block import check_drop_prob
-from ..layers.norm import NormFactory, has_learnable_weight
+from ..errors import UsageError
+from ..layers.drop_block import DropBlock2d, check_drop_prob
+from ..layers.norm import NormFactory, has_learnable_weight, make_norm_layer
+from ..layers.split_attention import SplitAttention
 
 # Below this the five stride-2 steps act on maps that are mostly padding.
 MIN_INPUT_SIZE = 32
@@ -33,7 +38,7 @@ def check_image_batch(x: Tensor, in_chans: int, min_size: int = MIN_INPUT_SIZE) 
     if torch.jit.is_tracing():  # shapes are symbolic while exporting
         return
     if x.dim() != 4:
-        raise ValueError(
+        raise UsageError(
             f"ResNeSt expects a batch of images shaped (N, C, H, W), got a tensor of shape {list(x.shape)}; "
             "add a batch dimension with x.unsqueeze(0) for a single image."
         )
@@ -43,13 +48,13 @@ def check_image_batch(x: Tensor, in_chans: int, min_size: int = MIN_INPUT_SIZE) 
             "x.float() / 255 and normalise them with the model's mean and std (model.eval_config)."
         )
     if x.shape[1] != in_chans:
-        raise ValueError(
+        raise UsageError(
             f"ResNeSt was built for {in_chans} input channels but got {x.shape[1]} "
             f"(input shape {list(x.shape)}); pass channels-first images (N, C, H, W) or build "
             f"the model with in_chans={x.shape[1]}."
         )
     if x.shape[2] < min_size or x.shape[3] < min_size:
-        raise ValueError(
+        raise UsageError(
             f"Input of {x.shape[2]}x{x.shape[3]} pixels is too small for ResNeSt, which downsamples "
             f"by 32; resize images to at least {min_size}x{min_size}."
         )
@@ -233,11 +238,11 @@ class ResNeSt(nn.Module):
     ) -> None:
         super().__init__()
         if len(layers) != 4 or min(layers) < 1:
-            raise ValueError(f"layers must give four positive block counts, got {tuple(layers)}.")
+            raise UsageError(f"layers must give four positive block counts, got {tuple(layers)}.")
         if output_stride not in STAGE_GEOMETRY:
-            raise ValueError(f"output_stride must be one of 8, 16, 32, got {output_stride}.")
+            raise UsageError(f"output_stride must be one of 8, 16, 32, got {output_stride}.")
         if radix < 0:
-            raise ValueError(f"radix must be >= 0, got {radix}.")
+            raise UsageError(f"radix must be >= 0, got {radix}.")
         check_drop_prob(drop_block_prob)
         norm = make_norm_layer(norm_layer)
         self.in_chans = in_chans
@@ -313,7 +318,7 @@ class ResNeSt(nn.Module):
         prob = check_drop_prob(prob)
         layers = [m for m in self.modules() if isinstance(m, DropBlock2d)]
         if not layers and prob > 0:
-            raise ValueError("This model has no DropBlock layers; build it with drop_block_prob > 0.")
+            raise UsageError("This model has no DropBlock layers; build it with drop_block_prob > 0.")
         for layer in layers:
             layer.set_drop_prob(prob)
 
@@ -367,7 +372,7 @@ class ResNeStFeatures(nn.Module):
         super().__init__()
         out_indices = tuple(out_indices)
         if not out_indices or any(i not in range(5) for i in out_indices) or len(set(out_indices)) != len(out_indices):
-            raise ValueError(f"out_indices must be distinct values in 0..4, got {out_indices}.")
+            raise UsageError(f"out_indices must be distinct values in 0..4, got {out_indices}.")
         self.out_indices = sorted(out_indices)
         self.in_chans = model.in_chans
         self.conv1, self.bn1, self.maxpool = model.conv1, model.bn1, model.maxpool

@@ -1,7 +1,7 @@
 """Pretrained weights: the registry of published checkpoints, cached verified downloads, safe loading."""
 
+from ..errors import CheckpointMismatchError, ChecksumError, DownloadError, UnsafeCheckpointError, WeightsError
 from .download import (
-    DownloadError,
     cache_dir,
     checkpoint_url,
     download_file,
@@ -9,10 +9,8 @@ from .download import (
     fetch_pretrained,
     fetch_url,
 )
-from .files import ChecksumError, WeightsError, sha256_file
+from .files import sha256_file
 from .loading import (
-    CheckpointMismatchError,
-    UnsafeCheckpointError,
     adapt_input_conv,
     extract_state_dict,
     fit_state_dict,

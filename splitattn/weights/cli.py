@@ -10,7 +10,9 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import Tensor
 
-from ..models.registry import MODEL_SPECS, create_model, get_model_spec, list_models
+from ..errors import NotFoundError
+from ..models.factory import create_model
+from ..models.registry import MODEL_SPECS, get_model_spec, list_models
 from .download import cache_dir, checkpoint_url, fetch_checkpoint, fetch_pretrained
 from .files import check_sha256, sha256_file
 from .loading import CheckpointMismatchError, fit_state_dict, load_checkpoint, save_state_dict
@@ -61,7 +63,7 @@ def _mb(num_bytes: float) -> str:
 def run_list(args: argparse.Namespace) -> int:
     names = [n for n in list_models(args.pattern) if n in CHECKPOINTS]
     if not names:
-        raise ValueError(
+        raise NotFoundError(
             f"no model with weights matches {args.pattern!r}; models with weights: {', '.join(CHECKPOINTS)}."
         )
     print(f"cache: {cache_dir()}")
@@ -105,7 +107,7 @@ def run_download(args: argparse.Namespace) -> int:
     if args.source:
         chosen = [c for c in checkpoints_for(spec.name) if c.source == args.source]
         if not chosen:
-            raise ValueError(
+            raise NotFoundError(
                 f"{spec.name} has no {args.source} checkpoint; `splitattn weights list` shows its sources."
             )
         checkpoint, path = chosen[0], fetch_checkpoint(chosen[0])

@@ -29,8 +29,9 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .. import __version__
-from .files import WeightsError, check_sha256, checksum_error
+from ..errors import DownloadError, UsageError
+from ..version import __version__
+from .files import check_sha256, checksum_error
 from .sources import HUB_FILENAME, Checkpoint, checkpoints_for, hash_from_name
 
 HOME_ENV = "SPLITATTN_HOME"
@@ -38,10 +39,6 @@ MIRROR_ENV = "SPLITATTN_WEIGHTS_MIRROR"
 RETRIES = 3
 RETRY_BACKOFF_S = 1.0  # waits 1 s, 2 s, ... between attempts
 _REPORTED_HASH = re.compile(r'got "([0-9a-f]{64})"')  # torch.hub's hash-mismatch message
-
-
-class DownloadError(WeightsError):
-    """A file could not be fetched (offline, not found, or the transfer kept breaking)."""
 
 
 def cache_dir() -> Path:
@@ -56,7 +53,7 @@ def _mirror() -> Optional[str]:
     """``$SPLITATTN_WEIGHTS_MIRROR`` checked to be a URL, or ``None`` when unset."""
     mirror = os.environ.get(MIRROR_ENV)
     if mirror and urllib.parse.urlparse(mirror).scheme not in ("http", "https", "file"):
-        raise ValueError(
+        raise UsageError(
             f"{MIRROR_ENV}={mirror!r} is not a URL; set it to a base URL such as https://example.org/resnest/ "
             f"that serves the files under the names `splitattn weights list` shows."
         )
@@ -190,7 +187,7 @@ def fetch_url(url: str, progress: Optional[bool] = None) -> Path:
     """Download any checkpoint URL into the cache (reused when present); ``-<8 hex>.pth`` names are hash-checked."""
     basename = Path(urllib.parse.urlparse(url).path).name
     if not basename:
-        raise ValueError(f"{url!r} does not name a file; pass the URL of a checkpoint file.")
+        raise UsageError(f"{url!r} does not name a file; pass the URL of a checkpoint file.")
     expected = hash_from_name(basename)
     # Hashed names are unique by construction; others (model.safetensors ...) get the URL's hash in front.
     filename = basename if expected else f"url-{hashlib.sha256(url.encode()).hexdigest()[:12]}-{basename}"

@@ -9,15 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ..errors import ChecksumError
+
 CHUNK_BYTES = 1 << 20
-
-
-class WeightsError(RuntimeError):
-    """Base class of the errors raised while fetching, checking or loading weights."""
-
-
-class ChecksumError(WeightsError):
-    """A file's sha256 differs from the registered (or file-name) hash."""
 
 
 @contextmanager

@@ -20,8 +20,9 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
+from ..errors import CheckpointMismatchError, UnsafeCheckpointError, UsageError, WeightsError
 from .download import fetch_pretrained, fetch_url
-from .files import WeightsError, atomic_path, check_sha256
+from .files import atomic_path, check_sha256
 from .sources import hash_from_name
 
 StateDict = Dict[str, Tensor]
@@ -29,22 +30,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Where training checkpoints keep the weights, tried in this order (the raw model before EMA copies).
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "ema")
-# where the ResNeSt backbone sits in the model of a detection/segmentation run checkpoint (its ``task`` entry)
-BACKBONE_PREFIXES = {"detection": "backbone.body.", "segmentation": "backbone."}
+# A run checkpoint keeps its trained model under ``model``; a task whose model holds the ResNeSt as its
+# backbone (a detector, a segmenter) records the backbone's key prefix there under ``backbone_prefix``.
+RUN_MODEL_KEY = "model"
+BACKBONE_PREFIX_KEY = "backbone_prefix"
+STEM_KEYS = ("conv1.weight", "conv1.0.weight")  # the first conv of a ResNeSt (plain or deep stem)
 # Wrappers whose prefix ends up in saved keys: DistributedDataParallel/DataParallel, torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 _MAX_LISTED = 12
-
-
-class UnsafeCheckpointError(WeightsError):
-    """A pickle-based checkpoint that would need to run code to load."""
-
-
-class CheckpointMismatchError(WeightsError):
-    """A state dict whose keys or shapes do not fit the model."""
 
 
 def checkpoint_format(path: Path) -> Optional[str]:
@@ -118,18 +114,31 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> StateDict:
 
 
 def extract_state_dict(obj: Any, key: Optional[str] = None, origin: str = "checkpoint") -> StateDict:
-    """The model weights in a loaded checkpoint: the object itself or, in a training checkpoint, the entry
-    under ``key`` (default: the first of ``STATE_DICT_KEYS`` present), with wrapper prefixes removed. A
-    ``splitattn detect|segment train`` checkpoint gives its ResNeSt backbone (keys as ``features_only``
-    models have them; no classifier)."""
+    """The model weights in a loaded checkpoint.
+
+    Args:
+        obj: what ``read_checkpoint`` returned: a state dict, or a training checkpoint holding one.
+        key: the entry holding the weights (default: the first of ``STATE_DICT_KEYS`` present).
+        origin: the file, for messages.
+
+    Returns:
+        The state dict, wrapper prefixes (``module.``, ``_orig_mod.``) removed. A run checkpoint whose task
+        wraps the ResNeSt (``splitattn detect|segment train``) names the backbone's key prefix in its
+        ``backbone_prefix`` entry: the keys under it are returned without it (as ``features_only`` models
+        have them; no classifier).
+
+    Raises:
+        UsageError: ``key`` is not an entry of the checkpoint.
+        WeightsError: no state dict is found, the prefix matches no key, or a run checkpoint from before
+            ``backbone_prefix`` existed holds its network below the top level.
+    """
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             keys = list(obj) if isinstance(obj, Mapping) else type(obj).__name__
-            raise ValueError(f"{origin} has no entry {key!r}; its top-level keys: {keys}.")
+            raise UsageError(f"{origin} has no entry {key!r}; its top-level keys: {keys}.")
         obj = obj[key]
-    elif isinstance(obj, Mapping) and obj.get("task") in BACKBONE_PREFIXES and _is_state_dict(obj.get("model")):
-        prefix = BACKBONE_PREFIXES[obj["task"]]
-        obj = {name[len(prefix) :]: value for name, value in obj["model"].items() if name.startswith(prefix)}
+    elif _is_run_checkpoint(obj):
+        obj = _run_backbone(obj, origin)
     elif not _is_state_dict(obj) and isinstance(obj, Mapping):
         obj = next((obj[k] for k in STATE_DICT_KEYS if _is_state_dict(obj.get(k))), obj)
     if not _is_state_dict(obj):
@@ -141,6 +150,39 @@ def extract_state_dict(obj: Any, key: Optional[str] = None, origin: str = "check
     return strip_wrapper_prefixes(obj)
 
 
+def _is_run_checkpoint(obj: Any) -> bool:
+    """A ``splitattn <task> train`` checkpoint: its model's state dict under ``model`` beside a ``task`` entry
+    (or a ``backbone_prefix``)."""
+    return (
+        isinstance(obj, Mapping)
+        and ("task" in obj or BACKBONE_PREFIX_KEY in obj)
+        and _is_state_dict(obj.get(RUN_MODEL_KEY))
+    )
+
+
+def _run_backbone(checkpoint: Mapping[str, Any], origin: str) -> StateDict:
+    """The ResNeSt weights of a run checkpoint's ``model``: the keys under its ``backbone_prefix`` (without it)
+    when it names one, else the model itself."""
+    model = strip_wrapper_prefixes(checkpoint[RUN_MODEL_KEY])
+    prefix = checkpoint.get(BACKBONE_PREFIX_KEY)
+    if prefix is None:
+        if "task" in checkpoint and not any(stem in model for stem in STEM_KEYS):
+            raise WeightsError(
+                f"{origin} is a {checkpoint['task']} run checkpoint from before run checkpoints recorded where "
+                f"their backbone sits (a {BACKBONE_PREFIX_KEY!r} entry), so its ResNeSt weights cannot be told "
+                "apart from the rest of its model. Retrain it with this version, or pass the backbone's own "
+                "weights (the ImageNet weights or classification checkpoint the run started from)."
+            )
+        return model
+    backbone = {name[len(prefix) :]: value for name, value in model.items() if name.startswith(prefix)}
+    if not backbone:
+        raise WeightsError(
+            f"{origin} names the backbone prefix {prefix!r}, but no weight of its model starts with it; the "
+            "file is damaged or was edited."
+        )
+    return backbone
+
+
 def load_checkpoint(path: PathLike, key: Optional[str] = None) -> StateDict:
     """Read ``path`` safely and return its model weights (see ``extract_state_dict``)."""
     return extract_state_dict(read_checkpoint(path), key, origin=str(path))
@@ -150,7 +192,7 @@ def save_state_dict(state_dict: Mapping[str, Tensor], path: PathLike) -> Path:
     """Write a state dict atomically as safetensors (``.safetensors``) or a torch file (``.pth/.pt/.bin``)."""
     path = Path(path)
     if path.suffix not in TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,):
-        raise ValueError(
+        raise UsageError(
             f"Cannot tell the format of {path}: name it *{SAFETENSORS_SUFFIX} or one of "
             f"{', '.join('*' + s for s in TORCH_SUFFIXES)}."
         )

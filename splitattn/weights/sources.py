@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ..models.registry import MODEL_SPECS, EvalConfig, get_model_spec
+from ..errors import UsageError
+from ..models.eval_config import EvalConfig
+from ..models.registry import MODEL_SPECS, get_model_spec
 
 OFFICIAL_BASE_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
 HUB_URL = "https://huggingface.co/{repo}/resolve/{revision}/{filename}"
@@ -58,11 +60,11 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_SPECS:
-            raise ValueError(f"Checkpoint for unknown model {self.model!r}; use a name from `splitattn models`.")
+            raise UsageError(f"Checkpoint for unknown model {self.model!r}; use a name from `splitattn models`.")
         if not self.filename or "/" in self.filename or "\\" in self.filename or self.filename.startswith("."):
-            raise ValueError(f"Checkpoint filename must be a plain file name, got {self.filename!r}.")
+            raise UsageError(f"Checkpoint filename must be a plain file name, got {self.filename!r}.")
         if self.sha256 is not None and not _HEX.fullmatch(self.sha256):
-            raise ValueError(f"sha256 must be 8 to 64 lower-case hex digits, got {self.sha256!r}.")
+            raise UsageError(f"sha256 must be 8 to 64 lower-case hex digits, got {self.sha256!r}.")
         if self.eval_config is None:
             object.__setattr__(self, "eval_config", MODEL_SPECS[self.model].eval_config)
 
@@ -131,7 +133,7 @@ def checkpoints_for(name: str) -> Tuple[Checkpoint, ...]:
     spec = get_model_spec(name)
     sources = CHECKPOINTS.get(spec.name, ())
     if not sources:
-        raise ValueError(
+        raise UsageError(
             f"No pretrained weights are published for {spec.name}; models with weights: "
             f"{', '.join(CHECKPOINTS)}. Pass pretrained=<path or URL> to load a checkpoint of your own."
         )

@@ -1,17 +1,34 @@
 """Image classification: training with the ResNeSt recipe, evaluation and prediction.
 
-Attributes are imported on first use (``utils.lazy``), so the command line starts without the training stack."""
+Attributes are imported on first use (``splitattn.lazy``), so the command line starts without the training stack.
+"""
 
-from ...utils.lazy import lazy_attributes
+from typing import TYPE_CHECKING
 
-_WHERE = {
-    "NonFiniteLossError": "...engine.loop",
-    "CHECKPOINT_KEYS": ".checkpoint",
-    "load_trained_model": ".checkpoint",
-    "accuracy_counts": ".engine",
-    "classification_loss": ".engine",
-    "evaluate": ".engine",
-    "train": ".trainer",
-}
-__all__ = sorted(_WHERE)
-__getattr__ = lazy_attributes(__name__, _WHERE)
+from ...lazy import lazy_exports
+
+if TYPE_CHECKING:  # what documentation generators and IDEs read; at run time ``lazy_exports`` below
+    from ...errors import NonFiniteLossError
+    from . import checkpoint as checkpoint
+    from . import engine as engine
+    from . import trainer as trainer
+    from .checkpoint import CHECKPOINT_KEYS, load_trained_model
+    from .engine import accuracy_counts, classification_loss, evaluate
+    from .trainer import train
+
+__all__ = [
+    "CHECKPOINT_KEYS",
+    "NonFiniteLossError",
+    "accuracy_counts",
+    "classification_loss",
+    "evaluate",
+    "load_trained_model",
+    "train",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    __all__,
+    ("...errors", ".checkpoint", ".engine", ".trainer"),
+    submodules=("checkpoint", "engine", "trainer"),
+)

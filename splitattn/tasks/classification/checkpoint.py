@@ -27,7 +27,9 @@ from ...config.values import from_checkpoint_args
 from ...data.io import channel_stats
 from ...engine.checkpoint import holds_bare_weights, load_checkpoint_file, require_task
 from ...errors import CheckpointError, UsageError
-from ...models.registry import EvalConfig, create_model, get_model_spec
+from ...models.eval_config import EvalConfig
+from ...models.factory import create_model
+from ...models.registry import get_model_spec
 from ...weights.loading import strip_wrapper_prefixes
 from ..commands import weights_usage
 
@@ -100,7 +102,7 @@ def load_trained_model(
                 f"{str(weights)!r} holds bare weights without a run's options; pass --model NAME "
                 "(`splitattn models` lists them)."
             )
-        from ...weights import load_pretrained
+        from ...weights.loading import load_pretrained
 
         model = create_model(model_name)
         load_pretrained(model, model_name, str(weights))

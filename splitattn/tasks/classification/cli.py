@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
 
 from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
 from ...config.schemas import FAST_BACKENDS, ClassifyConfig, field_default
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import torch
@@ -110,9 +110,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _inference_setup(args: argparse.Namespace, action: str) -> InferenceSetup:
     """The model of ``--weights`` (a run's checkpoint or bare weights with ``--model``) set up as the flags say."""
-    from ...data import eval_transform_for
-    from ...deploy.optimize import optimize_for_inference
-    from ...utils.inputs import pick_device
+    from ...data.transforms import eval_transform_for
+    from ...devices import pick_device
+    from ...optimize.inference import optimize_for_inference
     from .checkpoint import eval_config_of, load_trained_model
 
     if args.precision != "fp32" and not args.fast:
@@ -131,8 +131,7 @@ def _inference_setup(args: argparse.Namespace, action: str) -> InferenceSetup:
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ...data import collate_skip_bad, digits_datasets, find_split, load_split
-    from ...data.datasets import EVAL_SPLITS
+    from ...data.classification import EVAL_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
     from ...engine.log import dumps
     from .engine import evaluate
 
@@ -153,7 +152,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     num_classes = getattr(model, "num_classes", None) or len(dataset.classes)
     if classes is None and len(dataset.classes) != num_classes:
-        raise ValueError(
+        raise DataError(
             f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
             "its folders must be all the model's classes in label order."
         )
@@ -174,26 +173,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def imagenet_class_names() -> List[str]:
-    """ImageNet-1k class names in label order, from torchvision's weights metadata (no download)."""
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
-
-
-def format_predictions(
-    path: str, probabilities: Sequence[float], indices: Sequence[int], classes: Sequence[str]
-) -> str:
-    """The lines printed for one image: its path, then ``  <prob>%  <class>`` per top-k class."""
-    return "\n".join(
-        [str(path)] + [f"  {prob * 100:6.2f}%  {classes[index]}" for prob, index in zip(probabilities, indices)]
-    )
-
-
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from ...utils.inputs import ImageReader
+    from ...data.io import ImageReader
+    from ...data.labels import format_predictions, imagenet_class_names
 
     if args.exported:
         from ...deploy.runtime import predict_exported

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data import mixup_batch
+from ...data.transforms import mixup_batch
+from ...engine.distributed import all_reduce_sum
 from ...engine.runtime import autocast
-from ...utils.distributed import all_reduce_sum
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:

@@ -17,14 +17,16 @@ from torch.utils.data import Dataset
 
 from ...config.schemas import ClassifyConfig
 from ...config.values import as_config
-from ...data import build_train_transform, collate_skip_bad, digits_datasets, eval_transform_for, find_split, load_split
-from ...data.datasets import EVAL_SPLITS, TRAIN_SPLITS
+from ...data.classification import EVAL_SPLITS, TRAIN_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
+from ...data.transforms import build_train_transform, eval_transform_for
 from ...engine.data import accumulation_steps, eval_loader, train_loader
+from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_cosine
-from ...models.registry import create_model, get_model_spec
-from ...utils.distributed import DistContext
-from ...utils.memory import enable_gradient_checkpointing
+from ...errors import DataError
+from ...models.factory import create_model
+from ...models.registry import get_model_spec
+from ...optimize.training import enable_gradient_checkpointing
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
 from .checkpoint import COMMAND, TASK, model_overrides, run_eval_config, run_image_sizes
 from .engine import classification_loss, evaluate
@@ -117,7 +119,7 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
     val_loader = eval_loader(eval_set, batch, dist_ctx, workers, collate_skip_bad)
     steps_per_epoch = len(loader) // accum_steps
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise DataError(
             f"{len(train_set)} training images make no full step of {global_batch} images "
             f"(--batch-size {batch} x {dist_ctx.world_size} processes x {accum_steps} accumulation); "
             "lower --batch-size/--global-batch or add data."

@@ -31,6 +31,8 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, maskrcnn_inference, maskrcnn_loss
 from torchvision.ops import boxes as box_ops
 
+from ...errors import UsageError
+
 CASCADE_IOUS = (0.5, 0.6, 0.7)
 CASCADE_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))
 
@@ -90,7 +92,7 @@ class CascadeRoIHeads(nn.Module):
     ) -> None:
         super().__init__()
         if not len(ious) == len(reg_weights) == len(stage_loss_weights):
-            raise ValueError(
+            raise UsageError(
                 f"one IoU, regression weights and loss weight per stage: got {len(ious)} IoUs, "
                 f"{len(reg_weights)} weights and {len(stage_loss_weights)} loss weights."
             )
@@ -133,11 +135,11 @@ class CascadeRoIHeads(nn.Module):
             needed = ["boxes", "labels", "masks"] if self.has_mask() else ["boxes", "labels"]
             message = "training needs targets with " + ", ".join(needed) + " for every image."
             if targets is None:
-                raise ValueError(message)
+                raise UsageError(message)
             for target in targets:
                 for key in needed:
                     if key not in target:
-                        raise ValueError(message)
+                        raise UsageError(message)
         losses: Dict[str, Tensor] = {}
         stage_probs: List[Tensor] = []
         boxes = proposals

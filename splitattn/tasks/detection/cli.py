@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
 from ...config.schemas import DetectConfig, field_default
-from ...errors import UsageError
+from ...errors import DataError, UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -67,13 +67,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ...data.detection import build_detection_dataset, collate_detection
+    from ...data.detection.dataset import collate_detection
+    from ...data.detection.layouts import build_detection_dataset
+    from ...devices import pick_device
     from ...engine.data import eval_loader
-    from ...utils.distributed import DistContext
-    from ...utils.inputs import pick_device
+    from ...engine.distributed import DistContext
     from .checkpoint import load_detection_model
     from .engine import evaluate, format_metrics, iou_types
-    from .evaluation import CocoEvaluator
+    from .evaluation import CocoEvaluator, check_ground_truth
     from .trainer import limit
 
     model, classes, config, _ = load_detection_model(args.weights, "evaluate")
@@ -93,8 +94,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         skip_bad=True,
         with_masks=False,
     )
+    check_ground_truth(dataset)
     if dataset.classes != classes:
-        raise ValueError(
+        raise DataError(
             f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {classes[1:6]}...; "
             "evaluate on the data set it was trained for."
         )
@@ -120,7 +122,8 @@ def run_predict(args: argparse.Namespace) -> int:
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    from ...utils.inputs import ImageReader, pick_device
+    from ...data.io import ImageReader
+    from ...devices import pick_device
     from .checkpoint import load_detection_model
     from .inference import draw_detections, keep_confident
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ...data.detection import Target
+from ...data.detection.records import Target
 from ...engine.runtime import autocast
 from .evaluation import CocoEvaluator
 

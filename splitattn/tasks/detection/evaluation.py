@@ -26,11 +26,15 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
-from ...utils.distributed import all_gather_object
+from ...data.detection.dataset import DetectionDataset
+from ...engine.distributed import all_gather_object
+from ...errors import DetectionDataError, UsageError
 
 IOU_TYPES = ("bbox", "segm")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six entries of COCOeval.stats
 MASK_THRESHOLD = 0.5
+DRY_RUN_IMAGES = 32  # evaluation sets: the ground truth of the first images is scored on itself when built
+COCO_MAX_DETECTIONS = 100  # COCOeval's maxDets: an image with more objects cannot reach AP 100
 
 
 class CocoEvaluator:
@@ -44,9 +48,9 @@ class CocoEvaluator:
     def __init__(self, coco_gt: COCO, iou_types: Sequence[str], contiguous_to_coco: Mapping[int, int]) -> None:
         unknown = [t for t in iou_types if t not in IOU_TYPES]
         if unknown or not iou_types:
-            raise ValueError(f"iou_types must be a non-empty selection of {IOU_TYPES}, got {tuple(iou_types)}.")
+            raise UsageError(f"iou_types must be a non-empty selection of {IOU_TYPES}, got {tuple(iou_types)}.")
         if "segm" in iou_types and not any("segmentation" in ann for ann in coco_gt.anns.values()):
-            raise ValueError(
+            raise UsageError(
                 "the ground truth has no segmentations (e.g. VOC boxes); evaluate with iou_types=('bbox',)."
             )
         self.coco_gt = coco_gt
@@ -66,7 +70,7 @@ class CocoEvaluator:
         for image_id, output in outputs.items():
             image_id = int(image_id)
             if image_id not in self.coco_gt.imgs:
-                raise ValueError(
+                raise UsageError(
                     f"image id {image_id} is not in the ground truth; pass target['image_id'] of the "
                     "evaluation data set."
                 )
@@ -80,10 +84,10 @@ class CocoEvaluator:
         labels = output["labels"].detach().cpu().tolist()
         scores = output["scores"].detach().cpu().tolist()
         if not len(labels) == len(scores) == len(xywh):
-            raise ValueError(f"image {image_id}: {len(xywh)} boxes, {len(scores)} scores and {len(labels)} labels.")
+            raise UsageError(f"image {image_id}: {len(xywh)} boxes, {len(scores)} scores and {len(labels)} labels.")
         bad = sorted({label for label in labels if label not in self.contiguous_to_coco})
         if bad:
-            raise ValueError(
+            raise UsageError(
                 f"image {image_id}: labels {bad[:10]} are not the data set's contiguous ids 1.."
                 f"{len(self.contiguous_to_coco)}; the model must have {len(self.contiguous_to_coco) + 1} "
                 "classes (with the background)."
@@ -99,13 +103,13 @@ class CocoEvaluator:
 
     def _encode_masks(self, image_id: int, output: Mapping[str, Tensor]) -> List[Dict[str, Any]]:
         if "masks" not in output:
-            raise ValueError(f"image {image_id}: 'segm' evaluation needs 'masks' in the outputs.")
+            raise UsageError(f"image {image_id}: 'segm' evaluation needs 'masks' in the outputs.")
         masks = output["masks"].detach()
         if masks.dim() == 4:
             masks = masks[:, 0]
         info = self.coco_gt.imgs[image_id]
         if tuple(masks.shape[1:]) != (info["height"], info["width"]):
-            raise ValueError(
+            raise UsageError(
                 f"image {image_id}: masks are {tuple(masks.shape[1:])} but the image is "
                 f"{(info['height'], info['width'])}; paste masks at the original image size."
             )
@@ -168,8 +172,8 @@ def perfect_detections(
 ) -> Dict[str, Tensor]:
     """The detections of a perfect detector on image ``image_id`` of ``coco_gt``, in the model's output
     format (see ``CocoEvaluator.update``): every non-crowd object's box (x1 y1 x2 y2), contiguous label and
-    score 1, with its 0/1 mask [N, H, W] when ``with_masks``. Scoring them must give AP 100: the data sets'
-    dry evaluation and the tests use it."""
+    score 1, with its 0/1 mask [N, H, W] when ``with_masks``. Scoring them must give AP 100: ``check_ground_truth``
+    and the tests use it."""
     annotations = [a for a in coco_gt.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
     boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float64).reshape(-1, 4)
     boxes[:, 2:] += boxes[:, :2]
@@ -186,3 +190,44 @@ def perfect_detections(
             else np.zeros((0, info["height"], info["width"]), dtype=np.uint8)
         )
     return output
+
+
+def check_ground_truth(dataset: DetectionDataset) -> None:
+    """Score the ground truth of an evaluation set's first ``DRY_RUN_IMAGES`` images on itself, through the
+    evaluator used after training, so that a file it cannot score fails now rather than after the last step.
+
+    The objects themselves as detections (``perfect_detections``) must give AP 100, or no AP at all (no
+    objects); box AP always, mask AP too when the data set gives masks and its ground truth has
+    segmentations. Images with more objects than COCO's 100 detections per image cannot reach 100 and are
+    left out. The detection task calls it wherever it builds an evaluation set (training, ``detect
+    evaluate``).
+
+    Args:
+        dataset: an evaluation set (``train=False``) of ``splitattn.data.detection``.
+
+    Raises:
+        DetectionDataError: the ground truth cannot be evaluated, or does not score AP 100 on itself.
+    """
+    coco = dataset.coco
+    with_segmentations = any("segmentation" in a for a in coco.anns.values())
+    iou_types = ("bbox", "segm") if dataset.with_masks and with_segmentations else ("bbox",)
+    image_ids = [i for i in sorted(coco.imgs)[:DRY_RUN_IMAGES] if len(coco.imgToAnns.get(i, ())) <= COCO_MAX_DETECTIONS]
+    try:
+        evaluator = CocoEvaluator(coco, iou_types, dataset.contiguous_to_coco)
+        evaluator.update(
+            {i: perfect_detections(coco, i, dataset.coco_to_contiguous, "segm" in iou_types) for i in image_ids}
+        )
+        if not evaluator.results:  # no object to detect in these images: nothing to score
+            return
+        scores = evaluator.summarize()
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise DetectionDataError(
+            f"{dataset.name}: its ground truth cannot be evaluated ({type(error).__name__}: {error}); fix the "
+            "annotation file."
+        ) from error
+    wrong = {kind: s["AP"] for kind, s in scores.items() if s["AP"] is not None and abs(s["AP"] - 100.0) > 1e-9}
+    if wrong:
+        raise DetectionDataError(
+            f"{dataset.name}: its own ground truth scores {wrong} instead of AP 100; please report this with the "
+            "annotation file."
+        )

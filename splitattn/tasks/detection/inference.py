@@ -3,7 +3,7 @@
 Boxes and masks are drawn by torchvision's ``draw_bounding_boxes`` and ``draw_segmentation_masks``;
 each label is "<class> <score>" in Pillow's scalable font on a filled rectangle of the class's colour,
 in black or white text (whichever contrasts more), above the box (inside it at the image's top edge).
-Font size and line width follow the image's short side (``utils.drawing``), so labels read at 1:1 on
+Font size and line width follow the image's short side (``viz.drawing``), so labels read at 1:1 on
 a 640 px photo and on a 4000 px one. Colours follow the class, so one class has one colour across
 images; the highest-scoring labels are drawn last (on top).
 """
@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ...utils.drawing import color_palette, font_size_for, line_width_for, load_font, text_colour
+from ...viz.drawing import color_palette, font_size_for, line_width_for, load_font, text_colour
 
 MASK_THRESHOLD = 0.5
 Rect = Tuple[int, int, int, int]
@@ -72,7 +72,7 @@ def draw_detections(image: Tensor, output: Dict[str, Tensor], classes: Sequence[
     maximum number).
 
     Raises:
-        RuntimeError: Pillow without its scalable font (see ``utils.drawing.load_font``).
+        MissingDependencyError: Pillow without its scalable font (see ``viz.drawing.load_font``).
     """
     picture = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     if not len(output["labels"]):

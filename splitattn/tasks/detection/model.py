@@ -33,13 +33,15 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...config.schemas import DetectConfig, field_default
+from ...errors import UsageError
 from ...layers.norm import freeze_batch_norm, make_norm_layer
-from ...models.registry import create_model
+from ...models.factory import create_model
 from ...models.resnest import ResNeStFeatures
 from .cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads
 from .precision import keep_box_geometry_in_float32
 
 ARCHS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
+BACKBONE_PREFIX = "backbone.body."  # where the ResNeSt sits in a detector's state dict (run checkpoints record it)
 FPN_CHANNELS = 256
 BOX_HEADS = ("2fc", "4conv1fc")
 ROI_SIZE = 7  # box RoIAlign output (FasterRCNN's default MultiScaleRoIAlign)
@@ -60,7 +62,7 @@ class ResNeStFPN(nn.Module):
     def __init__(self, body: ResNeStFeatures, out_channels: int = FPN_CHANNELS, fpn_norm: Optional[str] = None) -> None:
         super().__init__()
         if body.out_indices != [1, 2, 3, 4]:
-            raise ValueError(f"the FPN needs stages 1-4 (out_indices=(1, 2, 3, 4)), got {body.out_indices}.")
+            raise UsageError(f"the FPN needs stages 1-4 (out_indices=(1, 2, 3, 4)), got {body.out_indices}.")
         self.body = body
         self.fpn = FeaturePyramidNetwork(
             body.channels,
@@ -85,7 +87,7 @@ def trainable_norm(norm: Optional[str], option: str) -> Optional[Callable[[int],
         return None
     factory = make_norm_layer(norm)
     if factory is FrozenBatchNorm2d:
-        raise ValueError(
+        raise UsageError(
             f"{option}={norm!r}: the FPN and the heads are newly initialised, so frozen BatchNorm would "
             f"freeze nothing; use syncbn (the paper), batchnorm, groupnorm, or None."
         )
@@ -101,7 +103,7 @@ def make_box_head_factory(
     of ``4conv1fc`` (``None``: convs with bias). Raises ValueError for an unknown ``box_head``.
     """
     if box_head not in BOX_HEADS:
-        raise ValueError(f"unknown box_head {box_head!r}; choose one of {', '.join(BOX_HEADS)}.")
+        raise UsageError(f"unknown box_head {box_head!r}; choose one of {', '.join(BOX_HEADS)}.")
     if box_head == "2fc":
         return lambda: TwoMLPHead(FPN_CHANNELS * ROI_SIZE * ROI_SIZE, REPRESENTATION_SIZE)
     return lambda: FastRCNNConvFCHead(
@@ -116,7 +118,7 @@ def freeze_stages(body: ResNeStFeatures, trainable_layers: int) -> None:
     ``FrozenBatchNorm2d``, so their running statistics stay the pretrained ones in training mode.
     """
     if not 0 <= trainable_layers <= 5:
-        raise ValueError(f"trainable_layers must be 0..5 (stages trained from the last one), got {trainable_layers}.")
+        raise UsageError(f"trainable_layers must be 0..5 (stages trained from the last one), got {trainable_layers}.")
     trained = STAGE_PREFIXES[:trainable_layers] + (("bn1",) if trainable_layers == 5 else ())
     for name in STAGE_PREFIXES:
         if name not in trained:
@@ -204,11 +206,11 @@ def create_detection_model(
     if arch not in ARCHS:
         close = difflib.get_close_matches(arch, ARCHS, n=2, cutoff=0.4)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise ValueError(f"unknown detection arch {arch!r}.{hint} Choose one of {', '.join(ARCHS)}.")
+        raise UsageError(f"unknown detection arch {arch!r}.{hint} Choose one of {', '.join(ARCHS)}.")
     if num_classes < 2:
-        raise ValueError(f"num_classes counts the background too, so it must be >= 2, got {num_classes}.")
+        raise UsageError(f"num_classes counts the background too, so it must be >= 2, got {num_classes}.")
     if head_norm is not None and box_head == "2fc" and "mask" not in arch:
-        raise ValueError(
+        raise UsageError(
             f"head_norm={head_norm!r} normalises the conv heads, but {arch} with box_head='2fc' has "
             f"none: use box_head='4conv1fc' (the paper's head) or drop head_norm."
         )

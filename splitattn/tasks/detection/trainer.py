@@ -18,16 +18,19 @@ from torch.utils.data import Dataset, Subset
 
 from ...config.schemas import DetectConfig
 from ...config.values import as_config
-from ...data.detection import DetectionDataset, build_detection_dataset, collate_detection
-from ...data.detection_transforms import build_detection_train_transform
+from ...data.detection.dataset import DetectionDataset, collate_detection
+from ...data.detection.layouts import build_detection_dataset
+from ...data.detection.transforms import build_detection_train_transform
 from ...engine.data import eval_loader, train_loader
+from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_multistep
-from ...utils.distributed import DistContext
+from ...errors import DataError
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
 from .checkpoint import COMMAND, TASK, model_from_config
 from .engine import detection_loss, evaluate, format_metrics, iou_types
-from .evaluation import CocoEvaluator
+from .evaluation import CocoEvaluator, check_ground_truth
+from .model import BACKBONE_PREFIX
 
 # The plots of curves.png: the loss components are the detector's (train_loss_classifier, ..._box_reg_0, ...).
 PANELS = (
@@ -59,6 +62,7 @@ def build_datasets(config: DetectConfig) -> Tuple[DetectionDataset, DetectionDat
     val_set = build_detection_dataset(
         config.dataset, config.data, config.val_split, False, **dict(common, classes=train_set.classes[1:])
     )  # numbered as in training
+    check_ground_truth(val_set)
     return train_set, val_set
 
 
@@ -85,7 +89,7 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
     train_set, val_set = limit(full_train, config.max_images), limit(full_val, config.max_images)
     classes, batch, workers = full_train.classes, config.batch_size, config.workers
     if len(train_set) < batch * dist_ctx.world_size:
-        raise ValueError(
+        raise DataError(
             f"{len(train_set)} training images make no full batch of {batch} x {dist_ctx.world_size}; "
             "lower --batch-size or add data."
         )
@@ -147,6 +151,7 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
             "classes": classes,
             "contiguous_to_coco": full_train.contiguous_to_coco,
             "task": TASK,
+            "backbone_prefix": BACKBONE_PREFIX,
             "command": f"{COMMAND} train",
         },
     )

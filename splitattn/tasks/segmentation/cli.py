@@ -14,7 +14,7 @@ from typing import Any, Dict, Sequence
 
 from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
 from ...config.schemas import SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig, field_default
-from ...errors import UsageError
+from ...errors import DataError, UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -85,9 +85,10 @@ def _inference_plan(args: argparse.Namespace, config: SegmentConfig) -> Dict[str
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ...data.segmentation import build_dataset, collate_eval
-    from ...data.segmentation_transforms import SegmentationEvalTransform
-    from ...utils.inputs import pick_device
+    from ...data.segmentation.datasets import collate_eval
+    from ...data.segmentation.layouts import build_dataset
+    from ...data.segmentation.transforms import SegmentationEvalTransform
+    from ...devices import pick_device
     from .checkpoint import load_segmentation_model
     from .engine import evaluate
     from .metrics import format_iou_table
@@ -114,7 +115,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         palette=palette,
     )
     if dataset.classes != classes:
-        raise ValueError(
+        raise DataError(
             f"{data} has classes {dataset.classes[:5]}... but the model was trained on {classes[:5]}...; "
             "evaluate on the data set it was trained for."
         )
@@ -141,8 +142,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ...data.segmentation_transforms import normalize_image
-    from ...utils.inputs import ImageReader, pick_device
+    from ...data.io import ImageReader
+    from ...data.segmentation.transforms import normalize_image
+    from ...devices import pick_device
     from .checkpoint import load_segmentation_model
     from .inference import predict_probs
     from .visualize import save_segmentation_outputs

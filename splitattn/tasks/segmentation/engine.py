@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ...data.segmentation import IGNORE_INDEX
+from ...data.segmentation.label_maps import IGNORE_INDEX
+from ...engine.distributed import all_reduce_sum
 from ...engine.runtime import autocast
-from ...utils.distributed import all_reduce_sum
 from .inference import predict_probs
 from .metrics import ConfusionMatrix
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.segmentation_transforms import scaled_size
+from ...data.segmentation.transforms import scaled_size
+from ...errors import UsageError
 
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # PyTorch-Encoding's ADE20K/Pascal testing scales
 MIN_SIDE = 32  # the backbone's smallest input
@@ -72,7 +73,7 @@ def predict_probs(
     scaling are raised to 32.
     """
     if image.dim() != 3:
-        raise ValueError(f"predict_probs takes one (3, H, W) image, got shape {tuple(image.shape)}.")
+        raise UsageError(f"predict_probs takes one (3, H, W) image, got shape {tuple(image.shape)}.")
     height, width = image.shape[-2:]
     batch = image[None]
     total: Optional[Tensor] = None

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ...errors import DataError, UsageError
+
 
 class ConfusionMatrix:
     """(K, K) int64 counts, rows = ground-truth class, columns = predicted class.
@@ -23,7 +25,7 @@ class ConfusionMatrix:
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}.")
+            raise UsageError(f"num_classes must be positive, got {num_classes}.")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -31,7 +33,7 @@ class ConfusionMatrix:
     def update(self, prediction: Tensor, target: Tensor) -> None:
         """Add the pixels of ``prediction`` and ``target`` (same shape, integer class ids)."""
         if prediction.shape != target.shape:
-            raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape.")
+            raise UsageError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape.")
         prediction = prediction.reshape(-1).long().cpu()
         target = target.reshape(-1).long().cpu()
         keep = target != self.ignore_index
@@ -39,9 +41,9 @@ class ConfusionMatrix:
         k = self.num_classes
         if target.numel() and (target.min() < 0 or target.max() >= k):
             bad = target[(target < 0) | (target >= k)].unique()[:10].tolist()
-            raise ValueError(f"target holds {bad}: not class ids 0..{k - 1} nor the ignore label {self.ignore_index}.")
+            raise DataError(f"target holds {bad}: not class ids 0..{k - 1} nor the ignore label {self.ignore_index}.")
         if prediction.numel() and (prediction.min() < 0 or prediction.max() >= k):
-            raise ValueError(f"predictions must be class ids 0..{k - 1}; got values up to {int(prediction.max())}.")
+            raise UsageError(f"predictions must be class ids 0..{k - 1}; got values up to {int(prediction.max())}.")
         self.matrix += torch.bincount(target * k + prediction, minlength=k * k).reshape(k, k)
 
     def reset(self) -> None:
@@ -66,7 +68,7 @@ class ConfusionMatrix:
         present = [iou for iou in ious if iou is not None]
         names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
         if len(names) != self.num_classes:
-            raise ValueError(f"{len(names)} class names for {self.num_classes} classes.")
+            raise UsageError(f"{len(names)} class names for {self.num_classes} classes.")
         per_class: List[Dict[str, Any]] = [
             {"id": i, "name": names[i], "iou": ious[i], "acc": accs[i], "pixels": int(gt_pixels[i])}
             for i in range(self.num_classes)

@@ -25,11 +25,13 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.ops import FrozenBatchNorm2d
 
 from ...config.schemas import SegmentConfig
+from ...errors import UsageError
 from ...layers.norm import NormFactory, make_norm_layer
-from ...models.registry import create_model
+from ...models.factory import create_model
 from ...models.resnest import ResNeStFeatures
 
 HEADS = ("deeplabv3", "fcn")
+BACKBONE_PREFIX = "backbone."  # where the ResNeSt sits in a segmenter's state dict (run checkpoints record it)
 # ASPP atrous rates per output stride: the DeepLabV3 paper's 6/12/18 at 16, doubled at 8.
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
 AUX_WEIGHT = SegmentConfig.aux_weight  # PyTorch-Encoding's (``--aux-weight``)
@@ -80,7 +82,7 @@ class SegmentationModel(nn.Module):
     def __init__(self, backbone: ResNeStFeatures, head: nn.Module, aux_head: Optional[nn.Module] = None) -> None:
         super().__init__()
         if backbone.out_indices != [3, 4]:
-            raise ValueError(
+            raise UsageError(
                 f"the backbone must return stages 3 and 4 (out_indices=(3, 4)), got {backbone.out_indices}."
             )
         self.backbone = backbone
@@ -110,7 +112,7 @@ class SegmentationModel(nn.Module):
         for pooling in (m for m in self.head.modules() if isinstance(m, ASPPPooling)):
             for norm in pooling.modules():
                 if isinstance(norm, nn.BatchNorm2d) or (isinstance(norm, nn.SyncBatchNorm) and not distributed):
-                    raise ValueError(
+                    raise UsageError(
                         "training on a batch of 1 image: the BatchNorm of DeepLabV3's image-pooling branch sees one "
                         "value per channel. Use batches of >= 2 images, head_norm='groupnorm' (the default with "
                         "norm_layer='groupnorm'), or SyncBatchNorm across several processes."
@@ -150,11 +152,11 @@ def create_segmentation_model(
     ``SegmentationModel.check_single_image_batch``).
     """
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}.")
+        raise UsageError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}.")
     if output_stride not in ASPP_RATES:
-        raise ValueError(f"output_stride must be 8 or 16 for segmentation, got {output_stride}.")
+        raise UsageError(f"output_stride must be 8 or 16 for segmentation, got {output_stride}.")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}.")
+        raise UsageError(f"num_classes must be positive, got {num_classes}.")
     features = create_model(
         backbone,
         pretrained=pretrained,
@@ -167,7 +169,7 @@ def create_segmentation_model(
     stage3_channels, stage4_channels = features.channels
     heads_norm = make_norm_layer(head_norm or head_norm_for(norm_layer))
     if heads_norm is FrozenBatchNorm2d:
-        raise ValueError(
+        raise UsageError(
             f"head_norm={head_norm!r}: the heads are newly initialised, so frozen BatchNorm would freeze "
             f"nothing; use batchnorm, syncbn, groupnorm, or None (follow the backbone)."
         )

@@ -15,17 +15,20 @@ from torch import nn
 
 from ...config.schemas import SegmentConfig
 from ...config.values import as_config
-from ...data.segmentation import IGNORE_INDEX, SegmentationDataset, build_dataset, collate_eval
-from ...data.segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
+from ...data.segmentation.datasets import SegmentationDataset, collate_eval
+from ...data.segmentation.label_maps import IGNORE_INDEX
+from ...data.segmentation.layouts import build_dataset
+from ...data.segmentation.transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from ...engine.data import accumulation_steps, eval_loader, train_loader
+from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, poly
-from ...utils.distributed import DistContext
+from ...errors import DataError
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
 from .checkpoint import COMMAND, TASK, model_from_config
 from .engine import evaluate
 from .metrics import format_iou_table
-from .model import segmentation_loss
+from .model import BACKBONE_PREFIX, segmentation_loss
 
 # The plots of curves.png.
 PANELS = (
@@ -57,7 +60,7 @@ def build_datasets(config: SegmentConfig) -> Tuple[SegmentationDataset, Segmenta
 
 def _check_data_size(batch: int, world_size: int, train_size: int) -> None:
     if train_size < batch * world_size:
-        raise ValueError(
+        raise DataError(
             f"{train_size} training images make no full batch of {batch} x {world_size}; "
             "lower --batch-size or add data."
         )
@@ -86,7 +89,7 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
     val_loader = eval_loader(val_set, 1, dist_ctx, workers, collate_eval)
     epochs, steps_per_epoch = config.epochs, len(loader) // accum_steps
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise DataError(
             f"{len(train_set)} training images make no optimizer step of {global_batch} images; "
             "lower --global-batch or add data."
         )
@@ -161,7 +164,13 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
         eval_every=config.eval_every * steps_per_epoch,
         intro=intro,
         eval_model=model,
-        state={"classes": classes, "dataset": train_set.name, "task": TASK, "command": f"{COMMAND} train"},
+        state={
+            "classes": classes,
+            "dataset": train_set.name,
+            "task": TASK,
+            "command": f"{COMMAND} train",
+            "backbone_prefix": BACKBONE_PREFIX,
+        },
     )
 
 

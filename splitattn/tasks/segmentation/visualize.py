@@ -1,7 +1,7 @@
 """Segmentation pictures: class colours, the colour overlay with a legend, and the files ``segment predict`` writes.
 
 Known data sets keep their customary colours (sources below); other class lists get
-``utils.drawing.color_palette``. No class is black: black is left to void/ignore pixels.
+``viz.drawing.color_palette``. No class is black: black is left to void/ignore pixels.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ...data.segmentation import ADE20K_CLASSES, CAMVID_CLASSES, CITYSCAPES_TRAIN_IDS, VOC_CLASSES
-from ...utils.drawing import color_palette, font_size_for, hex_colours, load_font
+from ...data.labels import ADE20K_CLASSES, CAMVID_CLASSES, CITYSCAPES_TRAIN_IDS, VOC_CLASSES
+from ...errors import UsageError
+from ...viz.drawing import color_palette, font_size_for, hex_colours, load_font
 
 # ADE20K (SceneParsing 150 classes): the colours of mmsegmentation's ADE20KDataset (mmseg/datasets/ade.py).
 ADE20K_COLOURS = hex_colours("""
@@ -71,7 +72,7 @@ KNOWN_PALETTES: Dict[str, Tuple[Tuple[str, ...], np.ndarray]] = {
 def segmentation_palette(classes: Sequence[str], dataset: Optional[str] = None) -> np.ndarray:
     """(len(classes), 3) uint8 class colours: the customary ones of ``dataset`` (``ade20k``,
     ``cityscapes``, ``voc``, ``camvid``) or of the known data set whose class list ``classes`` is,
-    else ``utils.drawing.color_palette``."""
+    else ``viz.drawing.color_palette``."""
     names = tuple(classes)
     if dataset in KNOWN_PALETTES and len(KNOWN_PALETTES[dataset][0]) == len(names):
         return KNOWN_PALETTES[dataset][1].copy()
@@ -117,7 +118,7 @@ def overlay_with_legend(
     share of the pixels in percent."""
     image = image.convert("RGB")
     if prediction.shape != (image.height, image.width):
-        raise ValueError(f"prediction has shape {prediction.shape}, the image is {image.height}x{image.width}.")
+        raise UsageError(f"prediction has shape {prediction.shape}, the image is {image.height}x{image.width}.")
     blended = Image.blend(image, Image.fromarray(palette[prediction]), alpha)
     counts = np.bincount(prediction.ravel(), minlength=len(classes))
     present = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
@@ -144,7 +145,7 @@ def save_segmentation_outputs(
     overlay is ``overlay_with_legend`` of ``image`` at opacity ``alpha``.
     """
     if len(classes) > 256:
-        raise ValueError(f"a palette PNG holds at most 256 class ids, the model has {len(classes)} classes.")
+        raise UsageError(f"a palette PNG holds at most 256 class ids, the model has {len(classes)} classes.")
     palette = segmentation_palette(classes, dataset)
     ids = prediction.astype(np.uint8)
     mask = Image.fromarray(ids, mode="P")

@@ -1,5 +1,7 @@
-"""``compile_for_training``: ``torch.compile`` for a training step, trading recomputation for memory.
+"""The training fast path: ``compile_for_training`` and ``enable_gradient_checkpointing``, both trading
+recomputation for memory.
 
+``compile_for_training`` is ``torch.compile`` for a training step.
 AOTAutograd splits the compiled forward+backward graph in two and chooses which activations the
 backward reads from memory and which it recomputes. ``memory_budget`` is PyTorch's
 ``activation_memory_budget``: 1.0 keeps its default (recompute only what is free to fuse), lower
@@ -14,11 +16,14 @@ from eager ones, about 1e-3 relative on some BatchNorm gradients.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch._functorch.config as functorch_config
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import UsageError
 
 
 def _with_memory_budget(forward: Callable[..., Any], memory_budget: float) -> Callable[..., Any]:
@@ -43,10 +48,39 @@ def compile_for_training(model: nn.Module, memory_budget: float = 1.0, **compile
     Raises ``ValueError`` for a budget outside (0, 1].
     """
     if not 0.0 < memory_budget <= 1.0:
-        raise ValueError(
+        raise UsageError(
             f"memory_budget must be in (0, 1] (1.0: PyTorch's default; lower recomputes more "
             f"to save memory), got {memory_budget}."
         )
     compiled = torch.compile(model, **compile_options)
     compiled.forward = _with_memory_budget(compiled.forward, float(memory_budget))
     return compiled
+
+
+class CheckpointedSequential(nn.Sequential):
+    """``nn.Sequential`` that recomputes each child's activations in the backward pass while training.
+
+    Trades compute for memory. State-dict keys are those of the plain ``nn.Sequential``.
+    BatchNorm running statistics see each batch twice (forward and recompute), the usual
+    cost of checkpointing BN networks.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self:
+            if self.training and torch.is_grad_enabled():
+                x = checkpoint(module, x, use_reentrant=False)
+            else:
+                x = module(x)
+        return x
+
+
+def enable_gradient_checkpointing(model: nn.Module, stage_names: Iterable[str]) -> nn.Module:
+    """Replace the named ``nn.Sequential`` children of ``model`` by ``CheckpointedSequential`` ones."""
+    for name in stage_names:
+        stage = getattr(model, name)
+        if not isinstance(stage, nn.Sequential):
+            raise TypeError(
+                f"gradient checkpointing needs {name!r} to be an nn.Sequential, got {type(stage).__name__}."
+            )
+        setattr(model, name, CheckpointedSequential(*stage))
+    return model

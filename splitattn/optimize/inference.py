@@ -27,8 +27,9 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..layers import SplitAttention
-from ..models.registry import EvalConfig
+from ..errors import DeviceError, UsageError
+from ..layers.split_attention import SplitAttention
+from ..models.eval_config import EvalConfig
 from ..models.resnest import Bottleneck, check_image_batch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -39,7 +40,7 @@ BACKENDS = ("compile", "torchscript", "eager")
 def precision_dtype(precision: str) -> torch.dtype:
     """The dtype of a precision name (``fp32``, ``bf16``, ``fp16``); clear error for others."""
     if precision not in DTYPES:
-        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        raise UsageError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     return DTYPES[precision]
 
 
@@ -58,7 +59,7 @@ def foldable_norms() -> Tuple[type, ...]:
 def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     """A new conv computing ``norm(conv(x))`` with eval-mode statistics: (N, C_in, H, W) -> (N, C_out, H', W')."""
     if norm.running_mean is None:
-        raise ValueError(f"Cannot fold {type(norm).__name__} without running statistics into a convolution.")
+        raise UsageError(f"Cannot fold {type(norm).__name__} without running statistics into a convolution.")
     with torch.no_grad():
         scale = norm.running_var.float().add(norm.eps).rsqrt()
         if getattr(norm, "weight", None) is not None:
@@ -180,13 +181,13 @@ def optimize_for_inference(
     """
     dtype = precision_dtype(precision)
     if backend not in BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}; choose {', '.join(BACKENDS)}.")
+        raise UsageError(f"Unknown backend {backend!r}; choose {', '.join(BACKENDS)}.")
     device = next(model.parameters()).device
     if device.type == "cpu":
         if precision == "fp16":
-            raise ValueError("fp16 inference is for GPUs; on the CPU use precision='bf16' (or fp32).")
+            raise DeviceError("fp16 inference is for GPUs; on the CPU use precision='bf16' (or fp32).")
         if precision == "bf16" and not cpu_supports_bf16():
-            raise RuntimeError(
+            raise DeviceError(
                 "This CPU has no bf16 instructions (AVX-512 BF16 / AMX), so bf16 would be slower than fp32; "
                 "use precision='fp32'."
             )

@@ -16,7 +16,8 @@ from typing import Any, Tuple
 from torch import Tensor
 from torchvision.transforms import v2
 
-from .detection import DetectionTransform
+from ...errors import UsageError
+from .records import DetectionTransform
 
 
 def _per_box_entries(inputs: Any) -> Tuple[Tensor, ...]:
@@ -33,5 +34,5 @@ def build_detection_train_transform(hflip_prob: float = 0.5) -> DetectionTransfo
     ``tv_tensors`` as the detection data sets give them; the input target is not modified.
     Raises ``ValueError`` for a probability outside 0..1."""
     if not 0.0 <= hflip_prob <= 1.0:
-        raise ValueError(f"flip probability must be in 0..1, got {hflip_prob}.")
+        raise UsageError(f"flip probability must be in 0..1, got {hflip_prob}.")
     return v2.Compose([v2.RandomHorizontalFlip(hflip_prob), v2.SanitizeBoundingBoxes(labels_getter=_per_box_entries)])

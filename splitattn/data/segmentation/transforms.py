@@ -22,8 +22,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from .io import normalisation
-from .segmentation import IGNORE_INDEX
+from ...errors import UsageError
+from ..io import normalisation
+from .label_maps import IGNORE_INDEX
 
 
 def _to_tv(image: Image.Image, target: np.ndarray) -> Tuple[tv_tensors.Image, tv_tensors.Mask]:
@@ -43,7 +44,7 @@ class RandomLongSideScale:
     def __init__(self, base_size: int, scale_range: Tuple[float, float] = (0.5, 2.0)) -> None:
         lo, hi = scale_range
         if not 0 < lo <= hi:
-            raise ValueError(f"scale range must satisfy 0 < min <= max, got {scale_range}.")
+            raise UsageError(f"scale range must satisfy 0 < min <= max, got {scale_range}.")
         self.low, self.high = int(base_size * lo), int(base_size * hi)
 
     def __call__(self, image: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:

@@ -18,9 +18,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .io import CHANNEL_MODES, is_hidden, read_image
+from ..errors import DataError, UsageError
+from .io import CHANNEL_MODES, IMAGE_EXTENSIONS, is_hidden, read_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # Split names tried, in order, for training and for evaluation.
 TRAIN_SPLITS = ("train",)
 EVAL_SPLITS = ("val", "test")
@@ -77,7 +77,7 @@ class ImageListDataset(Dataset):
             bad.append(self.samples[position][0])
             if not self.replace_bad:
                 return None, self.samples[index][1], tuple(bad)
-        raise RuntimeError(f"none of the {len(self.samples)} images of this data set can be read (e.g. {bad[0]!r}).")
+        raise DataError(f"none of the {len(self.samples)} images of this data set can be read (e.g. {bad[0]!r}).")
 
 
 class ArrayImageDataset(Dataset):
@@ -120,14 +120,14 @@ def collate_skip_bad(batch: List) -> Tuple[torch.Tensor, torch.Tensor, List[str]
 
 def _check_channels(channels: int) -> None:
     if channels not in CHANNEL_MODES:
-        raise ValueError(f"images can be read with 1, 3 or 4 channels (the model's in_chans), not {channels}.")
+        raise UsageError(f"images can be read with 1, 3 or 4 channels (the model's in_chans), not {channels}.")
 
 
 def _scan_folder(root: Path, classes: Optional[Sequence[str]]) -> Tuple[List[Tuple[str, int]], List[str]]:
     """``(samples, classes)`` of an ImageFolder tree ``root/<class>/<image>``; hidden files and folders are skipped."""
     found = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not is_hidden(entry.name))
     if not found:
-        raise ValueError(
+        raise DataError(
             f"data folder {str(root)!r} has no class sub-folders; expected the ImageFolder layout "
             f"{root}/<class name>/<image>.jpg."
         )
@@ -136,7 +136,7 @@ def _scan_folder(root: Path, classes: Optional[Sequence[str]]) -> Tuple[List[Tup
     samples: List[Tuple[str, int]] = []
     for name in found:
         if name not in index:
-            raise ValueError(
+            raise DataError(
                 f"class folder {str(root / name)!r} is not a class of the training set ({len(classes)} classes); "
                 "evaluation folders must use the training class names."
             )
@@ -146,7 +146,7 @@ def _scan_folder(root: Path, classes: Optional[Sequence[str]]) -> Tuple[List[Tup
             if path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path, root) and path.is_file()
         )
         if not files:
-            raise ValueError(
+            raise DataError(
                 f"class folder {str(root / name)!r} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}); "
                 "add images or remove the folder."
             )
@@ -157,7 +157,7 @@ def _scan_folder(root: Path, classes: Optional[Sequence[str]]) -> Tuple[List[Tup
 def _column(header: List[str], name: str, path: Path) -> int:
     names = [cell.strip().lower() for cell in header]
     if name.lower() not in names:
-        raise ValueError(f"CSV list {str(path)!r} has no column {name!r}; its header is {','.join(header)}.")
+        raise DataError(f"CSV list {str(path)!r} has no column {name!r}; its header is {','.join(header)}.")
     return names.index(name.lower())
 
 
@@ -202,15 +202,15 @@ def _read_csv(
     with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
     if not rows:
-        raise ValueError(f"CSV list {str(path)!r} has no rows; expected lines of path,label.")
+        raise DataError(f"CSV list {str(path)!r} has no rows; expected lines of path,label.")
     has_header, path_at, label_at = _csv_columns(rows, path, classes, path_column, label_column)
     rows = rows[1:] if has_header else rows
     if not rows:
-        raise ValueError(f"CSV list {str(path)!r} has a header but no rows.")
+        raise DataError(f"CSV list {str(path)!r} has a header but no rows.")
     width = max(path_at, label_at) + 1
     bad_rows = [i for i, row in enumerate(rows, start=1 + has_header) if len(row) < width]
     if bad_rows:
-        raise ValueError(
+        raise DataError(
             f"CSV list {str(path)!r}: row(s) {bad_rows[:5]} do not have the path and label columns "
             f"(columns {path_at + 1} and {label_at + 1})."
         )
@@ -222,7 +222,7 @@ def _read_csv(
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(labels) - set(index))
     if unknown:
-        raise ValueError(f"CSV list {str(path)!r} has labels not in the training set: {unknown[:5]}.")
+        raise DataError(f"CSV list {str(path)!r} has labels not in the training set: {unknown[:5]}.")
     samples = [(str((path.parent / row[path_at].strip()).resolve()), index[label]) for row, label in zip(rows, labels)]
     kept = [sample for sample in samples if not is_hidden(Path(sample[0]).name)]
     if len(kept) < len(samples):
@@ -264,7 +264,7 @@ def load_split(
 
     ``channels`` (1, 3 or 4) is the model's ``in_chans``; ``path_column``/``label_column`` name the columns of
     a CSV list whose header is not ``path,label``. Without ``classes`` (a training set) the split must have at
-    least two classes. Raises ``ValueError`` (naming the file and the fix) for a layout it cannot read.
+    least two classes. Raises ``DataError`` (naming the file and the fix) for a layout it cannot read.
     """
     location = Path(location)
     if location.is_dir():
@@ -272,9 +272,9 @@ def load_split(
     elif location.suffix.lower() == ".csv":
         samples, found = _read_csv(location, classes, path_column, label_column)
     else:
-        raise ValueError(f"{str(location)!r} is neither an image folder nor a .csv list of path,label.")
+        raise DataError(f"{str(location)!r} is neither an image folder nor a .csv list of path,label.")
     if classes is None and len(found) < 2:
-        raise ValueError(
+        raise DataError(
             f"{str(location)!r} has {len(found)} class ({', '.join(found)}); a classifier needs at least 2 "
             "(one class-folder per class, or two or more labels in the CSV list)."
         )

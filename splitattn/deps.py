@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .errors import MissingDependencyError
+
 __all__ = ["EXTRAS", "MissingDependencyError", "missing_dependency", "require"]
 
 # import name -> the name pip knows it by, where they differ
@@ -26,10 +28,6 @@ EXTRAS = {
     "onnxscript": "export",
     "timm": "test",
 }
-
-
-class MissingDependencyError(RuntimeError):
-    """An optional package a command needs is not installed; the message says how to install it."""
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

@@ -13,6 +13,8 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
+from ..devices import pick_device
+
 
 @dataclass
 class DistContext:
@@ -35,14 +37,12 @@ class DistContext:
 def init_distributed(device: Optional[str] = None) -> DistContext:
     """Join the torchrun process group if there is one (NCCL on GPUs, Gloo on CPUs) and pick the device.
 
-    ``device``: ``"cpu"``, ``"cuda"`` or ``None`` (a GPU when one is visible).
+    ``device``: ``"cpu"``, ``"cuda"`` or ``None`` (a GPU when one is visible); see ``devices.pick_device``.
     """
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no GPU is visible; use --device cpu.")
+    use_cuda = pick_device(device).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)
         target = torch.device("cuda", local_rank)

@@ -13,6 +13,8 @@ from typing import Sequence, Tuple
 import numpy as np
 from PIL import ImageFont
 
+from ..errors import MissingDependencyError
+
 RGB = Tuple[int, int, int]
 
 FONT_FRACTION = 0.032  # font size (px) per pixel of the image's short side
@@ -67,9 +69,11 @@ def load_font(size: int) -> ImageFont.FreeTypeFont:
     """Pillow's built-in scalable font at ``size`` pixels.
 
     Raises:
-        RuntimeError: Pillow older than 10.1 or built without FreeType (only a fixed bitmap font).
+        MissingDependencyError: Pillow older than 10.1 or built without FreeType (only a fixed bitmap font).
     """
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError) as error:
-        raise RuntimeError("drawing labels needs Pillow >= 10.1 with FreeType: pip install -U pillow") from error
+        raise MissingDependencyError(
+            "drawing labels needs Pillow >= 10.1 with FreeType: pip install -U pillow"
+        ) from error

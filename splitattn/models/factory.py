@@ -1,0 +1,125 @@
+"""``create_model``: a registered ResNeSt variant built, and its pretrained weights loaded.
+
+The factory sits above the registry (``registry.py``), the network (``resnest.py``) and the weights
+(``splitattn.weights``): it resolves a name or alias, applies the overrides (ours and the official code's
+argument names), builds the network and loads the weights, and records on the model the evaluation
+preprocessing of the weights it holds (``model.eval_config``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Sequence, Union
+
+from torch import nn
+
+from ..errors import UnknownArgumentError, UsageError
+from ..weights.loading import load_checkpoint, load_state_dict_into, resolve_checkpoint_path
+from ..weights.sources import default_eval_config, eval_config_for_file
+from .registry import ModelSpec, get_model_spec
+from .resnest import ResNeSt, ResNeStFeatures
+
+# Argument names of the official code, accepted as overrides and mapped onto ours.
+_OFFICIAL_ARGS = {
+    "final_drop": "drop_rate",
+    "dropblock_prob": "drop_block_prob",
+    "last_gamma": "zero_init_last",
+    "groups": "cardinality",
+    "classes": "num_classes",
+}
+_ARCH_ARGS = (
+    "layers",
+    "radix",
+    "cardinality",
+    "bottleneck_width",
+    "stem_width",
+    "deep_stem",
+    "avg_down",
+    "avd",
+    "avd_first",
+    "in_chans",
+    "output_stride",
+    "drop_rate",
+    "drop_block_prob",
+    "norm_layer",
+    "zero_init_last",
+)
+
+
+class FrozenNormWithoutWeightsWarning(UserWarning):
+    """``create_model`` built frozen BatchNorm layers without loading pretrained weights.
+
+    Frozen BN keeps gamma 1, beta 0, mean 0, variance 1 forever: no normalisation at all.
+    Code that loads a checkpoint right after ``create_model`` may filter this category.
+    """
+
+
+def _arch_kwargs(spec: ModelSpec, overrides: Dict[str, Any]) -> Dict[str, Any]:
+    arch = dict(spec.arch)
+    for key, value in overrides.items():
+        if key == "dilated":  # official: stride-8 backbone for segmentation
+            if value:
+                arch["output_stride"] = 8
+            continue
+        if key == "dilation":  # official: 1 -> stride 32, 2 -> stride 16, 4 -> stride 8
+            if value not in (1, 2, 4):
+                raise UsageError(f"dilation must be 1, 2 or 4 (official semantics), got {value}.")
+            arch["output_stride"] = 32 // value
+            continue
+        key = _OFFICIAL_ARGS.get(key, key)
+        if key not in _ARCH_ARGS:
+            raise UnknownArgumentError(
+                f"create_model got an unknown argument {key!r}; valid overrides: "
+                f"{', '.join(_ARCH_ARGS + ('dilated', 'dilation'))}."
+            )
+        arch[key] = value
+    return arch
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    pretrained: Union[bool, str] = False,
+    features_only: bool = False,
+    out_indices: Sequence[int] = (1, 2, 3, 4),
+    **overrides: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from ``list_models()`` or a timm alias (``resnest50d`` ...).
+        num_classes: classifier outputs (ignored with ``features_only``).
+        pretrained: ``True`` for the registered ImageNet weights, or a path/URL of a checkpoint.
+        features_only: return a ``ResNeStFeatures`` backbone giving the stage outputs.
+        out_indices: with ``features_only``, which maps: 0 stem, 1..4 layer1..layer4.
+        **overrides: any ``ResNeSt`` argument (``norm_layer``, ``output_stride``,
+            ``drop_block_prob`` ...) and the official ``dilated``/``dilation``/``final_drop``.
+
+    The returned module carries ``model.eval_config`` (the evaluation preprocessing of the
+    weights it holds: those loaded, else the model's default weights; see
+    ``splitattn.data.create_eval_transform``) and ``model.model_name``.
+    """
+    spec = get_model_spec(name)
+    if "classes" in overrides:
+        num_classes = overrides.pop("classes")
+    arch = _arch_kwargs(spec, overrides)
+    classifier = ResNeSt(num_classes=num_classes if not features_only else 0, **arch)
+    from torchvision.ops import FrozenBatchNorm2d  # here: importing torchvision also loads Dynamo and Inductor
+
+    eval_config = default_eval_config(spec.name)
+    if pretrained:
+        path = resolve_checkpoint_path(spec.name, pretrained)
+        load_state_dict_into(classifier, load_checkpoint(path), origin=str(path))
+        eval_config = eval_config_for_file(spec.name, path.name)
+    elif any(isinstance(m, FrozenBatchNorm2d) for m in classifier.modules()):
+        warnings.warn(
+            f"{spec.name} was built with frozen BatchNorm (FrozenBatchNorm2d) but without pretrained weights: "
+            "its statistics and affine parameters stay at their initial values and never adapt, which is almost "
+            "always a mistake. Pass pretrained=True (or a checkpoint), or use norm_layer='groupnorm' or 'syncbn'.",
+            FrozenNormWithoutWeightsWarning,
+            stacklevel=2,
+        )
+    model: nn.Module = ResNeStFeatures(classifier, out_indices) if features_only else classifier
+    model.eval_config = eval_config
+    model.model_name = spec.name
+    return model
