@@ -26,6 +26,7 @@ from typing import Any, Iterator, List, Optional
 SUBCOMMANDS = [
     "splitattn.models.cli",
     "splitattn.weights.cli",
+    "splitattn.weights.push_cli",
     "splitattn.tasks.classification.cli",
     "splitattn.tasks.segmentation.cli",
     "splitattn.tasks.detection.cli",

@@ -1,4 +1,4 @@
-"""File helpers shared by downloading and converting: atomic writes and hashing."""
+"""File helpers shared by downloading and converting: atomic writes, hashing, and the weights errors."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ..errors import WeightsError
+
 CHUNK_BYTES = 1 << 20
 
-
-class WeightsError(RuntimeError):
-    """Base class of the errors raised while fetching, checking or loading weights."""
+__all__ = ["ChecksumError", "DownloadError", "WeightsError", "atomic_path", "check_sha256", "sha256_file"]
 
 
 class ChecksumError(WeightsError):
-    """A file's sha256 differs from the registered (or file-name) hash."""
+    """A file's sha256 differs from the registered (or file-name, or hub) hash."""
+
+
+class DownloadError(WeightsError):
+    """A file could not be fetched (offline, not found, or the transfer kept breaking)."""
 
 
 @contextmanager
