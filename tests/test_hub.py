@@ -221,5 +221,93 @@ def test_repositories_splitattn_cannot_build_are_refused_with_the_reason(tmp_pat
         splitattn.create_model("hf-hub:x/y@a", revision="b")
     with pytest.raises(UsageError, match="pretrained may only be True or False"):
         splitattn.create_model("hf-hub:x/y", pretrained="weights.pth")
-    described = splitattn.create_model(_write(tmp_path / "d", {"architecture": "resnest50d", "num_classes": 2}), pretrained=False)
+    described = splitattn.create_model(
+        _write(tmp_path / "d", {"architecture": "resnest50d", "num_classes": 2}), pretrained=False
+    )
     assert described.num_classes == 2 and described.model_name == "resnest50"
+
+
+def _fake_run(folder: Path, checkpoint: dict) -> Path:
+    folder.mkdir(parents=True)
+    torch.save(checkpoint, folder / "last.pt")
+    return folder
+
+
+def _rebuilt_equals(folder: Path, model_from_options, model: torch.nn.Module) -> dict:
+    """The pushed config.json alone rebuilds the model; the pushed weights load into it strictly."""
+    config = json.loads((folder / "config.json").read_text())
+    rebuilt = model_from_options(config["train_options"], config["num_classes"]).eval()
+    rebuilt.load_state_dict(safetensors.torch.load_file(str(folder / "model.safetensors")))
+    expected = model.state_dict()
+    assert rebuilt.state_dict().keys() == expected.keys()
+    assert all(torch.equal(rebuilt.state_dict()[k], expected[k]) for k in expected)
+    return config
+
+
+def test_detection_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None:
+    from splitattn.config import DetectConfig
+    from splitattn.tasks.detection.checkpoint import model_from_options
+
+    options = DetectConfig(
+        data=str(SHARED_DATA / "coco128"),
+        backbone="resnest14",
+        model_kwargs={"bottleneck_width": 8, "stem_width": 8},
+        norm="batchnorm",
+        min_size=[96],
+        max_size=128,
+    ).to_dict()
+    classes = ["__background__", "person", "dog"]
+    model = model_from_options(options, len(classes)).eval()
+    run = _fake_run(
+        tmp_path / "run",
+        {
+            "task": "detection",
+            "model": model.state_dict(),
+            "args": options,
+            "classes": classes,
+            "contiguous_to_coco": {1: 1, 2: 18},
+            "iter": 5,
+        },
+    )
+    assert main(["push", str(run), "--local-dir", str(tmp_path / "repo"), "--license", "mit"]) == 0
+    config = _rebuilt_equals(tmp_path / "repo", model_from_options, model)
+    assert (config["task"], config["architecture"], config["backbone"]) == (
+        "object-detection",
+        "faster_rcnn",
+        "resnest14",
+    )
+    assert config["label_names"] == classes and config["contiguous_to_coco"] == {"1": 1, "2": 18}
+    assert config["thresholds"] == {"score_thresh": 0.05, "nms_thresh": 0.5, "detections_per_img": 100}
+    assert config["preprocessing"]["min_size"] == [96] and "data" not in config["train_options"]
+    card = (tmp_path / "repo" / "README.md").read_text()
+    assert "license: mit" in card and "pipeline_tag: object-detection" in card and "No other library" in card
+    with pytest.raises(WeightsError, match="holds a object-detection run"):
+        splitattn.create_model(f"local-dir:{tmp_path / 'repo'}")
+
+
+def test_segmentation_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None:
+    from splitattn.config import SegmentConfig
+    from splitattn.tasks.segmentation.checkpoint import model_from_options
+
+    options = SegmentConfig(
+        data=str(SHARED_DATA / "camvid-mini"),
+        backbone="resnest14",
+        model_kwargs={"bottleneck_width": 8, "stem_width": 8},
+    ).to_dict()
+    classes = ["sky", "building", "road"]
+    model = model_from_options(options, len(classes)).eval()
+    run = _fake_run(
+        tmp_path / "run",
+        {
+            "task": "segmentation",
+            "model": model.state_dict(),
+            "args": options,
+            "classes": classes,
+            "epoch": 1,
+            "best_miou": 0.1,
+        },
+    )
+    assert main(["push", str(run), "--local-dir", str(tmp_path / "repo")]) == 0
+    config = _rebuilt_equals(tmp_path / "repo", model_from_options, model)
+    assert (config["task"], config["architecture"], config["output_stride"]) == ("image-segmentation", "deeplabv3", 8)
+    assert config["preprocessing"]["mean"] == [0.485, 0.456, 0.406]

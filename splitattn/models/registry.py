@@ -323,9 +323,9 @@ def create_model(
     ``splitattn.data.create_eval_transform``) and ``model.model_name``; a repository's model also
     ``model.label_names`` and ``model.pretrained_source``.
     """
-    if name.startswith(("hf-hub:", "local-dir:")):  # a shared run, in timm's format (splitattn.weights.hub)
-        from ..weights.hub import load_repo
+    from ..weights.hub import is_repo_name, load_repo
 
+    if is_repo_name(name):  # a shared run in timm's hub format: hf-hub:owner/name[@revision] or local-dir:DIR
         repo = load_repo(name, pretrained, overrides.pop("revision", None))
         classes = repo.num_classes if num_classes is None else num_classes
         model = create_model(

@@ -35,7 +35,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 from ..errors import UsageError
 from ..models.registry import MODEL_SPECS, EvalConfig, get_model_spec
 from ..models.resnest import ResNeSt
-from .files import WeightsError, atomic_path
+from .files import WeightsError
 from .hub_fetch import hub_file
 from .sources import hub_cache_repo
 
@@ -92,8 +92,7 @@ def timm_model_args(model_name: str, overrides: Mapping[str, Any]) -> Dict[str, 
             ``groupnorm``, an unknown argument).
     """
     base, arch = _arch(model_name, overrides)
-    unknown = sorted(set(overrides) - set(_TIMM_ARGS) - set(_BLOCK_ARGS) - set(_TRAINING_ONLY) - {"deep_stem"})
-    unknown = [k for k in unknown if k != "norm_layer"]
+    unknown = sorted(set(overrides) - {*_TIMM_ARGS, *_BLOCK_ARGS, *_TRAINING_ONLY, "deep_stem", "norm_layer"})
     if unknown:
         raise WeightsError(f"create_model options {unknown} have no place in timm's model_args.")
     args: Dict[str, Any] = {"in_chans": int(arch["in_chans"])}
@@ -209,13 +208,6 @@ def classification_config(
     config["model_args"] = timm_model_args(spec.name, overrides)
     config["pretrained_cfg"] = cfg
     return config
-
-
-def write_json(path: Path, obj: Mapping[str, Any]) -> Path:
-    """``obj`` as indented JSON at ``path``, written atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    return path
 
 
 def eval_config_from(cfg: Mapping[str, Any], origin: str) -> EvalConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEFAULT_LICENSE = "apache-2.0"
 PIPELINE_TAGS = {
@@ -59,9 +59,59 @@ class RunFacts:
     weights_sha256: str
     preprocessing: str
     loaders: List[str]
-    usage: List[Any] = field(default_factory=list)
+    usage: List[Tuple[str, str]] = field(default_factory=list)
     per_class: List[Dict[str, Any]] = field(default_factory=list)
     per_class_source: Optional[str] = None
+
+
+def classifier_loaders(
+    repo: str, model: str, timm_name: Optional[str], in_chans: int, not_timm: Optional[str] = None
+) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(which libraries load a classifier's repository, one line each; code snippets) for the card.
+
+    Args:
+        repo: ``OWNER/NAME``.
+        model: our model name; ``timm_name``: timm's, if any.
+        in_chans: input channels (transformers' pipeline feeds RGB only).
+        not_timm: why timm cannot build the network, or ``None`` when it can.
+    """
+    loaders = [f'splitattn: `splitattn.create_model("hf-hub:{repo}")` (a revision: `hf-hub:{repo}@REV`).']
+    usage = [
+        (
+            "python",
+            f'import splitattn\n\nmodel = splitattn.create_model("hf-hub:{repo}").eval()\n'
+            "transform = splitattn.data.create_eval_transform(model)  # the preprocessing below\n"
+            "names = model.label_names",
+        )
+    ]
+    if not_timm:
+        return loaders + [f"timm and transformers: not usable ({model}: {not_timm})."], usage
+    loaders.append(f'timm: `timm.create_model("hf-hub:{repo}", pretrained=True)` (architecture {timm_name}).')
+    loaders.append(
+        f'transformers: `pipeline("image-classification", model="{repo}")` (its timm wrapper).'
+        if in_chans == 3
+        else f"transformers: not usable: its image-classification pipeline feeds RGB, the model takes {in_chans} "
+        "channels."
+    )
+    usage.append(
+        (
+            "python",
+            f'import timm\n\nmodel = timm.create_model("hf-hub:{repo}", pretrained=True).eval()\n'
+            "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
+        )
+    )
+    return loaders, usage
+
+
+def task_loaders(kind: str, rebuild: str) -> List[str]:
+    """Which libraries load a detection or segmentation repository (``kind``: torchvision's word for such
+    models; ``rebuild``: the function that builds one from its ``train_options``)."""
+    return [
+        f"splitattn only: `{rebuild}(config['train_options'], config['num_classes'])`, then load "
+        "`model.safetensors` (strict).",
+        f"No other library builds it: torchvision's {kind} have no ResNeSt backbone, and timm and transformers "
+        "load classifiers only.",
+    ]
 
 
 def _cell(value: Any) -> str:

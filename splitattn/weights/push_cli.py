@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import UsageError
-from .model_card import DEFAULT_LICENSE, RunFacts, render_card
+from .model_card import DEFAULT_LICENSE, RunFacts, classifier_loaders, render_card, task_loaders
 
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 # options that describe the machine or the run folder, not how the model was trained
@@ -212,38 +212,11 @@ def _classification(checkpoint: Dict[str, Any], source: Path, args: argparse.Nam
     config = classification_config(
         spec.name, overrides, len(classes), model.num_features, eval_config, classes, args.license
     )
-    repo = args.repo or "OWNER/NAME"
     in_timm = bool(spec.timm_name) and (options.get("norm") != "groupnorm" or groupnorm_fits_timm(model))
-    rgb = config["model_args"]["in_chans"] == 3
-    loaders = [f'splitattn: `splitattn.create_model("hf-hub:{repo}")` (any revision: `hf-hub:{repo}@REV`).']
-    if in_timm:
-        loaders.append(f'timm: `timm.create_model("hf-hub:{repo}", pretrained=True)` (architecture {spec.timm_name}).')
-        loaders.append(
-            f'transformers: `pipeline("image-classification", model="{repo}")` (its timm wrapper).'
-            if rgb
-            else "transformers: not usable: its image-classification pipeline feeds RGB, the model "
-            f"takes {config['model_args']['in_chans']} channels."
-        )
-    else:
-        why = "no timm architecture" if not spec.timm_name else "GroupNorm with fewer than 32 groups"
-        loaders.append(f"timm and transformers: not usable ({spec.name}: {why}).")
-    usage = [
-        (
-            "python",
-            f'import splitattn\n\nmodel = splitattn.create_model("hf-hub:{repo}").eval()\n'
-            "transform = splitattn.data.create_eval_transform(model)  # the preprocessing below\n"
-            "names = model.label_names",
-        ),
-    ]
-    if in_timm:
-        usage.append(
-            (
-                "python",
-                f'import timm\n\nmodel = timm.create_model("hf-hub:{repo}", pretrained=True).eval()\n'
-                "config = timm.data.resolve_data_config({}, model=model)\n"
-                "transform = timm.data.create_transform(**config)",
-            )
-        )
+    not_timm = None if in_timm else ("no timm architecture" if not spec.timm_name else "GroupNorm with < 32 groups")
+    loaders, usage = classifier_loaders(
+        args.repo or "OWNER/NAME", spec.name, spec.timm_name, config["model_args"]["in_chans"], not_timm
+    )
     metrics, where = _metrics(source.parent, checkpoint, ema)
     ema_note = f"EMA weights (decay {options.get('ema_decay')})" if ema else "model weights"
     title = f"{spec.name}" + (f" (timm: {spec.timm_name})" if spec.timm_name else "") + f", {len(classes)} classes"
@@ -286,15 +259,6 @@ def _task_config(
     }
 
 
-def _not_elsewhere(kind: str, rebuild: str) -> List[str]:
-    return [
-        f"splitattn only: `{rebuild}(config['train_options'], config['num_classes'])`, then load "
-        "`model.safetensors` (strict).",
-        f"No other library builds it: torchvision's {kind} have no ResNeSt backbone, and timm and transformers "
-        "load classifiers only.",
-    ]
-
-
 def _detection(checkpoint: Dict[str, Any], source: Path, args: argparse.Namespace) -> Export:
     from ..tasks.detection.checkpoint import load_detection_model
 
@@ -331,7 +295,7 @@ def _detection(checkpoint: Dict[str, Any], source: Path, args: argparse.Namespac
         metrics=metrics,
         metrics_source=where,
         weights="the detector's weights",
-        loaders=_not_elsewhere("detectors", "splitattn.tasks.detection.checkpoint.model_from_options"),
+        loaders=task_loaders("detectors", "splitattn.tasks.detection.checkpoint.model_from_options"),
         preprocessing=f"shorter side to {list(transform.min_size)} (longer side at most {transform.max_size}), "
         f"mean {list(transform.image_mean)}, std {list(transform.image_std)}; detections kept above score "
         f"{heads.score_thresh}, NMS IoU {heads.nms_thresh}, at most {heads.detections_per_img} per image.",
@@ -371,7 +335,7 @@ def _segmentation(checkpoint: Dict[str, Any], source: Path, args: argparse.Names
         metrics=metrics,
         metrics_source=where,
         weights="the segmentation model's weights",
-        loaders=_not_elsewhere("segmentation models", "splitattn.tasks.segmentation.checkpoint.model_from_options"),
+        loaders=task_loaders("segmentation models", "splitattn.tasks.segmentation.checkpoint.model_from_options"),
         preprocessing=f"long side to {options.get('base_size')}, mean {list(mean)}, std {list(std)}"
         + (f", sliding windows of {options['eval_crop_size']}" if options.get("eval_crop_size") else "")
         + "; the class of each pixel is the arg-max.",
@@ -388,8 +352,8 @@ BUILDERS: Dict[str, Callable[[Dict[str, Any], Path, argparse.Namespace], Export]
 
 def write_repo(export: Export, folder: Path, license: str) -> List[Path]:
     """Write ``model.safetensors``, ``config.json`` and ``README.md`` into ``folder``; return their paths."""
-    from .files import sha256_file
-    from .hub import CONFIG_NAME, WEIGHTS_NAMES, write_json
+    from .files import sha256_file, write_json
+    from .hub import CONFIG_NAME, WEIGHTS_NAMES
     from .loading import save_state_dict
 
     weights = save_state_dict({k: v.clone() for k, v in export.state_dict.items()}, folder / WEIGHTS_NAMES[0])
