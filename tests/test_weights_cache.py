@@ -193,7 +193,11 @@ def test_unreachable_hosts_cost_one_attempt_per_source(
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
     with pytest.raises(DownloadError) as error:
         create_model("resnest50", pretrained=True)
-    assert attempts == [("github.com", 443), ("127.0.0.1", closed_port)]
+    # huggingface_hub's own first request of a process fetches its agent registry from the endpoint it read at
+    # import (huggingface.co here), once: not an attempt of ours to fetch weights.
+    ours = [address for address in attempts if address != ("huggingface.co", 443)]
+    assert ours == [("github.com", 443), ("127.0.0.1", closed_port)]
+    assert len(attempts) - len(ours) <= 1
     _assert_offline_message(str(error.value))
 
     attempts.clear()  # a mirror that refuses: one attempt for each of the two files

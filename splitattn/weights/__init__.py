@@ -1,7 +1,6 @@
 """Pretrained weights: the registry of published checkpoints, cached verified downloads, safe loading."""
 
 from .download import (
-    DownloadError,
     cache_dir,
     checkpoint_url,
     download_file,
@@ -9,7 +8,7 @@ from .download import (
     fetch_pretrained,
     fetch_url,
 )
-from .files import ChecksumError, WeightsError, sha256_file
+from .files import ChecksumError, DownloadError, WeightsError, sha256_file
 from .loading import (
     CheckpointMismatchError,
     UnsafeCheckpointError,
@@ -20,6 +19,7 @@ from .loading import (
     load_pretrained,
     load_state_dict_into,
     read_checkpoint,
+    read_pretrained,
     save_state_dict,
 )
 from .sources import CHECKPOINTS, Checkpoint, checkpoints_for, find_checkpoint
@@ -47,6 +47,7 @@ __all__ = [
     "load_pretrained",
     "load_state_dict_into",
     "read_checkpoint",
+    "read_pretrained",
     "save_state_dict",
     "sha256_file",
 ]

@@ -96,7 +96,7 @@ def _download(repo: str, filename: str, revision: Optional[str], refresh: bool) 
         raise DownloadError(f"{url}: {str(error).splitlines()[0]}") from error
 
 
-def _blob_sha256(path: Path) -> Optional[str]:
+def hub_sha256(path: Path) -> Optional[str]:
     """The sha256 the hub published for a cached file: its blob's name when that is a sha256 (LFS files)."""
     blob = Path(os.path.realpath(path)).name
     return blob if _SHA256.fullmatch(blob) else None
@@ -127,7 +127,7 @@ def hub_file(
         if required:
             raise DownloadError(f"{repo}" + (f"@{revision}" if revision else "") + f" has no file {filename}")
         return None
-    expected = _blob_sha256(path)
+    expected = hub_sha256(path)
     if expected is None:
         return path
     actual = sha256_file(path)

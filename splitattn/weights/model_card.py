@@ -88,7 +88,7 @@ def classifier_loaders(
         return loaders + [f"timm and transformers: not usable ({model}: {not_timm})."], usage
     loaders.append(f'timm: `timm.create_model("hf-hub:{repo}", pretrained=True)` (architecture {timm_name}).')
     loaders.append(
-        f'transformers: `pipeline("image-classification", model="{repo}")` (its timm wrapper).'
+        f'transformers (4.53 or later): `pipeline("image-classification", model="{repo}")` (its timm wrapper).'
         if in_chans == 3
         else f"transformers: not usable: its image-classification pipeline feeds RGB, the model takes {in_chans} "
         "channels."

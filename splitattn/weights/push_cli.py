@@ -383,7 +383,7 @@ def run_push(args: argparse.Namespace) -> int:
         folder = args.local_dir or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         written = write_repo(export, folder, args.license)
-        print(f"{task} run {source} -> {folder}: {', '.join(p.name for p in written)} ({export.facts.weights})")
+        print(f"{task} run {source} -> {folder}: {', '.join(p.name for p in written)}; {export.facts.weights}")
         print(f"  sha256 {export.facts.weights_sha256} model.safetensors; loads in:")
         for line in export.facts.loaders:
             print(f"  - {line}")

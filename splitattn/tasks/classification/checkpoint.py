@@ -65,7 +65,7 @@ def eval_config_of(
         return run_eval_config(options, img_size)
     from ...weights.sources import eval_config_for_file
 
-    config = eval_config_for_file(model_name, Path(str(weights)).name)
+    config = eval_config_for_file(model_name, Path(str(weights)))
     return config.at_size(img_size) if img_size else config
 
 
