@@ -227,10 +227,13 @@ def test_repositories_splitattn_cannot_build_are_refused_with_the_reason(tmp_pat
     assert described.num_classes == 2 and described.model_name == "resnest50"
 
 
-def _fake_run(folder: Path, checkpoint: dict) -> Path:
-    folder.mkdir(parents=True)
-    torch.save(checkpoint, folder / "last.pt")
-    return folder
+def _push_fake_run(tmp_path: Path, task: str, model: torch.nn.Module, options: dict, classes: list, **entries) -> Path:
+    """A run folder whose last.pt holds ``model`` as ``splitattn <task> train`` would save it, pushed to a folder."""
+    (tmp_path / "run").mkdir()
+    checkpoint = {"task": task, "model": model.state_dict(), "args": options, "classes": classes, **entries}
+    torch.save(checkpoint, tmp_path / "run" / "last.pt")
+    assert main(["push", str(tmp_path / "run"), "--local-dir", str(tmp_path / "repo"), "--license", "mit"]) == 0
+    return tmp_path / "repo"
 
 
 def _rebuilt_equals(folder: Path, model_from_options, model: torch.nn.Module) -> dict:
@@ -258,19 +261,8 @@ def test_detection_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None:
     ).to_dict()
     classes = ["__background__", "person", "dog"]
     model = model_from_options(options, len(classes)).eval()
-    run = _fake_run(
-        tmp_path / "run",
-        {
-            "task": "detection",
-            "model": model.state_dict(),
-            "args": options,
-            "classes": classes,
-            "contiguous_to_coco": {1: 1, 2: 18},
-            "iter": 5,
-        },
-    )
-    assert main(["push", str(run), "--local-dir", str(tmp_path / "repo"), "--license", "mit"]) == 0
-    config = _rebuilt_equals(tmp_path / "repo", model_from_options, model)
+    repo = _push_fake_run(tmp_path, "detection", model, options, classes, contiguous_to_coco={1: 1, 2: 18}, iter=5)
+    config = _rebuilt_equals(repo, model_from_options, model)
     assert (config["task"], config["architecture"], config["backbone"]) == (
         "object-detection",
         "faster_rcnn",
@@ -279,10 +271,10 @@ def test_detection_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None:
     assert config["label_names"] == classes and config["contiguous_to_coco"] == {"1": 1, "2": 18}
     assert config["thresholds"] == {"score_thresh": 0.05, "nms_thresh": 0.5, "detections_per_img": 100}
     assert config["preprocessing"]["min_size"] == [96] and "data" not in config["train_options"]
-    card = (tmp_path / "repo" / "README.md").read_text()
+    card = (repo / "README.md").read_text()
     assert "license: mit" in card and "pipeline_tag: object-detection" in card and "No other library" in card
     with pytest.raises(WeightsError, match="holds a object-detection run"):
-        splitattn.create_model(f"local-dir:{tmp_path / 'repo'}")
+        splitattn.create_model(f"local-dir:{repo}")
 
 
 def test_segmentation_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None:
@@ -296,18 +288,7 @@ def test_segmentation_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None
     ).to_dict()
     classes = ["sky", "building", "road"]
     model = model_from_options(options, len(classes)).eval()
-    run = _fake_run(
-        tmp_path / "run",
-        {
-            "task": "segmentation",
-            "model": model.state_dict(),
-            "args": options,
-            "classes": classes,
-            "epoch": 1,
-            "best_miou": 0.1,
-        },
-    )
-    assert main(["push", str(run), "--local-dir", str(tmp_path / "repo")]) == 0
-    config = _rebuilt_equals(tmp_path / "repo", model_from_options, model)
+    repo = _push_fake_run(tmp_path, "segmentation", model, options, classes, epoch=1, best_miou=0.1)
+    config = _rebuilt_equals(repo, model_from_options, model)
     assert (config["task"], config["architecture"], config["output_stride"]) == ("image-segmentation", "deeplabv3", 8)
     assert config["preprocessing"]["mean"] == [0.485, 0.456, 0.406]

@@ -256,6 +256,8 @@ def test_hub_copy_missing_offline_says_where_to_put_it(tiny: SavedWeights, monke
     checkpoint = timm_hub("resnest14", "timm/tiny.in1k", 0.875, "bilinear")
     register(monkeypatch, checkpoint)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(DownloadError, match=r"not fetched \(HF_HUB_OFFLINE is set\) and the Hugging Face cache") as error:
+    with pytest.raises(
+        DownloadError, match=r"not fetched \(HF_HUB_OFFLINE is set\) and the Hugging Face cache"
+    ) as error:
         create_model("resnest14", pretrained=True, **TINY)
     assert str(cache_dir() / "tiny.in1k.safetensors") in str(error.value)

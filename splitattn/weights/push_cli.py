@@ -165,23 +165,23 @@ def _data_summary(run_dir: Path, options: Mapping[str, Any], num_classes: int) -
 
 
 def _common_facts(
-    task: str,
-    title: str,
-    run_dir: Path,
-    source: Path,
-    checkpoint: Mapping[str, Any],
-    options: Dict[str, Any],
-    **kw: Any,
+    task: str, title: str, source: Path, checkpoint: Mapping[str, Any], options: Dict[str, Any], ema: bool, **kw: Any
 ) -> RunFacts:
+    """The card's facts every task shares, read from the run folder of checkpoint file ``source``; ``kw``: the
+    task's own (``weights``, ``loaders``, ``preprocessing``, ``usage``)."""
     from .files import sha256_file
 
+    run_dir = source.parent
     per_class, per_class_source = _per_class(run_dir)
+    metrics, metrics_source = _metrics(run_dir, checkpoint, ema)
     final = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
     classes = [str(c) for c in checkpoint["classes"]]
     return RunFacts(
         task=task,
         title=title,
         label_names=classes,
+        metrics=metrics,
+        metrics_source=metrics_source,
         command=_command_line(task, options),
         options={k: v for k, v in options.items() if k not in LOCAL_OPTIONS},
         data=_data_summary(run_dir, options, len(classes)),
@@ -217,18 +217,15 @@ def _classification(checkpoint: Dict[str, Any], source: Path, args: argparse.Nam
     loaders, usage = classifier_loaders(
         args.repo or "OWNER/NAME", spec.name, spec.timm_name, config["model_args"]["in_chans"], not_timm
     )
-    metrics, where = _metrics(source.parent, checkpoint, ema)
     ema_note = f"EMA weights (decay {options.get('ema_decay')})" if ema else "model weights"
     title = f"{spec.name}" + (f" (timm: {spec.timm_name})" if spec.timm_name else "") + f", {len(classes)} classes"
     facts = _common_facts(
         "classification",
         title,
-        source.parent,
         source,
         checkpoint,
         options,
-        metrics=metrics,
-        metrics_source=where,
+        ema,
         weights=ema_note,
         loaders=loaders,
         usage=usage,
@@ -259,6 +256,39 @@ def _task_config(
     }
 
 
+# task -> (torchvision's word for such models, the function rebuilding one from a run's options)
+_REBUILT_BY = {
+    "detection": ("detectors", "splitattn.tasks.detection.checkpoint.model_from_options"),
+    "segmentation": ("segmentation models", "splitattn.tasks.segmentation.checkpoint.model_from_options"),
+}
+
+
+def _task_export(
+    task: str,
+    model: Any,
+    config: Dict[str, Any],
+    source: Path,
+    checkpoint: Mapping[str, Any],
+    options: Dict[str, Any],
+    title: str,
+    preprocessing: str,
+) -> Export:
+    """The export of a detection or segmentation run (a config of its own, loadable by splitattn only)."""
+    loaders = task_loaders(*_REBUILT_BY[task])
+    facts = _common_facts(
+        task,
+        title,
+        source,
+        checkpoint,
+        options,
+        False,
+        weights="the whole model's weights",
+        loaders=loaders,
+        preprocessing=preprocessing,
+    )
+    return Export(model.state_dict(), config, facts, "splitattn")
+
+
 def _detection(checkpoint: Dict[str, Any], source: Path, args: argparse.Namespace) -> Export:
     from ..tasks.detection.checkpoint import load_detection_model
 
@@ -284,23 +314,13 @@ def _detection(checkpoint: Dict[str, Any], source: Path, args: argparse.Namespac
             "std": list(transform.image_std),
         },
     )
-    metrics, where = _metrics(source.parent, checkpoint, False)
-    facts = _common_facts(
-        "detection",
-        f"{options['arch']} on {config['backbone']}, {len(classes) - 1} classes",
-        source.parent,
-        source,
-        checkpoint,
-        options,
-        metrics=metrics,
-        metrics_source=where,
-        weights="the detector's weights",
-        loaders=task_loaders("detectors", "splitattn.tasks.detection.checkpoint.model_from_options"),
-        preprocessing=f"shorter side to {list(transform.min_size)} (longer side at most {transform.max_size}), "
+    preprocessing = (
+        f"shorter side to {list(transform.min_size)} (longer side at most {transform.max_size}), "
         f"mean {list(transform.image_mean)}, std {list(transform.image_std)}; detections kept above score "
-        f"{heads.score_thresh}, NMS IoU {heads.nms_thresh}, at most {heads.detections_per_img} per image.",
+        f"{heads.score_thresh}, NMS IoU {heads.nms_thresh}, at most {heads.detections_per_img} per image."
     )
-    return Export(model.state_dict(), config, facts, "splitattn")
+    title = f"{options['arch']} on {config['backbone']}, {len(classes) - 1} classes"
+    return _task_export("detection", model, config, source, checkpoint, options, title, preprocessing)
 
 
 def _segmentation(checkpoint: Dict[str, Any], source: Path, args: argparse.Namespace) -> Export:
@@ -324,23 +344,13 @@ def _segmentation(checkpoint: Dict[str, Any], source: Path, args: argparse.Names
             "std": list(std),
         },
     )
-    metrics, where = _metrics(source.parent, checkpoint, False)
-    facts = _common_facts(
-        "segmentation",
-        f"{config['architecture']} on {config['backbone']}, {len(classes)} classes",
-        source.parent,
-        source,
-        checkpoint,
-        options,
-        metrics=metrics,
-        metrics_source=where,
-        weights="the segmentation model's weights",
-        loaders=task_loaders("segmentation models", "splitattn.tasks.segmentation.checkpoint.model_from_options"),
-        preprocessing=f"long side to {options.get('base_size')}, mean {list(mean)}, std {list(std)}"
+    preprocessing = (
+        f"long side to {options.get('base_size')}, mean {list(mean)}, std {list(std)}"
         + (f", sliding windows of {options['eval_crop_size']}" if options.get("eval_crop_size") else "")
-        + "; the class of each pixel is the arg-max.",
+        + "; the class of each pixel is the arg-max."
     )
-    return Export(model.state_dict(), config, facts, "splitattn")
+    title = f"{config['architecture']} on {config['backbone']}, {len(classes)} classes"
+    return _task_export("segmentation", model, config, source, checkpoint, options, title, preprocessing)
 
 
 BUILDERS: Dict[str, Callable[[Dict[str, Any], Path, argparse.Namespace], Export]] = {
