@@ -31,6 +31,7 @@ from .errors import SplitAttnError, UsageError
 SUBCOMMANDS = [
     "splitattn.models.cli",
     "splitattn.weights.cli",
+    "splitattn.deploy.push",
     "splitattn.tasks.classification.cli",
     "splitattn.tasks.segmentation.cli",
     "splitattn.tasks.detection.cli",

@@ -26,6 +26,8 @@ EXTRAS = {
     "onnx": "export",
     "onnxruntime": "export",
     "onnxscript": "export",
+    "captum": "explain",
+    "transformers": "test",
     "timm": "test",
 }
 

@@ -9,12 +9,13 @@ preprocessing of the weights it holds (``model.eval_config``).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from torch import nn
 
 from ..errors import UnknownArgumentError, UsageError
-from ..weights.loading import load_checkpoint, load_state_dict_into, resolve_checkpoint_path
+from ..weights.hub import is_repo_name, load_repo
+from ..weights.loading import load_state_dict_into, read_pretrained
 from ..weights.sources import default_eval_config, eval_config_for_file
 from .registry import ModelSpec, get_model_spec
 from .resnest import ResNeSt, ResNeStFeatures
@@ -78,27 +79,48 @@ def _arch_kwargs(spec: ModelSpec, overrides: Dict[str, Any]) -> Dict[str, Any]:
 
 def create_model(
     name: str,
-    num_classes: int = 1000,
-    pretrained: Union[bool, str] = False,
+    num_classes: Optional[int] = None,
+    pretrained: Union[bool, str, None] = None,
     features_only: bool = False,
     out_indices: Sequence[int] = (1, 2, 3, 4),
     **overrides: Any,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model, or the model of a repository in timm's hub format.
 
     Args:
-        name: a name from ``list_models()`` or a timm alias (``resnest50d`` ...).
-        num_classes: classifier outputs (ignored with ``features_only``).
-        pretrained: ``True`` for the registered ImageNet weights, or a path/URL of a checkpoint.
+        name: a name from ``list_models()``, a timm alias (``resnest50d`` ...), or a repository:
+            ``hf-hub:owner/name[@revision]`` or ``local-dir:DIR`` (``splitattn.weights.hub``; pass
+            ``revision=`` to pin one too).
+        num_classes: classifier outputs (ignored with ``features_only``); ``None``: 1000, or a repository's.
+        pretrained: ``True`` for the registered ImageNet weights, or a path/URL of a checkpoint. A repository's
+            weights are loaded unless ``pretrained=False``.
         features_only: return a ``ResNeStFeatures`` backbone giving the stage outputs.
         out_indices: with ``features_only``, which maps: 0 stem, 1..4 layer1..layer4.
         **overrides: any ``ResNeSt`` argument (``norm_layer``, ``output_stride``,
             ``drop_block_prob`` ...) and the official ``dilated``/``dilation``/``final_drop``.
 
-    The returned module carries ``model.eval_config`` (the evaluation preprocessing of the
-    weights it holds: those loaded, else the model's default weights; see
-    ``splitattn.data.create_eval_transform``) and ``model.model_name``.
+    Returns:
+        The model. It carries ``model.eval_config`` (the evaluation preprocessing of the weights it holds:
+        those loaded, else the model's default weights; see ``splitattn.data.create_eval_transform``) and
+        ``model.model_name``; a repository's model also ``model.label_names`` and ``model.pretrained_source``.
+
+    Raises:
+        UsageError: an unknown model name (with the close ones) or override.
+        WeightsError: weights that cannot be fetched, verified or loaded into the model.
     """
+    if is_repo_name(name):  # a shared run in timm's hub format: hf-hub:owner/name[@revision] or local-dir:DIR
+        repo = load_repo(name, pretrained, overrides.pop("revision", None))
+        classes = repo.num_classes if num_classes is None else num_classes
+        model = create_model(
+            repo.model_name,
+            classes,
+            repo.weights or False,
+            features_only,
+            out_indices,
+            **{**repo.model_args, **overrides},
+        )
+        return repo.describe(model)
+    num_classes = 1000 if num_classes is None else num_classes
     spec = get_model_spec(name)
     if "classes" in overrides:
         num_classes = overrides.pop("classes")
@@ -108,9 +130,9 @@ def create_model(
 
     eval_config = default_eval_config(spec.name)
     if pretrained:
-        path = resolve_checkpoint_path(spec.name, pretrained)
-        load_state_dict_into(classifier, load_checkpoint(path), origin=str(path))
-        eval_config = eval_config_for_file(spec.name, path.name)
+        path, state_dict = read_pretrained(spec.name, pretrained)
+        load_state_dict_into(classifier, state_dict, origin=str(path))
+        eval_config = eval_config_for_file(spec.name, path)
     elif any(isinstance(m, FrozenBatchNorm2d) for m in classifier.modules()):
         warnings.warn(
             f"{spec.name} was built with frozen BatchNorm (FrozenBatchNorm2d) but without pretrained weights: "

@@ -18,6 +18,7 @@ from .loading import (
     load_pretrained,
     load_state_dict_into,
     read_checkpoint,
+    read_pretrained,
     save_state_dict,
 )
 from .sources import CHECKPOINTS, Checkpoint, checkpoints_for, find_checkpoint
@@ -45,6 +46,7 @@ __all__ = [
     "load_pretrained",
     "load_state_dict_into",
     "read_checkpoint",
+    "read_pretrained",
     "save_state_dict",
     "sha256_file",
 ]

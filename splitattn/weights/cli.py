@@ -15,6 +15,7 @@ from ..models.factory import create_model
 from ..models.registry import MODEL_SPECS, get_model_spec, list_models
 from .download import cache_dir, checkpoint_url, fetch_checkpoint, fetch_pretrained
 from .files import check_sha256, sha256_file
+from .hub_fetch import hub_sha256
 from .loading import CheckpointMismatchError, fit_state_dict, load_checkpoint, save_state_dict
 from .sources import CHECKPOINTS, Checkpoint, checkpoints_for, find_checkpoint, hash_from_name
 
@@ -80,7 +81,10 @@ def run_list(args: argparse.Namespace) -> int:
                 f"{name:<24} {checkpoint.source:<9} {checkpoint.sha256 or 'none':<9} {size:>11}  "
                 f"{'yes' if cached else 'no':<6} {checkpoint.filename}"
             )
-    print("sha256 'none': no hash is published for the timm hub copies; they are checked by a strict key/shape load.")
+    print(
+        "sha256 'none': no hash is registered for the timm hub copies; a download is checked against the sha256 the "
+        "hub serves with it, and every copy by a strict key/shape load."
+    )
     return 0
 
 
@@ -96,9 +100,11 @@ def _check_against(name: str, state_dict: Mapping[str, Tensor], origin: str) -> 
     fit_state_dict(model, state_dict, origin)
 
 
-def _describe(checkpoint: Checkpoint, digest: str) -> str:
+def _describe(checkpoint: Checkpoint, path: Path, digest: str) -> str:
     if checkpoint.sha256:
         return f"sha256 {digest} matches the published prefix {checkpoint.sha256}"
+    if hub_sha256(path) == digest:
+        return f"sha256 {digest} matches the hub's (the file's LFS ETag)"
     return f"sha256 {digest} (none published for {checkpoint.source}: checked by keys and shapes only)"
 
 
@@ -115,7 +121,7 @@ def run_download(args: argparse.Namespace) -> int:
         path, checkpoint = fetch_pretrained(spec.name)
     _check_against(spec.name, load_checkpoint(path), str(path))
     print(
-        f"{path}\n  from {checkpoint_url(checkpoint)}\n  {_describe(checkpoint, sha256_file(path))}\n"
+        f"{path}\n  from {checkpoint_url(checkpoint)}\n  {_describe(checkpoint, path, sha256_file(path))}\n"
         f"  keys and shapes match {spec.name}"
     )
     return 0

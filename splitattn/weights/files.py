@@ -1,17 +1,20 @@
-"""File helpers shared by downloading and converting: atomic writes and hashing."""
+"""File helpers shared by downloading and converting: atomic writes, hashing, and the weights errors."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from ..errors import ChecksumError
 
 CHUNK_BYTES = 1 << 20
+
+__all__ = ["atomic_path", "check_sha256", "sha256_file", "write_json"]
 
 
 @contextmanager
@@ -30,6 +33,13 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """``obj`` as indented JSON at ``path``, written atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def sha256_file(path: Path) -> str:

@@ -14,16 +14,16 @@ import re
 import struct
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import safetensors.torch
 import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointMismatchError, UnsafeCheckpointError, UsageError, WeightsError
-from .download import fetch_pretrained, fetch_url
+from .download import fetch_checkpoint, fetch_pretrained, fetch_url
 from .files import atomic_path, check_sha256
-from .sources import hash_from_name
+from .sources import eval_config_for_file, hash_from_name
 
 StateDict = Dict[str, Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -287,19 +287,18 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, Tensor], ori
     return model
 
 
-def resolve_checkpoint_path(name: str, pretrained: Union[bool, PathLike], progress: Optional[bool] = None) -> Path:
-    """The local file behind ``pretrained``: ``True`` (the registered weights of ``name``), a URL or a path.
-
-    URLs are cached like registered files. Files named ``-<8 hex>.pth`` must match that hash;
-    a local file failing it is refused, never deleted.
-    """
+def _locate(
+    name: str, pretrained: Union[bool, PathLike], progress: Optional[bool]
+) -> Tuple[Path, Optional[Callable[[], Path]]]:
+    """The local file behind ``pretrained`` and, for a downloaded (cached) file, how to fetch it again."""
     if pretrained is True:
-        return fetch_pretrained(name, progress)[0]
+        path, checkpoint = fetch_pretrained(name, progress)
+        return path, lambda: fetch_checkpoint(checkpoint, progress, refresh=True)
     if not isinstance(pretrained, (str, os.PathLike)) or isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be True, a file path or a URL, got {pretrained!r}.")
     text = os.fspath(pretrained)
     if re.match(r"^(https?|file)://", text):
-        return fetch_url(text, progress)
+        return fetch_url(text, progress), lambda: fetch_url(text, progress, refresh=True)
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
@@ -307,12 +306,51 @@ def resolve_checkpoint_path(name: str, pretrained: Union[bool, PathLike], progre
             "or the path or URL of a checkpoint."
         )
     check_sha256(path, hash_from_name(path.name))
-    return path
+    return path, None
+
+
+def read_pretrained(
+    name: str, pretrained: Union[bool, PathLike], progress: Optional[bool] = None
+) -> Tuple[Path, StateDict]:
+    """The weights ``pretrained`` names for model ``name``, and the file they were read from.
+
+    Args:
+        name: registered model name (for ``pretrained=True`` and the error messages).
+        pretrained: ``True`` (the registered weights of ``name``), a path or a URL. URLs are cached like
+            registered files; files named ``-<8 hex>.pth`` must match that hash (a local file failing it is
+            refused, never deleted).
+        progress: download progress bar; ``None``: on a terminal only.
+
+    Returns:
+        ``(path, state_dict)``.
+
+    Raises:
+        WeightsError: the file cannot be fetched (``DownloadError``), fails its hash (``ChecksumError``), holds
+            pickled code (``UnsafeCheckpointError``) or no state dict. A downloaded file that cannot be read
+            (damaged, cut short) is fetched again once, with a warning, before this is raised.
+        FileNotFoundError: a local path that does not exist.
+    """
+    path, fetch_again = _locate(name, pretrained, progress)
+    try:
+        obj = read_checkpoint(path)
+    except UnsafeCheckpointError:
+        raise
+    except WeightsError as error:
+        if fetch_again is None:
+            raise
+        warnings.warn(f"{error} The cached copy is fetched again.", UserWarning, stacklevel=2)
+        path = fetch_again()
+        obj = read_checkpoint(path)
+    return path, extract_state_dict(obj, origin=str(path))
 
 
 def load_pretrained(
     model: nn.Module, name: str, pretrained: Union[bool, PathLike], progress: Optional[bool] = None
 ) -> nn.Module:
-    """Load ``pretrained`` weights (``True``, a path or a URL) into ``model`` built as ``name``; return it."""
-    path = resolve_checkpoint_path(name, pretrained, progress)
-    return load_state_dict_into(model, load_checkpoint(path), origin=str(path))
+    """Load ``pretrained`` weights (``True``, a path or a URL, see ``read_pretrained``) into ``model`` built as
+    ``name``; a model carrying ``eval_config`` gets the evaluation protocol of the file loaded. Returns it."""
+    path, state_dict = read_pretrained(name, pretrained, progress)
+    load_state_dict_into(model, state_dict, origin=str(path))
+    if hasattr(model, "eval_config"):
+        model.eval_config = eval_config_for_file(name, path)
+    return model

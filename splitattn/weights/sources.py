@@ -1,9 +1,10 @@
 """Where every published ResNeSt checkpoint lives, and what is known about each file.
 
 Two sources exist. The official release files carry the first 8 hex digits of their
-sha256 in the file name, so a download can be checked byte for byte. The timm copies on
-the Hugging Face hub publish no hash: they are checked by loading them strictly (every key
-and shape must match the model), and they are the only source of the ResNeSt-14/26 weights.
+sha256 in the file name, so a download can be checked byte for byte. For the timm copies on
+the Hugging Face hub no hash is recorded here: a download is checked against the sha256 the
+hub serves with it (the LFS ETag, ``hub_fetch``) and by loading it strictly (every key and
+shape must match the model). They are the only source of the ResNeSt-14/26 weights.
 
 ``CHECKPOINTS`` maps a registered model name to its sources, in the order they are tried.
 It is a plain dict on purpose: a deployment (or a test) can add or replace entries, e.g.
@@ -12,9 +13,11 @@ It is a plain dict on purpose: a deployment (or a test) can add or replace entri
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import UsageError
 from ..models.eval_config import EvalConfig
@@ -25,12 +28,13 @@ HUB_URL = "https://huggingface.co/{repo}/resolve/{revision}/{filename}"
 HUB_FILENAME = "model.safetensors"
 # The hub revision every timm repository is fetched at. A commit id pins the bytes; "main" follows the
 # branch. It stays "main" until the commit ids are recorded (look one up with
-# `huggingface_hub.HfApi().model_info(repo).sha`): the hub publishes no hash, so these files are checked
-# by loading them strictly (every key and shape).
+# `huggingface_hub.HfApi().model_info(repo).sha`); until then a file is checked against the sha256 the hub
+# serves with it and by loading it strictly (every key and shape).
 HUB_REVISION = "main"
 OFFICIAL = "official"
 TIMM_HUB = "timm-hub"
 
+_HUB_CACHE_PREFIX = "models--"  # huggingface_hub's folder of a model repository: models--<owner>--<name>
 # A file name that carries its own hash, as the official release and torch.hub name them.
 HASHED_NAME = re.compile(r"-([0-9a-f]{8})\.pth$")
 _HEX = re.compile(r"[0-9a-f]{8,64}")
@@ -146,6 +150,28 @@ def find_checkpoint(filename: str) -> Optional[Checkpoint]:
     return matches[0] if matches else None
 
 
+def hub_cache_repo(path: Union[str, os.PathLike[str]]) -> Optional[str]:
+    """``owner/name`` of a file in the Hugging Face cache's layout
+    (``.../models--<owner>--<name>/snapshots/<revision>/<file>``), else ``None``."""
+    parts = Path(path).parts
+    if len(parts) >= 4 and parts[-3] == "snapshots" and parts[-4].startswith(_HUB_CACHE_PREFIX):
+        return parts[-4][len(_HUB_CACHE_PREFIX) :].replace("--", "/")
+    return None
+
+
+def checkpoint_for_file(path: Union[str, os.PathLike[str]]) -> Optional[Checkpoint]:
+    """The registered checkpoint a local file is a copy of: by its name in our cache or a mirror
+    (``resnest50-528c19ca.pth``, ``resnest50d.in1k.safetensors``), or by its place in the Hugging Face cache
+    (``models--timm--resnest50d.in1k/snapshots/<rev>/model.safetensors``); ``None`` for other files."""
+    path = Path(path)
+    repo = hub_cache_repo(path) if path.name == HUB_FILENAME else None
+    if repo is not None:
+        matches = [c for sources in CHECKPOINTS.values() for c in sources if c.repo == repo]
+        if matches:
+            return matches[0]
+    return find_checkpoint(path.name)
+
+
 def default_eval_config(name: str) -> EvalConfig:
     """The evaluation protocol of a model's default weights (its first source), or its registered one.
 
@@ -158,9 +184,13 @@ def default_eval_config(name: str) -> EvalConfig:
     return sources[0].eval_config if sources else spec.eval_config
 
 
-def eval_config_for_file(name: str, filename: str) -> EvalConfig:
-    """The evaluation protocol for weights loaded from ``filename``: its registered source's, else the default."""
-    checkpoint = find_checkpoint(filename)
+def eval_config_for_file(name: str, path: Union[str, os.PathLike[str]]) -> EvalConfig:
+    """The evaluation protocol for weights of model ``name`` loaded from the file at ``path``.
+
+    A copy of a registered checkpoint (``checkpoint_for_file``: in our cache, a mirror's name, or the Hugging
+    Face cache) gets its source's protocol; any other file the model's default (``default_eval_config``).
+    """
+    checkpoint = checkpoint_for_file(path)
     if checkpoint is not None and checkpoint.model == get_model_spec(name).name:
         return checkpoint.eval_config
     return default_eval_config(name)

@@ -66,8 +66,8 @@ def eval_config_of(
         return run_eval_config(config, img_size)
     from ...weights.sources import eval_config_for_file
 
-    published = eval_config_for_file(model_name, Path(str(weights)).name)
-    return published.at_size(img_size) if img_size else published
+    config = eval_config_for_file(model_name, Path(str(weights)))
+    return config.at_size(img_size) if img_size else config
 
 
 def model_overrides(config: ClassifyConfig) -> Dict[str, Any]:
