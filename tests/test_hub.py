@@ -8,9 +8,12 @@ Independent references: timm (``timm.create_model("local-dir:DIR", pretrained=Tr
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import shlex
 from pathlib import Path
-from typing import List
+from typing import List, Type
 
 import pytest
 import safetensors.torch
@@ -19,10 +22,12 @@ from huggingface_hub import constants as hf_constants
 from PIL import Image
 
 import splitattn
-from splitattn.cli import main
-from splitattn.data import create_eval_transform
-from splitattn.errors import UsageError, WeightsError
-from splitattn.weights import DownloadError
+from splitattn.cli import build_parser, main
+from splitattn.config.arguments import resolve
+from splitattn.config.schemas import ClassifyConfig, DetectConfig, RunConfig, SegmentConfig
+from splitattn.data.transforms import create_eval_transform
+from splitattn.deploy.run_card import LOCAL_OPTIONS
+from splitattn.errors import DownloadError, UsageError, WeightsError
 from splitattn.weights.loading import strip_wrapper_prefixes
 
 from .conftest import SHARED_DATA
@@ -73,6 +78,22 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     server.stop()
 
 
+def card_command_config(card: str, cls: Type[RunConfig]) -> RunConfig:
+    """The config the card's training command gives, parsed by the real command line (``splitattn.cli``)."""
+    command = re.search(r"```bash\n(.*?)\n```", card, re.S).group(1).replace("\\\n", " ")
+    words = shlex.split(command)
+    assert words[0] == "splitattn"
+    return resolve(cls, build_parser().parse_args(words[1:]))[0]
+
+
+def trained_options(config: RunConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in LOCAL_OPTIONS}
+
+
+def test_local_options_are_options_of_every_run() -> None:
+    assert set(LOCAL_OPTIONS) <= {item.name for item in dataclasses.fields(RunConfig)}
+
+
 def test_push_writes_the_ema_weights_and_timms_config(run: Path, pushed: Path) -> None:
     checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     pushed_weights = safetensors.torch.load_file(str(pushed / "model.safetensors"))
@@ -95,6 +116,9 @@ def test_push_writes_the_ema_weights_and_timms_config(run: Path, pushed: Path) -
     assert card.startswith("---\n") and "license: apache-2.0" in card and "library_name: timm" in card
     assert "EMA weights" in card and "ema_val" not in card and "| top1 |" in card
     assert "--model-kwargs bottleneck_width=16 stem_width=16" in card and "Training time:" in card
+    assert "splitattn classify train" in card and "--epochs 2" in card and "--ema " in card
+    stored = ClassifyConfig(**checkpoint["args"])
+    assert trained_options(card_command_config(card, ClassifyConfig)) == trained_options(stored)
 
 
 def test_timm_loads_the_pushed_run_with_the_same_logits(run: Path, pushed: Path, capsys) -> None:
@@ -227,42 +251,48 @@ def test_repositories_splitattn_cannot_build_are_refused_with_the_reason(tmp_pat
     assert described.num_classes == 2 and described.model_name == "resnest50"
 
 
-def _push_fake_run(tmp_path: Path, task: str, model: torch.nn.Module, options: dict, classes: list, **entries) -> Path:
+def _push_fake_run(tmp_path: Path, config: RunConfig, model: torch.nn.Module, classes: list, **entries) -> Path:
     """A run folder whose last.pt holds ``model`` as ``splitattn <task> train`` would save it, pushed to a folder."""
     (tmp_path / "run").mkdir()
-    checkpoint = {"task": task, "model": model.state_dict(), "args": options, "classes": classes, **entries}
+    task = {DetectConfig: "detection", SegmentConfig: "segmentation"}[type(config)]
+    args = dataclasses.asdict(config)
+    checkpoint = {"task": task, "model": model.state_dict(), "args": args, "classes": classes, **entries}
     torch.save(checkpoint, tmp_path / "run" / "last.pt")
     assert main(["push", str(tmp_path / "run"), "--local-dir", str(tmp_path / "repo"), "--license", "mit"]) == 0
     return tmp_path / "repo"
 
 
-def _rebuilt_equals(folder: Path, model_from_options, model: torch.nn.Module) -> dict:
-    """The pushed config.json alone rebuilds the model; the pushed weights load into it strictly."""
-    config = json.loads((folder / "config.json").read_text())
-    rebuilt = model_from_options(config["train_options"], config["num_classes"]).eval()
-    rebuilt.load_state_dict(safetensors.torch.load_file(str(folder / "model.safetensors")))
-    expected = model.state_dict()
-    assert rebuilt.state_dict().keys() == expected.keys()
+def _card_rebuilds(folder: Path, model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The card's own Python snippet, run with the repository's files, rebuilds the model from config.json
+    alone, and the pushed weights load into it strictly: the same tensors as the run's model."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, filename: str(folder / filename))
+    card = (folder / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)\n```", card, re.S)
+    namespace: dict = {}
+    exec(snippet, namespace)
+    rebuilt, expected = namespace["model"], model.state_dict()
+    assert not rebuilt.training and rebuilt.state_dict().keys() == expected.keys()
     assert all(torch.equal(rebuilt.state_dict()[k], expected[k]) for k in expected)
-    return config
+    return json.loads((folder / "config.json").read_text())
 
 
-def test_detection_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None:
-    from splitattn.config import DetectConfig
-    from splitattn.tasks.detection.checkpoint import model_from_options
+def test_detection_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from splitattn.tasks.detection.checkpoint import model_from_config
 
-    options = DetectConfig(
+    run_config = DetectConfig(
         data=str(SHARED_DATA / "coco128"),
         backbone="resnest14",
         model_kwargs={"bottleneck_width": 8, "stem_width": 8},
         norm="batchnorm",
         min_size=[96],
         max_size=128,
-    ).to_dict()
+    )
     classes = ["__background__", "person", "dog"]
-    model = model_from_options(options, len(classes)).eval()
-    repo = _push_fake_run(tmp_path, "detection", model, options, classes, contiguous_to_coco={1: 1, 2: 18}, iter=5)
-    config = _rebuilt_equals(repo, model_from_options, model)
+    model = model_from_config(run_config, len(classes)).eval()
+    repo = _push_fake_run(tmp_path, run_config, model, classes, contiguous_to_coco={1: 1, 2: 18}, iter=5)
+    config = _card_rebuilds(repo, model, monkeypatch)
     assert (config["task"], config["architecture"], config["backbone"]) == (
         "object-detection",
         "faster_rcnn",
@@ -273,22 +303,42 @@ def test_detection_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None:
     assert config["preprocessing"]["min_size"] == [96] and "data" not in config["train_options"]
     card = (repo / "README.md").read_text()
     assert "license: mit" in card and "pipeline_tag: object-detection" in card and "No other library" in card
+    assert "faster_rcnn on resnest14, 2 classes" in card
+    assert trained_options(card_command_config(card, DetectConfig)) == trained_options(run_config)
     with pytest.raises(WeightsError, match="holds a object-detection run"):
         splitattn.create_model(f"local-dir:{repo}")
 
 
-def test_segmentation_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path) -> None:
-    from splitattn.config import SegmentConfig
-    from splitattn.tasks.segmentation.checkpoint import model_from_options
+def test_segmentation_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from splitattn.tasks.segmentation.checkpoint import model_from_config
 
-    options = SegmentConfig(
+    run_config = SegmentConfig(
         data=str(SHARED_DATA / "camvid-mini"),
         backbone="resnest14",
-        model_kwargs={"bottleneck_width": 8, "stem_width": 8},
-    ).to_dict()
+        model_kwargs={"bottleneck_width": 8, "stem_width": 8, "in_chans": 1},
+        norm="syncbn",
+    )
     classes = ["sky", "building", "road"]
-    model = model_from_options(options, len(classes)).eval()
-    repo = _push_fake_run(tmp_path, "segmentation", model, options, classes, epoch=1, best_miou=0.1)
-    config = _rebuilt_equals(repo, model_from_options, model)
+    model = model_from_config(dataclasses.replace(run_config, norm="batchnorm"), len(classes)).eval()
+    repo = _push_fake_run(tmp_path, run_config, model, classes, epoch=1, best_miou=0.1)
+    config = _card_rebuilds(repo, model, monkeypatch)
     assert (config["task"], config["architecture"], config["output_stride"]) == ("image-segmentation", "deeplabv3", 8)
-    assert config["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    assert config["preprocessing"]["mean"] == pytest.approx([0.449]) and config["train_options"]["norm"] == "batchnorm"
+    card = (repo / "README.md").read_text()
+    assert "--norm syncbn" in card  # the card says how the run trained; config.json how to rebuild it
+
+
+def test_push_refuses_what_is_not_a_run_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    weights = {"fc.weight": torch.zeros(2, 4), "fc.bias": torch.zeros(2)}
+    torch.save(weights, tmp_path / "bare.pt")
+    assert main(["push", str(tmp_path / "bare.pt"), "--local-dir", str(tmp_path / "a")]) == 2
+    assert "holds bare weights, not a run" in capsys.readouterr().err
+    torch.save({"model": weights, "args": {}, "classes": ["x", "y"]}, tmp_path / "old.pt")
+    assert main(["push", str(tmp_path / "old.pt"), "--local-dir", str(tmp_path / "b")]) == 1
+    assert "without the `task` entry" in capsys.readouterr().err
+    torch.save({"task": "tracking", "model": weights, "args": {}, "classes": ["x", "y"]}, tmp_path / "other.pt")
+    assert main(["push", str(tmp_path / "other.pt"), "--local-dir", str(tmp_path / "c")]) == 1
+    assert "'tracking' run; push shares runs of ['classification', 'detection', 'segmentation']" in (
+        capsys.readouterr().err
+    )
+    assert not any((tmp_path / name).exists() for name in "abc")  # nothing written

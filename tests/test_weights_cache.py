@@ -22,9 +22,10 @@ import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download
 
-from splitattn import create_model
-from splitattn.data import create_eval_transform
-from splitattn.weights import DownloadError, cache_dir
+from splitattn.data.transforms import create_eval_transform
+from splitattn.errors import DownloadError
+from splitattn.models.factory import create_model
+from splitattn.weights.download import cache_dir
 from splitattn.weights.sources import CHECKPOINTS, checkpoint_for_file
 
 from .conftest import SHARED_DATA

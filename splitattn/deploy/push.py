@@ -1,16 +1,17 @@
 """``splitattn push RUN``: share a trained run as a Hugging Face hub repository in timm's layout.
 
-A command module (the top layer: it reads the checkpoints of the three tasks and writes through
-``weights.hub`` and ``weights.model_card``). The repository holds ``model.safetensors``, ``config.json`` and a
-model card ``README.md``:
+At the artifact level (``deploy/``): it rebuilds a run's model with its task's checkpoint loader and writes
+it through ``weights.timm_config``, ``weights.model_card`` (the facts from ``run_card``) and ``weights.hub``.
+The repository holds ``model.safetensors``, ``config.json`` and a model card ``README.md``:
 
-- classification: timm's ``config.json`` (``weights.hub.classification_config``), so ``timm.create_model`` and
+- classification: timm's ``config.json`` (``weights.timm_config.classification_config``), so ``timm.create_model`` and
   transformers' image-classification pipeline (its ``TimmWrapper``) load it where timm has the architecture,
   and ``splitattn.create_model("hf-hub:OWNER/NAME")`` always;
 - detection and segmentation: a ``config.json`` of their own (task, architecture, backbone, classes,
-  thresholds, preprocessing, and the run's options that rebuild the model with
-  ``splitattn.tasks.<task>.checkpoint.model_from_options``). No other library builds these models (a ResNeSt
-  backbone in torchvision's detectors, our cascade heads), and the card says so.
+  thresholds, preprocessing, and the run's options, ``train_options``, that rebuild the model with
+  ``splitattn.tasks.<task>.checkpoint.model_from_config`` once read with ``config.values.from_checkpoint_args``).
+  No other library builds these models (a ResNeSt backbone in torchvision's detectors, our cascade heads), and
+  the card says so.
 
 ``--local-dir DIR`` writes the files only; ``--repo OWNER/NAME`` uploads them (``HfApi.create_repo`` and
 ``upload_folder``; ``HF_TOKEN`` or ``hf auth login`` for the credentials, ``HF_ENDPOINT`` for another hub).
@@ -19,21 +20,19 @@ model card ``README.md``:
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..errors import UsageError
-from ..weights.model_card import DEFAULT_LICENSE, RunFacts, classifier_loaders, render_card, task_loaders
+from ..config.schemas import RunConfig
+from ..errors import CheckpointError, UsageError
+from ..weights.model_card import DEFAULT_LICENSE, RunFacts, render_card
+from .run_card import LOCAL_OPTIONS, POSITION_KEYS, RunSource, run_facts
 
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
-# options that describe the machine or the run folder, not how the model was trained
-LOCAL_OPTIONS = ("config", "output", "exist_ok", "resume", "device", "workers", "threads", "progress", "tensorboard")
-MAX_CARD_CLASSES = 100  # per-class rows shown in the card
+PLACEHOLDER_REPO = "OWNER/NAME"  # in the card of a run written to --local-dir only
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -77,288 +76,225 @@ def _checkpoint_path(run: Path) -> Path:
     return found
 
 
-def _log_records(run_dir: Path) -> List[Dict[str, Any]]:
-    path = run_dir / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_run(run: Path, tasks: Sequence[str]) -> RunSource:
+    """The checkpoint of ``run`` (a run folder's ``last.pt``, else ``best.pt``, or a checkpoint file) with the
+    entries the card needs; the model is rebuilt by its task's loader.
 
+    Raises:
+        FileNotFoundError: no checkpoint at ``run``.
+        UsageError: the file holds bare weights, not a run.
+        CheckpointError: a run's checkpoint without a ``task`` entry, or of a task not in ``tasks``.
+    """
+    from ..engine.checkpoint import holds_bare_weights, load_checkpoint_file
 
-def _metrics(run_dir: Path, checkpoint: Mapping[str, Any], ema: bool) -> Tuple[Dict[str, float], str]:
-    """The evaluation of the pushed weights as the run logged it: the ``val_`` (``ema_val_``) entries of the
-    log record of the checkpoint's step, else ``metrics.json`` for the last checkpoint."""
-    prefix = "ema_val_" if ema else "val_"
-    for key in ("step", "iter", "epoch"):
-        if key not in checkpoint:
-            continue
-        records = [
-            r for r in _log_records(run_dir) if r.get(key) == checkpoint[key] and any(k.startswith(prefix) for k in r)
-        ]
-        if records:
-            metrics = {k[len(prefix) :]: v for k, v in records[-1].items() if k.startswith(prefix)}
-            where = f"log.jsonl, {key} {checkpoint[key]}, {'EMA' if ema else 'model'} weights"
-            return metrics, where
-    path = run_dir / "metrics.json"
-    if path.is_file() and not ema:
-        final = json.loads(path.read_text())
-        numbers = {k: v for k, v in final.items() if isinstance(v, (int, float)) and not k.endswith(("_s", "images"))}
-        return numbers, "metrics.json"
-    return {}, ""
-
-
-def _per_class(run_dir: Path) -> Tuple[List[Dict[str, Any]], Optional[str]]:
-    """The newest per-class table the run wrote (a CSV in the run folder or one level down whose columns
-    include recall, IoU or AP), at most ``MAX_CARD_CLASSES`` rows."""
-
-    def header(path: Path) -> str:
-        with path.open() as handle:
-            return handle.readline().lower()
-
-    tables = [
-        p
-        for p in list(run_dir.glob("*.csv")) + list(run_dir.glob("*/*.csv"))
-        if any(w in header(p) for w in ("recall", "iou", "ap"))
-    ]
-    if not tables:
-        return [], None
-    newest = max(tables, key=lambda p: p.stat().st_mtime)
-    with newest.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return rows[:MAX_CARD_CLASSES], str(newest.relative_to(run_dir))
-
-
-def _command_line(task: str, options: Mapping[str, Any]) -> str:
-    """The ``splitattn <task> train`` command giving ``options``: the options that differ from the defaults."""
-    from ..config import ClassifyConfig, DetectConfig, SegmentConfig
-    from ..engine.checkpoint import TASK_COMMANDS
-
-    cls = {"classification": ClassifyConfig, "detection": DetectConfig, "segmentation": SegmentConfig}[task]
-    words = [f"splitattn {TASK_COMMANDS[task]} train"]
-    for item in dataclasses.fields(cls):
-        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
-        value = options.get(item.name, default)
-        if item.name in LOCAL_OPTIONS or value == default:
-            continue
-        flag = "--" + item.name.replace("_", "-")
-        if isinstance(value, bool):
-            words.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, dict):
-            words.append(flag + "".join(f" {k}={v}" for k, v in value.items()))
-        elif isinstance(value, (list, tuple)):
-            words.append(flag + "".join(f" {v}" for v in value))
-        else:
-            words.append(f"{flag} {value}")
-    return " \\\n  ".join(words)
-
-
-def _data_summary(run_dir: Path, options: Mapping[str, Any], num_classes: int) -> Dict[str, Any]:
-    final = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    data = options.get("data")
-    summary: Dict[str, Any] = {"data set": Path(data).name if data else "scikit-learn digits (built in)"}
-    if options.get("dataset"):
-        summary["format"] = options["dataset"]
-    summary["classes"] = num_classes
-    for key in ("train_images", "eval_images"):
-        if key in final:
-            summary[key.replace("_", " ")] = final[key]
-    return summary
-
-
-def _common_facts(
-    task: str, title: str, source: Path, checkpoint: Mapping[str, Any], options: Dict[str, Any], ema: bool, **kw: Any
-) -> RunFacts:
-    """The card's facts every task shares, read from the run folder of checkpoint file ``source``; ``kw``: the
-    task's own (``weights``, ``loaders``, ``preprocessing``, ``usage``)."""
-    from ..weights.files import sha256_file
-
-    run_dir = source.parent
-    per_class, per_class_source = _per_class(run_dir)
-    metrics, metrics_source = _metrics(run_dir, checkpoint, ema)
-    final = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    classes = [str(c) for c in checkpoint["classes"]]
-    return RunFacts(
-        task=task,
-        title=title,
-        label_names=classes,
-        metrics=metrics,
-        metrics_source=metrics_source,
-        command=_command_line(task, options),
-        options={k: v for k, v in options.items() if k not in LOCAL_OPTIONS},
-        data=_data_summary(run_dir, options, len(classes)),
-        wall_time_s=final.get("wall_time_s"),
-        source_file=source.name,
-        source_sha256=sha256_file(source),
-        weights_sha256="",  # known once model.safetensors is written
-        per_class=per_class,
-        per_class_source=per_class_source,
-        **kw,
+    path = _checkpoint_path(run)
+    checkpoint = load_checkpoint_file(path)
+    if holds_bare_weights(checkpoint):
+        raise UsageError(f"{path} holds bare weights, not a run; push the last.pt of a `splitattn ... train` run.")
+    if "task" not in checkpoint:
+        raise CheckpointError(
+            f"{path} is a run's checkpoint without the `task` entry naming the task that trained it (written before "
+            f"checkpoints had one); add it (checkpoint['task'] = one of {list(tasks)}) and push again."
+        )
+    if checkpoint["task"] not in tasks:
+        raise CheckpointError(f"{path} is a {checkpoint['task']!r} run; push shares runs of {list(tasks)}.")
+    return RunSource(
+        path=path,
+        task=checkpoint["task"],
+        position={key: checkpoint[key] for key in POSITION_KEYS if key in checkpoint},
+        has_ema=bool(checkpoint.get("ema")),
+        trained_norm=checkpoint["args"].get("norm"),
     )
 
 
-def _classification(checkpoint: Dict[str, Any], source: Path, args: argparse.Namespace) -> Export:
-    from ..models.factory import create_model
+def _classification(source: RunSource, args: argparse.Namespace) -> Export:
     from ..models.registry import get_model_spec
-    from ..tasks.classification.checkpoint import model_overrides, run_eval_config
-    from ..weights.hub import classification_config, groupnorm_fits_timm
-    from ..weights.loading import strip_wrapper_prefixes
+    from ..tasks.classification.checkpoint import COMMAND, load_trained_model, model_overrides, run_eval_config
+    from ..weights.model_card import classifier_loaders
+    from ..weights.timm_config import classification_config, groupnorm_fits_timm
 
-    options, classes = dict(checkpoint["args"]), [str(c) for c in checkpoint["classes"]]
-    spec = get_model_spec(checkpoint.get("model_name") or options["model"])
-    overrides = model_overrides(options)
-    ema = bool(args.ema and checkpoint.get("ema"))
-    state = strip_wrapper_prefixes(checkpoint["ema"]) if ema else dict(checkpoint["model"])
-    model = create_model(spec.name, num_classes=len(classes), **overrides)
-    model.load_state_dict(state)  # strict: the weights are the network config.json describes
-    eval_config = run_eval_config(options)
-    config = classification_config(
-        spec.name, overrides, len(classes), model.num_features, eval_config, classes, args.license
+    ema = args.ema and source.has_ema
+    model, classes, config = load_trained_model(source.path, use_ema=ema, action="push")
+    assert classes is not None and config is not None  # a run's checkpoint: read_run refused bare weights
+    spec = get_model_spec(model.model_name)
+    eval_config = run_eval_config(config)
+    timm_config = classification_config(
+        spec.name, model_overrides(config), len(classes), model.num_features, eval_config, classes, args.license
     )
-    in_timm = bool(spec.timm_name) and (options.get("norm") != "groupnorm" or groupnorm_fits_timm(model))
+    in_timm = bool(spec.timm_name) and (config.norm != "groupnorm" or groupnorm_fits_timm(model))
     not_timm = None if in_timm else ("no timm architecture" if not spec.timm_name else "GroupNorm with < 32 groups")
     loaders, usage = classifier_loaders(
-        args.repo or "OWNER/NAME", spec.name, spec.timm_name, config["model_args"]["in_chans"], not_timm
+        args.repo or PLACEHOLDER_REPO, spec.name, spec.timm_name, config.in_chans, not_timm
     )
-    ema_note = f"EMA weights (decay {options.get('ema_decay')})" if ema else "model weights"
-    title = f"{spec.name}" + (f" (timm: {spec.timm_name})" if spec.timm_name else "") + f", {len(classes)} classes"
-    facts = _common_facts(
-        "classification",
-        title,
+    facts = run_facts(
         source,
-        checkpoint,
-        options,
+        config,
+        COMMAND,
+        classes,
         ema,
-        weights=ema_note,
+        None,
+        title=f"{spec.name}" + (f" (timm: {spec.timm_name})" if spec.timm_name else "") + f", {len(classes)} classes",
+        weights=f"EMA weights (decay {config.ema_decay})" if ema else "model weights",
         loaders=loaders,
         usage=usage,
         preprocessing=f"{eval_config.describe()}, mean {list(eval_config.mean)}, std {list(eval_config.std)} "
         f"(timm: `crop_pct` {eval_config.crop_pct}, `crop_mode` center, {eval_config.interpolation}).",
     )
-    return Export(state, config, facts, "timm" if in_timm else "splitattn")
+    return Export(model.state_dict(), timm_config, facts, "timm" if in_timm else "splitattn")
 
 
-def _task_config(
-    task: str, architecture: str, options: Mapping[str, Any], classes: List[str], **extra: Any
-) -> Dict[str, Any]:
-    from ..models.registry import get_model_spec
-    from ..version import __version__
+@dataclass
+class TaskRepo:
+    """What a detection or segmentation run's repository says beyond its weights and run options.
 
-    spec = get_model_spec(options["backbone"])
-    return {
-        "library_name": "splitattn",
-        "splitattn_version": __version__,
-        "task": task,
-        "architecture": architecture,
-        "backbone": spec.name,
-        "backbone_timm_name": spec.timm_name,
-        "num_classes": len(classes),
-        "label_names": classes,
-        **extra,
-        "train_options": {k: v for k, v in options.items() if k not in LOCAL_OPTIONS + ("data", "pretrained")},
-    }
+    Attributes:
+        task: the hub's pipeline name (``object-detection``, ``image-segmentation``).
+        architecture: the run's ``arch`` or ``head``.
+        entries: the task's own ``config.json`` entries (thresholds, preprocessing ...).
+        kind: torchvision's word for such models, for the card.
+        labels: how many classes the title names (a detector's background left out).
+        preprocessing: the evaluation preprocessing in words.
+        rebuild: the task's ``model_from_config``; ``command``: its command group.
+        data_format: the run's ``dataset`` layout, if it names one.
+    """
 
-
-# task -> (torchvision's word for such models, the function rebuilding one from a run's options)
-_REBUILT_BY = {
-    "detection": ("detectors", "splitattn.tasks.detection.checkpoint.model_from_options"),
-    "segmentation": ("segmentation models", "splitattn.tasks.segmentation.checkpoint.model_from_options"),
-}
+    task: str
+    architecture: str
+    entries: Dict[str, Any]
+    kind: str
+    labels: int
+    preprocessing: str
+    rebuild: Callable[..., Any]
+    command: str
+    data_format: Optional[str]
 
 
 def _task_export(
-    task: str,
-    model: Any,
-    config: Dict[str, Any],
-    source: Path,
-    checkpoint: Mapping[str, Any],
-    options: Dict[str, Any],
-    title: str,
-    preprocessing: str,
+    source: RunSource, args: argparse.Namespace, model: Any, config: RunConfig, classes: List[str], repo: TaskRepo
 ) -> Export:
-    """The export of a detection or segmentation run (a config of its own, loadable by splitattn only)."""
-    loaders = task_loaders(*_REBUILT_BY[task])
-    facts = _common_facts(
-        task,
-        title,
+    """The export of a detection or segmentation run: a ``config.json`` of its own, loadable by splitattn only
+    (the run's options without the machine's and its paths, ``train_options``, rebuild it with ``repo.rebuild``)."""
+    from ..models.registry import get_model_spec
+    from ..version import __version__
+    from ..weights.model_card import task_loaders
+
+    spec = get_model_spec(config.model_name)
+    options = dataclasses.asdict(config)
+    repo_config = {
+        "library_name": "splitattn",
+        "splitattn_version": __version__,
+        "task": repo.task,
+        "architecture": repo.architecture,
+        "backbone": spec.name,
+        "backbone_timm_name": spec.timm_name,
+        "num_classes": len(classes),
+        "label_names": list(classes),
+        **repo.entries,
+        "train_options": {k: v for k, v in options.items() if k not in LOCAL_OPTIONS + ("data", "pretrained")},
+    }
+    rebuild = f"{repo.rebuild.__module__}.{repo.rebuild.__qualname__}"
+    loaders, usage = task_loaders(args.repo or PLACEHOLDER_REPO, repo.kind, type(config).__name__, rebuild)
+    facts = run_facts(
         source,
-        checkpoint,
-        options,
+        config,
+        repo.command,
+        classes,
         False,
+        repo.data_format,
+        title=f"{repo.architecture} on {spec.name}, {repo.labels} classes",
         weights="the whole model's weights",
         loaders=loaders,
-        preprocessing=preprocessing,
+        usage=usage,
+        preprocessing=repo.preprocessing,
     )
-    return Export(model.state_dict(), config, facts, "splitattn")
+    return Export(model.state_dict(), repo_config, facts, "splitattn")
 
 
-def _detection(checkpoint: Dict[str, Any], source: Path, args: argparse.Namespace) -> Export:
-    from ..tasks.detection.checkpoint import load_detection_model
+def _detection(source: RunSource, args: argparse.Namespace) -> Export:
+    from ..tasks.detection.checkpoint import COMMAND, load_detection_model, model_from_config
 
-    model, classes, options, mapping = load_detection_model(source, "push")
+    model, classes, config, mapping = load_detection_model(source.path, "push")
     heads, transform = model.roi_heads, model.transform
-    config = _task_config(
-        "object-detection",
-        options["arch"],
-        options,
-        classes,
-        background_index=0,
-        contiguous_to_coco={str(k): v for k, v in mapping.items()},
-        masks="mask" in options["arch"],
-        thresholds={
+    entries = {
+        "background_index": 0,
+        "contiguous_to_coco": {str(k): v for k, v in mapping.items()},
+        "masks": "mask" in config.arch,
+        "thresholds": {
             "score_thresh": heads.score_thresh,
             "nms_thresh": heads.nms_thresh,
             "detections_per_img": heads.detections_per_img,
         },
-        preprocessing={
+        "preprocessing": {
             "min_size": list(transform.min_size),
             "max_size": transform.max_size,
             "mean": list(transform.image_mean),
             "std": list(transform.image_std),
         },
-    )
+    }
     preprocessing = (
         f"shorter side to {list(transform.min_size)} (longer side at most {transform.max_size}), "
         f"mean {list(transform.image_mean)}, std {list(transform.image_std)}; detections kept above score "
         f"{heads.score_thresh}, NMS IoU {heads.nms_thresh}, at most {heads.detections_per_img} per image."
     )
-    title = f"{options['arch']} on {config['backbone']}, {len(classes) - 1} classes"
-    return _task_export("detection", model, config, source, checkpoint, options, title, preprocessing)
+    repo = TaskRepo(
+        "object-detection",
+        config.arch,
+        entries,
+        "detectors",
+        len(classes) - 1,  # classes[0] is the background
+        preprocessing,
+        model_from_config,
+        COMMAND,
+        config.dataset,
+    )
+    return _task_export(source, args, model, config, classes, repo)
 
 
-def _segmentation(checkpoint: Dict[str, Any], source: Path, args: argparse.Namespace) -> Export:
-    from ..config import input_channels
+def _segmentation(source: RunSource, args: argparse.Namespace) -> Export:
     from ..data.io import channel_stats
-    from ..tasks.segmentation.checkpoint import load_segmentation_model
+    from ..tasks.segmentation.checkpoint import COMMAND, load_segmentation_model, model_from_config
 
-    model, classes, options = load_segmentation_model(source, "push")
-    mean, std = channel_stats(input_channels(options))
-    config = _task_config(
-        "image-segmentation",
-        options.get("head", "deeplabv3"),
-        options,
-        classes,
-        output_stride=options.get("output_stride"),
-        aux=options.get("aux"),
-        preprocessing={
-            "base_size": options.get("base_size"),
-            "eval_crop_size": options.get("eval_crop_size"),
+    model, classes, config = load_segmentation_model(source.path, "push")
+    mean, std = channel_stats(config.in_chans)
+    entries = {
+        "output_stride": config.output_stride,
+        "aux": config.aux,
+        "preprocessing": {
+            "base_size": config.base_size,
+            "eval_crop_size": config.eval_crop_size,
             "mean": list(mean),
             "std": list(std),
         },
-    )
+    }
     preprocessing = (
-        f"long side to {options.get('base_size')}, mean {list(mean)}, std {list(std)}"
-        + (f", sliding windows of {options['eval_crop_size']}" if options.get("eval_crop_size") else "")
+        f"long side to {config.base_size}, mean {list(mean)}, std {list(std)}"
+        + (f", sliding windows of {config.eval_crop_size}" if config.eval_crop_size else "")
         + "; the class of each pixel is the arg-max."
     )
-    title = f"{config['architecture']} on {config['backbone']}, {len(classes)} classes"
-    return _task_export("segmentation", model, config, source, checkpoint, options, title, preprocessing)
+    repo = TaskRepo(
+        "image-segmentation",
+        config.head,
+        entries,
+        "segmentation models",
+        len(classes),
+        preprocessing,
+        model_from_config,
+        COMMAND,
+        config.dataset,
+    )
+    return _task_export(source, args, model, config, classes, repo)
 
 
-BUILDERS: Dict[str, Callable[[Dict[str, Any], Path, argparse.Namespace], Export]] = {
-    "classification": _classification,
-    "detection": _detection,
-    "segmentation": _segmentation,
-}
+Builder = Callable[[RunSource, argparse.Namespace], Export]
+
+
+def _builders() -> Dict[str, Builder]:
+    """Task (a checkpoint's ``task`` entry) -> its export; the tasks are imported when a run is pushed."""
+    from ..tasks.classification.checkpoint import TASK as CLASSIFICATION
+    from ..tasks.detection.checkpoint import TASK as DETECTION
+    from ..tasks.segmentation.checkpoint import TASK as SEGMENTATION
+
+    return {CLASSIFICATION: _classification, DETECTION: _detection, SEGMENTATION: _segmentation}
 
 
 def write_repo(export: Export, folder: Path, license: str) -> List[Path]:
@@ -376,26 +312,21 @@ def write_repo(export: Export, folder: Path, license: str) -> List[Path]:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from ..engine.checkpoint import checkpoint_task, load_checkpoint_file
-
     if not args.repo and not args.local_dir:
         raise UsageError("give --repo OWNER/NAME (upload), --local-dir DIR (write the files), or both.")
     if args.repo and args.repo.count("/") != 1:
         raise UsageError(f"--repo {args.repo!r}: write it OWNER/NAME (your user or organisation name first).")
     if args.local_dir and args.local_dir.exists() and any(args.local_dir.iterdir()) and not args.exist_ok:
         raise UsageError(f"--local-dir {args.local_dir} is not empty; add --exist-ok to replace its files.")
-    source = _checkpoint_path(args.run)
-    checkpoint = load_checkpoint_file(source)
-    task = checkpoint_task(checkpoint)
-    if task is None:
-        raise UsageError(f"{source} holds bare weights, not a run; push the last.pt of a `splitattn ... train` run.")
-    export = BUILDERS[task](checkpoint, source, args)
+    builders = _builders()
+    source = read_run(args.run, tuple(builders))
+    export = builders[source.task](source, args)
     with tempfile.TemporaryDirectory(prefix="splitattn-push-") as tmp:
         folder = args.local_dir or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         written = write_repo(export, folder, args.license)
-        print(f"{task} run {source} -> {folder}: {', '.join(p.name for p in written)}; {export.facts.weights}")
-        print(f"  sha256 {export.facts.weights_sha256} model.safetensors; loads in:")
+        print(f"{source.task} run {source.path} -> {folder}: {', '.join(p.name for p in written)}")
+        print(f"  {export.facts.weights}, sha256 {export.facts.weights_sha256} model.safetensors; loads in:")
         for line in export.facts.loaders:
             print(f"  - {line}")
         if args.repo:

@@ -1,4 +1,4 @@
-"""File helpers shared by downloading and converting: atomic writes, hashing, and the weights errors."""
+"""File helpers shared by downloading, converting and pushing: atomic writes, JSON files, hashing and its errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..errors import ChecksumError
 
 CHUNK_BYTES = 1 << 20
 
-__all__ = ["atomic_path", "check_sha256", "sha256_file", "write_json"]
+__all__ = ["atomic_path", "check_sha256", "checksum_error", "sha256_file", "write_json"]
 
 
 @contextmanager

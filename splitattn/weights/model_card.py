@@ -103,15 +103,31 @@ def classifier_loaders(
     return loaders, usage
 
 
-def task_loaders(kind: str, rebuild: str) -> List[str]:
-    """Which libraries load a detection or segmentation repository (``kind``: torchvision's word for such
-    models; ``rebuild``: the function that builds one from its ``train_options``)."""
-    return [
-        f"splitattn only: `{rebuild}(config['train_options'], config['num_classes'])`, then load "
-        "`model.safetensors` (strict).",
+def task_loaders(repo: str, kind: str, config_class: str, rebuild: str) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(which libraries load a detection or segmentation repository, one line each; a code snippet) for the card.
+
+    Args:
+        repo: ``OWNER/NAME``.
+        kind: torchvision's word for such models (``detectors`` ...).
+        config_class: the run's config class, as ``splitattn.config`` exports it (``DetectConfig`` ...).
+        rebuild: the dotted name of the function building the model from that config and a class count.
+    """
+    module, _, function = rebuild.rpartition(".")
+    loaders = [
+        f"splitattn only: `{function}` ({module}) of the run's options (`train_options`, read with "
+        f"`from_checkpoint_args({config_class}, ...)`) and `num_classes`, then `model.safetensors` loaded strictly.",
         f"No other library builds it: torchvision's {kind} have no ResNeSt backbone, and timm and transformers "
         "load classifiers only.",
     ]
+    code = (
+        "import json\n\nimport safetensors.torch\nfrom huggingface_hub import hf_hub_download\n\n"
+        f"from splitattn.config import {config_class}, from_checkpoint_args\nfrom {module} import {function}\n\n"
+        f'config = json.loads(open(hf_hub_download("{repo}", "config.json"), encoding="utf-8").read())\n'
+        f'options = from_checkpoint_args({config_class}, config["train_options"], "config.json")\n'
+        f'model = {function}(options, config["num_classes"]).eval()\n'
+        f'model.load_state_dict(safetensors.torch.load_file(hf_hub_download("{repo}", "model.safetensors")))'
+    )
+    return loaders, [("python", code)]
 
 
 def _cell(value: Any) -> str:

@@ -31,6 +31,7 @@ from ...models.eval_config import EvalConfig
 from ...models.factory import create_model
 from ...models.registry import get_model_spec
 from ...weights.loading import strip_wrapper_prefixes
+from ...weights.sources import eval_config_for_file
 from ..commands import weights_usage
 
 TASK, COMMAND = "classification", "classify"  # the checkpoint's ``task`` entry, the command group
@@ -64,10 +65,8 @@ def eval_config_of(
     (the authors' for the official release files, timm's for the hub copies), optionally at ``img_size``."""
     if config is not None:
         return run_eval_config(config, img_size)
-    from ...weights.sources import eval_config_for_file
-
-    config = eval_config_for_file(model_name, Path(str(weights)))
-    return config.at_size(img_size) if img_size else config
+    published = eval_config_for_file(model_name, weights)
+    return published.at_size(img_size) if img_size else published
 
 
 def model_overrides(config: ClassifyConfig) -> Dict[str, Any]:
