@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -49,8 +50,9 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see bench_int8.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after bench_int8 set OMP_WAIT_POLICY)
+import torch  # noqa: E402
 from bench_int8 import image_arrays, openvino_runner, ort_runner, quantize_nncf, quantize_ort, quantize_pt2e  # noqa: E402
 from peak_rates import qdq_matmul_onnx  # noqa: E402
 
