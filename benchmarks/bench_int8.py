@@ -60,13 +60,21 @@ def image_arrays(folder: Path, transform, limit: int, seed: int = 0) -> Tuple[np
 
 
 # ----------------------------------------------------------------------------------------------- quantisers
-def quantize_nncf(onnx_path: Path, calibration: np.ndarray):
+def calibration_samples(calibration) -> List[np.ndarray]:
+    """One model input per calibration step: the images of an (N, C, H, W) array one by one, or a list's items
+    as they are (inputs of different sizes, e.g. a detector's (3, H, W) images)."""
+    if isinstance(calibration, np.ndarray):
+        return [calibration[i : i + 1] for i in range(len(calibration))]
+    return list(calibration)
+
+
+def quantize_nncf(onnx_path: Path, calibration):
     """An int8 OpenVINO model (``openvino.Model``) quantised by NNCF from the fp32 ONNX file."""
     import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(onnx_path))
-    dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    dataset = nncf.Dataset(calibration_samples(calibration))
     return nncf.quantize(model, dataset, subset_size=len(calibration), preset=nncf.QuantizationPreset.PERFORMANCE)
 
 
@@ -86,14 +94,14 @@ def openvino_runner(model, threads: int, precision: str = "f32", shape: Sequence
     return lambda x: request.infer({0: x})[0]
 
 
-def quantize_ort(onnx_path: Path, out_path: Path, calibration: np.ndarray, per_channel: bool = True) -> Path:
+def quantize_ort(onnx_path: Path, out_path: Path, calibration, per_channel: bool = True) -> Path:
     """An int8 QDQ ONNX file written by ONNX Runtime's static quantisation (MinMax calibration)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self, name: str) -> None:
-            self.items = iter([{name: calibration[i : i + 1]} for i in range(len(calibration))])
+            self.items = iter([{name: sample} for sample in calibration_samples(calibration)])
 
         def get_next(self):
             return next(self.items, None)

@@ -175,6 +175,51 @@ def op_summary(path: Path) -> Dict[str, object]:
     return {"opset_written": opset, "n_op_types": len(ops), "custom_ops": custom, "input_dims": inputs}
 
 
+def calibration_inputs(name: str, count: int) -> List[torch.Tensor]:
+    """``count`` training images of the model's data set, prepared as ``build``'s inputs."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    if name in ("faster_rcnn", "mask_rcnn"):
+        paths = sorted((DATA / "coco128" / "images").glob("*.jpg"))[10 : 10 + count]
+        return [pil_to_tensor(Image.open(p).convert("RGB")).float() / 255 for p in paths]
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    paths = sorted((DATA / "camvid-mini" / "train" / "images").glob("*.png"))[:count]
+    return [
+        ((pil_to_tensor(Image.open(p).convert("RGB")).float() / 255 - mean) / std)[None, :, :256, :320] for p in paths
+    ]
+
+
+def int8_rows(name: str, path: Path, inputs: List[torch.Tensor], expected, count: int, top: int) -> List[dict]:
+    """``path`` quantised by ONNX Runtime (QDQ, per-channel) and by NNCF (OpenVINO), compared with eager fp32."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_int8 import quantize_nncf, quantize_ort
+
+    detection = name in ("faster_rcnn", "mask_rcnn")
+    calibration = calibration_inputs(name, count)
+    rows = []
+    for toolkit in ("ort", "nncf"):
+        row = {"model": name, "int8": toolkit, "from": path.name}
+        start = time.perf_counter()
+        try:
+            if toolkit == "ort":
+                quantized = quantize_ort(path, path.with_suffix(".int8.onnx"), [c.numpy() for c in calibration])
+                runtime = "onnxruntime"
+            else:
+                quantized = quantize_nncf(path, [c.numpy() for c in calibration])
+                runtime = "openvino"
+            row["quantize_s"] = round(time.perf_counter() - start, 1)
+            for index, x in enumerate(inputs):
+                (got,) = run_onnx(quantized, [x], runtime)
+                row["other_size" if index else "export_size"] = compare(expected[index], got, detection, top)
+        except Exception as error:
+            row["error"] = f"FAILED {type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="faster_rcnn,deeplabv3")
@@ -182,6 +227,8 @@ def main() -> int:
     parser.add_argument("--opsets", default="17,18")
     parser.add_argument("--fixed", action="store_true", help="also export with fixed image sizes")
     parser.add_argument("--convert-model", action="store_true", help="also openvino.convert_model(torch model)")
+    parser.add_argument("--int8", action="store_true", help="quantise the last dynamic export (ORT, NNCF)")
+    parser.add_argument("--calibration-images", type=int, default=16)
     parser.add_argument("--top", type=int, default=20, help="detections compared")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
@@ -220,6 +267,10 @@ def main() -> int:
                         row[key] = f"FAILED {type(error).__name__}: {str(error).splitlines()[0][:300]}"
             results.append(row)
             print(json.dumps(row), flush=True)
+        dynamic_files = [folder / f"{name}-{e}-{o}-1.onnx" for e, o, d in combos if d]
+        dynamic_files = [f for f in dynamic_files if f.exists()]
+        if args.int8 and dynamic_files:
+            results += int8_rows(name, dynamic_files[0], inputs, expected, args.calibration_images, args.top)
         if args.convert_model:
             import openvino as ov
 
