@@ -8,7 +8,7 @@ Runners (``--runners``, comma-separated; ``all`` is every one below):
                              Inductor freezing under no_grad: the anchor a timm user gets with one line
 ``ours-compile-fp32|bf16``   ``splitattn.optimize_for_inference(backend="compile")``
 ``ours-ts-fp32|bf16``        ``splitattn.optimize_for_inference(backend="torchscript")``
-``ours-patched-fp32|bf16``   our fast path with the fixes of ``--patch`` (scratch experiments, see PATCHES)
+``patched:P1+P2:fp32|bf16``  our fast path built with patches P1, P2 (scratch experiments, see patch_fastpath.py)
 ``ort-fp32[-extended]``      ONNX Runtime on ``splitattn.deploy.export.export_onnx``'s file: graph optimisation
                              ORT_ENABLE_ALL (NCHWc layout transformer on) or ORT_ENABLE_EXTENDED
 ``ov-onnx-fp32|bf16``        OpenVINO reading our ONNX file, input shape fixed per batch, precision hint
@@ -124,19 +124,20 @@ class Bench:
             model = self.once(name, lambda: torch.compile(copy.deepcopy(self.timm).to(dtype, memory_format=cl)))
             xc = x.to(dtype, memory_format=cl)
             return lambda: _no_grad(model, xc)
-        if name.startswith(("ours-compile-", "ours-ts-", "ours-patched-")):
+        if name.startswith("patched:"):
+            from patch_fastpath import patched_fast_path
+
+            _, patches, precision = name.split(":")
+            model = self.once(name, lambda: patched_fast_path(self.ours, precision, patches.replace("+", ",")))
+            return lambda: model(x)
+        if name.startswith(("ours-compile-", "ours-ts-")):
             from splitattn import optimize_for_inference
 
             precision = name.rsplit("-", 1)[1]
             backend = "torchscript" if name.startswith("ours-ts-") else "compile"
-            if name.startswith("ours-patched-"):
-                from patch_fastpath import patched_fast_path
-
-                model = self.once(name, lambda: patched_fast_path(self.ours, precision, self.args.patch))
-            else:
-                model = self.once(
-                    name, lambda: optimize_for_inference(self.ours, precision, backend=backend, example_size=shape[-1])
-                )
+            model = self.once(
+                name, lambda: optimize_for_inference(self.ours, precision, backend=backend, example_size=shape[-1])
+            )
             return lambda: model(x)
         if name.startswith("ort-fp32"):
             run = ort_runner(self.onnx_file(), threads, "extended" if name.endswith("extended") else "all")
@@ -253,7 +254,6 @@ def main() -> int:
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--runners", default="all", help="comma-separated names (see above) or all")
     parser.add_argument("--reference", default="timm-compile-fp32", help="runner the speed-ups are relative to")
-    parser.add_argument("--patch", default="", help="fixes for ours-patched-*: see patch_fastpath.py")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=4, help="calls per round at batch 1 (a quarter at larger)")

@@ -10,6 +10,8 @@ float32 logits. Patches (comma-separated):
 * ``no-cl``: NCHW activations instead of channels_last.
 * ``cpp-wrapper``: ``torch._inductor.config.cpp_wrapper = True`` while compiling: the generated code calls its
   kernels from C++ instead of a Python wrapper (less per-kernel overhead at small batches).
+* ``no-asserts``: ``size_asserts`` / ``alignment_asserts`` / ``scalar_asserts`` off: the generated Python wrapper
+  otherwise checks every extern kernel's output size, stride and alignment on every call.
 * ``timm-attn``: SplitAttention's forward written as timm's ``SplitAttn`` writes it (explicit batch size in the
   reshapes instead of -1, ``sum``/``mean`` order and softmax over an explicit radix view).
 
@@ -25,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_int8.py
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-PATCHES = ("direct", "nofold", "no-cl", "cpp-wrapper", "timm-attn")
+PATCHES = ("direct", "nofold", "no-cl", "cpp-wrapper", "no-asserts", "timm-attn")
 
 
 def timm_style_forward(self, x):
@@ -69,7 +71,10 @@ def patched_fast_path(model: torch.nn.Module, precision: str, patches: str):
     net = net.to(dtype=dtype, memory_format=memory_format)
     for param in net.parameters():
         param.requires_grad_(False)
-    compiled = torch.compile(net, options={"freezing": True, "cpp_wrapper": "cpp-wrapper" in chosen})
+    options = {"freezing": True, "cpp_wrapper": "cpp-wrapper" in chosen}
+    if "no-asserts" in chosen:
+        options.update(size_asserts=False, alignment_asserts=False, scalar_asserts=False)
+    compiled = torch.compile(net, options=options)
     if "direct" in chosen:
 
         def run(x):
