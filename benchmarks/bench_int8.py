@@ -40,7 +40,7 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
-TOOLKITS = ("nncf", "ort", "pt2e")
+TOOLKITS = ("nncf", "ort", "pt2e")  # also ort-entropy, ort-percentile (ONNX Runtime's other calibrations)
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -94,9 +94,18 @@ def openvino_runner(model, threads: int, precision: str = "f32", shape: Sequence
     return lambda x: request.infer({0: x})[0]
 
 
-def quantize_ort(onnx_path: Path, out_path: Path, calibration, per_channel: bool = True) -> Path:
-    """An int8 QDQ ONNX file written by ONNX Runtime's static quantisation (MinMax calibration)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def quantize_ort(
+    onnx_path: Path, out_path: Path, calibration, per_channel: bool = True, method: str = "minmax"
+) -> Path:
+    """An int8 QDQ ONNX file written by ONNX Runtime's static quantisation (``method``: minmax, entropy or
+    percentile calibration)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -119,6 +128,11 @@ def quantize_ort(onnx_path: Path, out_path: Path, calibration, per_channel: bool
         per_channel=per_channel,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        calibrate_method={
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[method],
     )
     return out_path
 
@@ -188,11 +202,17 @@ def predict(run: Runner, images: np.ndarray, batch: int) -> np.ndarray:
 
 
 def median_latency(runners: Dict[str, Runner], x: np.ndarray, rounds: int, repeats: int) -> Dict[str, List[float]]:
-    """Seconds per call of each runner, round by round (order reversed every other round)."""
-    for run in runners.values():
-        run(x)
-    seconds: Dict[str, List[float]] = {name: [] for name in runners}
-    order = list(runners.items())
+    """Seconds per call of each runner, round by round (order reversed every other round); a runner that refuses
+    ``x``'s shape (a static-shape export) is left out."""
+    usable = {}
+    for name, run in runners.items():
+        try:
+            run(x)
+            usable[name] = run
+        except Exception:  # noqa: BLE001 - reported as a missing latency
+            pass
+    seconds: Dict[str, List[float]] = {name: [] for name in usable}
+    order = list(usable.items())
     for index in range(rounds):
         for name, run in order if index % 2 == 0 else order[::-1]:
             start = time.perf_counter()
@@ -208,9 +228,13 @@ def main() -> int:
     parser.add_argument("--data", required=True, help="the run's ImageFolder root (train/ and val/)")
     parser.add_argument("--toolkits", default=",".join(TOOLKITS))
     parser.add_argument("--calibration-images", type=int, default=300)
+    parser.add_argument(
+        "--pt2e-batch", type=int, default=50, help="PT2E export batch (static shapes; 0: dynamic, fails on ResNeSt)"
+    )
     parser.add_argument("--val-images", type=int, default=0, help="0: all")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-fp32-runtimes", action="store_true", help="skip ONNX Runtime / OpenVINO fp32 rows")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--output", default=None, help="folder for the ONNX files (default: a temporary one)")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -238,8 +262,9 @@ def main() -> int:
     results: Dict[str, dict] = {}
     runners: Dict[str, Runner] = {"torch eager fp32": torch_runner(model)}
     reference = predict(runners["torch eager fp32"], val, 50)
-    runners["ort fp32"] = ort_runner(fp32_onnx, args.threads)
-    runners["openvino fp32"] = openvino_runner(fp32_onnx, args.threads)
+    if not args.no_fp32_runtimes:
+        runners["ort fp32"] = ort_runner(fp32_onnx, args.threads)
+        runners["openvino fp32"] = openvino_runner(fp32_onnx, args.threads)
     for toolkit in toolkits:
         start = time.perf_counter()
         if toolkit == "nncf":
@@ -248,12 +273,13 @@ def main() -> int:
 
             ov.save_model(quantized, str(folder / "nncf_int8.xml"))
             runners["nncf int8 (openvino)"] = openvino_runner(quantized, args.threads)
-        elif toolkit == "ort":
-            path = quantize_ort(fp32_onnx, folder / "ort_int8.onnx", calibration)
-            runners["ort int8 (QDQ)"] = ort_runner(path, args.threads)
+        elif toolkit.startswith("ort"):
+            method = toolkit.split("-")[1] if "-" in toolkit else "minmax"
+            path = quantize_ort(fp32_onnx, folder / f"{toolkit}_int8.onnx", calibration, method=method)
+            runners[f"{toolkit} int8 (QDQ, {method})"] = ort_runner(path, args.threads)
         elif toolkit == "pt2e":
             try:
-                converted = quantize_pt2e(model, calibration)
+                converted = quantize_pt2e(model, calibration, batch=args.pt2e_batch)
             except Exception as error:  # a toolkit that cannot quantise the model is a finding
                 results[toolkit] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
                 continue
@@ -287,6 +313,8 @@ def main() -> int:
     seconds = median_latency(runners, val[:1], args.rounds, args.repeats)
     ref = seconds["torch eager fp32"]
     for name, row in table.items():
+        if name not in seconds:
+            continue
         row["latency_ms_b1"] = 1e3 * statistics.median(seconds[name])
         row["speedup_vs_eager_fp32"] = statistics.median(r / s for r, s in zip(ref, seconds[name]))
         row["round_spread"] = (max(seconds[name]) - min(seconds[name])) / statistics.median(seconds[name])
