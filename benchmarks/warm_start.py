@@ -68,8 +68,9 @@ def child(args: argparse.Namespace) -> dict:
 
         folded = fold_batch_norm(model).to(memory_format=torch.channels_last)
         shapes = ({0: Dim("batch", min=1, max=64)},)
+        example = torch.cat([x, x])[:2].to(memory_format=torch.channels_last)  # batch 2: export specialises a 1
         with torch.no_grad():
-            exported = torch.export.export(folded, (x.to(memory_format=torch.channels_last),), dynamic_shapes=shapes)
+            exported = torch.export.export(folded, (example,), dynamic_shapes=shapes)
             torch._inductor.aoti_compile_and_package(
                 exported, package_path=args.package, inductor_configs={"freezing": True}
             )
