@@ -78,6 +78,21 @@ def quantize_nncf(onnx_path: Path, calibration):
     return nncf.quantize(model, dataset, subset_size=len(calibration), preset=nncf.QuantizationPreset.PERFORMANCE)
 
 
+def quantize_nncf_onnx(onnx_path: Path, out_path: Path, calibration) -> Path:
+    """An int8 QDQ ONNX file written by NNCF's ONNX backend (same algorithm as ``quantize_nncf``: min-max
+    ranges, fast bias correction), for ONNX Runtime."""
+    import nncf
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    name = model.graph.input[0].name
+    samples = calibration_samples(calibration)
+    dataset = nncf.Dataset([{name: sample} for sample in samples])
+    quantized = nncf.quantize(model, dataset, subset_size=len(samples), preset=nncf.QuantizationPreset.PERFORMANCE)
+    onnx.save(quantized, str(out_path))
+    return out_path
+
+
 def openvino_runner(model, threads: int, precision: str = "f32", shape: Sequence[int] = ()) -> Runner:
     """Compile an OpenVINO model (path or ``openvino.Model``) for the CPU; ``shape`` fixes the input shape."""
     import openvino as ov
@@ -273,6 +288,9 @@ def main() -> int:
 
             ov.save_model(quantized, str(folder / "nncf_int8.xml"))
             runners["nncf int8 (openvino)"] = openvino_runner(quantized, args.threads)
+        elif toolkit == "nncf-onnx":
+            path = quantize_nncf_onnx(fp32_onnx, folder / "nncf_onnx_int8.onnx", calibration)
+            runners["nncf-onnx int8 (QDQ, onnxruntime)"] = ort_runner(path, args.threads)
         elif toolkit.startswith("ort"):
             method = toolkit.split("-")[1] if "-" in toolkit else "minmax"
             path = quantize_ort(fp32_onnx, folder / f"{toolkit}_int8.onnx", calibration, method=method)
