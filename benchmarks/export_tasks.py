@@ -127,7 +127,7 @@ def export(wrapped: nn.Module, x: torch.Tensor, path: Path, exporter: str, opset
             program = torch.onnx.export(
                 wrapped, (x,), dynamo=True, input_names=["images"], dynamic_shapes=shapes, opset_version=opset
             )
-            program.save(str(path))
+            program.save(str(path), external_data=False)
 
 
 def compare(expected, got, detection: bool, top: int) -> Dict[str, float]:
