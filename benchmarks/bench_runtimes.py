@@ -16,6 +16,7 @@ Runners (``--runners``, comma-separated; ``all`` is every one below):
 ``ov-pt-fp32|bf16``          ``openvino.convert_model(torch_model, example_input=...)``, shape fixed per batch
 ``int8-nncf``                NNCF PTQ of the OpenVINO model (from our ONNX), OpenVINO, shape fixed per batch
 ``int8-ort``                 ONNX Runtime static quantisation (QDQ, per-channel), ONNX Runtime
+``int8-nncf-onnx``           NNCF's ONNX backend (QDQ file), ONNX Runtime
 ``int8-pt2e``                PT2E ``X86InductorQuantizer`` + ``torch.compile`` (freezing)
 ``matmul-fp32|bf16|int8``    a square matrix product (torch fp32/bf16, ONNX Runtime int8 QDQ): the CPU's rate for
                              the precision, measured *in the same rounds*, so each runner's fraction of it is
@@ -53,14 +54,22 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see bench_int8.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from bench_int8 import image_arrays, openvino_runner, ort_runner, quantize_nncf, quantize_ort, quantize_pt2e  # noqa: E402
+from bench_int8 import (  # noqa: E402
+    image_arrays,
+    openvino_runner,
+    ort_runner,
+    quantize_nncf,
+    quantize_nncf_onnx,
+    quantize_ort,
+    quantize_pt2e,
+)
 from peak_rates import qdq_matmul_onnx  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette-mini"
 ALL = (
     "timm-eager-fp32,timm-compile-fp32,timm-compile-bf16,ours-compile-fp32,ours-compile-bf16,ours-ts-fp32,"
     "ours-ts-bf16,ort-fp32,ort-fp32-extended,ov-onnx-fp32,ov-onnx-bf16,ov-onnx-dyn-fp32,ov-pt-fp32,ov-pt-bf16,"
-    "int8-nncf,int8-ort,int8-pt2e,matmul-fp32,matmul-bf16,matmul-int8"
+    "int8-nncf,int8-ort,int8-nncf-onnx,int8-pt2e,matmul-fp32,matmul-bf16,matmul-int8"
 )
 Call = Callable[[], object]
 
@@ -160,6 +169,12 @@ class Bench:
             return lambda: run(xn)
         if name == "int8-ort":
             path = self.once(name, lambda: quantize_ort(self.onnx_file(), self.folder / "int8.onnx", self.calibration))
+            run = ort_runner(path, threads)
+            return lambda: run(xn)
+        if name == "int8-nncf-onnx":
+            path = self.once(
+                name, lambda: quantize_nncf_onnx(self.onnx_file(), self.folder / "nncf.onnx", self.calibration)
+            )
             run = ort_runner(path, threads)
             return lambda: run(xn)
         if name == "int8-pt2e":
