@@ -44,10 +44,27 @@ def _rel(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+def with_own_code(net):
+    """``net`` inside a module whose ``forward`` is a fresh copy of a code object: Dynamo keeps its cache (and the
+    compiled graphs with their frozen weights) on the code object, so this model gets a cache of its own, which
+    dies with it."""
+    from torch import nn
+
+    class Holder(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    Holder.forward = types.FunctionType(Holder.forward.__code__.replace(), Holder.forward.__globals__, "forward")
+    return Holder(net)
+
+
 def make_fast(model, fix: str):
     """``optimize_for_inference(model)`` with ``fix`` applied (monkeypatched here, the library untouched)."""
     import torch
-    from torch import nn
 
     from splitattn.deploy import optimize
 
@@ -71,19 +88,7 @@ def make_fast(model, fix: str):
         compiled = fast.inner
         eager = compiled._orig_mod
 
-        class Holder(nn.Module):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
-
-            def forward(self, x):
-                return self.net(x)
-
-        # a copy of the code object: Dynamo's cache (and its compiled graphs) belong to it alone
-        Holder.forward = types.FunctionType(
-            Holder.forward.__code__.replace(), Holder.forward.__globals__, "forward", None, Holder.forward.__closure__
-        )
-        fast.inner = torch.compile(Holder(eager), options={"freezing": True})
+        fast.inner = torch.compile(with_own_code(eager), options={"freezing": True})
     return fast
 
 
