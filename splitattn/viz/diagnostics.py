@@ -270,7 +270,8 @@ def curves_grid_figure(panels: Sequence[CurvePanel], title: str, xlabel: str, yl
     Args:
         panels: one ``CurvePanel`` per small plot, drawn row by row.
         title: the figure's title.
-        xlabel, ylabel: the axis labels (written on the outer panels).
+        xlabel: the x-axis label (written on the bottom panels).
+        ylabel: the y-axis label (written on the left panels).
         columns: panels per row.
 
     Returns:

@@ -173,7 +173,8 @@ def seen_image(inputs: Tensor, mean: Sequence[float], std: Sequence[float]) -> n
 
     Args:
         inputs: (1, 3, H, W) the normalised input.
-        mean, std: the normalisation it went through (per channel, RGB).
+        mean: the per-channel (RGB) mean the input was normalised with.
+        std: the per-channel (RGB) standard deviation it was divided by.
 
     Returns:
         (H, W, 3) uint8.
@@ -275,7 +276,8 @@ def write_explanations(
         image: the RGB image as read.
         transform: the evaluation transform (PIL image -> normalised (3, H, W) tensor).
         class_names: num_classes names.
-        mean, std: the normalisation ``transform`` applies (the model's ``EvalConfig``), to show the input.
+        mean: the per-channel mean ``transform`` subtracts (the model's ``EvalConfig``), to show the input.
+        std: the per-channel standard deviation ``transform`` divides by.
         block: the Split-Attention block to show (``split_attention_blocks``); ``None``: the last.
         layer: the module Grad-CAM explains.
 
