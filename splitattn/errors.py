@@ -134,4 +134,21 @@ class NonFiniteLossError(SplitAttnError, RuntimeError):
 
 
 class TrainingInterrupted(SplitAttnError, RuntimeError):
-    """Training stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C) after saving ``last.pt`` at the current step."""
+    """Training stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C) after saving ``last.pt`` at the current step.
+
+    The command line exits with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM, 138 for SIGUSR1 on
+    Linux) and prints how to continue (``--resume auto --output RUN``).
+
+    Args:
+        message: what stopped and where (step, run folder).
+        signal_name: the signal received, as ``signal.Signals`` names it (``"SIGTERM"``).
+        output: the run folder holding the saved ``last.pt``.
+    """
+
+    def __init__(self, message: str, signal_name: str = "SIGINT", output: str = "") -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.output = output
+
+    def __reduce__(self) -> tuple:  # picklable with its fields (handed between processes)
+        return (type(self), (str(self), self.signal_name, self.output))

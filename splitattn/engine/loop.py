@@ -69,6 +69,7 @@ class TrainSettings:
     seed: int
     threads: Optional[int]  # torch CPU threads; None: cores / local processes
     deterministic: bool
+    dist_timeout: float  # seconds a collective waits for the other processes (a process group created here)
     amp: str  # a key of ``runtime.AMP_DTYPES``
     momentum: float  # SGD momentum
     sync_bn: bool  # convert BatchNorm to SyncBatchNorm under torchrun (GPUs)
@@ -113,7 +114,7 @@ def run_training(settings: TrainSettings, build: Callable[[DistContext], Trainin
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the last checkpoint is intact).
     """
-    return run_in_process_group(lambda ctx: _run(settings, ctx, build), settings.device)
+    return run_in_process_group(lambda ctx: _run(settings, ctx, build), settings.device, settings.dist_timeout)
 
 
 def _x(run: TrainingRun, step: int) -> int:
