@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, List, Mapping, Optional, TypeVar
@@ -140,8 +142,54 @@ def init_distributed(device: Optional[str] = None, timeout: Optional[timedelta] 
         options: dict = {"timeout": timeout} if timeout is not None else {}
         if launch.init_method is not None:
             options.update(init_method=launch.init_method, rank=launch.rank, world_size=launch.world_size)
+        elif os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            store = generation_store(launch, timeout or timedelta(minutes=30))
+            options.update(store=store, rank=launch.rank, world_size=launch.world_size)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", **options)
     return DistContext(launch.rank, launch.local_rank, launch.world_size, target)
+
+
+def generation_store(launch: LaunchEnvironment, timeout: timedelta) -> dist.Store:
+    """A key-value store that only this generation of torchrun's workers uses, to build the process group in.
+
+    torchrun's agent keeps one store (``MASTER_ADDR:MASTER_PORT``, ``TORCHELASTIC_USE_AGENT_STORE``) for every
+    restart of the workers, and the keys a process group writes there (each rank's address) outlive the workers:
+    a restarted worker can read a dead one's address and wait for it until the timeout (the hang of an elastic
+    restart), or reach a socket that a killed worker's data-loader process still holds and fail when that
+    process exits (pytorch/pytorch#135712 describes this reuse for NCCL). So rank 0 hosts a new store on a free
+    port, and every other rank learns its address under a key no earlier generation can have written: the rank
+    publishes a random token in the agent's store, rank 0 answers every token it reads there with the address
+    (an old token's answer is never read), until each rank has joined the new store.
+
+    Raises:
+        torch.distributed.DistStoreError: a rank did not join, or got no answer, within ``timeout``.
+    """
+    host = os.environ["MASTER_ADDR"]
+    prefix = f"splitattn/{os.environ.get('TORCHELASTIC_RUN_ID', '')}"
+    agent = dist.TCPStore(host, int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    if launch.rank != 0:
+        token = secrets.token_hex(16)
+        agent.set(f"{prefix}/hello/{launch.rank}", token)
+        address, port = agent.get(f"{prefix}/answer/{token}").decode().rsplit(":", 1)
+        store = dist.TCPStore(address, int(port), is_master=False, timeout=timeout)
+        store.set(f"joined/{launch.rank}", token)
+        return store
+    store = dist.TCPStore(host, 0, launch.world_size, is_master=True, timeout=timeout, wait_for_workers=False)
+    waiting, answered = set(range(1, launch.world_size)), set()
+    deadline = time.monotonic() + timeout.total_seconds()
+    while waiting:
+        for rank in sorted(waiting):
+            hello = f"{prefix}/hello/{rank}"
+            token = agent.get(hello).decode() if agent.check([hello]) else None
+            if token is not None and token not in answered:
+                agent.set(f"{prefix}/answer/{token}", f"{host}:{store.port}")
+                answered.add(token)
+            if store.check([f"joined/{rank}"]):
+                waiting.discard(rank)
+        if waiting and time.monotonic() > deadline:
+            raise dist.DistStoreError(f"ranks {sorted(waiting)} did not join the process group within {timeout}.")
+        time.sleep(0.05)
+    return store
 
 
 def all_reduce_sum(values: List[float], device: torch.device) -> List[float]:

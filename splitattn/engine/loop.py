@@ -39,7 +39,14 @@ from tqdm import tqdm
 from ..errors import NonFiniteLossError, UsageError
 from ..optimize.training import compile_for_training
 from ..viz.curves import Panel, plot_curves
-from .checkpoint import atomic_save, capture_rng_state, load_checkpoint_file, restore_rng_states, run_folder
+from .checkpoint import (
+    atomic_save,
+    capture_rng_state,
+    finished_metrics,
+    load_checkpoint_file,
+    restore_rng_states,
+    run_folder,
+)
 from .distributed import DistContext, all_gather_object, all_reduce_sum
 from .log import RunLogger, dumps
 from .optim import fast_forward
@@ -159,6 +166,8 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
         if ema is not None and checkpoint.get("ema"):
             ema.load_state_dict(checkpoint["ema"])
         restore_rng_states(checkpoint, dist_ctx, str(resume_from))
+    if step >= run.total_steps and (recorded := finished_metrics(output, main)) is not None:
+        return recorded  # a finished run is never re-run nor its results overwritten
 
     budget = settings.compile_memory_budget
     train_model = compile_for_training(model, budget) if budget is not None else model
