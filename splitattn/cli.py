@@ -129,13 +129,15 @@ def continue_command(argv: List[str], output: str) -> str:
 
 def _interrupted(name: str, error: TrainingInterrupted, argv: List[str]) -> int:
     """Exit code 128 + the signal's number; rank 0 (or a single process) prints how to continue."""
+    from pathlib import Path
+
     from .engine.distributed import launch_environment
 
     if launch_environment().rank == 0:
-        hint = f"; continue with: {continue_command(argv, error.output)}" if error.output else ""
+        folder = str(Path(str(error.checkpoint)).parent) if error.checkpoint else ""
+        hint = f"; continue with: {continue_command(argv, folder)}" if folder else ""
         print(f"{name}: {error}{hint}", file=sys.stderr)
-    number = getattr(signal, error.signal_name, signal.SIGINT)
-    return 128 + int(number)
+    return 128 + int(getattr(signal, error.signal or "SIGTERM", signal.SIGTERM))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

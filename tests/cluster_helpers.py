@@ -117,13 +117,14 @@ class Outcome:
     seconds: float
 
 
-def start(command: List[str], log: Path, code: Path = REPO) -> subprocess.Popen:
-    """``command`` run from the checkout ``code`` (``python -m splitattn`` imports it) with ``launcher_env``, in
-    its own session (so all its processes can be signalled), its output into ``log``."""
+def start(command: List[str], log: Path, code: Path = REPO, cwd: Optional[Path] = None) -> subprocess.Popen:
+    """``command`` run in ``cwd`` (default: the checkout ``code``, whose splitattn ``python -m splitattn`` then
+    imports) with ``launcher_env``, in its own session (so all its processes can be signalled), its output into
+    ``log``."""
     with open(log, "w") as handle:
         return subprocess.Popen(
             command,
-            cwd=code,
+            cwd=cwd or code,
             env=launcher_env(code=code),
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -21,7 +21,7 @@ from typing import Callable, ContextManager, Dict, Iterator, Optional, TypeVar
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from ..errors import DistributedError, SplitAttnError, UsageError
 from .checkpoint import capture_rng_state, restore_rng_state, seed_everything
 from .distributed import DistContext, init_distributed, launch_environment
 
@@ -163,6 +163,32 @@ def run_in_process_group(job: Callable[[DistContext], T], device: Optional[str],
         try:
             with handle_stop_signals(announce=dist_ctx.is_main):
                 return job(dist_ctx)
+        except RuntimeError as error:
+            lost = lost_peer(error, timeout) if dist_ctx.distributed else None
+            if lost is None:
+                raise
+            raise lost from error
         finally:
             if owned and dist.is_initialized():
                 dist.destroy_process_group()
+
+
+# What Gloo and NCCL say when the other end of a collective is gone or silent (plain RuntimeErrors for Gloo).
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "pair closure", "remote worker")
+TIMED_OUT = ("Timed out waiting", "timed out connecting", "Watchdog caught collective operation timeout")
+
+
+def lost_peer(error: BaseException, timeout: float) -> Optional[DistributedError]:
+    """``error`` of a collective, said as what happened to the job (another process ended, or did not answer
+    within ``timeout`` seconds), or None for any other error."""
+    if isinstance(error, SplitAttnError):
+        return None
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, dist.DistError) or any(word in text for word in PEER_GONE + TIMED_OUT):
+        if isinstance(error, dist.DistStoreError) or any(word in text for word in TIMED_OUT):
+            return DistributedError(
+                f"a process of the job did not answer within the distributed timeout ({timeout:g} s, "
+                f"--dist-timeout): it stopped or hangs, so this one ends the job ({text})"
+            )
+        return DistributedError(f"another process of the job ended; see its own error above ({text})")
+    return None
