@@ -132,17 +132,32 @@ def start(command: List[str], log: Path, code: Path = REPO, cwd: Optional[Path] 
         )
 
 
+def descendants(pid: int) -> List[int]:
+    """The processes below ``pid`` (torchrun starts its workers in sessions of their own)."""
+    found: List[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
 def finish(process: subprocess.Popen, log: Path, started: float, deadline: float) -> Outcome:
-    """Wait for ``process`` (from ``start``) until ``deadline`` seconds after ``started``; past it, every process
-    of its session gets SIGABRT (Python's faulthandler prints every thread's stack into ``log``), then SIGKILL."""
+    """Wait for ``process`` (from ``start``) until ``deadline`` seconds after ``started``; past it, it and every
+    process below it get SIGABRT (Python's faulthandler prints every thread's stack into ``log``), then
+    SIGKILL."""
     try:
         process.wait(timeout=max(1.0, started + deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         for sig in (signal.SIGABRT, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
+            for pid in [*reversed(descendants(process.pid)), process.pid]:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
             time.sleep(3)
         process.wait()
         return Outcome(None, log.read_text(errors="replace"), time.monotonic() - started)
