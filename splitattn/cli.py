@@ -25,6 +25,7 @@ import argparse
 import difflib
 import importlib
 import inspect
+import re
 import shlex
 import signal
 import sys
@@ -113,6 +114,16 @@ def _show_warnings_plainly(name: str) -> None:
     warnings.showwarning = show
 
 
+def _message(error: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker process (whose text is "Caught X in
+    DataLoader worker process N" and the worker's traceback), the message the worker raised."""
+    text = str(error)
+    if "\nOriginal Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]  # "splitattn.errors.DataError: message"
+    return re.sub(rf"^([\w.]+\.)?{type(error).__name__}: ", "", last)
+
+
 def continue_command(argv: List[str], output: str) -> str:
     """The command line that continues an interrupted run: ``argv`` without its ``--resume``, ``--output`` and
     ``--exist-ok``, then ``--resume auto --output OUTPUT``."""
@@ -170,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
             return 1
         if isinstance(error, (SplitAttnError, OSError)):
-            print(f"{name}: error: {error}", file=sys.stderr)
+            print(f"{name}: error: {_message(error)}", file=sys.stderr)
             return 1
         where = _last_frame(error)
         at = f" (at {where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""

@@ -140,3 +140,28 @@ def test_a_missing_evaluation_image_stays_in_the_ground_truth(tmp_path: Path) ->
     assert gone["id"] not in {r.image_id for r in training.records}
     with pytest.raises(DetectionDataError, match=rf"{gone['file_name']} does not exist"):
         CocoDetectionDataset(images, COCO128_JSON, with_masks=False, skip_bad=False)
+
+
+CAMVID = SHARED_DATA / "camvid-mini"
+
+
+@pytest.mark.skipif(not (CAMVID / "val").is_dir(), reason=f"shared camvid-mini data not found at {CAMVID}")
+def test_an_unreadable_segmentation_image_is_named_when_it_is_loaded(tmp_path: Path) -> None:
+    """A truncated PNG passes the header check of the build; loading it is an error naming the file (not an
+    unnamed OSError from PIL, nor a pair quietly left out of the score)."""
+    from splitattn.data.segmentation.layouts import build_dataset
+    from splitattn.errors import SegmentationDataError
+
+    for kind in ("images", "labels"):
+        (tmp_path / "val" / kind).mkdir(parents=True)
+        for source in sorted((CAMVID / "val" / kind).iterdir())[:2]:
+            (tmp_path / "val" / kind / source.name).symlink_to(source)
+    victim = sorted((tmp_path / "val" / "images").iterdir())[1]
+    data = victim.resolve().read_bytes()
+    victim.unlink()
+    victim.write_bytes(data[: len(data) // 2])
+    classes = "sky,building,pole,road,pavement,tree,sign,fence,car,pedestrian,bicyclist"
+    dataset = build_dataset("folder", tmp_path, "val", classes=classes, ignore_value=11)
+    assert len(dataset) == 2 and not dataset.skipped
+    with pytest.raises(SegmentationDataError, match=rf"image {victim} cannot be read"):
+        dataset[1]

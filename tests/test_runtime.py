@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from splitattn.cli import continue_command
+from splitattn.cli import _message, continue_command
 from splitattn.engine.checkpoint import finished_metrics, run_folder
 from splitattn.engine.distributed import first_host, launch_environment
 from splitattn.engine.runtime import handle_stop_signals, lost_peer, preserved_runtime, stop_requested
-from splitattn.errors import DistributedError, UsageError
+from splitattn.errors import DistributedError, SegmentationDataError, UsageError
 
 SRUN = {  # what srun gives task 5 of a 3-node step: 4 tasks on the first two nodes, 2 on the third
     "SLURM_PROCID": "5",
@@ -155,3 +155,18 @@ def test_collective_failures_are_said_as_what_happened_to_the_job() -> None:
     assert "another process of the job ended" in str(lost_peer(gloo_gone, 15))
     assert lost_peer(RuntimeError("DataLoader worker (pid 1) is killed by signal"), 15) is None
     assert lost_peer(RuntimeError("DataLoader timed out after 5 seconds"), 15) is None
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> None:
+        raise SegmentationDataError("image /data/x.png cannot be read (truncated); replace or remove it.")
+
+
+def test_an_error_from_a_loader_worker_is_one_line_of_its_own_message() -> None:
+    with pytest.raises(SegmentationDataError) as error:
+        next(iter(torch.utils.data.DataLoader(_Unreadable(), num_workers=1)))
+    assert "Original Traceback" in str(error.value)  # what torch re-raises in the main process
+    assert _message(error.value) == "image /data/x.png cannot be read (truncated); replace or remove it."

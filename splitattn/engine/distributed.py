@@ -135,9 +135,11 @@ def init_distributed(device: Optional[str] = None, timeout: Optional[timedelta] 
         index = torch.cuda.current_device() if use_cuda else None
         target = torch.device("cuda", index) if use_cuda else torch.device("cpu")
         return DistContext(dist.get_rank(), launch.local_rank, dist.get_world_size(), target)
+    # a task that sees fewer GPUs than tasks on its machine (srun --gpus-per-task) takes its share, as torchvision
+    index = launch.local_rank % torch.cuda.device_count() if use_cuda else 0
     if use_cuda:
-        torch.cuda.set_device(launch.local_rank)
-    target = torch.device("cuda", launch.local_rank) if use_cuda else torch.device("cpu")
+        torch.cuda.set_device(index)
+    target = torch.device("cuda", index) if use_cuda else torch.device("cpu")
     if launch.world_size > 1:
         options: dict = {"timeout": timeout} if timeout is not None else {}
         if launch.init_method is not None:
