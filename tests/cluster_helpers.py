@@ -22,45 +22,17 @@ from .train_helpers import REPO, TINY_MODEL, child_env
 EPOCHS = 3
 
 
+# Every random consumer on (crops and flips in 2 loader workers, mixup, DropBlock), deterministic, on CPUs.
+RUN_OPTIONS = (
+    "--norm groupnorm --batch-size 4 --lr 0.01 --warmup-epochs 1 --mixup 0.2 --drop-block 0.1 --rrc-scale 0.5 1 "
+    "--workers 2 --seed 5 --deterministic --threads 1 --no-progress --no-tensorboard --device cpu"
+).split()
+
+
 def train_args(data: Path, output: Path, epochs: int = EPOCHS) -> List[str]:
-    """A tiny deterministic classification run with every random consumer on (crops and flips in 2 loader
-    workers, mixup, DropBlock), checkpointed every epoch: ``train ...`` without the launcher."""
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--output",
-        str(output),
-        *TINY_MODEL,
-        "--norm",
-        "groupnorm",
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "4",
-        "--lr",
-        "0.01",
-        "--warmup-epochs",
-        "1",
-        "--mixup",
-        "0.2",
-        "--drop-block",
-        "0.1",
-        "--rrc-scale",
-        "0.5",
-        "1",
-        "--workers",
-        "2",
-        "--seed",
-        "5",
-        "--deterministic",
-        "--threads",
-        "1",
-        "--no-progress",
-        "--no-tensorboard",
-        "--device",
-        "cpu",
-    ]
+    """A tiny deterministic classification run (``RUN_OPTIONS``), checkpointed every epoch: ``train ...`` without
+    the launcher."""
+    return ["train", "--data", str(data), "--output", str(output), *TINY_MODEL, *RUN_OPTIONS, "--epochs", str(epochs)]
 
 
 def free_port() -> int:
