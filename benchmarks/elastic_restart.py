@@ -76,6 +76,8 @@ def main() -> int:
             verdict = "hung"
         elif outcome.returncode != 0:
             verdict = f"failed (exit {outcome.returncode})"
+        elif "resuming after" not in outcome.output:
+            verdict = "no restart (killed too late)"
         else:
             verdict = "same weights" if same_weights(weights(run), expected) else "other weights"
         counts[verdict] += 1
