@@ -11,6 +11,12 @@ wrong checkpoint, a non-finite loss, a missing optional package; or an ``OSError
 file), each shown as one line. Running out of memory says how to use less. Any other exception is a
 bug (a ``TypeError``, a ``KeyError`` ...): it is shown as what it is, where it was raised, with
 ``--debug`` for the traceback, and exits 1.
+
+A training run stopped by a signal (``TrainingInterrupted``: it saved ``last.pt`` at the step it reached)
+exits with 128 + the signal's number, the code a shell reports for a process that signal ended: 130 for
+SIGINT (Ctrl-C), 143 for SIGTERM, 138 for SIGUSR1 (Linux), and prints one line with the command that
+continues it (``--resume auto --output RUN``); under torchrun or srun only rank 0 prints it. A second
+Ctrl-C (``KeyboardInterrupt``) stops at once without saving: one line, exit 130.
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ import argparse
 import difflib
 import importlib
 import inspect
+import re
+import shlex
+import signal
 import sys
 import warnings
 from types import TracebackType
 from typing import Any, Iterator, List, Optional
 
 from .deps import missing_dependency
-from .errors import SplitAttnError, UsageError
+from .errors import SplitAttnError, TrainingInterrupted, UsageError
 
 # module path -> its add_parser() registers one or more subcommands
 SUBCOMMANDS = [
@@ -105,6 +114,43 @@ def _show_warnings_plainly(name: str) -> None:
     warnings.showwarning = show
 
 
+def _message(error: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker process (whose text is "Caught X in
+    DataLoader worker process N" and the worker's traceback), the message the worker raised."""
+    text = str(error)
+    if "\nOriginal Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]  # "splitattn.errors.DataError: message"
+    return re.sub(rf"^([\w.]+\.)?{type(error).__name__}: ", "", last)
+
+
+def continue_command(argv: List[str], output: str) -> str:
+    """The command line that continues an interrupted run: ``argv`` without its ``--resume``, ``--output`` and
+    ``--exist-ok``, then ``--resume auto --output OUTPUT``."""
+    kept: List[str] = []
+    words = iter(argv)
+    for word in words:
+        flag = word.split("=")[0]
+        if flag in ("--resume", "--output") and "=" not in word:
+            next(words, None)
+        elif flag not in ("--resume", "--output", "--exist-ok"):
+            kept.append(word)
+    return shlex.join(["splitattn", *kept, "--resume", "auto", "--output", output])
+
+
+def _interrupted(name: str, error: TrainingInterrupted, argv: List[str]) -> int:
+    """Exit code 128 + the signal's number; rank 0 (or a single process) prints how to continue."""
+    from pathlib import Path
+
+    from .engine.distributed import launch_environment
+
+    if launch_environment().rank == 0:
+        folder = str(Path(str(error.checkpoint)).parent) if error.checkpoint else ""
+        hint = f"; continue with: {continue_command(argv, folder)}" if folder else ""
+        print(f"{name}: {error}{hint}", file=sys.stderr)
+    return 128 + int(getattr(signal, error.signal or "SIGTERM", signal.SIGTERM))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(argv)
     name = f"splitattn {_command(args)}"
@@ -113,9 +159,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             if not getattr(args, "debug", False):
                 _show_warnings_plainly(name)
             return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if getattr(args, "debug", False):
+            raise
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 128 + int(signal.SIGINT)
     except Exception as error:
         if getattr(args, "debug", False):
             raise
+        if isinstance(error, TrainingInterrupted):
+            return _interrupted(name, error, sys.argv[1:] if argv is None else list(argv))
         error = missing_dependency(error) or error
         if isinstance(error, UsageError):
             print(f"{name}: error: {error}", file=sys.stderr)
@@ -128,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
             return 1
         if isinstance(error, (SplitAttnError, OSError)):
-            print(f"{name}: error: {error}", file=sys.stderr)
+            print(f"{name}: error: {_message(error)}", file=sys.stderr)
             return 1
         where = _last_frame(error)
         at = f" (at {where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""

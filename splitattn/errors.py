@@ -31,6 +31,7 @@ The hierarchy::
     ├── ExportError (RuntimeError)
     ├── MissingDependencyError (ImportError)
     ├── NonFiniteLossError (RuntimeError)
+    ├── DistributedError (RuntimeError)         another process of the job ended or stopped answering
     └── TrainingInterrupted (RuntimeError)
 
 This module imports nothing, so every layer of the package can use it.
@@ -46,6 +47,7 @@ __all__ = [
     "DataError",
     "DetectionDataError",
     "DeviceError",
+    "DistributedError",
     "DownloadError",
     "ExportError",
     "MissingDependencyError",
@@ -133,5 +135,27 @@ class NonFiniteLossError(SplitAttnError, RuntimeError):
     """The training loss became NaN or infinite; the last checkpoint is intact."""
 
 
+class DistributedError(SplitAttnError, RuntimeError):
+    """Another process of a distributed job ended or did not answer within the process group's timeout."""
+
+
 class TrainingInterrupted(SplitAttnError, RuntimeError):
-    """Training stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C) after saving ``last.pt`` at the current step."""
+    """Training stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C) after saving ``last.pt`` at the current step.
+
+    The command line exits with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM, 138 for SIGUSR1 on
+    Linux; 143 on a process that only learnt from the others that the job stops) and prints the command that
+    continues the run (``--resume auto --output RUN``).
+
+    Args:
+        message: what stopped and where (the step reached, the checkpoint saved).
+        signal: the signal this process received, as ``signal.Signals`` names it (``"SIGTERM"``), or None.
+        checkpoint: the ``last.pt`` saved (its folder is the run to continue), or None.
+    """
+
+    def __init__(self, message: str, signal: str | None = None, checkpoint: object | None = None) -> None:
+        super().__init__(message)
+        self.signal = signal
+        self.checkpoint = checkpoint
+
+    def __reduce__(self) -> tuple:  # picklable with its fields (handed between processes)
+        return (type(self), (str(self), self.signal, self.checkpoint))

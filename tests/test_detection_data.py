@@ -211,20 +211,21 @@ def test_bad_coco_input_is_handled_and_counted(tmp_path):
     assert dataset.contiguous_to_coco == {1: 3, 2: 17, 3: 90}
     assert dataset.stats == {
         "images": 4,
-        "images_used": 3,
+        "images_used": 4,  # an evaluation set keeps missing.jpg: its object is a miss, not left out
         "images_missing": 1,
         "annotation_files_bad": 0,
         "images_without_annotations": 1,
         "images_filtered_for_training": 0,
-        "annotations": 8,
+        "annotations": 9,
         "unknown_category": 1,
         "boxes_degenerate": 2,
         "boxes_outside": 1,
         "boxes_clipped": 1,
         "crowd_regions": 2,
-        "masks_from_box": 1,
+        "masks_from_box": 2,
     }
-    assert "1 image files missing (skipped)" in dataset.summary()
+    assert "1 image files missing (skipped in training, their objects missed in evaluation)" in dataset.summary()
+    assert dataset[3][0] is None and "missing.jpg" in dataset[3][1]["unreadable"]
     image, target = dataset[0]
     assert image.shape == (3, 30, 40)
     assert target["boxes"].tolist() == [[5, 5, 15, 15], [35, 20, 40, 30], [0, 0, 10, 10]]
@@ -236,8 +237,11 @@ def test_bad_coco_input_is_handled_and_counted(tmp_path):
     assert dataset[2][1]["masks"][0, 2:5, 3:9].all() and dataset[2][1]["masks"].sum() == 18  # compressed RLE
     train = CocoDetectionDataset(tmp_path / "images", annotation_file, train=True)
     assert len(train) == 1 and train.stats["images_filtered_for_training"] == 2
+    left_out = {"annotations": 1, "masks_from_box": 1}  # the missing image's object: a training set leaves it out
     assert {k: v for k, v in train.stats.items() if k not in ("images_used", "images_filtered_for_training")} == {
-        k: v for k, v in dataset.stats.items() if k not in ("images_used", "images_filtered_for_training")
+        k: v - left_out.get(k, 0)
+        for k, v in dataset.stats.items()
+        if k not in ("images_used", "images_filtered_for_training")
     }
     _, target = train[0]
     assert target["labels"].tolist() == [2, 3] and target["iscrowd"].tolist() == [0, 0]
@@ -249,18 +253,19 @@ def test_unreadable_or_resized_image_is_skipped_at_load_time_or_named(tmp_path):
     (tmp_path / "images" / "a.jpg").write_bytes(b"not a jpeg")
     _image(tmp_path / "images" / "b.png", 21, 20)  # the json says 20x20
     dataset = CocoDetectionDataset(tmp_path / "images", annotation_file)
-    assert len(dataset) == 3  # existence is all that is checked up front
-    with pytest.warns(UserWarning, match="a.jpg cannot be read"):
-        assert dataset[0] is None
-    with pytest.warns(UserWarning, match=r"b.png is 21x20 but its annotation says 20x20"):
-        assert dataset[1] is None
-    images, targets = collate_detection([dataset[2], None])
-    assert len(images) == len(targets) == 1 and targets[0]["image_id"] == 3
+    assert len(dataset) == 4  # existence is all that is checked up front; evaluation keeps missing.jpg too
+    # an evaluation sample keeps its target and says what is wrong: the evaluation scores it or names it
+    image, target = dataset[0]
+    assert image is None and "a.jpg cannot be read" in target["unreadable"]
+    image, target = dataset[1]
+    assert image is None and "b.png is 21x20 but its annotation says 20x20" in target["unreadable"]
+    images, targets = collate_detection([dataset[2], dataset[0]])
+    assert images[1] is None and [t["image_id"] for t in targets] == [3, 1]
     train = CocoDetectionDataset(tmp_path / "images", annotation_file, train=True)  # only a.jpg is left ...
     with pytest.warns(UserWarning), pytest.raises(DetectionDataError, match="no image of .* can be read"):
         train[0]
     _image(tmp_path / "images" / "missing.jpg", 10, 10)
-    strict = CocoDetectionDataset(tmp_path / "images", annotation_file, skip_bad=False)
+    strict = CocoDetectionDataset(tmp_path / "images", annotation_file, skip_bad=False, train=True)
     with pytest.raises(DetectionDataError, match=r"a.jpg cannot be read .*--skip-bad"):
         strict[0]
     _image(tmp_path / "images" / "b.png", 20, 20)
@@ -286,7 +291,7 @@ def test_build_detection_dataset_finds_files_or_says_what_is_missing(tmp_path):
     (tmp_path / "annotations").mkdir()
     _bad_coco(tmp_path).rename(tmp_path / "annotations" / "instances_val2017.json")
     dataset = build_detection_dataset("coco", tmp_path, "val", train=False)  # falls back to images/
-    assert len(dataset) == 3 and dataset.records[0].path == tmp_path / "images" / "a.jpg"
+    assert len(dataset) == 4 and dataset.records[0].path == tmp_path / "images" / "a.jpg"
     with pytest.raises(ValueError, match="unknown detection data set kind 'kitti'"):
         build_detection_dataset("kitti", tmp_path, "val", train=False)
 
@@ -388,9 +393,9 @@ def test_voc_tree_loads_converts_coordinates_and_treats_difficult_as_crowd(tmp_p
     assert dataset.num_classes == 21 and dataset.classes[12] == "dog" and dataset.classes[8] == "cat"
     assert {k: v for k, v in dataset.stats.items() if v} == {
         "images": 3,
-        "images_used": 2,
+        "images_used": 3,  # 000003 has no image: kept for evaluation, its dog a miss
         "images_missing": 1,
-        "annotations": 5,
+        "annotations": 6,
         "unknown_category": 1,
         "boxes_degenerate": 1,
         "boxes_clipped": 1,
@@ -401,10 +406,12 @@ def test_voc_tree_loads_converts_coordinates_and_treats_difficult_as_crowd(tmp_p
     assert target["boxes"].tolist() == [[0, 0, 50, 40], [10, 5, 20, 15]]  # 1-based inclusive -> pixel edges
     assert target["labels"].tolist() == [12, 12] and target["iscrowd"].tolist() == [0, 1]
     assert dataset.target(1)["boxes"].tolist() == [[20, 4, 30, 12]] and dataset.target(1)["labels"].tolist() == [15]
+    assert dataset[2][0] is None and "000003.jpg" in dataset[2][1]["unreadable"]
     train = build_detection_dataset("voc", base, "train", train=True)
     assert train.target(0)["labels"].tolist() == [12] and train.target(0)["iscrowd"].tolist() == [0]
     gt = dataset.coco
     assert sorted((a["category_id"], a["bbox"], a["iscrowd"]) for a in gt.anns.values()) == [
+        (12, [0, 0, 5, 5], 0),
         (12, [0, 0, 50, 40], 0),
         (12, [10, 5, 10, 10], 1),
         (15, [20, 4, 10, 8], 0),
@@ -422,9 +429,9 @@ def test_voc_tree_loads_converts_coordinates_and_treats_difficult_as_crowd(tmp_p
             evaluator.update({t["image_id"]: {"boxes": boxes, "labels": labels, "scores": torch.ones(len(labels))}})
         return evaluator.summarize()["bbox"]["AP"]
 
-    assert score([[], []], [[], []]) == pytest.approx(100.0)
-    assert score([[[10, 5, 20, 15]], []], [[12], []]) == pytest.approx(100.0)  # on the difficult dog: ignored
-    assert score([[[30, 20, 40, 30]], []], [[12], []]) < 100.0  # a false dog elsewhere counts against
+    assert score([[], [], []], [[], [], []]) == pytest.approx(100.0)
+    assert score([[[10, 5, 20, 15]], [], []], [[12], [], []]) == pytest.approx(100.0)  # the difficult dog: ignored
+    assert score([[[30, 20, 40, 30]], [], []], [[12], [], []]) < 100.0  # a false dog elsewhere counts against
     (base / "Annotations" / "000002.xml").write_text("<annotation><size>")
     (base / "ImageSets" / "Main" / "train.txt").write_text("000001\n000002\n")
     with pytest.raises(DetectionDataError, match=r"000002.xml cannot be used .*--skip-bad"):

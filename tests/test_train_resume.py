@@ -122,8 +122,10 @@ def test_resume_refuses_to_overwrite_and_finished_run_reports(tmp_path: Path) ->
     cli(args)
     again = cli(args, check=False)
     assert again.returncode == 2 and "--resume auto" in again.stderr and "--exist-ok" in again.stderr
-    finished = cli(args + ["--resume", "auto"])
-    assert "val accuracy after 1 epoch:" in finished.stdout
+    recorded = (tmp_path / "run" / "metrics.json").read_bytes()
+    finished = cli(args + ["--resume", "auto"])  # a finished run is reported, never re-run nor overwritten
+    assert "is finished (metrics.json): nothing to train" in finished.stdout
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == recorded
 
 
 def test_resumed_with_more_epochs_continues_on_the_longer_schedule(tmp_path: Path) -> None:

@@ -61,8 +61,8 @@ def cli(args: List[str], threads: int = 1, check: bool = True) -> subprocess.Com
 def independent_top1(run: Path, split_dir: Path) -> float:
     """Top-1 (%) of ``run/last.pt`` on the ImageFolder ``split_dir``, recomputed without our data code: PIL
     reading, torchvision's Resize(floor(size / crop_pct), bilinear) + CenterCrop + ImageNet normalisation (timm's
-    evaluation recipe), the model rebuilt from the checkpoint, one image at a time. Unreadable files are left
-    out, as the run's evaluation leaves them out."""
+    evaluation recipe), the model rebuilt from the checkpoint, one image at a time. An unreadable file counts as
+    a wrong answer (never left out of the score)."""
     import math
 
     import torch
@@ -93,6 +93,7 @@ def independent_top1(run: Path, split_dir: Path) -> float:
                 with Image.open(path) as image:
                     pixels = transform(image.convert("RGB"))
             except OSError:
+                seen += 1
                 continue
             with torch.no_grad():
                 hits += int(model(pixels[None]).argmax(1).item() == label)

@@ -14,7 +14,6 @@ training commands, read as a reference: two thirds of it are the field declarati
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,8 +73,11 @@ def _data_dependent(name: str, help: str) -> str:
 
 
 def _processes() -> int:
-    """Training processes of the job (torchrun's ``WORLD_SIZE``; 1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE") or 1)
+    """Training processes of the job (torchrun's or srun's, see ``engine.distributed.launch_environment``; 1
+    without a launcher)."""
+    from ..engine.distributed import launch_environment  # torch loads with validate(), not with --help
+
+    return launch_environment().world_size
 
 
 @dataclass
@@ -110,6 +112,12 @@ class RunConfig:
     threads: Optional[int] = option(None, "torch CPU threads (default: cores / processes)")
     seed: int = option(0)
     deterministic: bool = option(False, "deterministic kernels: resumed runs match uninterrupted ones bit for bit")
+    dist_timeout: float = option(
+        1800.0,
+        "seconds a process waits for the others in a collective (torchrun, srun) before the job fails: "
+        "a lost process ends the job instead of hanging it",
+        metavar="SECONDS",
+    )
     progress: bool = option(True, "progress bar")
     tensorboard: bool = option(True, "TensorBoard event files")
 
@@ -210,6 +218,7 @@ class RunConfig:
             seed=self.seed,
             threads=self.threads,
             deterministic=self.deterministic,
+            dist_timeout=self.dist_timeout,
             amp=self.amp,
             momentum=self.momentum,
             sync_bn=self.sync_bn,

@@ -37,8 +37,9 @@ class ImageListDataset(Dataset):
 
     An unreadable file is never an exception. With ``replace_bad`` (training) the next
     readable image takes its place, so batch sizes stay fixed (what BatchNorm and
-    DistributedDataParallel need); without it (evaluation) the image is ``None`` and
-    ``collate_skip_bad`` drops it. Either way the bad path is reported for the log.
+    DistributedDataParallel need); without it (evaluation) the image is ``None``,
+    ``collate_skip_bad`` hands its path on and the evaluation counts it as a miss or names it as
+    an error (``tasks.classification.engine.evaluate``). Either way the bad path is reported.
     Images are read with ``channels`` channels (1, 3 or 4; ``read_image``).
     """
 

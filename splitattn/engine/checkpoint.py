@@ -10,11 +10,13 @@ RNG states are stored as tensors and plain types for the same reason.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ import torch
 from ..errors import CheckpointError, UsageError
 from ..weights.files import atomic_path
 from ..weights.loading import read_checkpoint
-from .distributed import DistContext
+from .distributed import DistContext, decided_by_main
 
 PathLike = Union[str, os.PathLike]
 
@@ -82,39 +84,100 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def run_folder(
-    output: Optional[str], default: Path, resume: Optional[str] = None, exist_ok: bool = False, name: str = "last.pt"
+def holds_run(folder: Path, name: str = "last.pt") -> bool:
+    """Whether ``folder`` holds a run: its checkpoint ``name``, options or log (written from a run's first step)."""
+    return any((folder / entry).exists() for entry in (name, "options.json", "log.jsonl"))
+
+
+def is_finished(folder: Path) -> bool:
+    """Whether the run in ``folder`` finished: it wrote ``metrics.json`` (``log.RunLogger.finish``)."""
+    return (folder / "metrics.json").exists()
+
+
+def runs_named(default: Path, name: str = "last.pt") -> List[Path]:
+    """The run folders ``default``, ``default-2``, ``default-3`` ... that hold a run, most recently active last
+    (by the newest of their checkpoint, options and log)."""
+    pattern = re.compile(re.escape(default.name) + r"(-[0-9]+)?")
+    siblings = default.parent.iterdir() if default.parent.is_dir() else iter(())
+    found = [p for p in siblings if pattern.fullmatch(p.name) and p.is_dir() and holds_run(p, name)]
+
+    def last_active(folder: Path) -> float:
+        files = [folder / entry for entry in (name, "options.json", "log.jsonl")]
+        return max(f.stat().st_mtime for f in files if f.exists())
+
+    return sorted(found, key=last_active)
+
+
+def _choose_run_folder(
+    output: Optional[str], default: Path, resume: Optional[str], exist_ok: bool, name: str
 ) -> Tuple[Path, Optional[Path]]:
-    """``(run folder, checkpoint to continue from or None)``.
-
-    Without ``output`` a fresh run goes to ``default`` or, when that already holds a run, to the first
-    free ``default-2``, ``default-3`` ...; ``resume`` without ``output`` continues ``default``. An
-    explicit ``output`` that holds a run (``name``) is refused unless resumed (``resume="auto"``) or
-    overwritten (``exist_ok``). ``resume``: a checkpoint path, ``"auto"`` (``folder/name`` if any) or None.
-
-    Raises:
-        FileNotFoundError: ``resume`` names no file.
-        UsageError: ``output`` holds a run that is neither resumed nor to be replaced.
-    """
-    folder = Path(output) if output else default
-    if not output and not resume:
-        index = 1
-        while (folder / name).exists() or (folder / "log.jsonl").exists():
+    if output:
+        folder = Path(output)
+        if resume is None and (folder / name).exists() and not exist_ok:
+            raise UsageError(
+                f"{str(folder)!r} already holds a run ({name}): resume it, allow replacing it (exist_ok) "
+                "or write to another folder."
+            )
+    elif resume == "auto":
+        runs = runs_named(default, name)
+        unfinished = [run for run in runs if not is_finished(run)]
+        if unfinished:
+            folder = unfinished[-1]
+        elif runs:
+            raise UsageError(
+                f"resume auto: every run named {default.name!r} is finished ({', '.join(str(r) for r in runs)} "
+                "hold metrics.json); start a new run without resume, or name the run to continue with output."
+            )
+        else:
+            folder = default
+    else:  # a fresh run (or one started from a checkpoint) never writes into another run's folder
+        folder, index = default, 1
+        while holds_run(folder, name):
             index += 1
             folder = default.with_name(f"{default.name}-{index}")
-    last = folder / name
     if resume == "auto":
-        return folder, (last if last.exists() else None)
+        return folder, (folder / name if (folder / name).exists() else None)
     if resume:
         if not Path(resume).is_file():
             raise FileNotFoundError(f"no checkpoint to resume from at {resume!r}.")
         return folder, Path(resume)
-    if last.exists() and not exist_ok:
-        raise UsageError(
-            f"{str(folder)!r} already holds a run ({name}): resume it, allow replacing it (exist_ok) "
-            "or write to another folder."
-        )
     return folder, None
+
+
+def finished_metrics(folder: Path, announce: bool = True) -> Optional[Dict[str, Any]]:
+    """The metrics a finished run recorded (``folder/metrics.json``, read by rank 0 and handed to every rank), or
+    None; ``announce``: say that the run is left as it is."""
+
+    def read() -> Optional[Dict[str, Any]]:
+        path = folder / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    metrics = decided_by_main(read)
+    if metrics is not None and announce:
+        print(f"{folder} is finished (metrics.json): nothing to train, its results are kept as they are", flush=True)
+    return metrics
+
+
+def run_folder(
+    output: Optional[str], default: Path, resume: Optional[str] = None, exist_ok: bool = False, name: str = "last.pt"
+) -> Tuple[Path, Optional[Path]]:
+    """``(run folder, checkpoint to continue from or None)``, chosen by rank 0 and handed to every rank
+    (``distributed.decided_by_main``), so the processes of a job never pick different folders or checkpoints.
+
+    An explicit ``output`` is the folder; when it holds a run (``name``), it is refused unless resumed or
+    overwritten (``exist_ok``). Without ``output``: ``resume="auto"`` continues the most recently active
+    unfinished run of ``default``'s name (``default``, ``default-2`` ...: see ``runs_named``; finished runs hold
+    ``metrics.json`` and are never continued, and if every run of the name is finished the error lists them),
+    or starts ``default`` when there is none; a fresh run, or one started from a checkpoint path, goes to the
+    first of ``default``, ``default-2`` ... that holds no run. ``resume``: a checkpoint path, ``"auto"``
+    (``folder/name`` if any) or None.
+
+    Raises:
+        FileNotFoundError: ``resume`` names no file.
+        UsageError: ``output`` holds a run that is neither resumed nor to be replaced; ``resume="auto"`` without
+            ``output`` when every run of the name is finished.
+    """
+    return decided_by_main(lambda: _choose_run_folder(output, default, resume, exist_ok, name))
 
 
 def restore_rng_states(checkpoint: Dict[str, Any], dist_ctx: DistContext, source: str) -> None:

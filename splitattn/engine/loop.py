@@ -36,14 +36,21 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..errors import NonFiniteLossError, UsageError
+from ..errors import NonFiniteLossError, TrainingInterrupted, UsageError
 from ..optimize.training import compile_for_training
 from ..viz.curves import Panel, plot_curves
-from .checkpoint import atomic_save, capture_rng_state, load_checkpoint_file, restore_rng_states, run_folder
+from .checkpoint import (
+    atomic_save,
+    capture_rng_state,
+    finished_metrics,
+    load_checkpoint_file,
+    restore_rng_states,
+    run_folder,
+)
 from .distributed import DistContext, all_gather_object, all_reduce_sum
 from .log import RunLogger, dumps
 from .optim import fast_forward
-from .runtime import autocast, configure_runtime, run_in_process_group
+from .runtime import autocast, configure_runtime, run_in_process_group, stop_requested
 
 # (loss to back-propagate, sums over the micro-batch): ``images`` counts the samples; keys starting with
 # ``n_`` are counts logged as ``train_<rest>``; every other key is averaged per image as ``train_<key>``.
@@ -69,6 +76,7 @@ class TrainSettings:
     seed: int
     threads: Optional[int]  # torch CPU threads; None: cores / local processes
     deterministic: bool
+    dist_timeout: float  # seconds a collective waits for the other processes (a process group created here)
     amp: str  # a key of ``runtime.AMP_DTYPES``
     momentum: float  # SGD momentum
     sync_bn: bool  # convert BatchNorm to SyncBatchNorm under torchrun (GPUs)
@@ -113,7 +121,7 @@ def run_training(settings: TrainSettings, build: Callable[[DistContext], Trainin
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the last checkpoint is intact).
     """
-    return run_in_process_group(lambda ctx: _run(settings, ctx, build), settings.device)
+    return run_in_process_group(lambda ctx: _run(settings, ctx, build), settings.device, settings.dist_timeout)
 
 
 def _x(run: TrainingRun, step: int) -> int:
@@ -158,6 +166,8 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
         if ema is not None and checkpoint.get("ema"):
             ema.load_state_dict(checkpoint["ema"])
         restore_rng_states(checkpoint, dist_ctx, str(resume_from))
+    if step >= run.total_steps and (recorded := finished_metrics(output, main)) is not None:
+        return recorded  # a finished run is never re-run nor its results overwritten
 
     budget = settings.compile_memory_budget
     train_model = compile_for_training(model, budget) if budget is not None else model
@@ -254,9 +264,15 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
                     **_train_means(sums, time.perf_counter() - window_start, device),
                 }
                 sums, window_start = {}, time.perf_counter()
-            rng_states = all_gather_object(capture_rng_state()) if _every(run.checkpoint_every, run, step) else None
+            signal_name, stop = stop_requested(), _any_rank(stop_requested() is not None, device)
+            rng_states = (
+                all_gather_object(capture_rng_state()) if _every(run.checkpoint_every, run, step) or stop else None
+            )
             if main and rng_states is not None:
                 save(output / "last.pt")
+            if stop:
+                message = f"{signal_name or 'stop signal'} received: stopped after step {step} of {run.total_steps}"
+                raise TrainingInterrupted(f"{message}, saved in {output / 'last.pt'}", signal_name, output / "last.pt")
             if _every(run.eval_every, run, step):
                 values, result = evaluate_now()
                 record.update({run.x_key: _x(run, step), "step": step, **values})
@@ -291,6 +307,14 @@ def _micro_batches(run: TrainingRun, step: int) -> Iterator[Any]:
     run.loader.sampler.set_epoch(epoch, step_in_epoch * run.accum_steps)
     run.loader.generator.manual_seed(run.loader.sampler.sampler.seed * 100003 + epoch)
     return iter(run.loader)
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any process (a stop signal may reach only some)."""
+    value = torch.tensor([float(flag)], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _all_finite(loss: Tensor) -> bool:

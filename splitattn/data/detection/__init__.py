@@ -40,11 +40,14 @@ Bad input is handled as torchvision's references and detectron2 do, counted in
   default, ``FILTER_EMPTY_ANNOTATIONS``); for evaluation every image is kept;
 - a missing image file is found when the data set is built (one stat a file, cheap even for
   COCO's 118k images); an image that cannot be decoded, or whose size differs from the
-  annotation's, is found when it is loaded. With ``skip_bad`` both are skipped: a training
-  sample is replaced by the next readable image, an evaluation sample is ``None`` (which
-  ``collate_detection`` drops). Load-time failures are reported with a warning, since
-  DataLoader worker processes cannot update the counts. Without ``skip_bad`` each is an error
-  naming the file.
+  annotation's, is found when it is loaded. Training with ``skip_bad`` skips both: a missing
+  file is left out, an unreadable sample is replaced by the next readable image (with a warning,
+  since DataLoader worker processes cannot update the counts). An evaluation set never leaves an
+  image out of the score: a missing file is counted and kept (COCO, VOC; a YOLO image's size
+  comes from the file itself, so a missing one is left out and counted), and an unreadable image is
+  served as ``(None, target)``, which the evaluation scores with no detections, its objects
+  missed (training with ``skip_bad``), or reports as an error naming the file (``detect
+  evaluate``). Without ``skip_bad`` each is an error naming the file.
 
 A file that is malformed rather than noisy (a COCO image id that is not an integer, an image
 without its size, an annotation of an image that is not listed, two categories of one name) is an

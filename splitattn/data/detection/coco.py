@@ -190,6 +190,7 @@ class CocoDetectionDataset(DetectionDataset):
             skip_bad,
             stats,
             f"check --images {root_images} and the file_name entries of {annotation_file}",
+            keep=not train,
         )
         records = []
         for info in images:

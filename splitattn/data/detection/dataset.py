@@ -133,21 +133,31 @@ class DetectionDataset(Dataset):
             )
         return target
 
-    def read_image(self, index: int) -> Optional[Tensor]:
-        """The float [3, H, W] RGB image in 0..1, or None (with a warning) if it cannot be used and
-        ``skip_bad`` is on."""
+    def decode(self, index: int) -> Tuple[Optional[Tensor], str]:
+        """``(the float [3, H, W] RGB image in 0..1, "")``, or ``(None, what is wrong)`` for a file that cannot
+        be read or whose size differs from its annotation's."""
         record = self.records[index]
         try:
             rgb = read_image(record.path)
         except (OSError, ValueError, Image.DecompressionBombError) as error:
-            problem = f"image {record.path} cannot be read ({error})"
-        else:
-            if rgb.size == (record.width, record.height):
-                return TF.pil_to_tensor(rgb).float().div_(255)
-            problem = (
+            return None, f"image {record.path} cannot be read ({error})"
+        if rgb.size != (record.width, record.height):
+            return None, (
                 f"image {record.path} is {rgb.size[0]}x{rgb.size[1]} but its annotation says "
                 f"{record.width}x{record.height}"
             )
+        return TF.pil_to_tensor(rgb).float().div_(255), ""
+
+    def read_image(self, index: int) -> Optional[Tensor]:
+        """The float [3, H, W] RGB image in 0..1, or None (with a warning) if it cannot be used and
+        ``skip_bad`` is on.
+
+        Raises:
+            DetectionDataError: the image cannot be used and ``skip_bad`` is off (naming the file).
+        """
+        image, problem = self.decode(index)
+        if image is not None:
+            return image
         if not self.skip_bad:
             raise DetectionDataError(
                 f"{problem}; replace the file or fix its annotation, or pass --skip-bad to skip it."
@@ -155,26 +165,30 @@ class DetectionDataset(Dataset):
         warnings.warn(f"{self.name}: skipping: {problem}.", stacklevel=2)
         return None
 
-    def __getitem__(self, index: int) -> Optional[Tuple[Tensor, Target]]:
-        """``(image, target)`` after ``transforms``; a bad image is replaced by the next readable one
-        when training and is ``None`` in evaluation (see the module docstring)."""
+    def __getitem__(self, index: int) -> Tuple[Optional[Tensor], Target]:
+        """``(image, target)`` after ``transforms``. When training, a bad image is replaced by the next readable
+        one; in evaluation it is ``(None, target)`` with ``target["unreadable"]`` saying what is wrong, so the
+        evaluation scores its objects as misses or names the file (``tasks.detection.engine.evaluate``)."""
+        if not self.train:
+            image, problem = self.decode(index)
+            if image is None:
+                return None, {**self.target(index), "unreadable": problem}
+            return self._transformed(image, self.target(index))
         for offset in range(len(self)):
             position = (index + offset) % len(self)
             image = self.read_image(position)
             if image is not None:
-                break
-            if not self.train:
-                return None
-        else:
-            raise DetectionDataError(f"no image of {self.name} can be read.")
-        image, target = tv_tensors.Image(image), self.target(position)
+                return self._transformed(image, self.target(position))
+        raise DetectionDataError(f"no image of {self.name} can be read.")
+
+    def _transformed(self, image: Tensor, target: Target) -> Tuple[Tensor, Target]:
+        image = tv_tensors.Image(image)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
 
-def collate_detection(batch: List[Optional[Tuple[Tensor, Target]]]) -> Tuple[List[Tensor], List[Target]]:
-    """Lists of images and targets (images differ in size; the model batches them). ``None`` samples
-    (unreadable evaluation images) are dropped, so the lists may be shorter than the batch, or empty."""
-    kept = [item for item in batch if item is not None]
-    return [item[0] for item in kept], [item[1] for item in kept]
+def collate_detection(batch: List[Tuple[Optional[Tensor], Target]]) -> Tuple[List[Optional[Tensor]], List[Target]]:
+    """Lists of images and targets (images differ in size; the model batches them). An unreadable evaluation
+    image stays as ``None`` beside its target (see ``DetectionDataset.__getitem__``)."""
+    return [item[0] for item in batch], [item[1] for item in batch]

@@ -31,7 +31,7 @@ BACKGROUND = "__background__"
 STATS_KEYS = (
     "images",  # listed in the annotation file / split file / folder
     "images_used",  # len(dataset)
-    "images_missing",  # no image file (skipped)
+    "images_missing",  # no image file (training: skipped; evaluation: scored with no detections)
     "annotation_files_bad",  # VOC: XML missing or unparsable (image skipped)
     "images_without_annotations",  # no annotation at all (kept for evaluation)
     "images_filtered_for_training",  # no usable annotation, left out because train=True
@@ -44,7 +44,7 @@ STATS_KEYS = (
     "masks_from_box",  # COCO: segmentation missing or unusable, the box is the mask
 )
 STATS_TEXT = {
-    "images_missing": "image files missing (skipped)",
+    "images_missing": "image files missing (skipped in training, their objects missed in evaluation)",
     "annotation_files_bad": "annotation files missing or unreadable (image skipped)",
     "images_without_annotations": "images without annotations",
     "images_filtered_for_training": "images without a usable annotation left out of training",
@@ -211,9 +211,11 @@ def drop_missing(
     stats: Dict[str, int],
     fix: str,
     also_tried: Optional[Dict[int, List[Path]]] = None,
+    keep: bool = False,
 ) -> set:
-    """Image ids whose file does not exist: counted with ``skip_bad``, else an error naming the first (and
-    the other files ``also_tried`` for it)."""
+    """Image ids whose file does not exist, to leave out: counted with ``skip_bad``, else an error naming the
+    first (and the other files ``also_tried`` for it). ``keep`` (an evaluation set): counted and kept, none left
+    out, so the image stays in the ground truth and is scored as unreadable (its objects are misses)."""
     missing = [(image_id, path) for image_id, path in candidates if not path.is_file()]
     stats["images_missing"] = len(missing)
     if missing and not skip_bad:
@@ -224,4 +226,4 @@ def drop_missing(
         raise DetectionDataError(
             f"image file {path} does not exist{nor}{more}; {fix}, or pass --skip-bad to skip missing images."
         )
-    return {image_id for image_id, _ in missing}
+    return set() if keep else {image_id for image_id, _ in missing}

@@ -90,11 +90,17 @@ def _image_candidates(folders: Sequence[Path], filename: str, stem: str, recorde
 
 
 def _voc_records(
-    entries: List[Tuple[Path, List[Path]]], classes: Sequence[str], skip_bad: bool, stats: Dict[str, int], fix: str
+    entries: List[Tuple[Path, List[Path]]],
+    classes: Sequence[str],
+    skip_bad: bool,
+    stats: Dict[str, int],
+    fix: str,
+    keep_missing: bool,
 ) -> List[ImageRecord]:
     """Records of ``(xml file, image folders)`` entries, image ids 1..N in their order. An XML file that
     cannot be used is counted (``skip_bad``) or an error; the image is the first of ``_image_candidates``
-    that exists, and a missing one is counted or an error naming the candidates."""
+    that exists, and a missing one is counted or an error naming the candidates (``keep_missing``, for an
+    evaluation set: counted and kept, see ``records.drop_missing``)."""
     parsed = []
     for image_id, (xml_path, folders) in enumerate(entries, start=1):
         counts = new_stats()  # merged only if the whole file and its image can be used
@@ -117,6 +123,7 @@ def _voc_records(
         stats,
         f"check the XML files' <filename> against the images, or {fix}",
         {p[0]: p[2] for p in parsed},
+        keep=keep_missing,
     )
     records = []
     for image_id, path, _, height, width, objects, counts in parsed:
@@ -186,6 +193,7 @@ class VocDetectionDataset(_VocXmlDataset):
             skip_bad,
             stats,
             f"remove the name from {list_file}",
+            keep_missing=not train,
         )
         stats["images"] = len(names)
         super().__init__(records, classes, stats, transforms, train, skip_bad, f"VOC {base.name} {split}")
@@ -276,6 +284,7 @@ class VocFolderDetectionDataset(_VocXmlDataset):
             skip_bad,
             stats,
             fix,
+            keep_missing=not train,
         )
         stats["images"] = len(xml_files)
         name = f"VOC folder {root.name} {split}"

@@ -156,10 +156,20 @@ class SegmentationDataset(Dataset):
 
     def load(self, index: int) -> Tuple[Image.Image, np.ndarray]:
         """The image (``channels`` channels, upright) and its (H, W) uint8 target of training ids,
-        ``IGNORE_INDEX`` where ignored."""
+        ``IGNORE_INDEX`` where ignored.
+
+        Raises:
+            SegmentationDataError: the image cannot be decoded (its header was read when the set was built) or no
+                longer fits its label map, naming the file.
+        """
         image_path, label_path = self.pairs[index]
         target = self.target(label_path)
-        image = read_image(image_path, self.channels)
+        try:
+            image = read_image(image_path, self.channels)
+        except (OSError, ValueError, Image.DecompressionBombError) as error:  # the header read, the pixels do not
+            raise SegmentationDataError(
+                f"image {image_path} cannot be read ({error}); replace or remove it."
+            ) from error
         if image.size != (target.shape[1], target.shape[0]):
             raise SegmentationDataError(
                 f"label map {label_path} is {target.shape[1]}x{target.shape[0]} but its "

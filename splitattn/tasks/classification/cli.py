@@ -157,7 +157,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "its folders must be all the model's classes in label order."
         )
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_skip_bad)
-    result = evaluate(model, loader, setup.device)
+    result = evaluate(model, loader, setup.device, unreadable="error")
     name = config.model if config else args.model
     split = Path(location).stem
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
@@ -167,8 +167,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(
         f"{name} on {location} ({result['images']} images at {size}px): "
         f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}"
-        + (f"  (skipped {result['bad_images']} unreadable)" if result["bad_images"] else "")
-        + f"; metrics in {output / 'metrics.json'}"
+        f"; metrics in {output / 'metrics.json'}"
     )
     return 0
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ...data.transforms import mixup_batch
 from ...engine.distributed import all_reduce_sum
 from ...engine.runtime import autocast
+from ...errors import DataError, UsageError
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -62,12 +63,26 @@ def evaluate(
     amp: str = "none",
     channels_last: bool = False,
     progress=None,
+    unreadable: str = "miss",
 ) -> Dict[str, float]:
-    """Global ``loss``, ``top1``, ``top5`` (in %), ``images`` and ``bad_images`` over ``loader``."""
+    """Global ``loss``, ``top1``, ``top5`` (in %), ``images`` and ``bad_images`` over ``loader`` (batches from
+    ``data.classification.collate_skip_bad``).
+
+    An image that cannot be read is never left out of the accuracy: with ``unreadable="miss"`` it counts as
+    a wrong answer (in ``images`` and ``bad_images``; the loss, undefined for it, averages the readable ones),
+    with ``"error"`` it stops the evaluation.
+
+    Raises:
+        DataError: an unreadable image with ``unreadable="error"``, naming the file.
+    """
+    if unreadable not in ("miss", "error"):
+        raise UsageError(f"unreadable must be 'miss' or 'error', got {unreadable!r}.")
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum, top1, top5, seen, bad_count = 0.0, 0, 0, 0, 0
     for images, labels, bad in loader:
+        if bad and unreadable == "error":
+            raise DataError(f"image {bad[0]} cannot be read; replace or remove it (a file left out changes the score).")
         bad_count += len(bad)
         if progress is not None:
             progress.update(1)
@@ -81,12 +96,11 @@ def evaluate(
         hits1, hits5 = accuracy_counts(logits, labels)
         top1, top5, seen = top1 + hits1, top5 + hits5, seen + labels.shape[0]
     loss_sum, top1, top5, seen, bad_count = all_reduce_sum([loss_sum, top1, top5, seen, bad_count], device)
-    if seen == 0:
-        return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "images": 0, "bad_images": int(bad_count)}
+    scored = seen + bad_count  # an unreadable image is a miss
     return {
-        "loss": loss_sum / seen,
-        "top1": 100.0 * top1 / seen,
-        "top5": 100.0 * top5 / seen,
-        "images": int(seen),
+        "loss": loss_sum / seen if seen else math.nan,
+        "top1": 100.0 * top1 / scored if scored else math.nan,
+        "top5": 100.0 * top5 / scored if scored else math.nan,
+        "images": int(scored),
         "bad_images": int(bad_count),
     }

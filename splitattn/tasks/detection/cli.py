@@ -91,7 +91,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         annotation_file=args.annotations or config.annotations,
         images=args.images or config.images,
         classes=classes[1:],
-        skip_bad=True,
+        skip_bad=False,  # a missing or unreadable image is an error naming it, never left out of the score
         with_masks=False,
     )
     check_ground_truth(dataset)
@@ -104,7 +104,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(dataset.summary(), flush=True)
     evaluator = CocoEvaluator(dataset.coco, iou_types(model, dataset.coco), dataset.contiguous_to_coco)
     loader = eval_loader(subset, 1, DistContext(device=device), args.workers, collate_detection)
-    scores = evaluate(model.to(device), loader, evaluator, device, progress=True)
+    scores = evaluate(model.to(device), loader, evaluator, device, progress=True, unreadable="error")
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
     output.mkdir(parents=True, exist_ok=True)
     evaluator.write_results(output / "detections.json")

@@ -6,6 +6,7 @@ COCOeval scores them, so every rank reports the numbers of the whole set.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
@@ -16,7 +17,11 @@ from tqdm import tqdm
 
 from ...data.detection.records import Target
 from ...engine.runtime import autocast
+from ...errors import DetectionDataError, UsageError
 from .evaluation import CocoEvaluator
+
+# What an unreadable evaluation image is scored with (``CocoEvaluator.update``'s format): nothing found.
+NO_DETECTIONS = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
 
 
 def to_device(images: List[Tensor], targets: List[Target], device: torch.device) -> tuple:
@@ -47,19 +52,41 @@ def evaluate(
     device: torch.device,
     amp: str = "none",
     progress: bool = False,
+    unreadable: str = "miss",
 ) -> Dict[str, Dict[str, float]]:
     """Detect on every image of ``loader`` (batches from ``collate_detection``), gather over ranks and
-    score: ``{"bbox": {"AP", "AP50", ...}, "segm": {...}}`` in percent (see ``CocoEvaluator``)."""
+    score: ``{"bbox": {"AP", "AP50", ...}, "segm": {...}}`` in percent (see ``CocoEvaluator``).
+
+    An image that cannot be read (``None`` beside its target, see ``DetectionDataset.__getitem__``) is never
+    left out of the score: with ``unreadable="miss"`` it is scored with no detections, so its objects count as
+    missed (and a warning names it); with ``"error"`` it stops the evaluation.
+
+    Raises:
+        DetectionDataError: an unreadable image with ``unreadable="error"``, naming the file.
+    """
+    if unreadable not in ("miss", "error"):
+        raise UsageError(f"unreadable must be 'miss' or 'error', got {unreadable!r}.")
     was_training = model.training
     model.eval()
     try:
         for images, targets in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True, leave=False):
-            if not images:
+            for target in (t for image, t in zip(images, targets) if image is None):
+                if unreadable == "error":
+                    raise DetectionDataError(
+                        f"{target['unreadable']}; replace the file (an image left out would raise the AP)."
+                    )
+                warnings.warn(
+                    f"{target['unreadable']}: scored with no detections ({len(target['labels'])} objects missed).",
+                    stacklevel=2,
+                )
+                evaluator.update({target["image_id"]: NO_DETECTIONS})
+            readable = [(image, target) for image, target in zip(images, targets) if image is not None]
+            if not readable:
                 continue
             with autocast(device, amp):
-                outputs = model([image.to(device) for image in images])
+                outputs = model([image.to(device) for image, _ in readable])
             evaluator.update(
-                {t["image_id"]: {k: v.float().cpu() for k, v in o.items()} for t, o in zip(targets, outputs)}
+                {t["image_id"]: {k: v.float().cpu() for k, v in o.items()} for (_, t), o in zip(readable, outputs)}
             )
     finally:
         model.train(was_training)

@@ -101,7 +101,13 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         evaluator = CocoEvaluator(full_val.coco, kinds, full_val.contiguous_to_coco)
         scores = evaluate(
-            eval_model, val_loader, evaluator, device, config.amp, progress=dist_ctx.is_main and config.progress
+            eval_model,
+            val_loader,
+            evaluator,
+            device,
+            config.amp,
+            progress=dist_ctx.is_main and config.progress,
+            unreadable="miss" if config.skip_bad else "error",
         )
         return {f"{kind}_{name}": value for kind, values in scores.items() for name, value in values.items()}, scores
 
