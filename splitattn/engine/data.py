@@ -19,6 +19,7 @@ mid-pass cannot restore.)
 from __future__ import annotations
 
 import random
+import signal
 from typing import Any, Callable, Iterator, Optional, Sized, Tuple
 
 import numpy as np
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, g
 
 from ..errors import UsageError
 from .distributed import DistContext
+from .runtime import STOP_SIGNALS
 
 MASK64 = (1 << 64) - 1
 
@@ -130,6 +132,16 @@ class SeededSamples(Dataset):
         return self.dataset[index]
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """A data-loading worker's ``worker_init_fn``: ignore SIGTERM, SIGUSR1 and SIGINT. A cluster (Slurm,
+    ``kill`` of the process group) or a Ctrl-C signals every process, workers included; torch's workers would
+    die of SIGTERM (and the run with them) before the training process saves ``last.pt``. The training
+    process decides and shuts its workers down; they also exit when it dies."""
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def accumulation_steps(batch_size: int, global_batch: Optional[int], world_size: int) -> Tuple[int, int]:
     """``(global batch, micro-batches per optimizer step)``: ``global_batch`` images per step (None:
     ``batch_size`` x processes) are reached by gradient accumulation.
@@ -169,6 +181,7 @@ def train_loader(
         collate_fn=collate_fn,
         pin_memory=dist_ctx.device.type == "cuda",
         generator=torch.Generator(),
+        worker_init_fn=ignore_stop_signals,
     )
 
 
@@ -187,7 +200,8 @@ def eval_loader(
     dataset: Dataset, batch_size: int, dist_ctx: DistContext, workers: int, collate_fn: Optional[Callable] = None
 ) -> DataLoader:
     """Batches of this rank's ``ShardSampler`` share, in order. Its own generator seeds the workers, so an
-    evaluation draws nothing from the global generators a resumed run restores."""
+    evaluation draws nothing from the global generators a resumed run restores; the workers ignore stop
+    signals (``ignore_stop_signals``)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -196,4 +210,5 @@ def eval_loader(
         collate_fn=collate_fn,
         pin_memory=dist_ctx.device.type == "cuda",
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=ignore_stop_signals,
     )

@@ -283,8 +283,9 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
             eval_now = last or (step % run.eval_every == 0 if run.eval_every else pass_ended)
             every = run.checkpoint_every
             save_now = last or (every > 0 and step % every == 0) or (pass_ended and (by_epoch or not every))
-            signal_name = stop_requested()
-            if log_now or eval_now or save_now or signal_name or (dist_ctx.distributed and step % AGREE_EVERY == 0):
+            signal_name = stop_requested()  # under torchrun only the agreement points may act on it: all ranks at once
+            agree_now = step % AGREE_EVERY == 0 if dist_ctx.distributed else signal_name is not None
+            if log_now or eval_now or save_now or agree_now:
                 stop, sums = tally.agree(signal_name is not None, log_now)
                 if save_now or eval_now or stop:
                     equalize_bn()
@@ -319,7 +320,9 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
                     plot_curves(logger.records(), output / "curves.png", run.panels, run.x_key)
                     progress_bar.write(
                         f"{run.x_key} {_x(run, step)}/{_x(run, run.total_steps)}: "
-                        + "  ".join(_format(k, v) for k, v in record.items() if k not in ("step", "images_seen", run.x_key))
+                        + "  ".join(
+                            _format(k, v) for k, v in record.items() if k not in ("step", "images_seen", run.x_key)
+                        )
                     )
                 if sums is not None:
                     window_start = time.perf_counter()
