@@ -10,7 +10,9 @@ that cannot work); 1 a run error (any other ``SplitAttnError``: data it cannot u
 wrong checkpoint, a non-finite loss, a missing optional package; or an ``OSError`` such as a missing
 file), each shown as one line. Running out of memory says how to use less. Any other exception is a
 bug (a ``TypeError``, a ``KeyError`` ...): it is shown as what it is, where it was raised, with
-``--debug`` for the traceback, and exits 1.
+``--debug`` for the traceback, and exits 1. A training run stopped by a signal (``TrainingInterrupted``: it
+saved ``last.pt`` at the step it reached) exits with 128 + the signal's number (143 for SIGTERM, 130 for
+SIGINT, 138 for SIGUSR1 on Linux) and one line saying how to continue.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import argparse
 import difflib
 import importlib
 import inspect
+import signal
 import sys
 import warnings
 from types import TracebackType
 from typing import Any, Iterator, List, Optional
 
 from .deps import missing_dependency
-from .errors import SplitAttnError, UsageError
+from .errors import SplitAttnError, TrainingInterrupted, UsageError
 
 # module path -> its add_parser() registers one or more subcommands
 SUBCOMMANDS = [
@@ -117,6 +120,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "debug", False):
             raise
         error = missing_dependency(error) or error
+        if isinstance(error, TrainingInterrupted):  # saved last.pt at the step reached: 128 + the signal's number
+            print(f"{name}: {error}", file=sys.stderr)
+            return 128 + int(getattr(signal, getattr(error, "signal", None) or "SIGTERM", signal.SIGTERM))
         if isinstance(error, UsageError):
             print(f"{name}: error: {error}", file=sys.stderr)
             return 2

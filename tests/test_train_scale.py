@@ -126,8 +126,8 @@ def test_two_process_draws_differ_per_rank_and_worker(tmp_path: Path, task: str)
     if task == "detection":
         args = ["detect", "train", "--data", str(COCO128), "--backbone", "resnest14", "--norm", "groupnorm"]
         args += ["--model-kwargs", "bottleneck_width=16", "stem_width=16", "--min-size", "96", "--max-size", "128"]
-        args += ["--max-images", "16", "--batch-size", "2", "--max-iter", "4", "--steps", "--warmup-iters", "1"]
-        args += ["--eval-every", "100", "--checkpoint-every", "100", "--log-every", "4"]
+        args += ["--max-images", "8", "--batch-size", "2", "--max-iter", "2", "--steps", "--warmup-iters", "1"]
+        args += ["--eval-every", "100", "--checkpoint-every", "100", "--log-every", "2"]
     else:
         data = camvid_subset(tmp_path / "camvid", train=16, val=1)
         args = ["segment", "train", "--data", str(data), "--classes", "a,b,c,d,e,f,g,h,i,j,k", "--ignore-value", "11"]
