@@ -206,7 +206,7 @@ def test_ctrl_c_saves_and_prints_one_line_with_the_command_that_continues(tmp_pa
         [sys.executable, "-m", *command], cwd=REPO, env=launcher_env(), capture_output=True, text=True
     )
     assert continued.returncode == 0, continued.stdout + continued.stderr
-    assert "resuming after" in continued.stdout and (run / "metrics.json").exists()
+    assert "; resuming " in continued.stdout and (run / "metrics.json").exists()
 
 
 def test_every_rank_uses_the_run_folder_rank_0_chose(tmp_path: Path) -> None:

@@ -57,9 +57,14 @@ class RunLogger:
         with open(self.path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records past optimizer step ``step`` (written by a run that died before its checkpoint)."""
-        kept = [r for r in self.records() if r.get("step", -1) <= step]
+    def truncate_after(self, step: int, images_seen: int) -> None:
+        """Drop records past the checkpoint a run resumes from (written by a run that died before it): past
+        ``images_seen`` images trained, or for records without that entry, past optimizer step ``step``."""
+        kept = [
+            r
+            for r in self.records()
+            if (r["images_seen"] <= images_seen if "images_seen" in r else r.get("step", -1) <= step)
+        ]
         with open(self.path, "w", encoding="utf-8") as handle:
             handle.writelines(dumps(r, sort_keys=True) + "\n" for r in kept)
 

@@ -4,17 +4,24 @@ The engine knows no task and no command line: a task hands it ``TrainSettings`` 
 config, so every option keeps its one default there) and a ``build`` function returning a
 ``TrainingRun``. Read it top to bottom (the shape of torchvision's ``references/`` and timm's ``train.py``):
 
-1. join torchrun's process group, set threads, deterministic kernels and seeds (``runtime``);
+1. join torchrun's process group, set threads, deterministic kernels and seeds (``runtime``); stop signals
+   (SIGTERM, SIGUSR1, Ctrl-C) become a request the loop reads;
 2. pick the run folder and the checkpoint to resume from (``checkpoint.run_folder``: a fresh run never overwrites another);
 3. ``build(dist_ctx)``: the task hands back a ``TrainingRun``: its data set, model, loss, evaluator and
    plot panels (the only task-specific parts);
-4. SyncBN, channels_last, EMA, SGD, the schedule, GradScaler; on resume: every state, RNG and the
-   schedule fast-forwarded to the saved step (``optim.fast_forward``);
+4. SyncBN, channels_last, EMA (``ema``), SGD, the schedule, GradScaler; on resume: every state, RNG and the
+   position (``progress``: in images, so another number of processes or batch size continues correctly),
+   the schedule fast-forwarded to it (``optim.fast_forward``);
 5. compile, DDP (``find_unused_parameters`` only when the task says its model leaves parameters unused);
-6. the loop over optimizer steps: ``accum_steps`` micro-batches each, a non-finite loss stops the run
-   before the step it would poison; every ``log_every`` steps a record (``log.jsonl``, TensorBoard,
-   ``curves.png`` of the task's panels), every ``checkpoint_every`` steps ``last.pt`` (written *before*
-   the evaluation and plots that could still fail), every ``eval_every`` steps an evaluation and ``best.pt``;
+6. the loop over optimizer steps: ``accum_steps`` micro-batches each, their loss values summed on the
+   device (``tally``: no step reads anything back to the host). At check points (a log record every
+   ``log_every`` steps, ``last.pt`` every ``checkpoint_every`` steps and at the end of each epoch, an
+   evaluation and ``best.pt`` every ``eval_every`` steps, a stop signal, and under torchrun every
+   ``tally.AGREE_EVERY`` steps) the processes agree: a non-finite loss stops the run before anything is
+   saved; a stop signal saves ``last.pt`` at the step reached and raises ``TrainingInterrupted``. Before
+   a checkpoint or an evaluation under torchrun the BatchNorm statistics are made equal (``dist_bn``),
+   so the metric logged is the saved weights'. ``last.pt`` is written *before* the evaluation and plots
+   that could still fail;
 7. ``metrics.json`` from the last evaluation.
 
 All step counts are optimizer steps; epoch-based tasks pass multiples of the steps per epoch.
@@ -26,17 +33,15 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..errors import NonFiniteLossError, TrainingInterrupted, UsageError
+from ..errors import TrainingInterrupted, UsageError
 from ..optimize.training import compile_for_training
 from ..viz.curves import Panel, plot_curves
 from .checkpoint import (
@@ -46,15 +51,21 @@ from .checkpoint import (
     load_checkpoint_file,
     restore_rng_states,
     run_folder,
+    seed_everything,
 )
-from .distributed import DistContext, all_gather_object, all_reduce_sum
+from .data import ResumableSampler, mixed_seed, start_pass
+from .distributed import DistContext, all_gather_object
+from .ema import ModelEma, adjusted_decay
 from .log import RunLogger, dumps
 from .optim import fast_forward
+from .progress import Progress, resume_progress
 from .runtime import autocast, configure_runtime, run_in_process_group, stop_requested
+from .tally import AGREE_EVERY, Tally, distribute_bn
 
-# (loss to back-propagate, sums over the micro-batch): ``images`` counts the samples; keys starting with
-# ``n_`` are counts logged as ``train_<rest>``; every other key is averaged per image as ``train_<key>``.
-StepResult = Tuple[Tensor, Dict[str, float]]
+# (loss to back-propagate, sums over the micro-batch): device tensors (summed without a host sync) or host
+# numbers; ``images`` counts the samples; keys starting with ``n_`` are counts logged as ``train_<rest>``; every
+# other key is averaged per image as ``train_<key>``.
+StepResult = Tuple[Tensor, Dict[str, Union[Tensor, float]]]
 # (values logged as ``val_<key>``, the full result for metrics.json)
 EvalResult = Tuple[Dict[str, float], Dict[str, Any]]
 
@@ -80,11 +91,14 @@ class TrainSettings:
     amp: str  # a key of ``runtime.AMP_DTYPES``
     momentum: float  # SGD momentum
     sync_bn: bool  # convert BatchNorm to SyncBatchNorm under torchrun (GPUs)
+    dist_bn: str  # under torchrun, before each checkpoint and evaluation: a key of ``tally.DIST_BN``
     progress: bool  # tqdm progress bar
     tensorboard: bool  # TensorBoard event files
     channels_last: bool
     compile_memory_budget: Optional[float]  # torch.compile the training model under this activation budget
-    ema_decay: Optional[float]  # keep and evaluate an EMA of the weights with this decay per step
+    ema_decay: Optional[float]  # keep and evaluate an EMA of the weights with this decay per step (``ema``)
+    ema_warmup: bool  # ramp the EMA decay up (``ema.ModelEma``)
+    ema_adjust: bool  # read ``ema_decay`` per image and epoch (``ema.adjusted_decay``)
 
 
 @dataclass
@@ -92,7 +106,7 @@ class TrainingRun:
     """What a task hands the engine: its data, model, loss, evaluator and curves, and when to do what (in steps)."""
 
     model: nn.Module  # on the run's device, not wrapped
-    loader: DataLoader  # from ``data.train_loader`` (its sampler resumes mid-pass)
+    loader: DataLoader  # from ``data.train_loader`` (its ``ResumableSampler`` starts a pass at any image)
     param_groups: List[Dict[str, Any]]
     lr: float
     make_schedule: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]  # (opt, total)
@@ -103,11 +117,11 @@ class TrainingRun:
     steps_per_epoch: int
     best_key: str  # a key of the evaluation values; higher is better
     panels: Sequence[Panel]  # the plots of curves.png (viz.curves.LOSS and LEARNING_RATE, then the task's)
-    x_key: str = "epoch"  # "epoch" or "iter": the x of records and curves
+    x_key: str = "epoch"  # "epoch" (the schedule counts epochs) or "iter": the x of records and curves
     accum_steps: int = 1
     log_every: int = 0  # default: every epoch
     eval_every: int = 0  # default: every epoch
-    checkpoint_every: int = 0  # default: every epoch
+    checkpoint_every: int = 0  # last.pt every N steps, and at the end of each epoch of an epoch-based run
     intro: str = ""  # printed at the start
     state: Dict[str, Any] = field(default_factory=dict)  # more checkpoint entries (classes, ...)
     find_unused_parameters: bool = False
@@ -120,16 +134,14 @@ def run_training(settings: TrainSettings, build: Callable[[DistContext], Trainin
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the last checkpoint is intact).
+        TrainingInterrupted: a stop signal (SIGTERM, SIGUSR1, SIGINT) arrived; ``last.pt`` holds the step
+            reached (its ``checkpoint`` attribute), and ``--resume auto`` continues it.
     """
     return run_in_process_group(lambda ctx: _run(settings, ctx, build), settings.device, settings.dist_timeout)
 
 
 def _x(run: TrainingRun, step: int) -> int:
     return step // run.steps_per_epoch if run.x_key == "epoch" else step
-
-
-def _every(interval: int, run: TrainingRun, step: int) -> bool:
-    return step % (interval or run.steps_per_epoch) == 0 or step == run.total_steps
 
 
 def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistContext], TrainingRun]) -> Dict[str, Any]:
@@ -140,6 +152,10 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
     if settings.sync_bn and dist_ctx.distributed and device.type != "cuda":
         raise UsageError("SyncBatchNorm (sync_bn) needs GPUs: it has no CPU kernel.")
     run = build(dist_ctx)
+    sampler = run.loader.sampler
+    assert isinstance(sampler, ResumableSampler) and run.loader.batch_size is not None
+    global_batch = run.loader.batch_size * dist_ctx.world_size * run.accum_steps
+    by_epoch = run.x_key == "epoch"
 
     model = run.model
     if settings.sync_bn and dist_ctx.distributed:
@@ -148,16 +164,27 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
         model.to(memory_format=torch.channels_last)
     ema = None
     if settings.ema_decay is not None:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
+        epochs = run.total_steps / run.steps_per_epoch
+        decay = adjusted_decay(settings.ema_decay, global_batch, epochs) if settings.ema_adjust else settings.ema_decay
+        ema = ModelEma(model, decay, warmup=settings.ema_warmup)
     optimizer = torch.optim.SGD(run.param_groups, lr=run.lr, momentum=settings.momentum)
     scheduler = run.make_schedule(optimizer, run.total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
 
-    step, best = 0, -float("inf")
+    progress, best, note = Progress(), -float("inf"), None
     if resume_from is not None:
         checkpoint = load_checkpoint_file(resume_from)
-        step, best = int(checkpoint["step"]), float(checkpoint.get(f"best_{run.best_key}", best))
-        lrs = fast_forward(scheduler, min(step, run.total_steps))  # this run's schedule at the saved step
+        progress, note = resume_progress(
+            checkpoint,
+            global_batch,
+            sampler.pass_length,
+            run.steps_per_epoch,
+            by_epoch,
+            dist_ctx.world_size,
+            str(resume_from),
+        )
+        best = float(checkpoint.get(f"best_{run.best_key}", best))
+        lrs = fast_forward(scheduler, min(progress.step, run.total_steps))  # this run's schedule at that step
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group, lr in zip(optimizer.param_groups, lrs):
@@ -166,7 +193,9 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
         if ema is not None and checkpoint.get("ema"):
             ema.load_state_dict(checkpoint["ema"])
         restore_rng_states(checkpoint, dist_ctx, str(resume_from))
-    if step >= run.total_steps and (recorded := finished_metrics(output, main)) is not None:
+        if len(checkpoint.get("rng") or []) != dist_ctx.world_size:  # new streams, not the run's first ones
+            seed_everything(mixed_seed(settings.seed, progress.images_seen, dist_ctx.rank, 3))
+    if progress.step >= run.total_steps and (recorded := finished_metrics(output, main)) is not None:
         return recorded  # a finished run is never re-run nor its results overwritten
 
     budget = settings.compile_memory_budget
@@ -179,20 +208,20 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
             find_unused_parameters=run.find_unused_parameters,
         )
 
+    def where(step: int) -> str:  # words for optimizer step ``step`` (1-based)
+        return f"epoch {(step - 1) // run.steps_per_epoch + 1}, step {step}" if by_epoch else f"iteration {step}"
+
     logger: Optional[RunLogger] = None
     if main:
         output.mkdir(parents=True, exist_ok=True)
         logger = RunLogger(output, tensorboard=settings.tensorboard)
-        logger.truncate_after(step)
+        logger.truncate_after(progress.step, progress.images_seen)
         (output / "options.json").write_text(dumps(settings.args, indent=2, sort_keys=True, default=str))
-        print(
-            run.intro
-            + f"; device {device}; run folder {output}"
-            + (f"; resuming after {run.x_key} {_x(run, step)}" if resume_from else ""),
-            flush=True,
-        )
+        print(run.intro + f"; device {device}; run folder {output}" + _resumed(run, progress, resume_from), flush=True)
+        if note:
+            print(f"note: {note}", flush=True)
 
-    def save(path: Path) -> None:
+    def save(path: Path, rng_states: List[Any]) -> None:
         state = dict(
             run.state,
             model=model.state_dict(),
@@ -200,13 +229,13 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
             scheduler=scheduler.state_dict(),
             scaler=scaler.state_dict(),
             ema=ema.state_dict() if ema is not None else None,
-            step=step,
-            epoch=step // run.steps_per_epoch,
             rng=rng_states,
             args=settings.args,
+            world_size=dist_ctx.world_size,
+            **progress.entries(global_batch),
         )
         state[f"best_{run.best_key}"] = best
-        state[run.x_key] = _x(run, step)
+        state[run.x_key] = _x(run, progress.step)
         atomic_save(state, path)
 
     def evaluate_now() -> Tuple[Dict[str, float], Dict[str, Any]]:
@@ -216,18 +245,24 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
             record.update({f"ema_val_{k}": v for k, v in run.evaluate(ema.module)[0].items()})
         return record, result
 
+    def equalize_bn() -> None:
+        if dist_ctx.distributed:
+            for module in (model, ema.module if ema is not None else None):
+                if module is not None:
+                    distribute_bn(module, settings.dist_bn)
+
     result: Dict[str, Any] = {}
-    sums: Dict[str, float] = {}
+    tally = Tally(device, dist_ctx.distributed, where)
     window_start = time.perf_counter()
-    micro_batches = _micro_batches(run, step)
+    micro_batches = start_pass(run.loader, progress.epoch, progress.epoch_images)
     with tqdm(
         total=run.total_steps,
-        initial=step,
+        initial=progress.step,
         desc="train",
         dynamic_ncols=True,
         disable=not (main and settings.progress),
-    ) as progress:
-        while step < run.total_steps:
+    ) as progress_bar:
+        while progress.step < run.total_steps:
             train_model.train()
             for index in range(run.accum_steps):
                 batch = next(micro_batches)
@@ -235,64 +270,71 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
                 no_sync = train_model.no_sync() if not last_micro and hasattr(train_model, "no_sync") else nullcontext()
                 with no_sync:
                     with autocast(device, settings.amp):
-                        loss, values = run.loss(train_model, batch, step)
-                    if not _all_finite(loss):
-                        raise NonFiniteLossError(
-                            f"the training loss became {loss.item()} at {run.x_key} {_x(run, step) + 1}, step "
-                            f"{step + 1} ({', '.join(f'{k} {v:.4g}' for k, v in values.items())}); the run stopped "
-                            "and the last checkpoint is intact. Lower the learning rate, lengthen the warm-up or "
-                            "train without fp16 mixed precision."
-                        )
+                        loss, values = run.loss(train_model, batch, progress.step)
+                    tally.add(loss, values, progress.step)
                     scaler.scale(loss / run.accum_steps).backward()
-                for key, value in values.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            progress.update(1)
+                ema.update()
+            pass_ended = progress.advance(global_batch, sampler.pass_length)
+            step, last = progress.step, progress.step == run.total_steps
+            progress_bar.update(1)
 
-            record: Dict[str, Any] = {}
-            if _every(run.log_every, run, step):
-                record = {
-                    run.x_key: _x(run, step),
-                    "step": step,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    **_train_means(sums, time.perf_counter() - window_start, device),
-                }
-                sums, window_start = {}, time.perf_counter()
-            signal_name, stop = stop_requested(), _any_rank(stop_requested() is not None, device)
-            rng_states = (
-                all_gather_object(capture_rng_state()) if _every(run.checkpoint_every, run, step) or stop else None
-            )
-            if main and rng_states is not None:
-                save(output / "last.pt")
-            if stop:
-                message = f"{signal_name or 'stop signal'} received: stopped after step {step} of {run.total_steps}"
-                raise TrainingInterrupted(f"{message}, saved in {output / 'last.pt'}", signal_name, output / "last.pt")
-            if _every(run.eval_every, run, step):
-                values, result = evaluate_now()
-                record.update({run.x_key: _x(run, step), "step": step, **values})
-                if values[f"val_{run.best_key}"] > best:
-                    best = values[f"val_{run.best_key}"]
-                    rng_states = rng_states or all_gather_object(capture_rng_state())
+            log_now = last or (step % run.log_every == 0 if run.log_every else pass_ended)
+            eval_now = last or (step % run.eval_every == 0 if run.eval_every else pass_ended)
+            every = run.checkpoint_every
+            save_now = last or (every > 0 and step % every == 0) or (pass_ended and (by_epoch or not every))
+            signal_name = stop_requested()  # under torchrun only the agreement points may act on it: all ranks at once
+            agree_now = step % AGREE_EVERY == 0 if dist_ctx.distributed else signal_name is not None
+            if log_now or eval_now or save_now or agree_now:
+                stop, sums = tally.agree(signal_name is not None, log_now)
+                if save_now or eval_now or stop:
+                    equalize_bn()
+                record: Dict[str, Any] = {}
+                if sums is not None:
+                    record = {
+                        run.x_key: _x(run, step),
+                        "step": step,
+                        "images_seen": progress.images_seen,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **_train_means(sums, time.perf_counter() - window_start),
+                    }
+                if save_now or stop:
+                    rng_states = all_gather_object(capture_rng_state())
                     if main:
-                        save(output / "best.pt")
-                        save(output / "last.pt")  # with the new best
-            if main and record:
-                logger.log(record, step)
-                plot_curves(logger.records(), output / "curves.png", run.panels, run.x_key)
-                progress.write(
-                    f"{run.x_key} {_x(run, step)}/{_x(run, run.total_steps)}: "
-                    + "  ".join(_format(k, v) for k, v in record.items() if k not in ("step", run.x_key))
-                )
-            if step % run.steps_per_epoch == 0 and step < run.total_steps:
-                micro_batches = _micro_batches(run, step)
+                        save(output / "last.pt", rng_states)
+                if stop:
+                    if logger is not None:
+                        logger.close()
+                    raise _interrupted(signal_name, output / "last.pt", where(step))
+                if eval_now:
+                    values, result = evaluate_now()
+                    record.update({run.x_key: _x(run, step), "step": step, **values})
+                    if values[f"val_{run.best_key}"] > best:
+                        best = values[f"val_{run.best_key}"]
+                        rng_states = all_gather_object(capture_rng_state())
+                        if main:
+                            save(output / "best.pt", rng_states)
+                            save(output / "last.pt", rng_states)  # with the new best
+                if main and record:
+                    logger.log(record, step)
+                    plot_curves(logger.records(), output / "curves.png", run.panels, run.x_key)
+                    progress_bar.write(
+                        f"{run.x_key} {_x(run, step)}/{_x(run, run.total_steps)}: "
+                        + "  ".join(
+                            _format(k, v) for k, v in record.items() if k not in ("step", "images_seen", run.x_key)
+                        )
+                    )
+                if sums is not None:
+                    window_start = time.perf_counter()
+            if pass_ended and not last:
+                micro_batches = start_pass(run.loader, progress.epoch)
 
     if not result:  # resumed a finished run: report its final evaluation
+        equalize_bn()
         result = evaluate_now()[1]
     metrics, summary = run.summarize(result, {f"best_{run.best_key}": best, run.x_key: _x(run, run.total_steps)})
     metrics["wall_time_s"] = time.perf_counter() - started
@@ -301,44 +343,30 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
     return metrics
 
 
-def _micro_batches(run: TrainingRun, step: int) -> Iterator[Any]:
-    """The micro-batches of the pass that holds ``step``, from that step on (worker seeds of this pass)."""
-    epoch, step_in_epoch = divmod(step, run.steps_per_epoch)
-    run.loader.sampler.set_epoch(epoch, step_in_epoch * run.accum_steps)
-    run.loader.generator.manual_seed(run.loader.sampler.sampler.seed * 100003 + epoch)
-    return iter(run.loader)
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` holds on any process (a stop signal may reach only some)."""
-    value = torch.tensor([float(flag)], device=device)
-    if dist.is_initialized():
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
-def _all_finite(loss: Tensor) -> bool:
-    flag = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
-    if dist.is_initialized():
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def _train_means(sums: Dict[str, float], elapsed: float, device: torch.device) -> Dict[str, float]:
-    """``train_<key>``: per-image means over all ranks (counts for ``n_`` keys) and images per second."""
-    keys = sorted(sums)
-    totals = dict(zip(keys + ["elapsed"], all_reduce_sum([sums[k] for k in keys] + [elapsed], device)))
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    images = max(totals.get("images", 0.0), 1.0)
-    means = {f"train_{k[2:]}": int(v) for k, v in totals.items() if k.startswith("n_")}
-    means.update(
-        {
-            f"train_{k}": v / images
-            for k, v in totals.items()
-            if not k.startswith("n_") and k not in ("images", "elapsed")
-        }
+def _resumed(run: TrainingRun, progress: Progress, resume_from: Optional[Path]) -> str:
+    """The intro's words on where a resumed run continues."""
+    if resume_from is None:
+        return ""
+    if run.x_key != "epoch" or not progress.epoch_images:
+        return f"; resuming after {run.x_key} {_x(run, progress.step)}"
+    return (
+        f"; resuming in epoch {progress.epoch + 1} after {progress.epoch_images} of its images (step {progress.step})"
     )
-    means["train_images_per_sec"] = totals.get("images", 0.0) / max(totals["elapsed"] / world, 1e-9)
+
+
+def _interrupted(signal_name: Optional[str], checkpoint: Path, where: str) -> TrainingInterrupted:
+    """The error that ends a run stopped by a signal, once ``checkpoint`` holds the step reached (the command line
+    adds the command that continues it)."""
+    stopped_by = f"{signal_name} received" if signal_name else "another process of the job received a stop signal"
+    return TrainingInterrupted(f"{stopped_by}: stopped after {where}, saved in {checkpoint}", signal_name, checkpoint)
+
+
+def _train_means(sums: Dict[str, float], elapsed: float) -> Dict[str, float]:
+    """``train_<key>``: per-image means over all ranks (counts for ``n_`` keys) and images per second."""
+    images = max(sums.get("images", 0.0), 1.0)
+    means = {f"train_{k[2:]}": int(v) for k, v in sums.items() if k.startswith("n_")}
+    means.update({f"train_{k}": v / images for k, v in sums.items() if not k.startswith("n_") and k != "images"})
+    means["train_images_per_sec"] = sums.get("images", 0.0) / max(elapsed, 1e-9)
     return means
 
 

@@ -7,7 +7,7 @@ every rank reports the same global numbers.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +39,11 @@ def classification_loss(
     mixup_alpha: float = 0.0,
     label_smoothing: float = 0.0,
     channels_last: bool = False,
-) -> Tuple[Tensor, Dict[str, float]]:
+) -> Tuple[Tensor, Dict[str, Union[Tensor, int]]]:
     """The loss of one micro-batch ``(images (B, 3, H, W), labels (B,), unreadable paths)`` with mixup and
-    label smoothing, and its sums for the log: ``images``, ``loss``, ``top1`` (against each sample's
-    dominant label, in %) and ``n_bad_images``."""
+    label smoothing, and its sums for the log: ``images`` and ``n_bad_images`` (host counts), ``loss`` and
+    ``top1`` (against each sample's dominant label, in %) as device tensors, read by the loop only at log
+    points (no host sync per step)."""
     images, labels, bad = batch
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     images = images.to(device, non_blocking=True, memory_format=memory_format)
@@ -51,8 +52,8 @@ def classification_loss(
     logits = model(inputs)
     loss = soft_cross_entropy(logits, targets)
     count = labels.shape[0]
-    hits = int((logits.argmax(1) == targets.argmax(1)).sum())
-    return loss, {"images": count, "loss": loss.item() * count, "top1": 100.0 * hits, "n_bad_images": len(bad)}
+    hits = (logits.detach().argmax(1) == targets.argmax(1)).sum()
+    return loss, {"images": count, "loss": loss.detach() * count, "top1": 100.0 * hits, "n_bad_images": len(bad)}
 
 
 @torch.no_grad()

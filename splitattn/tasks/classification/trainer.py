@@ -190,6 +190,7 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
         panels=classification_panels(len(classes)),
         accum_steps=accum_steps,
         intro=intro,
+        checkpoint_every=config.checkpoint_every,
         state={
             "classes": classes,
             "model_name": get_model_spec(config.model).name,

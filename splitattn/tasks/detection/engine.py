@@ -7,7 +7,7 @@ COCOeval scores them, so every rank reports the numbers of the whole set.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 from pycocotools.coco import COCO
@@ -34,14 +34,16 @@ def to_device(images: List[Tensor], targets: List[Target], device: torch.device)
 
 def detection_loss(
     model: nn.Module, images: List[Tensor], targets: List[Target], device: torch.device
-) -> Tuple[Tensor, Dict[str, float]]:
+) -> Tuple[Tensor, Dict[str, Union[Tensor, int]]]:
     """The summed detector losses of a batch (lists of (3, H, W) images in 0..1 and their targets) and
-    their sums for the log: ``images``, ``loss`` and each component (``loss_classifier``, ...)."""
+    their sums for the log: ``images`` (a host count), ``loss`` and each component (``loss_classifier``, ...)
+    as device tensors, read by the loop only at log points (no host sync per step)."""
     images, targets = to_device(images, targets, device)
     losses = model(images, targets)
     loss = sum(value.float() for value in losses.values())
     count = len(images)
-    return loss, dict({k: v.item() * count for k, v in losses.items()}, loss=loss.item() * count, images=count)
+    sums = {k: v.detach().float() * count for k, v in losses.items()}
+    return loss, dict(sums, loss=loss.detach() * count, images=count)
 
 
 @torch.no_grad()

@@ -108,7 +108,7 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
     def loss(train_model: nn.Module, micro_batch: Any, step: int) -> StepResult:
         inputs, targets = (t.to(device, non_blocking=True) for t in micro_batch)
         value = segmentation_loss(train_model(inputs), targets, IGNORE_INDEX, aux_weight)
-        return value, {"images": inputs.shape[0], "loss": value.item() * inputs.shape[0]}
+        return value, {"images": inputs.shape[0], "loss": value.detach() * inputs.shape[0]}
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         result = evaluate(eval_model, val_loader, progress=dist_ctx.is_main and config.progress, **eval_args)
@@ -162,6 +162,7 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
         panels=PANELS,
         accum_steps=accum_steps,
         eval_every=config.eval_every * steps_per_epoch,
+        checkpoint_every=config.checkpoint_every,
         intro=intro,
         eval_model=model,
         state={
