@@ -60,6 +60,11 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def labels(self) -> List[int]:
+        """The class index of every sample, in order (as ``ArrayImageDataset.labels``)."""
+        return [label for _, label in self.samples]
+
     def _load(self, index: int) -> Optional[Image.Image]:
         try:
             return read_image(self.samples[index][0], self.channels)

@@ -7,12 +7,13 @@ pass, so a run resumed at any step sees the same remaining batches as an uninter
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import UsageError
+from .balance import WeightedShardSampler
 from .distributed import DistContext
 
 
@@ -33,7 +34,7 @@ class ResumableSampler(Sampler[int]):
     """``DistributedSampler``'s shuffled shard of pass ``epoch``, from batch ``start_batch`` on: a run
     resumed mid-pass sees the same remaining samples, in the same order, as an uninterrupted one."""
 
-    def __init__(self, sampler: DistributedSampler, batch_size: int) -> None:
+    def __init__(self, sampler: Union[DistributedSampler, WeightedShardSampler], batch_size: int) -> None:
         self.sampler, self.batch_size, self.start_batch = sampler, batch_size, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -71,12 +72,18 @@ def train_loader(
     seed: int,
     workers: int,
     collate_fn: Optional[Callable] = None,
+    sample_weights: Optional[Sequence[float]] = None,
 ) -> DataLoader:
-    """Full batches of this rank's shuffled shard, drawn by a ``ResumableSampler`` (``loader.sampler``)."""
-    sampler = ResumableSampler(
-        DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed, drop_last=True),
-        batch_size,
-    )
+    """Full batches of this rank's shuffled shard, drawn by a ``ResumableSampler`` (``loader.sampler``); with
+    ``sample_weights`` (one per sample) each pass draws the samples with those weights instead
+    (``balance.WeightedShardSampler``: class-balanced or repeat-factor sampling)."""
+    if sample_weights is not None:
+        shard: Union[DistributedSampler, WeightedShardSampler] = WeightedShardSampler(
+            sample_weights, dist_ctx.world_size, dist_ctx.rank, seed
+        )
+    else:
+        shard = DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed, drop_last=True)
+    sampler = ResumableSampler(shard, batch_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,

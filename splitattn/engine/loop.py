@@ -8,7 +8,7 @@ config, so every option keeps its one default there) and a ``build`` function re
 2. pick the run folder and the checkpoint to resume from (``checkpoint.run_folder``: a fresh run never overwrites another);
 3. ``build(dist_ctx)``: the task hands back a ``TrainingRun``: its data set, model, loss, evaluator and
    plot panels (the only task-specific parts);
-4. SyncBN, channels_last, EMA, SGD, the schedule, GradScaler; on resume: every state, RNG and the
+4. SyncBN, channels_last, EMA, the optimizer (SGD or AdamW), the schedule, GradScaler; on resume: every state, RNG and the
    schedule fast-forwarded to the saved step (``optim.fast_forward``);
 5. compile, DDP (``find_unused_parameters`` only when the task says its model leaves parameters unused);
 6. the loop over optimizer steps: ``accum_steps`` micro-batches each, a non-finite loss stops the run
@@ -42,7 +42,7 @@ from ..viz.curves import Panel, plot_curves
 from .checkpoint import atomic_save, capture_rng_state, load_checkpoint_file, restore_rng_states, run_folder
 from .distributed import DistContext, all_gather_object, all_reduce_sum
 from .log import RunLogger, dumps
-from .optim import fast_forward
+from .optim import create_optimizer, fast_forward
 from .runtime import autocast, configure_runtime, run_in_process_group
 
 # (loss to back-propagate, sums over the micro-batch): ``images`` counts the samples; keys starting with
@@ -70,7 +70,10 @@ class TrainSettings:
     threads: Optional[int]  # torch CPU threads; None: cores / local processes
     deterministic: bool
     amp: str  # a key of ``runtime.AMP_DTYPES``
+    optimizer: str  # a name of ``optim.OPTIMIZERS``
     momentum: float  # SGD momentum
+    betas: Tuple[float, float]  # AdamW's
+    eps: float  # AdamW's
     sync_bn: bool  # convert BatchNorm to SyncBatchNorm under torchrun (GPUs)
     progress: bool  # tqdm progress bar
     tensorboard: bool  # TensorBoard event files
@@ -141,7 +144,9 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
     ema = None
     if settings.ema_decay is not None:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
-    optimizer = torch.optim.SGD(run.param_groups, lr=run.lr, momentum=settings.momentum)
+    optimizer = create_optimizer(
+        settings.optimizer, run.param_groups, run.lr, settings.momentum, settings.betas, settings.eps
+    )
     scheduler = run.make_schedule(optimizer, run.total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
 

@@ -154,6 +154,17 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def pixel_counts(self) -> np.ndarray:
+        """(images, classes) int64: the pixels of each class in each label map (ignored pixels not counted),
+        at the stored resolution; decodes every label map (on up to ``BUILD_CHECK_THREADS`` threads)."""
+
+        def count(pair: Pair) -> np.ndarray:
+            return np.bincount(self.target(pair[1]).ravel(), minlength=256)[: self.num_classes]
+
+        workers = max(1, min(BUILD_CHECK_THREADS, os.cpu_count() or 1, len(self.pairs)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return np.stack(list(pool.map(count, self.pairs))).astype(np.int64)
+
     def load(self, index: int) -> Tuple[Image.Image, np.ndarray]:
         """The image (``channels`` channels, upright) and its (H, W) uint8 target of training ids,
         ``IGNORE_INDEX`` where ignored."""
