@@ -139,17 +139,3 @@ def repeat_factors(image_classes: Sequence[Sequence[int]], threshold: float) -> 
             seen[c] = seen.get(c, 0) + 1
     factor = {c: max(1.0, math.sqrt(threshold / (count / images))) for c, count in seen.items()}
     return np.array([max([factor[c] for c in set(classes)], default=1.0) for classes in image_classes])
-
-
-def describe_repeat_factors(factors: np.ndarray, threshold: float) -> str:
-    """One line for the log: how many images repeat and by how much, or why none does."""
-    repeated = factors > 1.0
-    if not repeated.any():
-        return (
-            f"repeat-factor sampling (--repeat-threshold {threshold:g}) repeats no image: every class is in more "
-            f"than {threshold:.2%} of the images; raise --repeat-threshold to oversample the rarer classes"
-        )
-    return (
-        f"repeat-factor sampling (--repeat-threshold {threshold:g}): {int(repeated.sum())} of {len(factors)} "
-        f"images drawn up to {factors.max():.2f}x as often"
-    )

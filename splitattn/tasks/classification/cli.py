@@ -133,7 +133,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from ...data.classification import EVAL_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
     from ...engine.log import dumps
-    from .engine import evaluate
+    from .engine import evaluate, require_readable
 
     setup = _inference_setup(args, "evaluate")
     model, classes, config, size = setup.model, setup.classes, setup.config, setup.size
@@ -158,6 +158,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_skip_bad)
     result = evaluate(model, loader, setup.device)
+    require_readable(result, dataset, str(location))
     name = config.model if config else args.model
     split = Path(location).stem
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"

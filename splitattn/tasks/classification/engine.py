@@ -7,7 +7,7 @@ every rank reports the same global numbers.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ...data.transforms import mixup_batch
 from ...engine.distributed import all_reduce_sum
 from ...engine.runtime import autocast
+from ...errors import DataError
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor, weight: Optional[Tensor] = None) -> Tensor:
@@ -64,6 +65,18 @@ def classification_loss(
     count = labels.shape[0]
     hits = int((logits.argmax(1) == targets.argmax(1)).sum())
     return loss, {"images": count, "loss": loss.item() * count, "top1": 100.0 * hits, "n_bad_images": len(bad)}
+
+
+def require_readable(result: Dict[str, float], dataset: Any, where: str) -> None:
+    """Raise when an evaluation over ``dataset`` (an ``ImageListDataset``) could read none of its images,
+    naming why, counted by kind: its scores would be NaN.
+
+    Raises:
+        DataError: ``result`` (``evaluate``'s) saw no image and skipped some.
+    """
+    if result["images"] == 0 and result["bad_images"]:
+        paths = [path for path, _ in dataset.samples]
+        raise DataError(f"none of the {len(paths)} images of {where} can be read: {dataset.unreadable(paths)}.")
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from ...config.schemas import ClassifyConfig
 from ...config.values import as_config
+from ...data.checks import warn_about_overlap
 from ...data.classification import EVAL_SPLITS, TRAIN_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
 from ...data.transforms import build_train_transform, eval_transform_for
 from ...engine.balance import balanced_class_weights, class_counts, inverse_frequency
@@ -32,7 +33,7 @@ from ...optimize.training import enable_gradient_checkpointing, freeze_stages
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
 from ..finetune import learning_rate_scales, with_pretrained_architecture
 from .checkpoint import COMMAND, TASK, model_overrides, run_eval_config, run_image_sizes
-from .engine import classification_loss, evaluate
+from .engine import classification_loss, evaluate, require_readable
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 ACCURACY = (
@@ -152,6 +153,10 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
         counts = class_counts(labels, len(classes))
         class_weights = torch.as_tensor(balanced_class_weights(counts, "the training set"), dtype=torch.float32)
     split = find_split(config.data, EVAL_SPLITS).stem if config.data else "test"  # the split evaluated
+    if config.data and dist_ctx.is_main:
+        warn_about_overlap(
+            [path for path, _ in train_set.samples], [path for path, _ in eval_set.samples], "training", split
+        )
     drop_block, amp, channels_last = config.drop_block, config.amp, config.channels_last
 
     warned: List[str] = []
@@ -175,6 +180,7 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         result = evaluate(eval_model, val_loader, device, amp, channels_last)
+        require_readable(result, eval_set, f"the evaluation split {split}")
         return {k: result[k] for k in ("loss", "top1", "top5", "bad_images")}, result
 
     def summarize(result: Dict[str, Any], state: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+import numpy as np
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ...config.schemas import DetectConfig
 from ...config.values import as_config
+from ...data.checks import warn_about_overlap
 from ...data.detection.dataset import DetectionDataset, collate_detection
 from ...data.detection.layouts import build_detection_dataset
 from ...data.detection.transforms import build_detection_train_transform
-from ...engine.balance import describe_repeat_factors, repeat_factors
+from ...engine.balance import repeat_factors
 from ...engine.data import eval_loader, train_loader
 from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, TrainingRun, run_training
@@ -66,6 +68,20 @@ def build_datasets(config: DetectConfig) -> Tuple[DetectionDataset, DetectionDat
     )  # numbered as in training
     check_ground_truth(val_set)
     return train_set, val_set
+
+
+def describe_repeat_factors(factors: np.ndarray, threshold: float) -> str:
+    """One line for the log: how many images repeat and by how much, or why none does."""
+    repeated = factors > 1.0
+    if not repeated.any():
+        return (
+            f"repeat-factor sampling (--repeat-threshold {threshold:g}) repeats no image: every class is in more "
+            f"than {threshold:.2%} of the images; raise --repeat-threshold to oversample the rarer classes"
+        )
+    return (
+        f"repeat-factor sampling (--repeat-threshold {threshold:g}): {int(repeated.sum())} of {len(factors)} "
+        f"images drawn up to {factors.max():.2f}x as often"
+    )
 
 
 def image_classes(dataset: DetectionDataset, count: int) -> List[List[int]]:
@@ -135,6 +151,12 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
     if dist_ctx.is_main:
         for dataset in (full_train, full_val):
             print(dataset.summary(), flush=True)
+        warn_about_overlap(
+            [r.path for r in full_train.records],
+            [r.path for r in full_val.records],
+            f"training ({full_train.name})",
+            f"validation ({full_val.name})",
+        )
     intro = (
         f"training {config.arch} on {config.backbone}-FPN ({config.norm}) with {len(train_set)} "
         f"training / {len(val_set)} evaluation images, {len(classes) - 1} classes; batch {batch} x "

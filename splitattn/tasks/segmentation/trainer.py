@@ -16,6 +16,7 @@ from torch import nn
 
 from ...config.schemas import SegmentConfig
 from ...config.values import as_config
+from ...data.checks import warn_about_overlap
 from ...data.segmentation.datasets import SegmentationDataset, collate_eval
 from ...data.segmentation.label_maps import IGNORE_INDEX
 from ...data.segmentation.layouts import build_dataset
@@ -146,6 +147,7 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
 
     skipped = len(train_set.skipped) + len(val_set.skipped)
     if dist_ctx.is_main:
+        warn_about_overlap([p[0] for p in train_set.pairs], [p[0] for p in val_set.pairs], "training", "validation")
         for problem in (train_set.skipped + val_set.skipped)[:5]:
             print(f"warning: skipped {problem}", file=sys.stderr)
     intro = (
