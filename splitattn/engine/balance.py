@@ -94,8 +94,8 @@ def balanced_class_weights(counts: Sequence[int], where: str = "the training set
     empty = np.flatnonzero(counts == 0).tolist()
     if empty:
         raise DataError(
-            f"{where} has no sample of class(es) {empty[:10]}, so --class-weights auto cannot weight them; "
-            "add samples of every class or drop the option."
+            f"{where} has no sample of class(es) {empty[:10]}, so they have no inverse-frequency weight; "
+            "add samples of every class or train without class weights."
         )
     return counts.sum() / (len(counts) * counts)
 
