@@ -7,7 +7,7 @@ the checkpoint loaders and the model factories of the tasks all read it from her
 data run in ``validate`` (a ``ConfigError`` naming the flag and the fix), before any data is read.
 
 The choice lists below are checked against the modules that implement them in ``tests/test_train_cli.py``.
-The module is longer than most (about 480 lines) because it is the one table of every option of the three
+The module is longer than most (about 640 lines) because it is the one table of every option of the three
 training commands, read as a reference: two thirds of it are the field declarations.
 """
 
@@ -91,6 +91,17 @@ def _optimizer_dependent(defaults: Dict[str, Dict[str, float]], name: str, help:
     return f"{help} (default: " + ", ".join(f"{values[name]:g} with {key}" for key, values in defaults.items()) + ")"
 
 
+def _freeze_stages_option(default: str) -> Any:
+    """The ``freeze_stages`` field, its default (None) described by ``default``."""
+    return option(
+        None,
+        "fine-tuning: freeze the stem and the first K stages of the pretrained backbone (0: the stem only), their "
+        f"BatchNorm statistics too (default: {default})",
+        choices=range(MAX_FROZEN_STAGES + 1),
+        metavar="K",
+    )
+
+
 def _processes() -> int:
     """Training processes of the job (torchrun's ``WORLD_SIZE``; 1 without torchrun)."""
     return int(os.environ.get("WORLD_SIZE") or 1)
@@ -131,13 +142,7 @@ class RunConfig:
     )
     opt_eps: float = option(1e-8, "adamw: added to the denominator (torch's and timm's default)")
     weight_decay: Optional[float] = option(None, "on conv/linear weights; none on biases and norm parameters")
-    freeze_stages: Optional[int] = option(
-        None,
-        "fine-tuning: freeze the stem and the first K stages of the pretrained backbone (0: the stem only), their "
-        "BatchNorm statistics too (default: nothing frozen)",
-        choices=range(MAX_FROZEN_STAGES + 1),
-        metavar="K",
-    )
+    freeze_stages: Optional[int] = _freeze_stages_option("nothing frozen")
     layer_decay: Optional[float] = option(
         None,
         "fine-tuning: layer-wise lr decay in (0, 1]: each backbone block learns at this times the rate of the one "
@@ -455,12 +460,8 @@ class DetectConfig(RunConfig):
         "backbone normalisation (the paper: syncbn on GPUs; frozenbn or batchnorm with --pretrained)",
         choices=NORMS,
     )
-    freeze_stages: Optional[int] = option(
-        None,
-        "freeze the stem and the first K stages of the pretrained backbone (0: the stem only), their BatchNorm "
-        "statistics too (default: 1 with frozenbn, as torchvision and detectron2; else nothing frozen)",
-        choices=range(MAX_FROZEN_STAGES + 1),
-        metavar="K",
+    freeze_stages: Optional[int] = _freeze_stages_option(
+        "1 with frozenbn, as torchvision and detectron2; else nothing frozen"
     )
     balanced_sampler: bool = option(
         False,

@@ -10,7 +10,6 @@ suspiciously good evaluation.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections import Counter
@@ -18,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
+from ..weights.files import sha256_file
+
 PathLike = Union[str, Path]
 HASH_THREADS = 8
-_CHUNK = 1 << 20
 
 
 class SplitOverlapWarning(UserWarning):
@@ -52,20 +52,11 @@ def describe_problems(problems: Sequence[str], first: int = 3) -> str:
     return f"{len(problems)} skipped: " + "; ".join(parts) + (f"; {rest} with other problems" if rest else "")
 
 
-def file_digest(path: PathLike) -> str:
-    """The sha256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _digests(paths: Iterable[Path]) -> Dict[Path, str]:
     paths = list(paths)
     workers = max(1, min(HASH_THREADS, os.cpu_count() or 1, len(paths)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(paths, pool.map(file_digest, paths)))
+        return dict(zip(paths, pool.map(sha256_file, paths)))
 
 
 def warn_about_overlap(
