@@ -95,12 +95,13 @@ def test_each_arch_trains_and_detects(arch):
             assert "masks" not in output
 
 
-@pytest.mark.parametrize("norm,layers", [("frozenbn", None), ("batchnorm", 2), ("groupnorm", 0)])
-def test_trainable_layers_freeze_parameters_and_statistics(norm, layers):
+@pytest.mark.parametrize("norm,frozen", [("frozenbn", None), ("batchnorm", 2), ("groupnorm", 4)])
+def test_freeze_stages_freeze_parameters_and_statistics(norm, frozen):
+    """The stem and the first K stages frozen (frozenbn's default: K = 1, torchvision's trainable_layers=3)."""
     torch.manual_seed(0)
-    model = create_detection_model("faster_rcnn", "resnest14", 4, norm=norm, trainable_layers=layers, **SMALL)
+    model = create_detection_model("faster_rcnn", "resnest14", 4, norm=norm, freeze_stages=frozen, **SMALL)
     body = model.backbone.body
-    trained = {None: 3, 2: 2, 0: 0}[layers]
+    trained = {None: 3, 2: 2, 4: 0}[frozen]
     trained_stages = ("layer4", "layer3", "layer2", "layer1", "conv1")[:trained]
     for name, parameter in body.named_parameters():
         assert parameter.requires_grad == name.startswith(trained_stages), name
@@ -243,7 +244,7 @@ def test_backbones_move_between_detection_and_segmentation_run_checkpoints(tmp_p
     [
         (dict(arch="faster_rcn", backbone="resnest14"), "Did you mean faster_rcnn"),
         (dict(arch="faster_rcnn", backbone="resnest51"), "Did you mean"),
-        (dict(arch="faster_rcnn", backbone="resnest14", trainable_layers=6), "trainable_layers must be 0..5"),
+        (dict(arch="faster_rcnn", backbone="resnest14", freeze_stages=5), "freeze_stages must be 0..4"),
         (dict(arch="faster_rcnn", backbone="resnest14", num_classes=1), "counts the background"),
     ],
 )

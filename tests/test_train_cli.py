@@ -396,6 +396,11 @@ def test_config_schema_rejects_wrong_types_and_bad_values(tmp_path: Path, capsys
     assert schema.DETECTION_DATASETS == detection.DATASET_KINDS and schema.SEGMENTATION_HEADS == HEADS
     assert schema.SEGMENTATION_DATASETS == segmentation.DATASET_KINDS and schema.FAST_BACKENDS == BACKENDS
     assert schema.SEGMENTATION_MULTI_SCALES == MULTI_SCALES
+    from splitattn.config.schemas import MAX_FROZEN_STAGES, OPTIMIZERS
+    from splitattn.engine import optim
+    from splitattn.optimize import training
+
+    assert OPTIMIZERS == optim.OPTIMIZERS and MAX_FROZEN_STAGES == training.MAX_FROZEN_STAGES
     with pytest.raises(schema.ConfigError, match="unknown key.*'learning_rate'"):  # the Python API: same schema
         train({"learning_rate": 0.1})
 

@@ -186,7 +186,7 @@ def test_one_default_for_the_detection_norm_everywhere() -> None:
     command_line = resolve(DetectConfig, build_parser().parse_args(["detect", "train", "--data", "x"]))[0]
     stored = from_checkpoint_args(DetectConfig, {"data": "x"}, "an old checkpoint")
     api = inspect.signature(create_detection_model).parameters
-    for name in ("norm", "trainable_layers", "fpn_norm", "head_norm", "box_head", "max_size"):
+    for name in ("norm", "freeze_stages", "fpn_norm", "head_norm", "box_head", "max_size"):
         assert api[name].default == getattr(command_line, name) == getattr(stored, name), name
     assert list(api["min_size"].default) == command_line.min_size
     assert inspect.signature(resnest_fpn_backbone).parameters["norm"].default == "groupnorm" == command_line.norm

@@ -7,7 +7,7 @@ the checkpoint loaders and the model factories of the tasks all read it from her
 data run in ``validate`` (a ``ConfigError`` naming the flag and the fix), before any data is read.
 
 The choice lists below are checked against the modules that implement them in ``tests/test_train_cli.py``.
-The module is longer than most (about 480 lines) because it is the one table of every option of the three
+The module is longer than most (about 640 lines) because it is the one table of every option of the three
 training commands, read as a reference: two thirds of it are the field declarations.
 """
 
@@ -35,6 +35,8 @@ SEGMENTATION_HEADS = ("deeplabv3", "fcn")  # splitattn.tasks.segmentation.model.
 BOX_HEADS = ("2fc", "4conv1fc")
 SEGMENTATION_MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # tasks.segmentation.inference.MULTI_SCALES
 FAST_BACKENDS = ("compile", "torchscript", "eager")  # splitattn.optimize.inference.BACKENDS
+OPTIMIZERS = ("sgd", "adamw")  # splitattn.engine.optim.OPTIMIZERS
+MAX_FROZEN_STAGES = 4  # splitattn.optimize.training.MAX_FROZEN_STAGES: the stem and up to the 4 stages
 # Norms whose layers hold BatchNorm statistics and affine parameters: they can take the ImageNet weights.
 BATCH_STATISTICS_NORMS = ("batchnorm", "syncbn", "frozenbn")
 # The classification options whose default depends on --data: (with an image folder, without: the digits demo, a
@@ -70,6 +72,33 @@ def _data_dependent(name: str, help: str) -> str:
 
     folder, digits = DATA_DEPENDENT_DEFAULTS[name]
     return f"{help} (default: {shown(folder)}; the digits demo without --data: {shown(digits)})".strip()
+
+
+# The defaults that follow --optimizer, per task: SGD as each paper's recipe; AdamW as the recipes that train
+# ConvNets and detectors with it: classification DeiT's/ConvNeXt's rule (5e-4 per 512 images, decay 0.05),
+# detection Swin's Mask R-CNN (1e-4 at 16 images, decay 0.05), segmentation SegFormer's (6e-5, decay 0.01).
+CLASSIFY_OPTIMIZER_DEFAULTS = {
+    "sgd": {"base_lr": 0.1, "weight_decay": 1e-4},
+    "adamw": {"base_lr": 2.5e-4, "weight_decay": 0.05},
+}
+DETECT_OPTIMIZER_DEFAULTS = {"sgd": {"lr": 0.02, "weight_decay": 1e-4}, "adamw": {"lr": 1e-4, "weight_decay": 0.05}}
+SEGMENT_OPTIMIZER_DEFAULTS = {"sgd": {"lr": 0.01, "weight_decay": 1e-4}, "adamw": {"lr": 6e-5, "weight_decay": 0.01}}
+
+
+def _optimizer_dependent(defaults: Dict[str, Dict[str, float]], name: str, help: str) -> str:
+    """``help`` followed by the default of ``name`` for each optimizer in ``defaults``."""
+    return f"{help} (default: " + ", ".join(f"{values[name]:g} with {key}" for key, values in defaults.items()) + ")"
+
+
+def _freeze_stages_option(default: str) -> Any:
+    """The ``freeze_stages`` field, its default (None) described by ``default``."""
+    return option(
+        None,
+        "fine-tuning: freeze the stem and the first K stages of the pretrained backbone (0: the stem only), their "
+        f"BatchNorm statistics too (default: {default})",
+        choices=range(MAX_FROZEN_STAGES + 1),
+        metavar="K",
+    )
 
 
 def _processes() -> int:
@@ -109,8 +138,25 @@ class RunConfig:
     )
     batch_size: int = option(64, "images per process per step (classification: per micro-batch)")
     lr: Optional[float] = option(None, "peak learning rate")
-    momentum: float = option(0.9)
-    weight_decay: float = option(1e-4, "on conv/linear weights; none on biases and norm parameters")
+    optimizer: str = option(
+        "sgd",
+        "sgd (the papers' recipes) or adamw (decoupled weight decay); each has its own --lr and "
+        "--weight-decay defaults",
+        choices=OPTIMIZERS,
+    )
+    momentum: float = option(0.9, "sgd momentum")
+    opt_betas: List[float] = option(
+        [0.9, 0.999], "adamw: the moments' decay rates (torch's and timm's defaults)", nargs=2, metavar=("B1", "B2")
+    )
+    opt_eps: float = option(1e-8, "adamw: added to the denominator (torch's and timm's default)")
+    weight_decay: Optional[float] = option(None, "on conv/linear weights; none on biases and norm parameters")
+    freeze_stages: Optional[int] = _freeze_stages_option("nothing frozen")
+    layer_decay: Optional[float] = option(
+        None,
+        "fine-tuning: layer-wise lr decay in (0, 1]: each backbone block learns at this times the rate of the one "
+        "above it, the stem lowest, the heads at the full rate (BEiT, timm)",
+        metavar="FACTOR",
+    )
     hflip: float = option(0.5, "horizontal flip probability")
     device: Optional[str] = option(None, "default: cuda when available", choices=("cpu", "cuda"))
     amp: str = option("none", "mixed precision", choices=AMP)
@@ -131,6 +177,13 @@ class RunConfig:
     )
 
     data_required: ClassVar[bool] = True  # classification trains on the built-in digits without --data
+    # The optimizer-dependent defaults of the options left unset (None): {optimizer: {option: default}}.
+    optimizer_defaults: ClassVar[Dict[str, Dict[str, float]]] = {}
+
+    def __post_init__(self) -> None:
+        for name, value in self.optimizer_defaults.get(self.optimizer, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     @property
     def model_name(self) -> str:
@@ -170,6 +223,34 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
         self._check_norm()
         self._check_run_folder()
+        self._check_fine_tuning()
+
+    def _check_fine_tuning(self) -> None:
+        sgd_only, adamw_only = (
+            self.momentum != field_default(RunConfig, "momentum"),
+            (
+                self.opt_betas != field_default(RunConfig, "opt_betas")
+                or self.opt_eps != field_default(RunConfig, "opt_eps")
+            ),
+        )
+        if (self.optimizer == "adamw" and sgd_only) or (self.optimizer == "sgd" and adamw_only):
+            raise ConfigError(
+                f"--optimizer {self.optimizer} has no "
+                + ("--momentum (adamw's is --opt-betas)" if sgd_only else "--opt-betas/--opt-eps (adamw only)")
+                + ": drop it or pick the other --optimizer."
+            )
+        if not 0.0 <= self.opt_betas[0] < 1.0 or not 0.0 <= self.opt_betas[1] < 1.0 or self.opt_eps <= 0:
+            raise ConfigError(
+                f"--opt-betas must be in [0, 1) and --opt-eps positive, got {self.opt_betas}, {self.opt_eps}."
+            )
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"--layer-decay is a factor per layer in (0, 1] (e.g. 0.7), got {self.layer_decay}.")
+        for name in ("freeze_stages", "layer_decay"):
+            if getattr(self, name) is not None and not self.pretrained:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} fine-tunes pretrained weights, but this run starts from scratch: add "
+                    f"--pretrained (ImageNet weights, a weights file or a run), or drop it."
+                )
 
     def _check_norm(self) -> None:
         if self.norm == "frozenbn" and not self.pretrained:
@@ -229,7 +310,10 @@ class RunConfig:
             deterministic=self.deterministic,
             dist_timeout=self.dist_timeout,
             amp=self.amp,
+            optimizer=self.optimizer,
             momentum=self.momentum,
+            betas=(self.opt_betas[0], self.opt_betas[1]),
+            eps=self.opt_eps,
             sync_bn=self.sync_bn,
             dist_bn=self.dist_bn,
             progress=self.progress,
@@ -251,6 +335,7 @@ class ClassifyConfig(RunConfig):
     """
 
     data_required: ClassVar[bool] = False
+    optimizer_defaults: ClassVar[Dict[str, Dict[str, float]]] = CLASSIFY_OPTIMIZER_DEFAULTS
 
     data: Optional[str] = option(
         None,
@@ -271,7 +356,24 @@ class ClassifyConfig(RunConfig):
         None, "images per optimizer step, reached by gradient accumulation (default: batch size x processes)"
     )
     lr: Optional[float] = option(None, "peak learning rate (default: base-lr x global batch / 256)")
-    base_lr: float = option(0.1, "learning rate per 256 images")
+    base_lr: Optional[float] = option(
+        None, _optimizer_dependent(CLASSIFY_OPTIMIZER_DEFAULTS, "base_lr", "learning rate per 256 images")
+    )
+    weight_decay: Optional[float] = option(
+        None,
+        _optimizer_dependent(
+            CLASSIFY_OPTIMIZER_DEFAULTS, "weight_decay", "on conv/linear weights; none on biases and norm parameters"
+        ),
+    )
+    balanced_sampler: bool = option(
+        False, "imbalanced data: draw each class equally often (each image with weight 1 / images of its class)"
+    )
+    class_weights: Optional[str] = option(
+        None,
+        "imbalanced data: auto weights the loss of each class by images / (classes x images of the class) "
+        "(inverse frequency, scikit-learn's 'balanced'); use it or --balanced-sampler, not both",
+        choices=("auto",),
+    )
     warmup_epochs: float = option(0.0, "linear warm-up before the cosine decay")
     label_smoothing: float = option(0.0)
     mixup: float = option(0.0, "mixup Beta(alpha, alpha); 0 disables", metavar="ALPHA")
@@ -312,6 +414,7 @@ class ClassifyConfig(RunConfig):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, (folder, digits) in DATA_DEPENDENT_DEFAULTS.items():
             if getattr(self, name) is None:
                 value = folder if self.data else digits
@@ -335,6 +438,10 @@ class ClassifyConfig(RunConfig):
             raise ConfigError(f"--memory-budget must be in (0, 1], got {self.memory_budget}.")
         if self.memory_budget != field_default(ClassifyConfig, "memory_budget") and not self.compile:
             raise ConfigError("--memory-budget applies to compiled training; add --compile (or drop --memory-budget).")
+        if self.balanced_sampler and self.class_weights:
+            raise ConfigError(
+                "--balanced-sampler and --class-weights both correct for imbalance, together twice over: use one."
+            )
         self._check_global_batch(self.global_batch)
 
     def train_settings(self) -> TrainSettings:
@@ -351,6 +458,8 @@ class ClassifyConfig(RunConfig):
 @dataclass
 class DetectConfig(RunConfig):
     """``splitattn detect train``: (Cascade) Faster/Mask R-CNN on a ResNeSt-FPN, iteration-based (detectron2)."""
+
+    optimizer_defaults: ClassVar[Dict[str, Dict[str, float]]] = DETECT_OPTIMIZER_DEFAULTS
 
     data: Optional[str] = option(
         None,
@@ -390,11 +499,16 @@ class DetectConfig(RunConfig):
         "backbone normalisation (the paper: syncbn on GPUs; frozenbn or batchnorm with --pretrained)",
         choices=NORMS,
     )
-    trainable_layers: Optional[int] = option(
-        None,
-        "backbone stages trained, from the last (default: 3 with frozenbn, else 5)",
-        choices=range(6),
-        metavar="0-5",
+    freeze_stages: Optional[int] = _freeze_stages_option(
+        "1 with frozenbn, as torchvision and detectron2; else nothing frozen"
+    )
+    balanced_sampler: bool = option(
+        False,
+        "imbalanced data: repeat-factor sampling (LVIS, detectron2): images holding a class that is in fewer than "
+        "--repeat-threshold of the images are drawn sqrt(threshold / frequency) times as often",
+    )
+    repeat_threshold: float = option(
+        0.001, "with --balanced-sampler: the class frequency below which images repeat (LVIS's)"
     )
     fpn_norm: Optional[str] = option(
         None, "normalisation inside the FPN (default: no normalisation)", choices=("groupnorm", "syncbn", "batchnorm")
@@ -414,7 +528,13 @@ class DetectConfig(RunConfig):
         {}, "more FasterRCNN/MaskRCNN arguments, e.g. box_batch_size_per_image=128", nargs="*", metavar="KEY=VALUE"
     )
     batch_size: int = option(2, "images per process")
-    lr: float = option(0.02)
+    lr: Optional[float] = option(None, _optimizer_dependent(DETECT_OPTIMIZER_DEFAULTS, "lr", "peak learning rate"))
+    weight_decay: Optional[float] = option(
+        None,
+        _optimizer_dependent(
+            DETECT_OPTIMIZER_DEFAULTS, "weight_decay", "on conv/linear weights; none on biases and norm parameters"
+        ),
+    )
     max_iter: int = option(90000, "training iterations (optimizer steps)")
     steps: List[int] = option([60000, 80000], "iterations where the lr is multiplied by --gamma", nargs="*")
     gamma: float = option(0.1)
@@ -445,6 +565,8 @@ class DetectConfig(RunConfig):
             )
         if self.amp == "fp16" and self.on_cpu():
             raise ConfigError("--amp fp16 is for GPUs; on CPUs use --amp bf16 or none.")
+        if not 0.0 < self.repeat_threshold <= 1.0:
+            raise ConfigError(f"--repeat-threshold is a fraction of the images in (0, 1], got {self.repeat_threshold}.")
         self._warn_about_a_shortened_schedule()
 
     def _warn_about_a_shortened_schedule(self) -> None:
@@ -469,6 +591,8 @@ class DetectConfig(RunConfig):
 @dataclass
 class SegmentConfig(RunConfig):
     """``splitattn segment train``: DeepLabV3/FCN on a dilated ResNeSt (PyTorch-Encoding's recipe)."""
+
+    optimizer_defaults: ClassVar[Dict[str, Dict[str, float]]] = SEGMENT_OPTIMIZER_DEFAULTS
 
     data: Optional[str] = option(
         None, "data root (ADE20K, Cityscapes, VOC, or a folder with <split>/images and <split>/labels)", metavar="DIR"
@@ -506,8 +630,23 @@ class SegmentConfig(RunConfig):
     global_batch: Optional[int] = option(
         None, "images per optimizer step, reached by gradient accumulation (default: batch size x processes)"
     )
-    lr: float = option(0.01, "backbone learning rate, poly-decayed per iteration")
-    head_lr_mult: float = option(10.0, "heads learn at lr x this")
+    lr: Optional[float] = option(
+        None,
+        _optimizer_dependent(SEGMENT_OPTIMIZER_DEFAULTS, "lr", "backbone learning rate, poly-decayed per iteration"),
+    )
+    weight_decay: Optional[float] = option(
+        None,
+        _optimizer_dependent(
+            SEGMENT_OPTIMIZER_DEFAULTS, "weight_decay", "on conv/linear weights; none on biases and norm parameters"
+        ),
+    )
+    head_lr_mult: float = option(10.0, "heads learn at lr x this (x --layer-decay's factor 1)")
+    class_weights: Optional[str] = option(
+        None,
+        "imbalanced data: auto weights the pixel loss of each class by median frequency balancing (SegNet's: the "
+        "median class frequency / the class's, over the images holding it)",
+        choices=("auto",),
+    )
     poly_power: float = option(0.9)
     eval_every: int = option(1, "validate every N epochs (and after the last)")
     eval_crop_size: Optional[int] = option(None, "validate in sliding windows of this size (default: whole image)")

@@ -13,12 +13,17 @@ import dataclasses
 import difflib
 import typing
 import warnings
-from typing import Any, Dict, List, Mapping, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Mapping, Tuple, Type, TypeVar, Union
 
 from ..errors import CheckpointError, ConfigError
 from .schemas import RunConfig
 
 C = TypeVar("C", bound=RunConfig)
+# Options renamed since checkpoints stored them: old key -> (new key, the old value as a new one). Detection's
+# ``trainable_layers`` (stages trained from the last, 5 = all) became ``freeze_stages`` (stem + K stages frozen).
+RENAMED_OPTIONS: Dict[str, Tuple[str, Callable[[Any], Any]]] = {
+    "trainable_layers": ("freeze_stages", lambda trained: None if trained is None or trained >= 5 else 4 - trained),
+}
 
 
 def flag(name: str) -> str:
@@ -121,8 +126,9 @@ def as_config(cls: Type[C], config: Union[C, Mapping[str, Any]]) -> C:
 def from_checkpoint_args(cls: Type[C], args: Mapping[str, Any], source: str) -> C:
     """The config of a trained run from its checkpoint's ``args`` (``dataclasses.asdict`` of its config).
 
-    Checkpoints of older versions are read by one rule: keys ``cls`` no longer has are dropped (with a
-    ``UserWarning`` naming them), keys it did not have yet take today's defaults. The run is not
+    Checkpoints of older versions are read by one rule: renamed keys (``RENAMED_OPTIONS``) are converted, keys
+    ``cls`` no longer has are dropped (with a ``UserWarning`` naming them), keys it did not have yet take today's
+    defaults. The run is not
     validated (it describes a model to rebuild, maybe on another machine), and a run that used
     SyncBatchNorm gets plain BatchNorm (the same parameters; evaluation needs no process group).
 
@@ -130,6 +136,10 @@ def from_checkpoint_args(cls: Type[C], args: Mapping[str, Any], source: str) -> 
         CheckpointError: a stored value that does not fit its field (named with ``source``).
     """
     known = {f.name for f in dataclasses.fields(cls)}
+    args = dict(args)
+    for old, (new, convert) in RENAMED_OPTIONS.items():
+        if old in args and new in known and new not in args:
+            args[new] = convert(args.pop(old))
     dropped = sorted(set(args) - known)
     if dropped:
         warnings.warn(

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import DataError, UsageError
+from .checks import Problem, describe_problems
 from .io import CHANNEL_MODES, IMAGE_EXTENSIONS, is_hidden, read_image
 
 # Split names tried, in order, for training and for evaluation.
@@ -61,24 +62,42 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, index: int) -> Optional[Image.Image]:
+    @property
+    def labels(self) -> List[int]:
+        """The class index of every sample, in order (as ``ArrayImageDataset.labels``)."""
+        return [label for _, label in self.samples]
+
+    def _load(self, index: int) -> Union[Image.Image, Problem]:
+        """The image of sample ``index``, or why it cannot be read."""
+        path = self.samples[index][0]
         try:
-            return read_image(self.samples[index][0], self.channels)
-        except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
-            return None
+            return read_image(path, self.channels)
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+            return Problem(f"unreadable images ({type(error).__name__})", f"{path}: {error}")
 
     def __getitem__(self, index: int) -> Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]:
         bad: List[str] = []
+        problems: List[Problem] = []
         for attempt in range(len(self.samples)):
             position = (index + attempt) % len(self.samples)
             image = self._load(position)
-            if image is not None:
+            if not isinstance(image, Problem):
                 label = self.samples[position][1]
                 return (self.transform(image) if self.transform else image), label, tuple(bad)
             bad.append(self.samples[position][0])
+            problems.append(image)
             if not self.replace_bad:
                 return None, self.samples[index][1], tuple(bad)
-        raise DataError(f"none of the {len(self.samples)} images of this data set can be read (e.g. {bad[0]!r}).")
+        raise DataError(
+            f"none of the {len(self.samples)} images of this data set can be read: {describe_problems(problems)}."
+        )
+
+    def unreadable(self, paths: Sequence[str]) -> str:
+        """Why the images at ``paths`` cannot be read, counted by kind (``checks.describe_problems``): each of
+        them is read again for its error (the loader's workers report paths only)."""
+        index = {path: i for i, (path, _) in enumerate(self.samples)}
+        problems = [self._load(index[p]) for p in paths if p in index]
+        return describe_problems([p for p in problems if isinstance(p, Problem)])
 
 
 class ArrayImageDataset(Dataset):

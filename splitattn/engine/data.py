@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import random
 import signal
-from typing import Any, Callable, Iterator, Optional, Sized, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Sized, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
 from ..errors import UsageError
+from .balance import WeightedSampler
 from .distributed import DistContext
 from .runtime import STOP_SIGNALS
 
@@ -166,12 +167,17 @@ def train_loader(
     seed: int,
     workers: int,
     collate_fn: Optional[Callable] = None,
-    order: Optional[Sampler[int]] = None,
+    sample_weights: Optional[Sequence[float]] = None,
 ) -> DataLoader:
     """Full batches of this rank's share of each pass, drawn by a ``ResumableSampler`` (``loader.sampler``)
-    from ``order`` (default: a shuffle seeded by ``seed + pass``), each sample augmented from its own seed
-    (``SeededSamples``); ``start_pass`` starts a pass."""
-    order = order or DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    from a shuffle seeded by ``seed + pass`` or, with ``sample_weights`` (one per sample), from a weighted draw
+    (``balance.WeightedSampler``: class-balanced or repeat-factor sampling); each sample is augmented from its
+    own seed (``SeededSamples``); ``start_pass`` starts a pass."""
+    order: Sampler[int] = (
+        WeightedSampler(sample_weights, seed)
+        if sample_weights is not None
+        else DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    )
     return DataLoader(
         SeededSamples(dataset),
         batch_size=batch_size,

@@ -9,9 +9,9 @@ config, so every option keeps its one default there) and a ``build`` function re
 2. pick the run folder and the checkpoint to resume from (``checkpoint.run_folder``: a fresh run never overwrites another);
 3. ``build(dist_ctx)``: the task hands back a ``TrainingRun``: its data set, model, loss, evaluator and
    plot panels (the only task-specific parts);
-4. SyncBN, channels_last, EMA (``ema``), SGD, the schedule, GradScaler; on resume: every state, RNG and the
-   position (``progress``: in images, so another number of processes or batch size continues correctly),
-   the schedule fast-forwarded to it (``optim.fast_forward``);
+4. SyncBN, channels_last, EMA (``ema``), the optimizer (SGD or AdamW), the schedule, GradScaler; on resume:
+   every state, RNG and the position (``progress``: in images, so another number of processes or batch size
+   continues correctly), the schedule fast-forwarded to it (``optim.fast_forward``);
 5. compile, DDP (``find_unused_parameters`` only when the task says its model leaves parameters unused);
 6. the loop over optimizer steps: ``accum_steps`` micro-batches each, their loss values summed on the
    device (``tally``: no step reads anything back to the host). At check points (a log record every
@@ -57,7 +57,7 @@ from .data import ResumableSampler, mixed_seed, start_pass
 from .distributed import DistContext, all_gather_object
 from .ema import ModelEma, adjusted_decay
 from .log import RunLogger, dumps
-from .optim import fast_forward
+from .optim import create_optimizer, fast_forward
 from .progress import Progress, resume_progress
 from .runtime import autocast, configure_runtime, run_in_process_group, stop_requested
 from .tally import AGREE_EVERY, Tally, distribute_bn
@@ -89,7 +89,10 @@ class TrainSettings:
     deterministic: bool
     dist_timeout: float  # seconds a collective waits for the other processes (a process group created here)
     amp: str  # a key of ``runtime.AMP_DTYPES``
+    optimizer: str  # a name of ``optim.OPTIMIZERS``
     momentum: float  # SGD momentum
+    betas: Tuple[float, float]  # AdamW's
+    eps: float  # AdamW's
     sync_bn: bool  # convert BatchNorm to SyncBatchNorm under torchrun (GPUs)
     dist_bn: str  # under torchrun, before each checkpoint and evaluation: a key of ``tally.DIST_BN``
     progress: bool  # tqdm progress bar
@@ -167,7 +170,9 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
         epochs = run.total_steps / run.steps_per_epoch
         decay = adjusted_decay(settings.ema_decay, global_batch, epochs) if settings.ema_adjust else settings.ema_decay
         ema = ModelEma(model, decay, warmup=settings.ema_warmup)
-    optimizer = torch.optim.SGD(run.param_groups, lr=run.lr, momentum=settings.momentum)
+    optimizer = create_optimizer(
+        settings.optimizer, run.param_groups, run.lr, settings.momentum, settings.betas, settings.eps
+    )
     scheduler = run.make_schedule(optimizer, run.total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
 

@@ -9,11 +9,12 @@ preprocessing of the weights it holds (``model.eval_config``).
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from torch import nn
 
-from ..errors import UnknownArgumentError, UsageError
+from ..errors import UnknownArgumentError, UsageError, WeightsError
 from ..weights.hub import is_repo_name, load_repo
 from ..weights.loading import load_state_dict_into, read_pretrained
 from ..weights.sources import default_eval_config, eval_config_for_file
@@ -77,6 +78,33 @@ def _arch_kwargs(spec: ModelSpec, overrides: Dict[str, Any]) -> Dict[str, Any]:
     return arch
 
 
+def _check_run_model(spec: ModelSpec, trained: Optional[str], origin: str) -> None:
+    """Raise when a run checkpoint trained another registered model than ``spec``."""
+    if trained is not None and get_model_spec(trained).name != spec.name:
+        raise UsageError(
+            f"{origin} is a run of {trained}, not {spec.name}: create_model({trained!r}, pretrained=...) "
+            "rebuilds it (the run's own widths, in_chans and norm come with it)."
+        )
+
+
+def _classifier_size(state_dict: Optional[Dict[str, Any]], origin: str, features_only: bool) -> int:
+    """The classes of the weights' classifier (``fc``); 1000 without weights or for a backbone.
+
+    Raises:
+        WeightsError: weights without a classifier for a model that needs one: a random classifier would
+            pass for a trained one.
+    """
+    if state_dict is None or features_only:
+        return 1000
+    if "fc.weight" not in state_dict:
+        raise WeightsError(
+            f"{origin} holds a backbone without a classifier (fc), so a classification model built on it would "
+            "predict at random: pass features_only=True for the backbone, or num_classes=N to train a new "
+            "classifier on it (fine-tuning)."
+        )
+    return int(state_dict["fc.weight"].shape[0])
+
+
 def create_model(
     name: str,
     num_classes: Optional[int] = None,
@@ -91,9 +119,14 @@ def create_model(
         name: a name from ``list_models()``, a timm alias (``resnest50d`` ...), or a repository:
             ``hf-hub:owner/name[@revision]`` or ``local-dir:DIR`` (``splitattn.weights.hub``; pass
             ``revision=`` to pin one too).
-        num_classes: classifier outputs (ignored with ``features_only``); ``None``: 1000, or a repository's.
-        pretrained: ``True`` for the registered ImageNet weights, or a path/URL of a checkpoint. A repository's
-            weights are loaded unless ``pretrained=False``.
+        num_classes: classifier outputs (ignored with ``features_only``). ``None``: those of the weights loaded
+            (a trained 3-class file gives a 3-class model; a repository's), 1000 without weights. A count that
+            differs from the weights' builds a new, untrained classifier on them (fine-tuning, with a warning).
+        pretrained: ``True`` for the registered ImageNet weights, or a path/URL of a checkpoint. The checkpoint of
+            a training run (``runs/x/last.pt`` of any task) rebuilds the run's own network: the options it stored
+            (``model_kwargs`` such as widths and ``in_chans``, ``norm``) are the defaults of ``**overrides``,
+            its classes those of ``num_classes`` (and ``model.label_names``). A repository's weights are loaded
+            unless ``pretrained=False``.
         features_only: return a ``ResNeStFeatures`` backbone giving the stage outputs.
         out_indices: with ``features_only``, which maps: 0 stem, 1..4 layer1..layer4.
         **overrides: any ``ResNeSt`` argument (``norm_layer``, ``output_stride``,
@@ -105,8 +138,10 @@ def create_model(
         ``model.model_name``; a repository's model also ``model.label_names`` and ``model.pretrained_source``.
 
     Raises:
-        UsageError: an unknown model name (with the close ones) or override.
-        WeightsError: weights that cannot be fetched, verified or loaded into the model.
+        UsageError: an unknown model name (with the close ones) or override, or a run of another model.
+        WeightsError: weights that cannot be fetched, verified or loaded into the model (a classifier that does
+            not fit an explicit ``num_classes`` is replaced, see above; weights without one need ``num_classes``
+            or ``features_only``).
     """
     if is_repo_name(name):  # a shared run in timm's hub format: hf-hub:owner/name[@revision] or local-dir:DIR
         repo = load_repo(name, pretrained, overrides.pop("revision", None))
@@ -120,19 +155,30 @@ def create_model(
             **{**repo.model_args, **overrides},
         )
         return repo.describe(model)
-    num_classes = 1000 if num_classes is None else num_classes
     spec = get_model_spec(name)
     if "classes" in overrides:
         num_classes = overrides.pop("classes")
+    state_dict, origin, label_names = None, "", None
+    if pretrained:
+        path, state_dict, run = read_pretrained(spec.name, pretrained)
+        origin = str(path)
+        if run is not None:  # a training run: its own architecture, the caller's overrides on top
+            _check_run_model(spec, run.model_name, origin)
+            overrides = {**run.overrides, **overrides}
+            label_names = run.label_names
+    explicit_classes = num_classes is not None
+    if not explicit_classes:  # the file's classifier, never a random one; 1000 (ImageNet) without a file
+        num_classes = _classifier_size(state_dict, origin, features_only)
     arch = _arch_kwargs(spec, overrides)
     classifier = ResNeSt(num_classes=num_classes if not features_only else 0, **arch)
     from torchvision.ops import FrozenBatchNorm2d  # here: importing torchvision also loads Dynamo and Inductor
 
     eval_config = default_eval_config(spec.name)
-    if pretrained:
-        path, state_dict = read_pretrained(spec.name, pretrained)
-        load_state_dict_into(classifier, state_dict, origin=str(path))
-        eval_config = eval_config_for_file(spec.name, path)
+    if state_dict is not None:
+        load_state_dict_into(classifier, state_dict, origin=origin, new_classifier=explicit_classes)
+        eval_config = eval_config_for_file(spec.name, Path(origin))
+        if label_names is not None and len(label_names) == classifier.num_classes and not features_only:
+            classifier.label_names = label_names
     elif any(isinstance(m, FrozenBatchNorm2d) for m in classifier.modules()):
         warnings.warn(
             f"{spec.name} was built with frozen BatchNorm (FrozenBatchNorm2d) but without pretrained weights: "

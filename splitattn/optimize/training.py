@@ -1,5 +1,6 @@
-"""The training fast path: ``compile_for_training`` and ``enable_gradient_checkpointing``, both trading
-recomputation for memory.
+"""Model-level training helpers: ``compile_for_training`` and ``enable_gradient_checkpointing``, both trading
+recomputation for memory, and the fine-tuning controls ``freeze_stages`` and ``resnest_layer_ids`` (the layer
+of each backbone parameter for layer-wise learning-rate decay).
 
 ``compile_for_training`` is ``torch.compile`` for a training step.
 AOTAutograd splits the compiled forward+backward graph in two and chooses which activations the
@@ -16,7 +17,8 @@ from eager ones, about 1e-3 relative on some BatchNorm gradients.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+import re
+from typing import Any, Callable, Dict, Iterable, Tuple
 
 import torch
 import torch._functorch.config as functorch_config
@@ -24,6 +26,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import UsageError
+from ..layers.norm import freeze_batch_norm
+
+STEM = ("conv1", "bn1")  # the ResNeSt stem's modules (the deep stem is the Sequential conv1), before layer1
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+MAX_FROZEN_STAGES = len(STAGES)
 
 
 def _with_memory_budget(forward: Callable[..., Any], memory_budget: float) -> Callable[..., Any]:
@@ -84,3 +91,54 @@ def enable_gradient_checkpointing(model: nn.Module, stage_names: Iterable[str]) 
             )
         setattr(model, name, CheckpointedSequential(*stage))
     return model
+
+
+def freeze_stages(backbone: nn.Module, stages: int) -> nn.Module:
+    """Freeze the stem and the first ``stages`` stages (0..4) of a ResNeSt (a classifier or its ``features_only``
+    backbone), in place; returns ``backbone``.
+
+    Their parameters get ``requires_grad=False`` and their BatchNorm layers become ``FrozenBatchNorm2d`` holding
+    the same statistics and affine values as buffers, so ``model.train()``, which the training loop calls before
+    every step, cannot put them back in training mode: their statistics never move (torchvision's
+    ``trainable_layers``, mmdetection's ``frozen_stages``). The weights keep their names: checkpoints of frozen
+    and unfrozen runs load into each other.
+
+    Raises:
+        UsageError: ``stages`` outside 0..4.
+    """
+    if not 0 <= stages <= MAX_FROZEN_STAGES:
+        raise UsageError(f"freeze_stages must be 0..{MAX_FROZEN_STAGES} (the stem and that many stages), got {stages}.")
+    for name in STEM + STAGES[:stages]:
+        frozen = freeze_batch_norm(getattr(backbone, name))  # a new module for a bare BatchNorm (bn1)
+        setattr(backbone, name, frozen)
+        for parameter in frozen.parameters():
+            parameter.requires_grad_(False)
+    return backbone
+
+
+def resnest_layer_ids(backbone: nn.Module, prefix: str = "") -> Tuple[Dict[str, int], int]:
+    """The layer of every parameter of a ResNeSt for layer-wise learning-rate decay, and the depth.
+
+    timm's rule for its ResNets (``group_matcher(coarse=False)``: ``^conv1|bn1|maxpool`` is layer 0, each block
+    ``layer<s>.<b>`` one layer in order), so a model of ``n`` blocks has layers 0..n and its heads (the
+    classifier, or a detector's or segmenter's heads: every parameter not listed) are layer ``n + 1``.
+
+    Args:
+        backbone: a ResNeSt or its ``features_only`` backbone.
+        prefix: where ``backbone`` sits in the model whose ``named_parameters`` the ids are for
+            (``"backbone.body."`` in a detector).
+
+    Returns:
+        ``({prefix + name: layer id}, number of layers with the heads)``.
+    """
+    stem = re.compile(r"^(conv1|bn1|maxpool)")
+    block = re.compile(r"^layer(\d+)\.(\d+)\.")
+    blocks = sorted({(int(m[1]), int(m[2])) for name, _ in backbone.named_parameters() if (m := block.match(name))})
+    order = {key: index + 1 for index, key in enumerate(blocks)}
+    ids: Dict[str, int] = {}
+    for name, _ in backbone.named_parameters():
+        if stem.match(name):
+            ids[prefix + name] = 0
+        elif match := block.match(name):
+            ids[prefix + name] = order[(int(match[1]), int(match[2]))]
+    return ids, len(blocks) + 2

@@ -21,11 +21,13 @@ from .loading import (
     read_pretrained,
     save_state_dict,
 )
+from .runs import RunModel, run_model
 from .sources import CHECKPOINTS, Checkpoint, checkpoints_for, find_checkpoint
 
 __all__ = [
     "CHECKPOINTS",
     "Checkpoint",
+    "RunModel",
     "CheckpointMismatchError",
     "ChecksumError",
     "DownloadError",
@@ -47,6 +49,7 @@ __all__ = [
     "load_state_dict_into",
     "read_checkpoint",
     "read_pretrained",
+    "run_model",
     "save_state_dict",
     "sha256_file",
 ]

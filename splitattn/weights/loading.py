@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..errors import CheckpointMismatchError, UnsafeCheckpointError, UsageError, WeightsError
 from .download import fetch_checkpoint, fetch_pretrained, fetch_url
 from .files import atomic_path, check_sha256
+from .runs import RunModel, is_run_checkpoint, is_state_dict, run_backbone, run_model, strip_wrapper_prefixes
 from .sources import eval_config_for_file, hash_from_name
 
 StateDict = Dict[str, Tensor]
@@ -30,13 +31,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Where training checkpoints keep the weights, tried in this order (the raw model before EMA copies).
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "ema")
-# A run checkpoint keeps its trained model under ``model``; a task whose model holds the ResNeSt as its
-# backbone (a detector, a segmenter) records the backbone's key prefix there under ``backbone_prefix``.
-RUN_MODEL_KEY = "model"
-BACKBONE_PREFIX_KEY = "backbone_prefix"
-STEM_KEYS = ("conv1.weight", "conv1.0.weight")  # the first conv of a ResNeSt (plain or deep stem)
-# Wrappers whose prefix ends up in saved keys: DistributedDataParallel/DataParallel, torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -90,29 +84,6 @@ def read_checkpoint(path: PathLike) -> Any:
         ) from error
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and bool(obj)
-        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
-    )
-
-
-def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> StateDict:
-    """Remove ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes shared by all keys.
-
-    An ``n_averaged`` counter (``torch.optim.swa_utils.AveragedModel``, an EMA wrapper) is dropped with
-    the prefix it sits beside.
-    """
-    sd = dict(state_dict)
-    while True:
-        keys = [k for k in sd if k != "n_averaged"]
-        prefix = next((p for p in WRAPPER_PREFIXES if keys and all(k.startswith(p) for k in keys)), None)
-        if prefix is None:
-            return sd
-        sd = {k[len(prefix) :]: v for k, v in sd.items() if k != "n_averaged"}
-
-
 def extract_state_dict(obj: Any, key: Optional[str] = None, origin: str = "checkpoint") -> StateDict:
     """The model weights in a loaded checkpoint.
 
@@ -137,50 +108,17 @@ def extract_state_dict(obj: Any, key: Optional[str] = None, origin: str = "check
             keys = list(obj) if isinstance(obj, Mapping) else type(obj).__name__
             raise UsageError(f"{origin} has no entry {key!r}; its top-level keys: {keys}.")
         obj = obj[key]
-    elif _is_run_checkpoint(obj):
-        obj = _run_backbone(obj, origin)
-    elif not _is_state_dict(obj) and isinstance(obj, Mapping):
-        obj = next((obj[k] for k in STATE_DICT_KEYS if _is_state_dict(obj.get(k))), obj)
-    if not _is_state_dict(obj):
+    elif is_run_checkpoint(obj):
+        obj = run_backbone(obj, origin)
+    elif not is_state_dict(obj) and isinstance(obj, Mapping):
+        obj = next((obj[k] for k in STATE_DICT_KEYS if is_state_dict(obj.get(k))), obj)
+    if not is_state_dict(obj):
         found = list(obj)[:_MAX_LISTED] if isinstance(obj, Mapping) else type(obj).__name__
         raise WeightsError(
             f"{origin} holds no state dict (a mapping of names to tensors) at the top level or under any of "
             f"{', '.join(STATE_DICT_KEYS)}; found: {found}. Pick the entry with key=... (CLI: --key)."
         )
     return strip_wrapper_prefixes(obj)
-
-
-def _is_run_checkpoint(obj: Any) -> bool:
-    """A ``splitattn <task> train`` checkpoint: its model's state dict under ``model`` beside a ``task`` entry
-    (or a ``backbone_prefix``)."""
-    return (
-        isinstance(obj, Mapping)
-        and ("task" in obj or BACKBONE_PREFIX_KEY in obj)
-        and _is_state_dict(obj.get(RUN_MODEL_KEY))
-    )
-
-
-def _run_backbone(checkpoint: Mapping[str, Any], origin: str) -> StateDict:
-    """The ResNeSt weights of a run checkpoint's ``model``: the keys under its ``backbone_prefix`` (without it)
-    when it names one, else the model itself."""
-    model = strip_wrapper_prefixes(checkpoint[RUN_MODEL_KEY])
-    prefix = checkpoint.get(BACKBONE_PREFIX_KEY)
-    if prefix is None:
-        if "task" in checkpoint and not any(stem in model for stem in STEM_KEYS):
-            raise WeightsError(
-                f"{origin} is a {checkpoint['task']} run checkpoint from before run checkpoints recorded where "
-                f"their backbone sits (a {BACKBONE_PREFIX_KEY!r} entry), so its ResNeSt weights cannot be told "
-                "apart from the rest of its model. Retrain it with this version, or pass the backbone's own "
-                "weights (the ImageNet weights or classification checkpoint the run started from)."
-            )
-        return model
-    backbone = {name[len(prefix) :]: value for name, value in model.items() if name.startswith(prefix)}
-    if not backbone:
-        raise WeightsError(
-            f"{origin} names the backbone prefix {prefix!r}, but no weight of its model starts with it; the "
-            "file is damaged or was edited."
-        )
-    return backbone
 
 
 def load_checkpoint(path: PathLike, key: Optional[str] = None) -> StateDict:
@@ -226,11 +164,15 @@ def _listing(title: str, items: Sequence[str]) -> str:
     return f"{len(items)} {title}: {shown}"
 
 
-def fit_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], origin: str = "checkpoint") -> StateDict:
+def fit_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], origin: str = "checkpoint", new_classifier: bool = False
+) -> StateDict:
     """Check ``state_dict`` against ``model`` and adapt it where that is well defined; raise otherwise.
 
     - a model without classifier (``features_only``, ``num_classes=0``) drops the ``fc`` keys;
-    - a classifier of another size (or none in the checkpoint) keeps the model's fresh one, with a warning;
+    - a classifier of another size (or none in the checkpoint): with ``new_classifier`` (the caller asked for a
+      class count of its own: fine-tuning) the model keeps its fresh one, with a warning; otherwise it is an
+      error, never a random classifier passed off as a trained one;
     - a first conv with another input channel count is adapted (``adapt_input_conv``).
     Any other missing/unexpected key or shape difference raises one ``CheckpointMismatchError`` listing all.
     """
@@ -241,8 +183,21 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], origin: s
             sd.pop(key, None)
     elif "fc.weight" not in sd or sd["fc.weight"].shape != own["fc.weight"].shape:
         found = f"{sd['fc.weight'].shape[0]} classes" if "fc.weight" in sd else "no classifier"
+        wanted = own["fc.weight"].shape[0]
+        if not new_classifier:
+            fix = (
+                f"build the model with num_classes={sd['fc.weight'].shape[0]} (create_model takes the file's count "
+                "when num_classes is left unset)"
+                if "fc.weight" in sd
+                else "build a backbone (features_only=True)"
+            )
+            raise CheckpointMismatchError(
+                f"{origin} has {found} and the model {wanted}; nothing was loaded (a fresh classifier would "
+                f"give random predictions). To predict, {fix}; to train a new classifier on these weights "
+                "(fine-tuning), pass num_classes explicitly."
+            )
         warnings.warn(
-            f"{origin} has {found} and the model {own['fc.weight'].shape[0]}: the classifier (fc) keeps its "
+            f"{origin} has {found} and the model {wanted}: the classifier (fc) keeps its "
             "fresh initialisation and must be trained (fine-tuning).",
             UserWarning,
             stacklevel=3,
@@ -281,9 +236,13 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], origin: s
     return {k: v for k, v in sd.items() if k in own}
 
 
-def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, Tensor], origin: str = "checkpoint") -> nn.Module:
-    """Load weights into ``model`` after ``fit_state_dict`` (all or nothing); return the model."""
-    model.load_state_dict(fit_state_dict(model, strip_wrapper_prefixes(state_dict), origin), strict=True)
+def load_state_dict_into(
+    model: nn.Module, state_dict: Mapping[str, Tensor], origin: str = "checkpoint", new_classifier: bool = False
+) -> nn.Module:
+    """Load weights into ``model`` after ``fit_state_dict`` (all or nothing; ``new_classifier``: see there);
+    return the model."""
+    fitted = fit_state_dict(model, strip_wrapper_prefixes(state_dict), origin, new_classifier)
+    model.load_state_dict(fitted, strict=True)
     return model
 
 
@@ -311,8 +270,9 @@ def _locate(
 
 def read_pretrained(
     name: str, pretrained: Union[bool, PathLike], progress: Optional[bool] = None
-) -> Tuple[Path, StateDict]:
-    """The weights ``pretrained`` names for model ``name``, and the file they were read from.
+) -> Tuple[Path, StateDict, Optional[RunModel]]:
+    """The weights ``pretrained`` names for model ``name``, the file they were read from, and, for a training
+    run's checkpoint, the model its options describe.
 
     Args:
         name: registered model name (for ``pretrained=True`` and the error messages).
@@ -322,7 +282,7 @@ def read_pretrained(
         progress: download progress bar; ``None``: on a terminal only.
 
     Returns:
-        ``(path, state_dict)``.
+        ``(path, state_dict, run_model(checkpoint))``.
 
     Raises:
         WeightsError: the file cannot be fetched (``DownloadError``), fails its hash (``ChecksumError``), holds
@@ -341,7 +301,7 @@ def read_pretrained(
         warnings.warn(f"{error} The cached copy is fetched again.", UserWarning, stacklevel=2)
         path = fetch_again()
         obj = read_checkpoint(path)
-    return path, extract_state_dict(obj, origin=str(path))
+    return path, extract_state_dict(obj, origin=str(path)), run_model(obj)
 
 
 def load_pretrained(
@@ -349,7 +309,7 @@ def load_pretrained(
 ) -> nn.Module:
     """Load ``pretrained`` weights (``True``, a path or a URL, see ``read_pretrained``) into ``model`` built as
     ``name``; a model carrying ``eval_config`` gets the evaluation protocol of the file loaded. Returns it."""
-    path, state_dict = read_pretrained(name, pretrained, progress)
+    path, state_dict, _ = read_pretrained(name, pretrained, progress)
     load_state_dict_into(model, state_dict, origin=str(path))
     if hasattr(model, "eval_config"):
         model.eval_config = eval_config_for_file(name, path)

@@ -203,7 +203,7 @@ class CocoDetectionDataset(DetectionDataset):
             objects = []
             for ann in annotations:
                 if ann.get("category_id") not in coco_to_contiguous:
-                    stats["unknown_category"] += 1
+                    stats.note("unknown_category", f"category_id {ann.get('category_id')!r} ({info['file_name']})")
                     continue
                 x, y, w, h = parse_floats(ann.get("bbox"), 4)
                 box = clean_box([x, y, x + w, y + h], width, height, stats)

@@ -19,9 +19,11 @@ from ...errors import DetectionDataError
 from ..io import read_image
 from .records import (
     BACKGROUND,
+    STATS_KEYS,
     STATS_TEXT,
     DetectionTransform,
     ImageRecord,
+    ProblemCounts,
     Target,
     box_mask,
     coco_from_records,
@@ -45,7 +47,7 @@ class DetectionDataset(Dataset):
         records: List[ImageRecord],
         classes: Sequence[str],
         contiguous_to_coco: Dict[int, int],
-        stats: Dict[str, int],
+        stats: ProblemCounts,
         transforms: Optional[DetectionTransform],
         train: bool,
         skip_bad: bool,
@@ -66,12 +68,22 @@ class DetectionDataset(Dataset):
         self._all_records = records  # the ground truth's images: also those a training set leaves out
         if train:
             usable = [r for r in records if (r.iscrowd == 0).any()]
-            stats["images_filtered_for_training"] = len(records) - len(usable)
+            left_out = [r for r in records if not (r.iscrowd == 0).any()]
+            if left_out:
+                stats.note(
+                    "images_filtered_for_training",
+                    f"{left_out[0].path.name} has no object to train on (none, or only crowd/difficult ones)",
+                    len(left_out),
+                )
             records = usable
         self.records = records
         stats["images_used"] = len(records)
         if not records:
-            raise DetectionDataError(f"{name} has no usable images; {self.summary()}")
+            firsts = [f"{key}: {stats.examples[key]}" for key in STATS_KEYS if key in stats.examples]
+            raise DetectionDataError(
+                f"{name} has no usable images; {self.summary()}"
+                + (" First cases: " + "; ".join(firsts) + "." if firsts else "")
+            )
 
     @cached_property
     def coco(self) -> COCO:

@@ -201,14 +201,37 @@ def coco_from_records(
     return coco
 
 
-def new_stats() -> Dict[str, int]:
-    return {key: 0 for key in STATS_KEYS}
+class ProblemCounts(Dict[str, int]):
+    """The ``STATS_KEYS`` counts of a data set (a plain dict of ints: ``metrics.json``'s ``data_stats``), and in
+    ``examples`` the first case of each problem counted with ``note`` (which file, which value), so a data set
+    left without a usable image can say why."""
+
+    def __init__(self) -> None:
+        super().__init__({key: 0 for key in STATS_KEYS})
+        self.examples: Dict[str, str] = {}
+
+    def note(self, key: str, example: str, count: int = 1) -> None:
+        """Count ``count`` cases of problem ``key``; keep ``example`` if it is the first."""
+        self[key] += count
+        self.examples.setdefault(key, example)
+
+    def merge(self, other: ProblemCounts) -> None:
+        """Add ``other``'s counts and its examples of problems not seen yet."""
+        for key, value in other.items():
+            self[key] += value
+        for key, example in other.examples.items():
+            self.examples.setdefault(key, example)
+
+
+def new_stats() -> ProblemCounts:
+    """Zero counts of every ``STATS_KEYS`` problem."""
+    return ProblemCounts()
 
 
 def drop_missing(
     candidates: List[Tuple[int, Path]],
     skip_bad: bool,
-    stats: Dict[str, int],
+    stats: ProblemCounts,
     fix: str,
     also_tried: Optional[Dict[int, List[Path]]] = None,
     keep: bool = False,
@@ -217,7 +240,8 @@ def drop_missing(
     first (and the other files ``also_tried`` for it). ``keep`` (an evaluation set): counted and kept, none left
     out, so the image stays in the ground truth and is scored as unreadable (its objects are misses)."""
     missing = [(image_id, path) for image_id, path in candidates if not path.is_file()]
-    stats["images_missing"] = len(missing)
+    if missing:
+        stats.note("images_missing", f"{missing[0][1]} does not exist", len(missing))
     if missing and not skip_bad:
         image_id, path = missing[0]
         others = [str(p) for p in (also_tried or {}).get(image_id, []) if p != path]

@@ -16,6 +16,7 @@ from .records import (
     DetectionTransform,
     ImageRecord,
     PathLike,
+    ProblemCounts,
     clean_box,
     drop_missing,
     image_record,
@@ -27,7 +28,7 @@ VOC_DETECTION_CLASSES = VOC_CLASSES[1:]
 
 
 def _voc_objects(
-    xml_path: Path, classes: Sequence[str], stats: Dict[str, int]
+    xml_path: Path, classes: Sequence[str], stats: ProblemCounts
 ) -> Tuple[int, int, List[tuple], str, str]:
     """(height, width, cleaned objects, ``<filename>``, ``<path>``) of one VOC XML file; boxes go from VOC's
     1-based inclusive pixel indices to x1 y1 x2 y2 coordinates (xmin - 1, ymin - 1, xmax, ymax), as
@@ -45,7 +46,7 @@ def _voc_objects(
         stats["annotations"] += 1
         name = (obj.findtext("name") or "").strip()
         if name not in classes:
-            stats["unknown_category"] += 1
+            stats.note("unknown_category", f"{name!r} ({xml_path})")
             continue
         bndbox = obj.find("bndbox")
         xmin, ymin, xmax, ymax = parse_floats(
@@ -93,7 +94,7 @@ def _voc_records(
     entries: List[Tuple[Path, List[Path]]],
     classes: Sequence[str],
     skip_bad: bool,
-    stats: Dict[str, int],
+    stats: ProblemCounts,
     fix: str,
     keep_missing: bool,
 ) -> List[ImageRecord]:
@@ -112,7 +113,7 @@ def _voc_records(
                     f"annotation file {xml_path} cannot be used ({error}); fix it or {fix}, or pass "
                     "--skip-bad to skip it."
                 ) from error
-            stats["annotation_files_bad"] += 1
+            stats.note("annotation_files_bad", f"{xml_path}: {error}")
             continue
         tried = _image_candidates(folders, filename, xml_path.stem, recorded)
         path = next((p for p in tried if p.is_file()), tried[0])
@@ -130,8 +131,7 @@ def _voc_records(
         if image_id in missing:
             continue
         counts["images_without_annotations"] = int(counts["annotations"] == 0)
-        for key, value in counts.items():
-            stats[key] += value
+        stats.merge(counts)
         records.append(image_record(image_id, path, height, width, objects, False))
     return records
 
@@ -143,7 +143,7 @@ class _VocXmlDataset(DetectionDataset):
         self,
         records: List[ImageRecord],
         classes: Sequence[str],
-        stats: Dict[str, int],
+        stats: ProblemCounts,
         transforms: Optional[DetectionTransform],
         train: bool,
         skip_bad: bool,

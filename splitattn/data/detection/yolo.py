@@ -14,6 +14,7 @@ from .dataset import DetectionDataset
 from .records import (
     DetectionTransform,
     PathLike,
+    ProblemCounts,
     clean_box,
     drop_missing,
     image_record,
@@ -31,7 +32,7 @@ def _yolo_label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _yolo_objects(label_file: Path, width: int, height: int, num_classes: int, stats: Dict[str, int]) -> List[tuple]:
+def _yolo_objects(label_file: Path, width: int, height: int, num_classes: int, stats: ProblemCounts) -> List[tuple]:
     """Cleaned objects of one YOLO label file: ``class cx cy w h`` boxes and ``class x1 y1 x2 y2 ...``
     polygons (normalised to 0..1), polygons kept as COCO polygon segmentations in pixels."""
     objects = []
@@ -44,7 +45,7 @@ def _yolo_objects(label_file: Path, width: int, height: int, num_classes: int, s
         values = parse_floats(fields[1:], len(fields) - 1)
         cls = parse_floats(fields[:1], 1)[0]
         if not (math.isfinite(cls) and cls == int(cls) and 0 <= cls < num_classes):
-            stats["unknown_category"] += 1
+            stats.note("unknown_category", f"class {fields[0]!r} ({label_file}; {num_classes} classes)")
             continue
         segmentation = None
         if len(values) == 4:
@@ -167,7 +168,7 @@ class YoloDetectionDataset(DetectionDataset):
                     raise DetectionDataError(
                         f"image {path} cannot be read ({error}); replace or remove it, or pass --skip-bad to skip it."
                     ) from error
-                stats["images_missing"] += 1
+                stats.note("images_missing", f"{path} cannot be read ({error})")
                 continue
             objects = _yolo_objects(_yolo_label_path(path), width, height, len(names), stats)
             stats["images_without_annotations"] += not objects

@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ...errors import SegmentationDataError, UsageError
+from ..checks import Problem, describe_problems
 from ..io import image_size, open_upright, read_image
 from .label_maps import INVALID, LabelPalette, read_label
 
@@ -68,6 +69,7 @@ class SegmentationDataset(Dataset):
         name: str = "",
         channels: int = 3,
         palette: Optional[LabelPalette] = None,
+        unmatched: Sequence[str] = (),
     ) -> None:
         if lut is None and palette is None:
             raise UsageError(
@@ -80,36 +82,39 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.name = name
         self.channels = channels
-        self.skipped: List[str] = []
+        self.skipped: List[str] = list(unmatched)
         self.pairs: List[Pair] = self._check(list(pairs), skip_bad)
         if not self.pairs:
             raise SegmentationDataError(
                 f"{name or 'the data set'} has no usable image/label pairs"
-                + (f" ({len(self.skipped)} skipped)." if self.skipped else ".")
+                + (f": {describe_problems(self.skipped)}." if self.skipped else ".")
             )
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _problem(self, pair: Pair) -> Optional[str]:
+    def _problem(self, pair: Pair) -> Optional[Problem]:
         """What is wrong with one pair (``None`` if nothing): image header unreadable, label map unreadable or
         holding values/colours outside the class list, or sizes that differ. Decodes the label map only."""
         image_path, label_path = pair
         try:
             width, height = image_size(image_path)
         except (OSError, ValueError, Image.DecompressionBombError) as error:
-            return f"image {image_path} cannot be read ({error})"
+            return Problem("unreadable images", f"image {image_path} cannot be read ({error})")
         try:
             target = self.target(label_path)
         except SegmentationDataError as error:
-            return str(error)
+            if self.palette is not None:
+                return Problem("label maps with colours outside the palette", str(error))
+            return Problem("label maps with values that are no class nor the ignore value", str(error))
         except (OSError, ValueError, Image.DecompressionBombError) as error:
-            return f"label map {label_path} cannot be read ({error})"
+            return Problem("unreadable label maps", f"label map {label_path} cannot be read ({error})")
         if target.shape != (height, width):
-            return (
+            return Problem(
+                "label maps of another size than their image",
                 f"label map {label_path} is {target.shape[1]}x{target.shape[0]} but its image {image_path} is "
-                f"{width}x{height}; fix or remove the pair"
+                f"{width}x{height}; fix or remove the pair",
             )
         return None
 
@@ -153,6 +158,17 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def pixel_counts(self) -> np.ndarray:
+        """(images, classes) int64: the pixels of each class in each label map (ignored pixels not counted),
+        at the stored resolution; decodes every label map (on up to ``BUILD_CHECK_THREADS`` threads)."""
+
+        def count(pair: Pair) -> np.ndarray:
+            return np.bincount(self.target(pair[1]).ravel(), minlength=256)[: self.num_classes]
+
+        workers = max(1, min(BUILD_CHECK_THREADS, os.cpu_count() or 1, len(self.pairs)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return np.stack(list(pool.map(count, self.pairs))).astype(np.int64)
 
     def load(self, index: int) -> Tuple[Image.Image, np.ndarray]:
         """The image (``channels`` channels, upright) and its (H, W) uint8 target of training ids,

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ...errors import SegmentationDataError, UsageError
+from ..checks import Problem
 from ..io import IMAGE_SUFFIXES, is_hidden
 from ..labels import ADE20K_CLASSES, CITYSCAPES_NUM_LABEL_IDS, CITYSCAPES_TRAIN_IDS, VOC_CLASSES
 from .datasets import JointTransform, Pair, PathLike, SegmentationDataset
@@ -22,8 +23,14 @@ def _pair_by_stem(
     images: Dict[str, Path], labels: Dict[str, Path], where: str, skip_bad: bool
 ) -> Tuple[List[Pair], List[str]]:
     """Pairs of files with the same key; unmatched files are an error or, with ``skip_bad``, skipped."""
-    missing = [f"image {images[k]} has no label map" for k in sorted(set(images) - set(labels))]
-    missing += [f"label map {labels[k]} has no image" for k in sorted(set(labels) - set(images))]
+    missing = [
+        Problem("images without a label map", f"image {images[k]} has no label map")
+        for k in sorted(set(images) - set(labels))
+    ]
+    missing += [
+        Problem("label maps without an image", f"label map {labels[k]} has no image")
+        for k in sorted(set(labels) - set(images))
+    ]
     if missing and not skip_bad:
         more = f" (and {len(missing) - 1} more unmatched files)" if len(missing) > 1 else ""
         raise SegmentationDataError(
@@ -57,9 +64,7 @@ def _build(
     channels: int,
     palette: Optional[LabelPalette] = None,
 ) -> SegmentationDataset:
-    dataset = SegmentationDataset(pairs, classes, lut, transform, skip_bad, name, channels, palette)
-    dataset.skipped[:0] = missing
-    return dataset
+    return SegmentationDataset(pairs, classes, lut, transform, skip_bad, name, channels, palette, missing)
 
 
 def ade20k_dataset(

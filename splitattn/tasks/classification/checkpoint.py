@@ -87,11 +87,13 @@ def load_trained_model(
     run's stored config (model, ``--model-kwargs`` such as ``in_chans``, norm, classes).
 
     Returns ``(model, class names or None, the run's config or None)``. Bare weights (a state dict, official
-    or timm files) need ``model_name`` and go through ``splitattn.weights.load_pretrained``.
+    or timm files) need ``model_name``; their classifier is the file's (``create_model(model_name,
+    pretrained=weights)``: a 3-class file gives a 3-class model, never a random 1000-class head).
 
     Raises:
         CheckpointError: another task's checkpoint, bare weights without ``model_name``, or ``use_ema`` without
             EMA weights (``action``: the command, for the message).
+        WeightsError: bare weights without a classifier (a backbone's).
         UsageError: a ``model_name`` other than the run's.
     """
     checkpoint = load_checkpoint_file(weights)
@@ -101,10 +103,7 @@ def load_trained_model(
                 f"{str(weights)!r} holds bare weights without a run's options; pass --model NAME "
                 "(`splitattn models` lists them)."
             )
-        from ...weights.loading import load_pretrained
-
-        model = create_model(model_name)
-        load_pretrained(model, model_name, str(weights))
+        model = create_model(model_name, pretrained=str(weights))
         return model.eval(), None, None
     checkpoint = require_task(checkpoint, weights, TASK, COMMAND, weights_usage(action, weights))
     config = from_checkpoint_args(ClassifyConfig, checkpoint["args"], f"checkpoint {str(weights)!r}")

@@ -7,7 +7,7 @@ every rank reports the same global numbers.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +19,20 @@ from ...engine.runtime import autocast
 from ...errors import DataError, UsageError
 
 
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy with per-class target probabilities (label smoothing, mixup): mean over the batch."""
-    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+def soft_cross_entropy(logits: Tensor, targets: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    """Cross-entropy with per-class target probabilities (label smoothing, mixup): mean over the batch.
+
+    With ``weight`` (C,), class ``c``'s term counts ``weight[c]`` times and the mean is over the weights of the
+    targets, ``sum_i sum_c w_c t_ic (-log p_ic) / sum_i sum_c w_c t_ic``: for one-hot targets exactly
+    ``F.cross_entropy(logits, labels, weight=weight)``.
+
+    Shape: logits (N, C), targets (N, C) rows summing to 1 -> a scalar.
+    """
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    if weight is None:
+        return torch.sum(-targets * log_probs, dim=-1).mean()
+    weighted = targets * weight.to(log_probs)
+    return torch.sum(-weighted * log_probs) / weighted.sum()
 
 
 def accuracy_counts(logits: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> List[int]:
@@ -39,21 +50,34 @@ def classification_loss(
     mixup_alpha: float = 0.0,
     label_smoothing: float = 0.0,
     channels_last: bool = False,
+    class_weights: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Dict[str, Union[Tensor, int]]]:
-    """The loss of one micro-batch ``(images (B, 3, H, W), labels (B,), unreadable paths)`` with mixup and
-    label smoothing, and its sums for the log: ``images`` and ``n_bad_images`` (host counts), ``loss`` and
-    ``top1`` (against each sample's dominant label, in %) as device tensors, read by the loop only at log
-    points (no host sync per step)."""
+    """The loss of one micro-batch ``(images (B, 3, H, W), labels (B,), unreadable paths)`` with mixup,
+    label smoothing and optionally ``class_weights`` (C,) (``soft_cross_entropy``), and its sums for the log:
+    ``images`` and ``n_bad_images`` (host counts), ``loss`` and ``top1`` (against each sample's dominant label,
+    in %) as device tensors, read by the loop only at log points (no host sync per step)."""
     images, labels, bad = batch
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     images = images.to(device, non_blocking=True, memory_format=memory_format)
     labels = labels.to(device, non_blocking=True)
     inputs, targets = mixup_batch(images, labels, num_classes, mixup_alpha, label_smoothing)
     logits = model(inputs)
-    loss = soft_cross_entropy(logits, targets)
+    loss = soft_cross_entropy(logits, targets, class_weights)
     count = labels.shape[0]
     hits = (logits.detach().argmax(1) == targets.argmax(1)).sum()
     return loss, {"images": count, "loss": loss.detach() * count, "top1": 100.0 * hits, "n_bad_images": len(bad)}
+
+
+def require_readable(result: Dict[str, float], dataset: Any, where: str) -> None:
+    """Raise when an evaluation over ``dataset`` (an ``ImageListDataset``) could read none of its images,
+    naming why, counted by kind: its scores would be NaN.
+
+    Raises:
+        DataError: every image ``result`` (``evaluate``'s) scored was unreadable.
+    """
+    if result["bad_images"] and result["bad_images"] == result["images"]:
+        paths = [path for path, _ in dataset.samples]
+        raise DataError(f"none of the {len(paths)} images of {where} can be read: {dataset.unreadable(paths)}.")
 
 
 @torch.no_grad()

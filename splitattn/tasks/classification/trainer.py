@@ -10,15 +10,18 @@ SyncBN, EMA, channels_last, compile, DDP, gradient accumulation, logs and resuma
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from ...config.schemas import ClassifyConfig
 from ...config.values import as_config
+from ...data.checks import warn_about_overlap
 from ...data.classification import EVAL_SPLITS, TRAIN_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
 from ...data.transforms import build_train_transform, eval_transform_for
+from ...engine.balance import balanced_class_weights, class_counts, inverse_frequency
 from ...engine.data import accumulation_steps, eval_loader, train_loader
 from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
@@ -26,10 +29,11 @@ from ...engine.optim import parameter_groups, warmup_cosine
 from ...errors import DataError
 from ...models.factory import create_model
 from ...models.registry import get_model_spec
-from ...optimize.training import enable_gradient_checkpointing
+from ...optimize.training import enable_gradient_checkpointing, freeze_stages
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
+from ..finetune import learning_rate_scales, with_pretrained_architecture
 from .checkpoint import COMMAND, TASK, model_overrides, run_eval_config, run_image_sizes
-from .engine import classification_loss, evaluate
+from .engine import classification_loss, evaluate, require_readable
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 ACCURACY = (
@@ -77,18 +81,33 @@ def build_datasets(config: ClassifyConfig) -> Tuple[Dataset, Dataset, list]:
 
 
 def build_model(config: ClassifyConfig, num_classes: int) -> nn.Module:
-    """The registered model with the run's regularisation, optionally from pretrained ImageNet weights."""
-    pretrained = config.pretrained or False
+    """The registered model with the run's regularisation, optionally from pretrained weights (a classifier of
+    another class count is replaced by a new one; ``--freeze-stages`` freezes the stem and first stages)."""
     model = create_model(
-        config.model, num_classes=1000 if pretrained else num_classes, pretrained=pretrained, **model_overrides(config)
+        config.model, num_classes=num_classes, pretrained=config.pretrained or False, **model_overrides(config)
     )
-    if pretrained and num_classes != 1000:
-        model.reset_classifier(num_classes)
+    if config.freeze_stages is not None:
+        freeze_stages(model, config.freeze_stages)
     if config.drop_block > 0:
         model.set_drop_block_prob(0.0)  # ramped up linearly during training
     if config.grad_checkpointing:
         enable_gradient_checkpointing(model, STAGES)
     return model
+
+
+def fine_tuning_summary(config: ClassifyConfig, class_weights: Optional[torch.Tensor], classes: List[str]) -> str:
+    """The fine-tuning and imbalance options in effect, for the run's first line ("" when none is)."""
+    parts = []
+    if config.freeze_stages is not None:
+        parts.append(f"stem and {config.freeze_stages} stage(s) frozen")
+    if config.layer_decay is not None:
+        parts.append(f"layer decay {config.layer_decay:g}")
+    if config.balanced_sampler:
+        parts.append("class-balanced sampling")
+    if class_weights is not None:
+        shown = ", ".join(f"{name} {w:.2f}" for name, w in zip(classes[:10], class_weights.tolist()))
+        parts.append(f"class weights {shown}" + (" ..." if len(classes) > 10 else ""))
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _batch_plan(config: ClassifyConfig, world_size: int) -> Tuple[int, int, float]:
@@ -105,7 +124,7 @@ def train(config: Union[ClassifyConfig, Mapping[str, Any]]) -> Dict[str, Any]:
         ConfigError: options that cannot work (before any data is read).
         NonFiniteLossError: the loss diverged.
     """
-    config = as_config(ClassifyConfig, config)
+    config = with_pretrained_architecture(as_config(ClassifyConfig, config))
     return run_training(config.train_settings(), lambda dist_ctx: build_run(config, dist_ctx))
 
 
@@ -115,7 +134,9 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
     train_set, eval_set, classes = build_datasets(config)
     global_batch, accum_steps, lr = _batch_plan(config, dist_ctx.world_size)
     batch, workers = config.batch_size, config.workers
-    loader = train_loader(train_set, batch, dist_ctx, config.seed, workers, collate_skip_bad)
+    labels = train_set.labels
+    sample_weights = inverse_frequency(labels, len(classes)) if config.balanced_sampler else None
+    loader = train_loader(train_set, batch, dist_ctx, config.seed, workers, collate_skip_bad, sample_weights)
     val_loader = eval_loader(eval_set, batch, dist_ctx, workers, collate_skip_bad)
     steps_per_epoch = len(loader) // accum_steps
     if steps_per_epoch == 0:
@@ -127,7 +148,15 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
     epochs = config.epochs
     total_steps = epochs * steps_per_epoch
     model = build_model(config, len(classes)).to(device)
+    class_weights = None
+    if config.class_weights:
+        counts = class_counts(labels, len(classes))
+        class_weights = torch.as_tensor(balanced_class_weights(counts, "the training set"), dtype=torch.float32)
     split = find_split(config.data, EVAL_SPLITS).stem if config.data else "test"  # the split evaluated
+    if config.data and dist_ctx.is_main:
+        warn_about_overlap(
+            [path for path, _ in train_set.samples], [path for path, _ in eval_set.samples], "training", split
+        )
     drop_block, amp, channels_last = config.drop_block, config.amp, config.channels_last
 
     warned: List[str] = []
@@ -146,10 +175,12 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
             config.mixup,
             config.label_smoothing,
             channels_last,
+            class_weights,
         )
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         result = evaluate(eval_model, val_loader, device, amp, channels_last)
+        require_readable(result, eval_set, f"the evaluation split {split}")
         return {k: result[k] for k in ("loss", "top1", "top5", "bad_images")}, result
 
     def summarize(result: Dict[str, Any], state: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
@@ -172,13 +203,16 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
     intro = (
         f"training {config.model} on {len(train_set)} images ({len(classes)} classes), evaluating on "
         f"{len(eval_set)}; global batch {global_batch} = {batch} x {dist_ctx.world_size} process(es) x "
-        f"{accum_steps} accumulation, lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of {steps_per_epoch} steps"
+        f"{accum_steps} accumulation, {config.optimizer} lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of "
+        f"{steps_per_epoch} steps" + fine_tuning_summary(config, class_weights, classes)
     )
     warmup = int(config.warmup_epochs * steps_per_epoch)
     return TrainingRun(
         model=model,
         loader=loader,
-        param_groups=parameter_groups(model, config.weight_decay),
+        param_groups=parameter_groups(
+            model, config.weight_decay, lr, learning_rate_scales(model, model, "", config.layer_decay)
+        ),
         lr=lr,
         make_schedule=lambda optimizer, total: warmup_cosine(optimizer, warmup, total),
         loss=loss,

@@ -36,7 +36,7 @@ def model_from_config(config: DetectConfig, num_classes: int, pretrained: Union[
         pretrained=pretrained,
         min_size=tuple(config.min_size),
         max_size=config.max_size,
-        trainable_layers=config.trainable_layers,
+        freeze_stages=config.freeze_stages,
         fpn_norm=config.fpn_norm,
         backbone_kwargs=config.model_kwargs,
         box_head=config.box_head,

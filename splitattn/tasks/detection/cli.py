@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
 from ...config.schemas import DetectConfig, field_default
 from ...errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -118,6 +123,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def no_detections_hint(scores: torch.Tensor, threshold: float) -> str:
+    """Why a picture shows no detection, and what to try: the highest score under ``--score-threshold``."""
+    if not len(scores):
+        return "the model found no object at all (not even below --score-threshold)"
+    return (
+        f"the highest score, {float(scores.max()):.3f}, is below --score-threshold {threshold:g}; "
+        "pass a lower --score-threshold to draw the weaker detections"
+    )
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import torch
     from torchvision.transforms.v2 import functional as TF
@@ -136,9 +151,8 @@ def run_predict(args: argparse.Namespace) -> int:
     for path, picture in images:
         image = TF.pil_to_tensor(picture).float().div_(255)
         with torch.no_grad():
-            detections = keep_confident(
-                {k: v.cpu() for k, v in model([image.to(device)])[0].items()}, args.score_threshold
-            )
+            raw = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
+        detections = keep_confident(raw, args.score_threshold)
         detections = {k: v[: args.max_detections] for k, v in detections.items()}  # sorted by score
         picture = draw_detections(image, detections, classes)
         target = output / f"{path.stem}_detections.png"
@@ -147,5 +161,10 @@ def run_predict(args: argparse.Namespace) -> int:
             f"{classes[label]} {score:.2f}"
             for label, score in zip(detections["labels"].tolist(), detections["scores"].tolist())
         )
-        print(f"{path}: {target} ({len(detections['labels'])} detections{': ' + found if found else ''})")
+        if found:
+            print(f"{path}: {target} ({len(detections['labels'])} detections: {found})")
+            continue
+        hint = no_detections_hint(raw["scores"], args.score_threshold)
+        print(f"{path}: {target} (no detections: {hint})")
+        print(f"warning: {path}: the picture shows no detections: {hint}", file=sys.stderr)
     return images.exit_code

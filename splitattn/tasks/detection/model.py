@@ -34,9 +34,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...config.schemas import DetectConfig, field_default
 from ...errors import UsageError
-from ...layers.norm import freeze_batch_norm, make_norm_layer
+from ...layers.norm import make_norm_layer
 from ...models.factory import create_model
 from ...models.resnest import ResNeStFeatures
+from ...optimize.training import freeze_stages as freeze_backbone_stages
 from .cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads
 from .precision import keep_box_geometry_in_float32
 
@@ -46,8 +47,9 @@ FPN_CHANNELS = 256
 BOX_HEADS = ("2fc", "4conv1fc")
 ROI_SIZE = 7  # box RoIAlign output (FasterRCNN's default MultiScaleRoIAlign)
 REPRESENTATION_SIZE = 1024  # box-head output features, FasterRCNN's box predictor input
-# Parameter-name prefixes of the backbone, last stage first: trainable_layers=k trains the first k.
-STAGE_PREFIXES = ("layer4", "layer3", "layer2", "layer1", "conv1", "bn1")
+# Stages frozen by default with frozen BatchNorm: the stem and layer1 (torchvision's trainable_layers=3,
+# detectron2's FREEZE_AT=2).
+FROZENBN_FROZEN_STAGES = 1
 # The paper's multi-scale training: short side sampled from 640..800 in steps of 32; tested at 800 (``--min-size``).
 TRAIN_MIN_SIZES = tuple(field_default(DetectConfig, "min_size"))
 
@@ -111,28 +113,11 @@ def make_box_head_factory(
     )
 
 
-def freeze_stages(body: ResNeStFeatures, trainable_layers: int) -> None:
-    """Train only the last ``trainable_layers`` stages (5: all, the stem included; 0: none).
-
-    Frozen parameters get ``requires_grad=False`` and the BatchNorms of frozen stages become
-    ``FrozenBatchNorm2d``, so their running statistics stay the pretrained ones in training mode.
-    """
-    if not 0 <= trainable_layers <= 5:
-        raise UsageError(f"trainable_layers must be 0..5 (stages trained from the last one), got {trainable_layers}.")
-    trained = STAGE_PREFIXES[:trainable_layers] + (("bn1",) if trainable_layers == 5 else ())
-    for name in STAGE_PREFIXES:
-        if name not in trained:
-            frozen = freeze_batch_norm(getattr(body, name))  # a new module for bn1, else changed in place
-            setattr(body, name, frozen)
-            for parameter in frozen.parameters():
-                parameter.requires_grad_(False)
-
-
 def resnest_fpn_backbone(
     backbone: str,
     norm: str = DetectConfig.norm,
     pretrained: Union[bool, str] = False,
-    trainable_layers: Optional[int] = DetectConfig.trainable_layers,
+    freeze_stages: Optional[int] = DetectConfig.freeze_stages,
     fpn_norm: Optional[str] = DetectConfig.fpn_norm,
     **overrides: Any,
 ) -> ResNeStFPN:
@@ -146,8 +131,10 @@ def resnest_fpn_backbone(
             ``syncbn`` (the paper), ``frozenbn`` (pretrained weights, statistics frozen) or ``batchnorm``.
         pretrained: ``True`` (registered ImageNet weights), or a path/URL of any ResNeSt
             classification checkpoint, ours (``splitattn train``'s ``last.pt``) or official.
-        trainable_layers: stages trained, counted from the last (0-5); default 3 with frozen BN
-            (torchvision's choice), 5 otherwise (the paper trains all with SyncBN).
+        freeze_stages: freeze the stem and the first ``freeze_stages`` stages (0-4; ``optimize.training.freeze_stages``:
+            parameters fixed, BatchNorm frozen); default (None) 1 with frozen BN (torchvision's
+            ``trainable_layers=3``, detectron2's ``FREEZE_AT=2``), nothing otherwise (the paper trains all with
+            SyncBN).
         fpn_norm: normalisation inside the FPN (``None``: plain convs with bias, as torchvision;
             ``syncbn`` in the paper). ``frozenbn`` raises ValueError (nothing pretrained to freeze).
         **overrides: more ``create_model`` arguments (``bottleneck_width`` ...).
@@ -155,9 +142,10 @@ def resnest_fpn_backbone(
     body = create_model(
         backbone, pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4), norm_layer=norm, **overrides
     )
-    if trainable_layers is None:
-        trainable_layers = 3 if norm == "frozenbn" else 5
-    freeze_stages(body, trainable_layers)
+    if freeze_stages is None and norm == "frozenbn":
+        freeze_stages = FROZENBN_FROZEN_STAGES
+    if freeze_stages is not None:
+        freeze_backbone_stages(body, freeze_stages)
     return ResNeStFPN(body, fpn_norm=fpn_norm)
 
 
@@ -169,7 +157,7 @@ def create_detection_model(
     pretrained: Union[bool, str] = False,
     min_size: Union[int, Sequence[int]] = TRAIN_MIN_SIZES,
     max_size: int = DetectConfig.max_size,
-    trainable_layers: Optional[int] = DetectConfig.trainable_layers,
+    freeze_stages: Optional[int] = DetectConfig.freeze_stages,
     fpn_norm: Optional[str] = DetectConfig.fpn_norm,
     backbone_kwargs: Optional[Dict[str, Any]] = None,
     box_head: str = DetectConfig.box_head,
@@ -186,7 +174,7 @@ def create_detection_model(
         backbone: registered ResNeSt name (see ``resnest_fpn_backbone``).
         norm: backbone normalisation (see ``resnest_fpn_backbone``).
         pretrained: backbone weights (see ``resnest_fpn_backbone``).
-        trainable_layers: backbone stages trained (see ``resnest_fpn_backbone``).
+        freeze_stages: the stem and first stages frozen (see ``resnest_fpn_backbone``).
         fpn_norm: normalisation inside the FPN (see ``resnest_fpn_backbone``).
         num_classes: classes including the background (index 0).
         min_size: training short side, one value or several sampled per image; evaluation uses the last.
@@ -220,7 +208,7 @@ def create_detection_model(
         )
     head_norm_layer = trainable_norm(head_norm, "head_norm")
     make_box_head = make_box_head_factory(box_head, head_norm_layer)
-    features = resnest_fpn_backbone(backbone, norm, pretrained, trainable_layers, fpn_norm, **(backbone_kwargs or {}))
+    features = resnest_fpn_backbone(backbone, norm, pretrained, freeze_stages, fpn_norm, **(backbone_kwargs or {}))
     sizes = (min_size,) if isinstance(min_size, int) else tuple(int(s) for s in min_size)
     kwargs.setdefault("box_detections_per_img", DetectConfig.detections_per_img)
     if "mask" in arch:  # torchvision's mask head (four 3x3 convs 256->256, dilation 1), normalised if asked

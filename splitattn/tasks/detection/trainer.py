@@ -11,22 +11,26 @@ schedule (linear warm-up from ``warmup_factor``, then x ``gamma`` at each of ``s
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+import numpy as np
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ...config.schemas import DetectConfig
 from ...config.values import as_config
+from ...data.checks import warn_about_overlap
 from ...data.detection.dataset import DetectionDataset, collate_detection
 from ...data.detection.layouts import build_detection_dataset
 from ...data.detection.transforms import build_detection_train_transform
+from ...engine.balance import repeat_factors
 from ...engine.data import eval_loader, train_loader
 from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_multistep
 from ...errors import DataError
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
+from ..finetune import learning_rate_scales, with_pretrained_architecture
 from .checkpoint import COMMAND, TASK, model_from_config
 from .engine import detection_loss, evaluate, format_metrics, iou_types
 from .evaluation import CocoEvaluator, check_ground_truth
@@ -66,6 +70,26 @@ def build_datasets(config: DetectConfig) -> Tuple[DetectionDataset, DetectionDat
     return train_set, val_set
 
 
+def describe_repeat_factors(factors: np.ndarray, threshold: float) -> str:
+    """One line for the log: how many images repeat and by how much, or why none does."""
+    repeated = factors > 1.0
+    if not repeated.any():
+        return (
+            f"repeat-factor sampling (--repeat-threshold {threshold:g}) repeats no image: every class is in more "
+            f"than {threshold:.2%} of the images; raise --repeat-threshold to oversample the rarer classes"
+        )
+    return (
+        f"repeat-factor sampling (--repeat-threshold {threshold:g}): {int(repeated.sum())} of {len(factors)} "
+        f"images drawn up to {factors.max():.2f}x as often"
+    )
+
+
+def image_classes(dataset: DetectionDataset, count: int) -> List[List[int]]:
+    """The classes of the objects a training image holds (crowd regions left out), for its first ``count``
+    images."""
+    return [record.labels[record.iscrowd == 0].tolist() for record in dataset.records[:count]]
+
+
 def limit(dataset: DetectionDataset, count: Optional[int]) -> Dataset:
     """The first ``count`` images of ``dataset`` (all with ``None``)."""
     return Subset(dataset, range(min(int(count), len(dataset)))) if count else dataset
@@ -78,7 +102,7 @@ def train(config: Union[DetectConfig, Mapping[str, Any]]) -> Dict[str, Any]:
         ConfigError: options that cannot work (before any data is read).
         NonFiniteLossError: the loss diverged.
     """
-    config = as_config(DetectConfig, config)
+    config = with_pretrained_architecture(as_config(DetectConfig, config))
     return run_training(config.train_settings(), lambda dist_ctx: build_run(config, dist_ctx))
 
 
@@ -93,10 +117,16 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
             f"{len(train_set)} training images make no full batch of {batch} x {dist_ctx.world_size}; "
             "lower --batch-size or add data."
         )
-    loader = train_loader(train_set, batch, dist_ctx, config.seed, workers, collate_detection)
+    sample_weights, sampling = None, ""
+    if config.balanced_sampler:
+        sample_weights = repeat_factors(image_classes(full_train, len(train_set)), config.repeat_threshold)
+        sampling = describe_repeat_factors(sample_weights, config.repeat_threshold)
+    loader = train_loader(train_set, batch, dist_ctx, config.seed, workers, collate_detection, sample_weights)
     val_loader = eval_loader(val_set, 1, dist_ctx, workers, collate_detection)
     model = model_from_config(config, len(classes), pretrained=config.pretrained or False).to(device)
     kinds, max_iter, lr = iou_types(model, full_val.coco), config.max_iter, config.lr
+    body = model.backbone.body
+    scales = learning_rate_scales(model, body, BACKBONE_PREFIX, config.layer_decay)
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         evaluator = CocoEvaluator(full_val.coco, kinds, full_val.contiguous_to_coco)
@@ -127,15 +157,23 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
     if dist_ctx.is_main:
         for dataset in (full_train, full_val):
             print(dataset.summary(), flush=True)
+        warn_about_overlap(
+            [r.path for r in full_train.records],
+            [r.path for r in full_val.records],
+            f"training ({full_train.name})",
+            f"validation ({full_val.name})",
+        )
     intro = (
         f"training {config.arch} on {config.backbone}-FPN ({config.norm}) with {len(train_set)} "
         f"training / {len(val_set)} evaluation images, {len(classes) - 1} classes; batch {batch} x "
-        f"{dist_ctx.world_size} process(es), lr {lr:g}, {max_iter} iterations"
+        f"{dist_ctx.world_size} process(es), {config.optimizer} lr {lr:g}, {max_iter} iterations"
+        + (f", layer decay {config.layer_decay:g}" if config.layer_decay is not None else "")
+        + (f"; {sampling}" if sampling else "")
     )
     return TrainingRun(
         model=model,
         loader=loader,
-        param_groups=parameter_groups(model, config.weight_decay),
+        param_groups=parameter_groups(model, config.weight_decay, lr, scales),
         lr=lr,
         make_schedule=lambda optimizer, total: warmup_multistep(
             optimizer, config.steps, config.gamma, config.warmup_iters, config.warmup_factor
@@ -158,6 +196,7 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
             "contiguous_to_coco": full_train.contiguous_to_coco,
             "task": TASK,
             "backbone_prefix": BACKBONE_PREFIX,
+            "model_name": body.model_name,
             "command": f"{COMMAND} train",
         },
     )

@@ -37,6 +37,7 @@ def model_from_config(
         aux=config.aux,
         pretrained=pretrained,
         norm_layer=config.norm,
+        freeze_stages=config.freeze_stages,
         **config.model_kwargs,
     )
 

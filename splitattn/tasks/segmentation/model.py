@@ -29,6 +29,7 @@ from ...errors import UsageError
 from ...layers.norm import NormFactory, make_norm_layer
 from ...models.factory import create_model
 from ...models.resnest import ResNeStFeatures
+from ...optimize.training import freeze_stages as freeze_backbone_stages
 
 HEADS = ("deeplabv3", "fcn")
 BACKBONE_PREFIX = "backbone."  # where the ResNeSt sits in a segmenter's state dict (run checkpoints record it)
@@ -128,6 +129,7 @@ def create_segmentation_model(
     pretrained: Union[bool, str] = False,
     norm_layer: Union[str, NormFactory] = SegmentConfig.norm,
     head_norm: Optional[Union[str, NormFactory]] = None,
+    freeze_stages: Optional[int] = SegmentConfig.freeze_stages,
     **overrides: Any,
 ) -> SegmentationModel:
     """A segmentation model on a registered ResNeSt.
@@ -146,6 +148,8 @@ def create_segmentation_model(
         head_norm: the heads' normalisation; by default the backbone's (``head_norm_for``: GroupNorm
             heads on a GroupNorm backbone, so a batch of 1 trains; BatchNorm for ``frozenbn``). Checkpoints
             of GroupNorm-backbone models written before heads followed the backbone need ``"batchnorm"``.
+        freeze_stages: freeze the stem and the first K stages of the backbone (0-4;
+            ``optimize.training.freeze_stages``: parameters fixed, BatchNorm frozen); None: nothing frozen.
         **overrides: more ``create_model`` arguments (``drop_block_prob`` ...).
 
     In training mode, a batch of 1 image with BatchNorm heads raises ValueError (see
@@ -166,6 +170,8 @@ def create_segmentation_model(
         norm_layer=norm_layer,
         **overrides,
     )
+    if freeze_stages is not None:
+        freeze_backbone_stages(features, freeze_stages)
     stage3_channels, stage4_channels = features.channels
     heads_norm = make_norm_layer(head_norm or head_norm_for(norm_layer))
     if heads_norm is FrozenBatchNorm2d:
@@ -184,13 +190,21 @@ def create_segmentation_model(
 
 
 def segmentation_loss(
-    outputs: Dict[str, Tensor], target: Tensor, ignore_index: int, aux_weight: float = AUX_WEIGHT
+    outputs: Dict[str, Tensor],
+    target: Tensor,
+    ignore_index: int,
+    aux_weight: float = AUX_WEIGHT,
+    class_weights: Optional[Tensor] = None,
 ) -> Tensor:
     """Pixel cross-entropy over non-ignored pixels of ``out`` plus ``aux_weight`` x that of ``aux``.
 
-    ``outputs``: (N, K, H, W) logits; ``target``: (N, H, W) int64 with ``ignore_index`` for void.
+    ``outputs``: (N, K, H, W) logits; ``target``: (N, H, W) int64 with ``ignore_index`` for void;
+    ``class_weights``: (K,) weight of each class's pixels (``F.cross_entropy``'s ``weight``: the mean is over
+    the weights of the non-ignored pixels).
     """
-    loss = F.cross_entropy(outputs["out"].float(), target, ignore_index=ignore_index)
+    weight = class_weights.to(outputs["out"].device) if class_weights is not None else None
+    loss = F.cross_entropy(outputs["out"].float(), target, weight=weight, ignore_index=ignore_index)
     if "aux" in outputs:
-        loss = loss + aux_weight * F.cross_entropy(outputs["aux"].float(), target, ignore_index=ignore_index)
+        aux = F.cross_entropy(outputs["aux"].float(), target, weight=weight, ignore_index=ignore_index)
+        loss = loss + aux_weight * aux
     return loss

@@ -11,20 +11,24 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, Mapping, Tuple, Union
 
+import torch
 from torch import nn
 
 from ...config.schemas import SegmentConfig
 from ...config.values import as_config
+from ...data.checks import warn_about_overlap
 from ...data.segmentation.datasets import SegmentationDataset, collate_eval
 from ...data.segmentation.label_maps import IGNORE_INDEX
 from ...data.segmentation.layouts import build_dataset
 from ...data.segmentation.transforms import SegmentationEvalTransform, SegmentationTrainTransform
+from ...engine.balance import median_frequency_weights
 from ...engine.data import accumulation_steps, eval_loader, train_loader
 from ...engine.distributed import DistContext
 from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, poly
 from ...errors import DataError
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
+from ..finetune import learning_rate_scales, with_pretrained_architecture
 from .checkpoint import COMMAND, TASK, model_from_config
 from .engine import evaluate
 from .metrics import format_iou_table
@@ -73,7 +77,7 @@ def train(config: Union[SegmentConfig, Mapping[str, Any]]) -> Dict[str, Any]:
         ConfigError: options that cannot work (before any data is read).
         NonFiniteLossError: the loss diverged.
     """
-    config = as_config(SegmentConfig, config)
+    config = with_pretrained_architecture(as_config(SegmentConfig, config))
     return run_training(config.train_settings(), lambda dist_ctx: build_run(config, dist_ctx))
 
 
@@ -96,6 +100,12 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
     model = model_from_config(config, len(classes), pretrained=config.pretrained or False).to(device)
     lr, aux_weight = config.lr, config.aux_weight
     heads = [p for head in (model.head, model.aux_head) if head is not None for p in head.parameters()]
+    scales = learning_rate_scales(
+        model, model.backbone, BACKBONE_PREFIX, config.layer_decay, heads, config.head_lr_mult
+    )
+    class_weights = None
+    if config.class_weights:
+        class_weights = torch.as_tensor(median_frequency_weights(train_set.pixel_counts()), dtype=torch.float32)
     eval_args = dict(
         num_classes=len(classes),
         device=device,
@@ -107,7 +117,7 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
 
     def loss(train_model: nn.Module, micro_batch: Any, step: int) -> StepResult:
         inputs, targets = (t.to(device, non_blocking=True) for t in micro_batch)
-        value = segmentation_loss(train_model(inputs), targets, IGNORE_INDEX, aux_weight)
+        value = segmentation_loss(train_model(inputs), targets, IGNORE_INDEX, aux_weight, class_weights)
         return value, {"images": inputs.shape[0], "loss": value.detach() * inputs.shape[0]}
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
@@ -137,6 +147,7 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
 
     skipped = len(train_set.skipped) + len(val_set.skipped)
     if dist_ctx.is_main:
+        warn_about_overlap([p[0] for p in train_set.pairs], [p[0] for p in val_set.pairs], "training", "validation")
         for problem in (train_set.skipped + val_set.skipped)[:5]:
             print(f"warning: skipped {problem}", file=sys.stderr)
     intro = (
@@ -144,14 +155,20 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
         f"{len(train_set)} training / {len(val_set)} validation images, {len(classes)} classes"
         + (f", {skipped} bad pairs skipped" if skipped else "")
         + f"; global batch {global_batch} = {batch} x {dist_ctx.world_size} process(es) x {accum_steps} "
-        f"accumulation, lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of "
+        f"accumulation, {config.optimizer} lr {lr:g}, {epochs} epoch{'s' if epochs != 1 else ''} of "
         f"{steps_per_epoch} iterations"
+        + (f", layer decay {config.layer_decay:g}" if config.layer_decay is not None else "")
+        + (
+            "; class weights " + ", ".join(f"{n} {w:.2f}" for n, w in zip(classes, class_weights.tolist()))
+            if class_weights is not None
+            else ""
+        )
     )
     return TrainingRun(
         model=model,
         loader=loader,
         lr=lr,
-        param_groups=parameter_groups(model, config.weight_decay, lr, [(heads, config.head_lr_mult)]),
+        param_groups=parameter_groups(model, config.weight_decay, lr, scales),
         make_schedule=lambda optimizer, total: poly(optimizer, total, config.poly_power),
         loss=loss,
         evaluate=evaluate_model,
@@ -171,6 +188,7 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
             "task": TASK,
             "command": f"{COMMAND} train",
             "backbone_prefix": BACKBONE_PREFIX,
+            "model_name": model.backbone.model_name,
         },
     )
 
