@@ -334,7 +334,7 @@ COCO128 = SHARED_DATA / "coco128"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+@pytest.mark.usefixtures("coco128")
 def test_cascade_mask_rcnn_with_the_papers_heads_learns_a_few_coco_images():
     """As the other detectors' learning tests (tests/test_detection_train.py): ten SGD steps on two coco128
     images with a narrow resnest14, GroupNorm everywhere (the CPU stand-in for SyncBN); the summed loss of

@@ -21,9 +21,8 @@ from splitattn.data import build_eval_transform, create_eval_transform, eval_tra
 from splitattn.models import EvalConfig, get_model_spec
 from splitattn.weights.sources import CHECKPOINTS, OFFICIAL, TIMM_HUB, default_eval_config, eval_config_for_file
 
-from .conftest import SHARED_DATA
+from .conftest import sample_photos
 
-IMAGENETTE_VAL = SHARED_DATA / "imagenette-mini" / "val"
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # verify.py's Normalize arguments
 
 
@@ -43,14 +42,10 @@ def verify_py_transform(crop_size: int):
 
 
 def real_images() -> List[Image.Image]:
-    if not IMAGENETTE_VAL.is_dir():
-        pytest.skip(f"real images not found at {IMAGENETTE_VAL} (the shared data folder, see its README)")
-    files = sorted(IMAGENETTE_VAL.glob("*/*.JPEG"))
-    colour = [Image.open(f).convert("RGB") for f in files[::60]]
-    grey = next(f for f in files if Image.open(f).mode == "L")
-    images = colour + [Image.open(grey).convert("RGB")]
-    # Non-square views of real images: the short side must drive the crop, in either orientation.
-    images += [images[0].crop((0, 10, 224, 181)), images[1].crop((13, 0, 190, 224))]
+    colour = [Image.open(f).convert("RGB") for f in sample_photos()]  # 640x427 photos
+    images = colour + [colour[1].convert("L").convert("RGB")]  # a greyscale photo, as a greyscale JPEG is read
+    # Square and portrait views of real images: the short side must drive the crop, in either orientation.
+    images += [images[0].crop((0, 10, 224, 234)), images[1].crop((13, 0, 190, 224))]
     return images
 
 

@@ -46,7 +46,7 @@ def _coco_ground_truth() -> Tuple[Image.Image, Dict[str, torch.Tensor], List[str
     return image, output, classes
 
 
-@pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+@pytest.mark.usefixtures("coco128")
 @pytest.mark.parametrize("long_side", [640, 4000])
 def test_detection_labels_are_legible_at_any_image_size(long_side, tmp_path):
     image, output, classes = _coco_ground_truth()
@@ -91,7 +91,7 @@ def test_detection_labels_are_legible_at_any_image_size(long_side, tmp_path):
         assert text_height >= 0.02 * image.height, (text_height, image.height)
 
 
-@pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+@pytest.mark.usefixtures("coco128")
 def test_detection_masks_are_blended_not_painted():
     from pycocotools.coco import COCO
 
@@ -131,7 +131,7 @@ def _has_solid_square(mask: np.ndarray, side: int) -> bool:
     return bool((windows == side * side).any())
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+@pytest.mark.usefixtures("camvid_mini")
 def test_segmentation_overlay_legend_lists_exactly_the_classes_present(tmp_path):
     name = sorted((CAMVID / "val" / "images").iterdir())[0].name
     image = Image.open(CAMVID / "val" / "images" / name).convert("RGB")
