@@ -92,11 +92,11 @@ def sample_photos() -> List[Path]:
     return [Path(str(folder / name)) for name in ("china.jpg", "flower.jpg")]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
-    """Remember which collected tests need a shared data set (a data fixture anywhere in their fixture closure)."""
-    config.stash[_REAL_DATA_TESTS] = {
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Remember which selected tests need a shared data set (a data fixture anywhere in their fixture closure)."""
+    session.config.stash[_REAL_DATA_TESTS] = {
         item.nodeid: sorted(DATA_FIXTURES[name] for name in getattr(item, "fixturenames", ()) if name in DATA_FIXTURES)
-        for item in items
+        for item in session.items
         if DATA_FIXTURES.keys() & set(getattr(item, "fixturenames", ()))
     }
 
@@ -104,8 +104,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     """One line for CI's log: tests that ran against the shared data, and those its absence skipped or failed."""
     real = config.stash.get(_REAL_DATA_TESTS, {})
-    reports = [report for reports in terminalreporter.stats.values() for report in reports]
-    reports = [r for r in reports if getattr(r, "nodeid", None) in real]
+    reports = [r for kind in terminalreporter.stats.values() for r in kind if isinstance(r, pytest.TestReport)]
+    reports = [r for r in reports if r.nodeid in real]
     ran = {r.nodeid for r in reports if r.when == "call" and not r.skipped}
     missing = {r.nodeid for r in reports if (r.skipped or r.failed) and MISSING_DATA in str(r.longrepr)}
     other = {r.nodeid for r in reports if r.skipped} - missing - ran
