@@ -85,7 +85,8 @@ def test_hub_copies_use_timms_pretrained_config(name: str, timm_tag: str) -> Non
     timm = pytest.importorskip("timm")
     arch = timm_tag.split(".")[0]
     cfg = timm.models.get_pretrained_cfg(timm_tag)
-    twin = timm.create_model(arch, pretrained=False, pretrained_cfg=cfg)
+    with torch.device("meta"):  # only its pretrained config is read
+        twin = timm.create_model(arch, pretrained=False, pretrained_cfg=cfg)
     data_config = timm.data.resolve_data_config(model=twin)
     reference = timm.data.create_transform(**data_config)
     hub = next(c for c in CHECKPOINTS[name] if c.source == TIMM_HUB)
@@ -164,9 +165,10 @@ def test_evaluate_and_predict_use_the_protocol_of_the_weights_file(tmp_path: Pat
     )
     setup = _inference_setup(args, "evaluate")
     timm = pytest.importorskip("timm")
-    twin = timm.create_model(
-        "resnest14d", pretrained=False, pretrained_cfg=timm.models.get_pretrained_cfg("resnest14d.gluon_in1k")
-    )
+    with torch.device("meta"):  # only its pretrained config is read
+        twin = timm.create_model(
+            "resnest14d", pretrained=False, pretrained_cfg=timm.models.get_pretrained_cfg("resnest14d.gluon_in1k")
+        )
     reference = timm.data.create_transform(**timm.data.resolve_data_config(model=twin))
     image = real_images()[0]
     assert setup.classes is None and setup.size == 224 and torch.equal(setup.transform(image), reference(image))
