@@ -8,23 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # timm's constants, not ours
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from splitattn.data import build_eval_transform, build_train_transform, channel_stats, digits_datasets, load_split
-from splitattn.models.eval_config import IMAGENET_MEAN, IMAGENET_STD
 
-from .conftest import SHARED_DATA
-
-IMAGENETTE = SHARED_DATA / "imagenette-mini"
-needs_imagenette = pytest.mark.skipif(
-    not IMAGENETTE.is_dir(), reason=f"shared imagenette-mini not found at {IMAGENETTE}"
-)
-
-
-def _photos(count: int = 4):
-    classes = sorted(p.name for p in (IMAGENETTE / "train").iterdir() if p.is_dir())[:2]
-    return [
-        (path, name) for name in classes for path in sorted((IMAGENETTE / "train" / name).glob("*.JPEG"))[: count // 2]
-    ]
+from .conftest import sample_photos
 
 
 def _csv(path: Path, lines) -> Path:
@@ -32,10 +21,9 @@ def _csv(path: Path, lines) -> Path:
     return path
 
 
-@needs_imagenette
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB"), (4, "RGBA")])
 def test_load_split_gives_the_models_channel_count(tmp_path, channels, mode):
-    photos = _photos()
+    photos = list(zip(sample_photos(), ("china", "flower")))
     listing = _csv(tmp_path / "train.csv", [f"{path},{name}" for path, name in photos])
     dataset = load_split(listing, build_eval_transform(32, 1.0, channels=channels), channels=channels)
     image, label, bad = dataset[0]

@@ -149,7 +149,7 @@ def load_images(split: str, size: int):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"{IMAGENETTE} (the shared imagenette-mini data) is absent")
+@pytest.mark.usefixtures("imagenette_mini")
 @pytest.mark.skipif(not optimize_module.cpu_supports_bf16(), reason="this CPU has no bf16 instructions")
 def test_bf16_fast_path_agrees_with_fp32_on_imagenette():
     """Train resnest14 briefly at 64 px until it is clearly better than chance, then compare the

@@ -32,7 +32,7 @@ COCO128 = SHARED_DATA / "coco128"
 COCO128_JSON = COCO128 / "annotations" / "instances.json"
 # pycocotools' decode trips numpy 2's copy-keyword deprecation on every mask; it is theirs and harmless
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-needs_coco128 = pytest.mark.skipif(not COCO128_JSON.is_file(), reason=f"shared coco128 data not found at {COCO128}")
+needs_coco128 = pytest.mark.usefixtures("coco128")
 
 
 def _coco128_json() -> dict:

@@ -22,7 +22,7 @@ from .conftest import SHARED_DATA
 
 COCO128 = SHARED_DATA / "coco128"
 COCO128_JSON = COCO128 / "annotations" / "instances.json"
-needs_coco128 = pytest.mark.skipif(not COCO128_JSON.is_file(), reason=f"shared coco128 data not found at {COCO128}")
+needs_coco128 = pytest.mark.usefixtures("coco128")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
 
 

@@ -28,7 +28,7 @@ from .conftest import SHARED_DATA
 from .train_helpers import cli
 
 COCO128 = SHARED_DATA / "coco128"
-needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+needs_coco128 = pytest.mark.usefixtures("coco128")
 CATEGORIES = [{"id": 90, "name": "toothbrush"}, {"id": 3, "name": "car"}, {"id": 17, "name": "cat"}]
 # (image id, category id, bbox x y w h as written, crowd, the box a correct loader keeps (x y w h) or None)
 OBJECTS = [

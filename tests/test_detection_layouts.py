@@ -26,7 +26,7 @@ from .conftest import SHARED_DATA
 from .train_helpers import cli
 
 COCO128 = SHARED_DATA / "coco128"
-needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+needs_coco128 = pytest.mark.usefixtures("coco128")
 # image name -> (width, height, [(class name, x1, y1, x2, y2) in pixel edges, integers])
 IMAGES = {
     "train": {

@@ -17,7 +17,7 @@ from splitattn.errors import WeightsError
 from splitattn.models import create_model
 from splitattn.tasks.classification.checkpoint import model_overrides
 from splitattn.tasks.detection import ARCHS, create_detection_model, resnest_fpn_backbone
-from splitattn.tasks.detection.cascade import CASCADE_IOUS, CASCADE_REG_WEIGHTS, CascadeRoIHeads, cascade_scores
+from splitattn.tasks.detection.cascade import CascadeRoIHeads, cascade_scores
 from splitattn.tasks.detection.checkpoint import model_from_config
 from splitattn.tasks.detection.model import BACKBONE_PREFIX as DETECTION_PREFIX
 
@@ -130,9 +130,10 @@ def test_cascade_stages_have_their_own_thresholds_and_weights():
     model = create_detection_model("cascade_rcnn", "resnest14", 3, **SMALL)
     heads = model.roi_heads
     assert isinstance(heads, CascadeRoIHeads) and len(heads.stages) == 3
-    assert [s.proposal_matcher.high_threshold for s in heads.stages] == list(CASCADE_IOUS) == [0.5, 0.6, 0.7]
+    # detectron2's defaults (config/defaults.py, ROI_BOX_CASCADE_HEAD: IOUS and BBOX_REG_WEIGHTS), after the paper
+    assert [s.proposal_matcher.high_threshold for s in heads.stages] == [0.5, 0.6, 0.7]
     assert [s.proposal_matcher.low_threshold for s in heads.stages] == [0.5, 0.6, 0.7]
-    assert [tuple(s.box_coder.weights) for s in heads.stages] == list(CASCADE_REG_WEIGHTS)
+    assert [tuple(s.box_coder.weights) for s in heads.stages] == [(10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15)]
     assert (
         len({id(s.box_head) for s in heads.stages}) == 3 and heads.stages[0].box_predictor.bbox_pred.out_features == 4
     )
@@ -335,7 +336,7 @@ COCO128 = SHARED_DATA / "coco128"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+@pytest.mark.usefixtures("coco128")
 def test_cascade_mask_rcnn_with_the_papers_heads_learns_a_few_coco_images():
     """As the other detectors' learning tests (tests/test_detection_train.py): ten SGD steps on two coco128
     images with a narrow resnest14, GroupNorm everywhere (the CPU stand-in for SyncBN); the summed loss of

@@ -22,7 +22,7 @@ from splitattn.weights import load_checkpoint
 from .conftest import REPO_ROOT, SHARED_DATA
 
 COCO128 = SHARED_DATA / "coco128"
-needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+needs_coco128 = pytest.mark.usefixtures("coco128")
 pytestmark = pytest.mark.usefixtures("one_thread")
 NARROW = {"bottleneck_width": 16, "stem_width": 16}
 # Fewer proposals and RoIs than the defaults: the same code paths at a fraction of the CPU time.

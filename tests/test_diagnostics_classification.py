@@ -1,6 +1,6 @@
 """Per-class classification diagnostics: the CSV against counts made with numpy, the figures' legibility
 (no two class names overlap, none is cut off) at 2 to 100 classes, and the gallery of the worst errors on
-real imagenette images."""
+real photos."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 
 from splitattn.errors import UsageError
 
-from .conftest import SHARED_DATA
+from .conftest import sample_photos
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
@@ -25,8 +25,6 @@ from splitattn.tasks.classification.diagnostics import (  # noqa: E402
     write_classification_diagnostics,
 )
 from splitattn.viz.diagnostics import confused_pairs, confusion_figure  # noqa: E402
-
-IMAGENETTE_VAL = SHARED_DATA / "imagenette-mini" / "val"
 
 
 def synthetic(num_classes: int, samples: int, seed: int = 0):
@@ -179,15 +177,13 @@ def test_hundred_classes_show_the_most_confused_pairs(tmp_path):
     assert ranked.get_yticklabels()[0].get_text().startswith(names[pairs[0][0]][:10])
 
 
-def _imagenette_images(count: int):
-    paths = sorted(IMAGENETTE_VAL.glob("*/*.JPEG"))
-    if len(paths) < count:
-        pytest.skip(f"imagenette-mini not found at {IMAGENETTE_VAL}")
-    return paths[:: len(paths) // count][:count]
+def _photos(count: int):
+    """``count`` real photos (the two sample photos in turn: the gallery only draws them)."""
+    return [sample_photos()[i % 2] for i in range(count)]
 
 
 def test_worst_errors_are_the_most_confident_mistakes(tmp_path):
-    paths = _imagenette_images(12)
+    paths = _photos(12)
     labels = np.arange(12) % 3
     rng = np.random.default_rng(0)
     probabilities = rng.dirichlet(np.ones(3), size=12)
@@ -202,7 +198,7 @@ def test_worst_errors_are_the_most_confident_mistakes(tmp_path):
 
 
 def test_no_gallery_without_errors(tmp_path):
-    paths = _imagenette_images(3)
+    paths = _photos(3)
     labels = np.array([0, 1, 2])
     result = write_classification_diagnostics(tmp_path, labels, np.eye(3), ["a", "b", "c"], paths)
     assert "errors_png" not in result.files and not (tmp_path / "worst_errors.png").exists()

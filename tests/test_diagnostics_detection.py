@@ -32,12 +32,9 @@ THRESHOLD = 0.4
 
 
 @pytest.fixture(scope="module")
-def coco_gt():
-    annotations = COCO128 / "annotations" / "instances.json"
-    if not annotations.exists():
-        pytest.skip(f"coco128 not found at {COCO128}")
+def coco_gt(coco128):
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(annotations))
+        return COCO(str(coco128 / "annotations" / "instances.json"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from PIL import Image
 import splitattn
 from splitattn.errors import UsageError
 
-from .conftest import SHARED_DATA, randomize_state_dict
+from .conftest import randomize_state_dict, sample_photos
 
 pytest.importorskip("matplotlib")
 
@@ -23,8 +23,6 @@ from splitattn.tasks.classification.explain import (  # noqa: E402
     split_attention_weights,
     write_explanations,
 )
-
-IMAGENETTE_VAL = SHARED_DATA / "imagenette-mini" / "val"
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +138,7 @@ def test_blocks_that_are_not_split_attention_are_refused(model):
 
 def test_write_explanations_on_a_real_image(tmp_path, model):
     pytest.importorskip("captum")
-    paths = sorted(IMAGENETTE_VAL.glob("n01440764/*.JPEG"))
-    if not paths:
-        pytest.skip(f"imagenette-mini not found at {IMAGENETTE_VAL}")
+    paths = sample_photos()
     from torchvision import transforms
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -3,8 +3,7 @@
 A tiny run is trained with ``python -m splitattn train``, exported to ONNX and TorchScript with
 ``splitattn export``; the metadata is read back with ``onnx`` / ``torch.jit.load`` and compared with the
 checkpoint (read with ``torch.load``) and its sha256 (``hashlib``); ``splitattn predict --onnx`` must print
-what ``splitattn predict`` prints for the checkpoint on two real imagenette-mini images (one of them
-greyscale). The runtime's preprocessing is checked pixel for pixel against a plain PIL/numpy
+what ``splitattn predict`` prints for the checkpoint on two real photos (one of them a greyscale JPEG). The runtime's preprocessing is checked pixel for pixel against a plain PIL/numpy
 transcription of the stored protocol (the README's "Using the exported ONNX file" recipe).
 """
 
@@ -20,27 +19,23 @@ from PIL import Image
 
 from splitattn.deploy.runtime import ExportedClassifier
 
-from .conftest import SHARED_DATA
+from .conftest import sample_photos
 from .train_helpers import TINY_MODEL, cli, make_image_folder
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-IMAGENETTE_VAL = SHARED_DATA / "imagenette-mini" / "val"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not IMAGENETTE_VAL.is_dir(), reason=f"{IMAGENETTE_VAL} (the shared imagenette-mini data) is absent"
-    ),
-]
+pytestmark = pytest.mark.slow
 CLASSES = ("tench", "church", "golf ball", "parachute")
 
 
-def real_images():
-    """The first RGB and the first greyscale JPEG of imagenette-mini's val split."""
-    files = sorted(IMAGENETTE_VAL.rglob("*.JPEG"))
-    modes = {path: Image.open(path).mode for path in files}
-    return [next(p for p in files if modes[p] == "RGB"), next(p for p in files if modes[p] == "L")]
+@pytest.fixture(scope="module")
+def real_images(tmp_path_factory):
+    """A real RGB photo and a real photo stored as a greyscale JPEG."""
+    colour, other = sample_photos()
+    grey = tmp_path_factory.mktemp("photos") / "grey.jpg"
+    Image.open(other).convert("L").save(grey, quality=90)
+    return [colour, grey]
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +102,9 @@ def test_onnx_metadata_matches_the_checkpoint(run):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_predict_from_the_export_prints_what_the_checkpoint_prints(run, fmt):
+def test_predict_from_the_export_prints_what_the_checkpoint_prints(run, fmt, real_images):
     checkpoint, files = run
-    images = [str(path) for path in real_images()]
+    images = [str(path) for path in real_images]
     expected = cli(["predict", *TINY_MODEL[:2], "--weights", str(checkpoint), "--topk", "3", *images]).stdout
     got = cli(["predict", f"--{fmt}", str(files[fmt]), "--topk", "3", *images]).stdout
     assert expected.count("%") == 6  # 3 classes for each of the 2 images
@@ -131,12 +126,12 @@ def plain_preprocess(image: Image.Image, meta: dict) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_runtime_preprocessing_is_the_stored_protocol(run, fmt):
+def test_runtime_preprocessing_is_the_stored_protocol(run, fmt, real_images):
     classifier = ExportedClassifier(run[1][fmt])
     assert classifier.classes == sorted(CLASSES) and classifier.format == fmt
-    for path in real_images():
+    for path in real_images:
         image = Image.open(path)
-        for picture in (image, image.crop((0, 0, image.width, image.height - 43))):  # square and landscape
+        for picture in (image, image.crop((0, 0, image.height - 43, image.height))):  # landscape and portrait
             np.testing.assert_allclose(
                 classifier.preprocess(picture), plain_preprocess(picture, classifier.metadata), atol=1e-6
             )

@@ -30,7 +30,7 @@ from splitattn.deploy.run_card import LOCAL_OPTIONS
 from splitattn.errors import DownloadError, UsageError, WeightsError
 from splitattn.weights.loading import strip_wrapper_prefixes
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, sample_photos
 from .hub_testing import FakeHub
 from .train_helpers import cli
 from .weights_testing import isolated  # noqa: F401 (autouse: private caches, no name resolution but 127.0.0.1)
@@ -45,10 +45,8 @@ def real_images(count: int = 12) -> List[Image.Image]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run(tmp_path_factory: pytest.TempPathFactory, imagenette_mini: Path) -> Path:
     """A resnest14 (widths 16) trained 2 epochs at 64 px on 3 imagenette classes, with EMA weights."""
-    if not IMAGENETTE.is_dir():
-        pytest.skip(f"real images not found at {IMAGENETTE}")
     root = tmp_path_factory.mktemp("hub-run")
     for split, per_class in (("train", 16), ("val", 6)):
         for folder in sorted((IMAGENETTE / split).iterdir())[:CLASSES]:
@@ -217,7 +215,7 @@ def test_a_timm_repo_written_by_timm_loads_with_its_config(tmp_path: Path, hub: 
     ours = splitattn.create_model("hf-hub:bob/resnest26d-ft").eval()
     assert ours.model_name == "resnest26" and ours.label_names == names
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=theirs))
-    images = real_images(6)
+    images = [Image.open(path).convert("RGB") for path in sample_photos()]
     x = torch.stack([transform(image) for image in images])
     assert torch.equal(torch.stack([create_eval_transform(ours)(image) for image in images]), x)
     with torch.no_grad():
@@ -282,7 +280,7 @@ def test_detection_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path, monkeypatc
     from splitattn.tasks.detection.checkpoint import model_from_config
 
     run_config = DetectConfig(
-        data=str(SHARED_DATA / "coco128"),
+        data="data/coco128",  # never read: the card and config.json leave the data folder out
         backbone="resnest14",
         model_kwargs={"bottleneck_width": 8, "stem_width": 8},
         norm="batchnorm",
@@ -313,7 +311,7 @@ def test_segmentation_run_pushes_a_repo_that_rebuilds_it(tmp_path: Path, monkeyp
     from splitattn.tasks.segmentation.checkpoint import model_from_config
 
     run_config = SegmentConfig(
-        data=str(SHARED_DATA / "camvid-mini"),
+        data="data/camvid-mini",
         backbone="resnest14",
         model_kwargs={"bottleneck_width": 8, "stem_width": 8, "in_chans": 1},
         norm="syncbn",

@@ -22,21 +22,19 @@ from splitattn.data.segmentation import (
     build_dataset,
 )
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, sample_photos
 
-IMAGENETTE = SHARED_DATA / "imagenette-mini"
 CAMVID = SHARED_DATA / "camvid-mini"
-needs_imagenette = pytest.mark.skipif(
-    not IMAGENETTE.is_dir(), reason=f"shared imagenette-mini not found at {IMAGENETTE}"
-)
-needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared camvid-mini not found at {CAMVID}")
+needs_camvid = pytest.mark.usefixtures("camvid_mini")
 ORIENTATION = 0x0112
 # What a camera does when it stores a picture turned, for each EXIF orientation (the tag says how to undo it).
 STORED_TURN = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
 
-def _photo() -> Image.Image:
-    return Image.open(sorted((IMAGENETTE / "train").rglob("*.JPEG"))[0]).convert("RGB")
+@pytest.fixture
+def photo() -> Image.Image:
+    """A real photo (640x427 RGB)."""
+    return Image.open(sample_photos()[0]).convert("RGB")
 
 
 def _store_turned(picture: Image.Image, orientation: int, path: Path, **save) -> Path:
@@ -47,9 +45,8 @@ def _store_turned(picture: Image.Image, orientation: int, path: Path, **save) ->
     return path
 
 
-@needs_imagenette
-def test_16_and_32_bit_greyscale_scaled_as_torchvision_to_dtype(tmp_path):
-    grey = np.asarray(_photo().convert("L"))
+def test_16_and_32_bit_greyscale_scaled_as_torchvision_to_dtype(tmp_path, photo):
+    grey = np.asarray(photo.convert("L"))
     low_bits = np.random.default_rng(0).integers(0, 256, grey.shape)
     deep = (grey.astype(np.int64) * 256 + low_bits).astype(np.uint16)  # a real photo at 16 bits, full range
     Image.fromarray(deep).save(tmp_path / "deep16.png")
@@ -73,10 +70,9 @@ def test_16_and_32_bit_greyscale_scaled_as_torchvision_to_dtype(tmp_path):
     assert np.array_equal(np.asarray(read_image(tmp_path / "float.tif", channels=1)), reference_f)
 
 
-@needs_imagenette
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_exif_orientation_gives_the_upright_photo_and_header_size(tmp_path, orientation):
-    upright = _photo().crop((0, 0, 224, 160))  # not square, so a quarter turn changes the size
+def test_exif_orientation_gives_the_upright_photo_and_header_size(tmp_path, orientation, photo):
+    upright = photo.crop((0, 0, 224, 160))  # not square, so a quarter turn changes the size
     stored = _store_turned(upright, orientation, tmp_path / "phone.jpg", quality=95)
     assert image_size(stored) == upright.size
     read = read_image(stored)
@@ -126,10 +122,9 @@ def test_label_map_turned_without_tag_is_a_size_error_at_build(tmp_path):
         build_dataset("folder", tmp_path, "train", classes=list(CAMVID_CLASSES), ignore_value=CAMVID_IGNORE_VALUE)
 
 
-@needs_imagenette
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_detection_box_drawn_on_upright_photo_covers_the_object(tmp_path, orientation):
-    upright = np.array(_photo().crop((0, 0, 224, 160)))
+def test_detection_box_drawn_on_upright_photo_covers_the_object(tmp_path, orientation, photo):
+    upright = np.array(photo.crop((0, 0, 224, 160)))
     x, y, w, h = 150, 20, 50, 30  # the "object": a pure red patch, annotated on the upright picture
     upright[y : y + h, x : x + w] = (255, 0, 0)
     (tmp_path / "images").mkdir()

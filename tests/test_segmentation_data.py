@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # timm's constants, not ours
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from splitattn.data.segmentation import (
     ADE20K_CLASSES,
@@ -22,7 +24,6 @@ from splitattn.data.segmentation import (
     voc_dataset,
 )
 from splitattn.data.segmentation.transforms import SegmentationEvalTransform, SegmentationTrainTransform
-from splitattn.models.eval_config import IMAGENET_MEAN, IMAGENET_STD
 
 from .conftest import SHARED_DATA
 
@@ -203,7 +204,7 @@ def test_eval_transform_keeps_full_size():
     assert x.shape == (3, 7, 9) and torch.equal(y, torch.from_numpy(target).long())
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+@pytest.mark.usefixtures("camvid_mini")
 def test_camvid_mini_loads_with_void_ignored():
     train = build_dataset("folder", CAMVID, "train", classes=list(CAMVID_CLASSES), ignore_value=CAMVID_IGNORE_VALUE)
     val = build_dataset("folder", CAMVID, "val", classes=list(CAMVID_CLASSES), ignore_value=CAMVID_IGNORE_VALUE)
@@ -250,7 +251,7 @@ def _colour_twin(index_root: Path, colour_root: Path, count: int) -> None:
         Image.fromarray(colours[np.asarray(Image.open(label))]).save(colour_root / "train" / "labels" / image.name)
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+@pytest.mark.usefixtures("camvid_mini")
 def test_colour_coded_twin_gives_identical_training_targets(tmp_path):
     _colour_twin(tmp_path / "index", tmp_path / "colour", 4)
     index = build_dataset(
@@ -318,7 +319,7 @@ def test_hidden_files_in_segmentation_folders_are_not_pairs(tmp_path):
     assert [pair[0].name for pair in dataset.pairs] == ["a.png", "b.png"] and not dataset.skipped
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+@pytest.mark.usefixtures("camvid_mini")
 def test_camvid_build_checks_every_label_map(capsys):
     import time
 

@@ -23,7 +23,7 @@ from splitattn.weights import load_checkpoint
 from .conftest import REPO_ROOT, SHARED_DATA
 
 CAMVID = SHARED_DATA / "camvid-mini"
-needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+needs_camvid = pytest.mark.usefixtures("camvid_mini")
 
 
 def _camvid_subset(root, train: int = 8, val: int = 4):

@@ -15,7 +15,7 @@ MIN_TOP1 = 30.0  # chance is 10%
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=f"{CIFAR} is absent (the shared data sets are not mounted)")
+@pytest.mark.usefixtures("cifar10_mini")
 def test_resnest14_learns_cifar10_mini(tmp_path: Path) -> None:
     output = tmp_path / "run"
     result = cli(

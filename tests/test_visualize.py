@@ -46,7 +46,7 @@ def _coco_ground_truth() -> Tuple[Image.Image, Dict[str, torch.Tensor], List[str
     return image, output, classes
 
 
-@pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+@pytest.mark.usefixtures("coco128")
 @pytest.mark.parametrize("long_side", [640, 4000])
 def test_detection_labels_are_legible_at_any_image_size(long_side, tmp_path):
     image, output, classes = _coco_ground_truth()
@@ -91,7 +91,7 @@ def test_detection_labels_are_legible_at_any_image_size(long_side, tmp_path):
         assert text_height >= 0.02 * image.height, (text_height, image.height)
 
 
-@pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+@pytest.mark.usefixtures("coco128")
 def test_detection_masks_are_blended_not_painted():
     from pycocotools.coco import COCO
 
@@ -131,7 +131,7 @@ def _has_solid_square(mask: np.ndarray, side: int) -> bool:
     return bool((windows == side * side).any())
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid data not found at {CAMVID}")
+@pytest.mark.usefixtures("camvid_mini")
 def test_segmentation_overlay_legend_lists_exactly_the_classes_present(tmp_path):
     name = sorted((CAMVID / "val" / "images").iterdir())[0].name
     image = Image.open(CAMVID / "val" / "images" / name).convert("RGB")
@@ -160,18 +160,35 @@ def test_overlay_rejects_a_prediction_of_another_size():
         overlay_with_legend(Image.new("RGB", (40, 30)), np.zeros((20, 20), np.int64), ["a", "b"], color_palette(2))
 
 
+def voc_labelcolormap(num_classes: int) -> list:
+    """VOCdevkit's ``labelcolormap.m``, transcribed: bits 0, 1, 2 of the class id go to the high bit of R, G, B,
+    the next three to the bit below, and so on."""
+    colours = []
+    for index in range(num_classes):
+        rgb = [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+        colours.append(rgb)
+    return colours
+
+
 def test_known_data_sets_get_their_customary_palettes():
-    assert segmentation_palette(list(CAMVID_CLASSES)).tolist() == KNOWN_PALETTES["camvid"][1].tolist()
-    assert (
-        segmentation_palette([f"c{i}" for i in range(19)], "cityscapes").tolist()
-        == KNOWN_PALETTES["cityscapes"][1].tolist()
-    )
-    # Pascal VOC's published colour map (VOCdevkit): aeroplane, car, person, tvmonitor
+    from torchvision.datasets import Cityscapes
+
+    from .test_segmentation_data import CAMVID_COLOURS  # typed from CamVid's colour list (Brostow et al.)
+
+    camvid = [list(colour) for colour in CAMVID_COLOURS]
+    assert segmentation_palette(list(CAMVID_CLASSES)).tolist() == camvid  # recognised by its class list
+    # Cityscapes' 19 train ids: torchvision's copy of cityscapesScripts' labels.py
+    train = sorted((c for c in Cityscapes.classes if 0 <= c.train_id < 255), key=lambda c: c.train_id)
+    cityscapes = [list(c.color) for c in train]
+    assert segmentation_palette([c.name for c in train]).tolist() == cityscapes
+    assert segmentation_palette([f"c{i}" for i in range(19)], "cityscapes").tolist() == cityscapes
+    # Pascal VOC's published colour map, but the background (black in VOC's map, void here) white
     voc = voc_colours()
+    assert voc[1:].tolist() == voc_labelcolormap(21)[1:] and voc[0].tolist() == [255, 255, 255]
     assert [voc[i].tolist() for i in (1, 7, 15, 20)] == [[128, 0, 0], [128, 128, 128], [192, 128, 128], [0, 64, 128]]
-    # Cityscapes (cityscapesScripts labels.py): road, sky, car; CamVid (SegNet): sky, road, car
-    assert KNOWN_PALETTES["cityscapes"][1][[0, 10, 13]].tolist() == [[128, 64, 128], [70, 130, 180], [0, 0, 142]]
-    assert KNOWN_PALETTES["camvid"][1][[0, 3, 8]].tolist() == [[128, 128, 128], [128, 64, 128], [64, 0, 128]]
     assert segmentation_palette(["a", "b", "c"]).tolist() == color_palette(3).tolist()
 
 
