@@ -112,6 +112,9 @@ class RunConfig:
     deterministic: bool = option(False, "deterministic kernels: resumed runs match uninterrupted ones bit for bit")
     progress: bool = option(True, "progress bar")
     tensorboard: bool = option(True, "TensorBoard event files")
+    diagnostics: bool = option(
+        True, "after the final evaluation, per-class scores (CSV, table) and pictures in RUN/diagnostics/"
+    )
 
     data_required: ClassVar[bool] = True  # classification trains on the built-in digits without --data
 

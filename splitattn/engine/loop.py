@@ -90,7 +90,8 @@ class TrainingRun:
     make_schedule: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]  # (opt, total)
     loss: Callable[[nn.Module, Any, int], StepResult]  # (model, micro-batch, step) -> StepResult
     evaluate: Callable[[nn.Module], EvalResult]
-    summarize: Callable[[Dict[str, Any], Dict[str, Any]], Tuple[Dict[str, Any], str]]  # (result, state)
+    # (final result, state: best_<best_key>, the x key, run_folder) -> (metrics, summary); on every rank
+    summarize: Callable[[Dict[str, Any], Dict[str, Any]], Tuple[Dict[str, Any], str]]
     total_steps: int
     steps_per_epoch: int
     best_key: str  # a key of the evaluation values; higher is better
@@ -278,7 +279,8 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
 
     if not result:  # resumed a finished run: report its final evaluation
         result = evaluate_now()[1]
-    metrics, summary = run.summarize(result, {f"best_{run.best_key}": best, run.x_key: _x(run, run.total_steps)})
+    state = {f"best_{run.best_key}": best, run.x_key: _x(run, run.total_steps), "run_folder": output}
+    metrics, summary = run.summarize(result, state)
     metrics["wall_time_s"] = time.perf_counter() - started
     if main:
         logger.finish(metrics, summary)

@@ -28,7 +28,9 @@ from ...models.factory import create_model
 from ...models.registry import get_model_spec
 from ...optimize.training import enable_gradient_checkpointing
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
+from ..run_diagnostics import FinalEvaluation, describe, diagnostics_folder
 from .checkpoint import COMMAND, TASK, model_overrides, run_eval_config, run_image_sizes
+from .diagnostics import diagnose
 from .engine import classification_loss, evaluate
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -131,8 +133,10 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
     drop_block, amp, channels_last = config.drop_block, config.amp, config.channels_last
 
     warned: List[str] = []
+    final = FinalEvaluation(total_steps, config.diagnostics)
 
     def loss(train_model: nn.Module, micro_batch: Any, step: int) -> StepResult:
+        final.trained(step)
         for path in micro_batch[2][: max(0, 5 - len(warned))]:
             warned.append(path)
             print(f"warning: skipped unreadable image {path}", file=sys.stderr)
@@ -149,7 +153,7 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
         )
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
-        result = evaluate(eval_model, val_loader, device, amp, channels_last)
+        result = evaluate(eval_model, val_loader, device, amp, channels_last, collect=final.now)
         return {k: result[k] for k in ("loss", "top1", "top5", "bad_images")}, result
 
     def summarize(result: Dict[str, Any], state: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
@@ -164,6 +168,12 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
             "train_images": len(train_set),
             "eval_images": len(eval_set),
         }
+        predictions = result.get("predictions")
+        if dist_ctx.is_main and predictions is not None and len(predictions.labels):
+            folder = diagnostics_folder(state)
+            diagnostics = diagnose(folder, predictions, eval_set, classes)
+            metrics.update(diagnostics.metrics)
+            print(describe(diagnostics, folder, f"{split}, per class"), flush=True)
         return metrics, (
             f"{split} accuracy after {epochs} epoch{'s' if epochs != 1 else ''}: "
             f"top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%"

@@ -23,11 +23,13 @@ from ...data.detection.layouts import build_detection_dataset
 from ...data.detection.transforms import build_detection_train_transform
 from ...engine.data import eval_loader, train_loader
 from ...engine.distributed import DistContext
-from ...engine.loop import EvalResult, TrainingRun, run_training
+from ...engine.loop import EvalResult, StepResult, TrainingRun, run_training
 from ...engine.optim import parameter_groups, warmup_multistep
 from ...errors import DataError
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
+from ..run_diagnostics import FinalEvaluation, describe, diagnostics_folder
 from .checkpoint import COMMAND, TASK, model_from_config
+from .diagnostics import diagnose
 from .engine import detection_loss, evaluate, format_metrics, iou_types
 from .evaluation import CocoEvaluator, check_ground_truth
 from .model import BACKBONE_PREFIX
@@ -97,15 +99,22 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
     val_loader = eval_loader(val_set, 1, dist_ctx, workers, collate_detection)
     model = model_from_config(config, len(classes), pretrained=config.pretrained or False).to(device)
     kinds, max_iter, lr = iou_types(model, full_val.coco), config.max_iter, config.lr
+    final = FinalEvaluation(max_iter, config.diagnostics)
+
+    def loss(train_model: nn.Module, micro_batch: Any, step: int) -> StepResult:
+        final.trained(step)
+        return detection_loss(train_model, *micro_batch, device)
 
     def evaluate_model(eval_model: nn.Module) -> EvalResult:
         evaluator = CocoEvaluator(full_val.coco, kinds, full_val.contiguous_to_coco)
         scores = evaluate(
             eval_model, val_loader, evaluator, device, config.amp, progress=dist_ctx.is_main and config.progress
         )
-        return {f"{kind}_{name}": value for kind, values in scores.items() for name, value in values.items()}, scores
+        values = {f"{kind}_{name}": value for kind, values in scores.items() for name, value in values.items()}
+        return values, dict(scores, evaluator=evaluator) if final.now else scores
 
     def summarize(result: Dict[str, Any], state: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
+        evaluator = result.pop("evaluator", None)
         metrics = dict(
             result,
             iter=max_iter,
@@ -116,6 +125,12 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
             val_images=len(val_set),
             data_stats={"train": full_train.stats, "val": full_val.stats},
         )
+        if dist_ctx.is_main and evaluator is not None:
+            folder = diagnostics_folder(state)
+            diagnostics, per_class = diagnose(folder, evaluator, full_val)
+            metrics.update(per_class)
+            for kind, written in diagnostics.items():
+                print(describe(written, folder / kind, f"val {kind}, per category"), flush=True)
         return metrics, f"val after {max_iter} iterations: {format_metrics(result)}"
 
     if dist_ctx.is_main:
@@ -134,7 +149,7 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
         make_schedule=lambda optimizer, total: warmup_multistep(
             optimizer, config.steps, config.gamma, config.warmup_iters, config.warmup_factor
         ),
-        loss=lambda train_model, micro_batch, step: detection_loss(train_model, *micro_batch, device),
+        loss=loss,
         evaluate=evaluate_model,
         summarize=summarize,
         total_steps=max_iter,
