@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -123,7 +125,11 @@ def test_csv_counts_equal_the_construction(tmp_path, coco_gt, built, coco_eval):
     assert sum(c["false"] for c in expected.values()) > 20 and sum(c["missed"] for c in expected.values()) > 100
     for kind in ("per_class_png", "pr_curves_png", "errors_png"):
         assert result.files[kind].stat().st_size > 10_000, kind
-    assert "person" in result.table
+    # 80 categories: the printed table holds the 15 with the lowest AP, worst first, and says so
+    worst = sorted((row for row in result.rows if row["AP"] is not None), key=lambda row: (row["AP"], row["AP50"]))
+    lines = result.table.splitlines()
+    assert len(lines) == 17 and [line.split()[0] for line in lines[1:16]] == [str(row["id"]) for row in worst[:15]]
+    assert lines[-1].startswith("the 15 of 80 classes with the lowest AP") and "per_class.csv" in lines[-1]
 
 
 def test_an_unaccumulated_cocoeval_is_refused(coco_gt, built):
@@ -131,3 +137,57 @@ def test_an_unaccumulated_cocoeval_is_refused(coco_gt, built):
         coco_eval = COCOeval(coco_gt, coco_gt.loadRes(built[0][:50]), "bbox")
     with pytest.raises(UsageError, match="accumulate"):
         per_category_scores(coco_eval)
+
+
+def test_detect_evaluate_writes_the_ap_cocoeval_gives_its_detections(tmp_path, coco_gt, one_thread):
+    """Command level: `detect train` (a few iterations on six coco128 images) then `detect evaluate`; each category's
+    AP, AP50 and AP75 in the per_class.csv it writes equal COCOeval run here on that category alone, from the
+    detections.json the command wrote, against the original annotation file."""
+    from splitattn.cli import main
+
+    keep = sorted(coco_gt.imgs)[:6]
+    original = json.loads((COCO128 / "annotations" / "instances.json").read_text())
+    subset = dict(
+        original,
+        images=[image for image in original["images"] if image["id"] in keep],
+        annotations=[a for a in original["annotations"] if a["image_id"] in keep],
+    )
+    annotations = tmp_path / "six.json"
+    annotations.write_text(json.dumps(subset))
+    run = tmp_path / "run"
+    train = ["detect", "train", "--data", str(COCO128), "--annotations", str(annotations)]
+    train += ["--images", str(COCO128 / "images"), "--arch", "faster_rcnn", "--backbone", "resnest14"]
+    train += ["--model-kwargs", "bottleneck_width=16", "stem_width=16", "--norm", "groupnorm"]
+    train += ["--min-size", "128", "--max-size", "160", "--detections-per-img", "20", "--detector-kwargs"]
+    train += ["rpn_pre_nms_top_n_train=300", "rpn_post_nms_top_n_train=150", "rpn_pre_nms_top_n_test=150"]
+    train += ["rpn_post_nms_top_n_test=100", "box_batch_size_per_image=64", "box_score_thresh=0.0"]
+    train += ["--batch-size", "2", "--lr", "0.005", "--max-iter", "16", "--steps", "14", "--warmup-iters", "4"]
+    train += ["--eval-every", "100", "--checkpoint-every", "16", "--workers", "0", "--threads", "1"]
+    train += ["--device", "cpu", "--no-progress", "--no-tensorboard", "--no-diagnostics", "--output", str(run)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the shortened schedule's warning
+        assert main(train) == 0
+    assert not (run / "diagnostics").exists()  # --no-diagnostics
+    assert main(["detect", "evaluate", "--weights", str(run / "last.pt"), "--device", "cpu", "--workers", "0"]) == 0
+    written = run / "eval-val"
+    with (written / "bbox" / "per_class.csv").open() as handle:
+        rows = {int(row["id"]): row for row in csv.DictReader(handle)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(str(annotations))
+        detections = ground_truth.loadRes(str(written / "detections.json"))
+    assert sorted(rows) == sorted(ground_truth.cats)
+    for category, row in rows.items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            alone = COCOeval(ground_truth, detections, "bbox")
+            alone.params.catIds, alone.params.imgIds = [category], keep
+            alone.evaluate()
+            alone.accumulate()
+            alone.summarize()
+        for column, value in zip(("AP", "AP50", "AP75"), alone.stats[:3]):
+            assert row[column] == ("" if value < 0 else f"{value * 100:.4f}"), (row["name"], column)
+    scored = [float(row[column]) for row in rows.values() for column in ("AP", "AP50") if row[column]]
+    assert len(set(scored)) > 3, f"AP/AP50 values {sorted(set(scored))}: too few distinct ones to compare"
+    metrics = json.loads((written / "metrics.json").read_text())
+    assert [row["AP"] for row in metrics["per_class"]["bbox"]] == pytest.approx(
+        [float(rows[c]["AP"]) if rows[c]["AP"] else None for c in sorted(rows)], abs=1e-4
+    )

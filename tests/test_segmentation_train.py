@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -115,6 +116,10 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
     ious = [row["iou"] for row in metrics["per_class"] if row["iou"] is not None]
     assert metrics["miou"] == pytest.approx(sum(ious) / len(ious)) == pytest.approx(records[3]["val_miou"])
     assert metrics["miou"] > 0 and metrics["labelled_pixels"] > 0
+    # the final evaluation's per-class diagnostics (RUN/diagnostics): the CSV holds metrics.json's per-class IoU
+    with (run / "diagnostics" / "per_class.csv").open() as handle:
+        written = [row["iou"] for row in csv.DictReader(handle)]
+    assert written == ["" if row["iou"] is None else f"{row['iou']:.4f}" for row in metrics["per_class"]]
 
     capsys.readouterr()
     assert (
@@ -139,6 +144,9 @@ def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
     evaluated = json.loads((run / "eval-val-ms" / "metrics.json").read_text())
     assert evaluated["scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0] and evaluated["flip"] is True
     assert evaluated["images"] == 4 and len(evaluated["per_class"]) == 11
+    assert {"per_class.csv", "per_class_iou.png", "confusion_matrix.png"} <= {
+        p.name for p in (run / "eval-val-ms").iterdir()
+    }
 
     images = sorted((data / "val" / "images").iterdir())[:2]
     out = tmp_path / "pred"

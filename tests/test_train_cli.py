@@ -263,9 +263,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
     calls = []
     real_loss = engine.soft_cross_entropy
 
-    def loss_turning_nan(logits, targets):
+    def loss_turning_nan(logits, targets, weight=None):
         calls.append(1)
-        loss = real_loss(logits, targets)
+        loss = real_loss(logits, targets, weight)
         return loss * math.nan if len(calls) > 2 else loss  # 2 steps per epoch: epoch 2 goes NaN
 
     monkeypatch.setattr(engine, "soft_cross_entropy", loss_turning_nan)

@@ -175,6 +175,9 @@ class RunConfig:
     checkpoint_every: int = option(
         0, "also write last.pt every N optimizer steps (0: at the end of each epoch only)", metavar="N"
     )
+    diagnostics: bool = option(
+        True, "after the final evaluation, per-class scores (CSV, table) and pictures in RUN/diagnostics/"
+    )
 
     data_required: ClassVar[bool] = True  # classification trains on the built-in digits without --data
     # The optimizer-dependent defaults of the options left unset (None): {optimizer: {option: default}}.

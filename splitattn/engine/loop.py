@@ -114,8 +114,10 @@ class TrainingRun:
     lr: float
     make_schedule: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]  # (opt, total)
     loss: Callable[[nn.Module, Any, int], StepResult]  # (model, micro-batch, step) -> StepResult
-    evaluate: Callable[[nn.Module], EvalResult]
-    summarize: Callable[[Dict[str, Any], Dict[str, Any]], Tuple[Dict[str, Any], str]]  # (result, state)
+    # (model, final) -> EvalResult; ``final``: the evaluation after the last step, whose result ``summarize`` gets
+    evaluate: Callable[[nn.Module, bool], EvalResult]
+    # (final result, state: best_<best_key>, the x key, run_folder) -> (metrics, summary); on every rank
+    summarize: Callable[[Dict[str, Any], Dict[str, Any]], Tuple[Dict[str, Any], str]]
     total_steps: int
     steps_per_epoch: int
     best_key: str  # a key of the evaluation values; higher is better
@@ -244,10 +246,11 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
         atomic_save(state, path)
 
     def evaluate_now() -> Tuple[Dict[str, float], Dict[str, Any]]:
-        values, result = run.evaluate(eval_model)
+        final = progress.step >= run.total_steps
+        values, result = run.evaluate(eval_model, final)
         record = {f"val_{k}": v for k, v in values.items()}
         if ema is not None:
-            record.update({f"ema_val_{k}": v for k, v in run.evaluate(ema.module)[0].items()})
+            record.update({f"ema_val_{k}": v for k, v in run.evaluate(ema.module, False)[0].items()})
         return record, result
 
     def equalize_bn() -> None:
@@ -341,7 +344,8 @@ def _run(settings: TrainSettings, dist_ctx: DistContext, build: Callable[[DistCo
     if not result:  # resumed a finished run: report its final evaluation
         equalize_bn()
         result = evaluate_now()[1]
-    metrics, summary = run.summarize(result, {f"best_{run.best_key}": best, run.x_key: _x(run, run.total_steps)})
+    state = {f"best_{run.best_key}": best, run.x_key: _x(run, run.total_steps), "run_folder": output}
+    metrics, summary = run.summarize(result, state)
     metrics["wall_time_s"] = time.perf_counter() - started
     if main:
         logger.finish(metrics, summary)

@@ -187,8 +187,8 @@ def lost_peer(error: BaseException, timeout: float) -> Optional[DistributedError
     if isinstance(error, dist.DistError) or any(word in text for word in PEER_GONE + TIMED_OUT):
         if isinstance(error, dist.DistStoreError) or any(word in text for word in TIMED_OUT):
             return DistributedError(
-                f"a process of the job did not answer within the distributed timeout ({timeout:g} s, "
-                f"--dist-timeout): it stopped or hangs, so this one ends the job ({text})"
+                f"a process of the job did not answer within the distributed timeout (dist_timeout, {timeout:g} s): "
+                f"it stopped or hangs, so this one ends the job ({text})"
             )
         return DistributedError(f"another process of the job ended; see its own error above ({text})")
     return None

@@ -27,6 +27,8 @@ MAX_MATRIX_CLASSES = 25  # above this a labelled matrix has cells too small to r
 TOP_PAIRS = 20
 MAX_NAME_LENGTH = 28  # class names longer than this are shortened with an ellipsis on the axes
 ANNOTATE_CELLS_UP_TO = 25  # classes; each cell of the labelled matrix shows its percentage
+PRINTED_CLASSES = 25  # a terminal table of more classes shows only the worst ones (the CSV has every class)
+WORST_PRINTED = 15
 
 
 @dataclass
@@ -37,11 +39,14 @@ class Diagnostics:
         rows: one dict per class (the CSV's rows), in class order.
         table: the per-class table as text, for the command to print.
         files: kind of file (``"per_class_csv"``, ``"confusion_png"``, ...) -> path written.
+        metrics: what the evaluation's ``metrics.json`` gains (``per_class``: the rows; averages where the task
+            has them), strict JSON (``None`` for an undefined score).
     """
 
     rows: List[Dict[str, Any]]
     table: str
     files: Dict[str, Path] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -112,7 +117,7 @@ def confusion_figure(
     would be too small to read (100 names at a legible 8 pt need 14 inches per axis), so the figure has two
     panels instead: the whole matrix as an image (class ids on the axes, a square-root colour scale so that
     small confusions show next to the diagonal) and the ``top_pairs`` most confused pairs ranked by count,
-    each labelled "true -> predicted" with its count and share of the true class. A ranked list keeps every
+    each labelled "true [id] -> predicted [id]" with its count and share of the true class. A ranked list keeps every
     name whole and horizontal for any number of classes and puts the largest errors first, where a reduced
     matrix would still mix unrelated classes on its axes.
 
@@ -185,7 +190,10 @@ def _matrix_and_pairs(counts: np.ndarray, class_names: Sequence[str], title: str
     left.set_title(f"all {k} classes, % of each true class")
     figure.colorbar(image, ax=left, shrink=0.8, label="% of the true class (square-root scale)")
     if pairs:
-        labels = [f"{_short_name(class_names[t])} \u2192 {_short_name(class_names[p])}" for t, p, _, _ in pairs]
+        # the class ids in brackets find the pair on the matrix, whose axes carry ids
+        labels = [
+            f"{_short_name(class_names[t])} [{t}] \u2192 {_short_name(class_names[p])} [{p}]" for t, p, _, _ in pairs
+        ]
         values = [count for _, _, count, _ in pairs]
         positions = np.arange(len(pairs))
         right.barh(positions, values, color="tab:red", alpha=0.75)
@@ -353,3 +361,34 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], deci
         return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
 
     return "\n".join([line(list(columns))] + [line(values) for values in cells])
+
+
+def shortlist(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str], limit: int = PRINTED_CLASSES, count: int = WORST_PRINTED
+) -> Tuple[List[Mapping[str, Any]], str]:
+    """The rows of a per-class table worth printing: all of them up to ``limit``, else the ``count`` worst.
+
+    Args:
+        rows: one dict per class.
+        keys: the scores that rank the classes, lowest (worst) first, e.g. ``("recall", "f1")``: ties in the
+            first broken by the next. A class whose first score is ``None`` (undefined: no sample) is not ranked.
+        limit: the most rows printed whole.
+        count: how many of the worst are printed above ``limit``.
+
+    Returns:
+        ``(rows, note)``: every row in order and ``""``, or the worst ``count`` rows, worst first, and a line
+        saying which rows these are (for the caller to print under the table).
+    """
+    if len(rows) <= limit:
+        return list(rows), ""
+
+    def rank(row: Mapping[str, Any]) -> Tuple[float, ...]:
+        return tuple(math.inf if row.get(key) is None else float(row[key]) for key in keys)
+
+    scored = sorted((row for row in rows if row.get(keys[0]) is not None), key=rank)
+    unscored = len(rows) - len(scored)
+    if len(scored) <= count:
+        note = f"the {len(scored)} classes scored by {keys[0]}, worst first ({unscored} without a score: no sample)"
+    else:
+        note = f"the {count} of {len(rows)} classes with the lowest {keys[0]}, worst first"
+    return scored[:count], note + "; every class in per_class.csv"

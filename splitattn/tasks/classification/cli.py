@@ -18,6 +18,10 @@ from ...errors import ConfigError, DataError
 if TYPE_CHECKING:
     import torch
 
+    from ...models.eval_config import EvalConfig
+
+CAM_OUTPUT = "explanations"  # predict --cam's folder, in the working directory like detect/segment predict's
+
 
 class InferenceSetup(NamedTuple):
     """A trained classifier ready to evaluate or predict, and how its inputs are prepared."""
@@ -29,6 +33,7 @@ class InferenceSetup(NamedTuple):
     size: int  # the evaluation crop
     device: torch.device
     in_chans: int  # the image channels the model takes
+    preprocessing: EvalConfig  # resize, crop and normalisation of ``transform``
 
 
 def resolve_train_config(args: argparse.Namespace) -> ClassifyConfig:
@@ -56,7 +61,10 @@ def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
     evaluate.add_argument(
         "--data", help="folder with val/ or test/ (or that split itself), or a .csv (default: the run's data)"
     )
-    evaluate.add_argument("--output", help="folder for metrics.json (default: eval-<split> beside the weights)")
+    evaluate.add_argument(
+        "--output",
+        help="folder for metrics.json and the per-class diagnostics (default: eval-<split> beside the weights)",
+    )
     _add_inference_args(evaluate)
     evaluate.add_argument("--batch-size", type=int, default=field_default(ClassifyConfig, "batch_size"))
     evaluate.add_argument("--workers", type=int, default=field_default(ClassifyConfig, "workers"))
@@ -75,6 +83,20 @@ def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
         "preprocessing, instead of --weights",
     )
     predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument(
+        "--cam",
+        action="store_true",
+        help="also write <name>_cam.png (Grad-CAM of the predicted class) and <name>_attention.png (the "
+        "split-attention weights of a block) per image into --output; needs the [explain] extra",
+    )
+    predict.add_argument(
+        "--cam-block",
+        metavar="NAME",
+        help="with --cam: the Split-Attention block drawn, e.g. layer3.0.conv2 (default: the last one)",
+    )
+    predict.add_argument(
+        "--output", default=CAM_OUTPUT, help=f"with --cam: folder for the pictures (default: {CAM_OUTPUT})"
+    )
     predict.set_defaults(func=run_predict)
 
 
@@ -125,7 +147,9 @@ def _inference_setup(args: argparse.Namespace, action: str) -> InferenceSetup:
     model.to(device)
     if args.fast:
         model = optimize_for_inference(model, args.precision, backend=args.backend, example_size=size)
-    return InferenceSetup(model, classes, config, eval_transform_for(preprocessing), size, device, in_chans)
+    return InferenceSetup(
+        model, classes, config, eval_transform_for(preprocessing), size, device, in_chans, preprocessing
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -133,6 +157,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from ...data.classification import EVAL_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
     from ...engine.log import dumps
+    from ..run_diagnostics import describe
+    from .diagnostics import diagnose
     from .engine import evaluate
 
     setup = _inference_setup(args, "evaluate")
@@ -157,12 +183,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "its folders must be all the model's classes in label order."
         )
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_skip_bad)
-    result = evaluate(model, loader, setup.device, unreadable="error")
+    result = evaluate(model, loader, setup.device, unreadable="error", collect=True)
+    predictions = result.pop("predictions")
     name = config.model if config else args.model
     split = Path(location).stem
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
     output.mkdir(parents=True, exist_ok=True)
     metrics = dict(result, model=name, weights=str(args.weights), data=str(location), img_size=size)
+    if len(predictions.labels):
+        names = classes or list(dataset.classes)
+        diagnostics = diagnose(output, predictions, dataset, names)
+        metrics.update(diagnostics.metrics)
+        print(describe(diagnostics, output, f"{location}, per class"))
     (output / "metrics.json").write_text(dumps(metrics, indent=2))
     print(
         f"{name} on {location} ({result['images']} images at {size}px): "
@@ -172,12 +204,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_cam_flags(args: argparse.Namespace) -> None:
+    """``--cam``/``--cam-block`` with the flags they fit, and captum installed; before any model is loaded."""
+    if args.cam_block and not args.cam:
+        raise ConfigError("--cam-block chooses the block that --cam draws; add --cam.")
+    if not args.cam:
+        return
+    if args.exported or args.fast:
+        fix = "drop --fast" if args.fast else "pass the run's checkpoint as --weights instead of --onnx/--torchscript"
+        raise ConfigError(
+            "--cam back-propagates through the eager model (Grad-CAM), which the fast path and exported files do "
+            f"not keep; {fix}."
+        )
+    from ...deps import require
+
+    require("captum", "explain", "predict --cam (Grad-CAM)")
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
     from ...data.io import ImageReader
     from ...data.labels import format_predictions, imagenet_class_names
 
+    _check_cam_flags(args)
     if args.exported:
         from ...deploy.runtime import predict_exported
 
@@ -194,10 +244,35 @@ def run_predict(args: argparse.Namespace) -> int:
     num_classes = getattr(model, "num_classes", None)
     if classes is None:
         classes = imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+    explain = _explainer(args, setup, classes) if args.cam else None
     images = ImageReader(args.images, setup.in_chans)
     for path, image in images:
         with torch.no_grad():
             probs = model(setup.transform(image)[None].to(setup.device)).float().softmax(-1)[0].cpu()
         top = probs.topk(min(args.topk, len(classes)))
         print(format_predictions(path, top.values.tolist(), top.indices.tolist(), classes))
+        if explain is not None:
+            files = explain(path, image)
+            print(f"  pictures: {', '.join(str(file) for file in files.values())}")
     return images.exit_code
+
+
+def _explainer(args: argparse.Namespace, setup: InferenceSetup, classes: List[str]) -> Any:
+    """``(path, image) -> files`` writing ``predict --cam``'s pictures; the block is checked now."""
+    from .explain import split_attention_blocks, write_explanations
+
+    if setup.in_chans != 3:
+        raise ConfigError(f"--cam draws RGB pictures; this model takes {setup.in_chans}-channel images.")
+    blocks = split_attention_blocks(setup.model)
+    if args.cam_block and args.cam_block not in blocks:
+        shown = ", ".join(blocks[:3] + ["...", blocks[-1]] if len(blocks) > 4 else blocks) or "none (radix 0)"
+        raise ConfigError(f"--cam-block {args.cam_block!r} is not a Split-Attention block of the model: {shown}.")
+    output = Path(args.output)
+    mean, std = setup.preprocessing.mean, setup.preprocessing.std
+
+    def explain(path: Path, image: Any) -> Any:
+        return write_explanations(
+            output, path.stem, setup.model, image, setup.transform, classes, mean, std, block=args.cam_block
+        )
+
+    return explain

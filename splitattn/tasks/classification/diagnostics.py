@@ -16,9 +16,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from ...data.classification import ArrayImageDataset, ImageListDataset
 from ...errors import UsageError
-from ...viz.diagnostics import Diagnostics, confusion_figure, format_table, save_figure, write_csv
+from ...viz.diagnostics import Diagnostics, confusion_figure, format_table, save_figure, shortlist, write_csv
 from ...viz.gallery import GalleryTile, ImageLike, gallery_figure
+from .engine import Predictions
 
 COLUMNS = ("id", "name", "precision", "recall", "f1", "support", "predicted")
 MAX_ERRORS = 16
@@ -181,7 +183,9 @@ def write_classification_diagnostics(
         max_errors: how many mistakes the gallery shows.
 
     Returns:
-        ``Diagnostics``: the per-class rows, the printable table (``per_class_table``) and the files.
+        ``Diagnostics``: the per-class rows, the printable table (``per_class_table``), the files, and for
+        ``metrics.json`` the rows (``per_class``) and the averages (``macro_avg``, ``weighted_avg``: precision,
+        recall and F1 in percent).
 
     Raises:
         UsageError: inputs whose shapes or values do not fit (see ``check_predictions``), or ``images`` of
@@ -195,7 +199,8 @@ def write_classification_diagnostics(
     folder = Path(folder)
     predictions = probabilities.argmax(1)
     rows = per_class_metrics(labels, predictions, class_names)
-    table = per_class_table(rows, average_rows(labels, predictions, len(class_names)))
+    averages = average_rows(labels, predictions, len(class_names))
+    table = per_class_table(rows, averages)
     files = {"per_class_csv": write_csv(folder / "per_class.csv", rows, COLUMNS)}
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(class_names))))
     files["confusion_png"] = save_figure(confusion_figure(matrix, class_names), folder / "confusion_matrix.png")
@@ -203,18 +208,62 @@ def write_classification_diagnostics(
         figure = errors_figure(images, labels, probabilities, class_names, max_errors)
         if figure is not None:
             files["errors_png"] = save_figure(figure, folder / "worst_errors.png")
-    return Diagnostics(rows, table, files)
+    metrics: Dict[str, Any] = {"per_class": rows}
+    for row in averages[:2]:  # macro and weighted
+        metrics[row["name"].replace(" ", "_")] = {key: row[key] for key in ("precision", "recall", "f1")}
+    return Diagnostics(rows, table, files, metrics)
 
 
 def per_class_table(rows: Sequence[Dict[str, Any]], averages: Sequence[Dict[str, Any]] = ()) -> str:
     """The table ``write_classification_diagnostics`` returns for printing.
 
     Args:
-        rows: ``per_class_metrics`` rows.
+        rows: ``per_class_metrics`` rows; above 25 classes only the 15 with the lowest recall (then F1) are
+            shown, worst first, with a line saying so (``viz.diagnostics.shortlist``).
         averages: ``average_rows`` rows, appended below.
 
     Returns:
         The text table (id, name, precision, recall, F1 in percent, support).
     """
     header = ("id", "name", "precision", "recall", "f1", "support")
-    return format_table(list(rows) + [dict(row, id="") for row in averages], header)
+    shown, note = shortlist(rows, ("recall", "f1"))
+    table = format_table(list(shown) + [dict(row, id="") for row in averages], header)
+    return f"{table}\n{note}" if note else table
+
+
+def sample_images(dataset: Any, positions: Sequence[int]) -> Optional[List[ImageLike]]:
+    """The images of ``positions`` of an evaluation set, for the gallery of the worst errors.
+
+    Args:
+        dataset: the evaluated data set.
+        positions: indices into it (``Predictions.positions``).
+
+    Returns:
+        The files of an ``ImageListDataset`` (image folder, CSV list), the in-memory pictures of an
+        ``ArrayImageDataset`` (the digits), ``None`` for another kind of data set (no gallery).
+    """
+    if isinstance(dataset, ImageListDataset):
+        return [dataset.samples[position][0] for position in positions]
+    if isinstance(dataset, ArrayImageDataset):
+        return [dataset.images[position].numpy() for position in positions]
+    return None
+
+
+def diagnose(
+    folder: Union[str, Path], predictions: Predictions, dataset: Any, class_names: Sequence[str]
+) -> Diagnostics:
+    """``write_classification_diagnostics`` of an evaluation pass (``engine.evaluate(..., collect=True)``).
+
+    Args:
+        folder: where to write.
+        predictions: the pass's ``Predictions``, gathered from every rank.
+        dataset: the evaluated data set (its images go into the gallery).
+        class_names: the model's class names.
+
+    Returns:
+        See ``write_classification_diagnostics``.
+    """
+    images = sample_images(dataset, predictions.positions.tolist())
+    return write_classification_diagnostics(
+        folder, predictions.labels, predictions.probabilities, class_names, images=images
+    )

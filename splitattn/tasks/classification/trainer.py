@@ -32,7 +32,9 @@ from ...models.registry import get_model_spec
 from ...optimize.training import enable_gradient_checkpointing, freeze_stages
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
 from ..finetune import learning_rate_scales, with_pretrained_architecture
+from ..run_diagnostics import describe, diagnostics_folder
 from .checkpoint import COMMAND, TASK, model_overrides, run_eval_config, run_image_sizes
+from .diagnostics import diagnose
 from .engine import classification_loss, evaluate, require_readable
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -178,8 +180,8 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
             class_weights,
         )
 
-    def evaluate_model(eval_model: nn.Module) -> EvalResult:
-        result = evaluate(eval_model, val_loader, device, amp, channels_last)
+    def evaluate_model(eval_model: nn.Module, final: bool) -> EvalResult:
+        result = evaluate(eval_model, val_loader, device, amp, channels_last, collect=final and config.diagnostics)
         require_readable(result, eval_set, f"the evaluation split {split}")
         return {k: result[k] for k in ("loss", "top1", "top5", "bad_images")}, result
 
@@ -195,6 +197,12 @@ def build_run(config: ClassifyConfig, dist_ctx: DistContext) -> TrainingRun:
             "train_images": len(train_set),
             "eval_images": len(eval_set),
         }
+        predictions = result.get("predictions")
+        if dist_ctx.is_main and predictions is not None and len(predictions.labels):
+            folder = diagnostics_folder(state)
+            diagnostics = diagnose(folder, predictions, eval_set, classes)
+            metrics.update(diagnostics.metrics)
+            print(describe(diagnostics, folder, f"{split}, per class"), flush=True)
         return metrics, (
             f"{split} accuracy after {epochs} epoch{'s' if epochs != 1 else ''}: "
             f"top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%"

@@ -7,7 +7,6 @@ option names; see ``configs/detection/``) and the command line, later ones winni
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--split", help="(default: the run's evaluation split)")
     evaluate.add_argument("--max-images", type=int, help="only the first N images (default: the run's)")
     evaluate.add_argument(
-        "--output", help="folder for metrics.json and detections.json (default: eval-<split> by the weights)"
+        "--output",
+        help="folder for metrics.json, detections.json and the per-class diagnostics (default: eval-<split> by the "
+        "weights)",
     )
     evaluate.add_argument("--workers", type=int, default=field_default(DetectConfig, "workers"))
     evaluate.set_defaults(func=run_evaluate)
@@ -77,7 +78,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ...devices import pick_device
     from ...engine.data import eval_loader
     from ...engine.distributed import DistContext
+    from ...engine.log import dumps
+    from ..run_diagnostics import describe
     from .checkpoint import load_detection_model
+    from .diagnostics import diagnose
     from .engine import evaluate, format_metrics, iou_types
     from .evaluation import CocoEvaluator, check_ground_truth
     from .trainer import limit
@@ -116,9 +120,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = dict(
         scores, weights=str(args.weights), data=str(data), split=split, images=len(subset), data_stats=dataset.stats
     )
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     for kind, report in evaluator.reports.items():
         print(f"{kind}:\n{report}")
+    diagnostics, per_class = diagnose(output, evaluator, dataset)
+    metrics.update(per_class)
+    for kind, written in diagnostics.items():
+        print(describe(written, output / kind, f"{kind}, per category"))
+    for note in evaluator.notes:  # e.g. no detection at all: no per-category scores either
+        print(note)
+    (output / "metrics.json").write_text(dumps(metrics, indent=2))
     print(f"{format_metrics(scores)} ({len(subset)} images; metrics in {output / 'metrics.json'})")
     return 0
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from matplotlib.figure import Figure
 from pycocotools.cocoeval import COCOeval
 
+from ...data.detection.dataset import DetectionDataset
 from ...errors import UsageError
 from ...viz.diagnostics import (
     CurvePanel,
@@ -27,14 +28,18 @@ from ...viz.diagnostics import (
     format_table,
     per_class_bars_figure,
     save_figure,
+    shortlist,
     write_csv,
 )
 from ...viz.gallery import GalleryBox, GalleryTile, gallery_figure
+from .evaluation import CocoEvaluator
 
 COLUMNS = ("id", "name", "AP", "AP50", "AP75", "gt", "detections", "missed", "false")
 ERROR_IOU = 0.5
 MAX_CURVES = 20
 MAX_IMAGES = 12
+
+ImageFiles = Union[str, Path, Mapping[int, Union[str, Path]]]  # a folder of the file names, or image id -> file
 
 
 @dataclass
@@ -145,15 +150,21 @@ def _xyxy(annotation: Dict[str, Any]) -> List[float]:
     return [x, y, x + w, y + h]
 
 
+def _image_file(coco_eval: COCOeval, image_root: ImageFiles, image_id: int) -> Path:
+    if isinstance(image_root, Mapping):
+        return Path(image_root[image_id])
+    return Path(image_root) / coco_eval.cocoGt.imgs[image_id]["file_name"]
+
+
 def errors_figure(
-    coco_eval: COCOeval, errors: Dict[int, ImageErrors], image_root: Path, count: int, threshold: float
+    coco_eval: COCOeval, errors: Dict[int, ImageErrors], image_root: ImageFiles, count: int, threshold: float
 ) -> Optional[Figure]:
     """A gallery of the images with the most errors.
 
     Args:
         coco_eval: the evaluation ``errors`` come from (for file names and category names).
         errors: ``image_errors``' result.
-        image_root: folder of the ground truth's ``file_name`` paths.
+        image_root: folder of the ground truth's ``file_name`` paths, or image id -> image file.
         count: how many images to show.
         threshold: the score threshold ``errors`` used (for the title).
 
@@ -173,7 +184,7 @@ def errors_figure(
         boxes += [GalleryBox(_xyxy(g), name[g["category_id"]], "tab:orange", True) for g in entry.missed]
         boxes += [GalleryBox(_xyxy(d), f"{name[d['category_id']]} {d['score']:.2f}", "tab:red") for d in entry.false]
         caption = f"{info['file_name']}: {len(entry.missed)} missed, {len(entry.false)} false"
-        tiles.append(GalleryTile(Path(image_root) / info["file_name"], caption, boxes))
+        tiles.append(GalleryTile(_image_file(coco_eval, image_root, entry.image_id), caption, boxes))
     title = (
         f"Images with the most errors at IoU {ERROR_IOU} and score \u2265 {threshold}: "
         "missed objects (dashed orange), false detections (red, with score), found (green)"
@@ -217,7 +228,7 @@ def pr_curves_figure(coco_eval: COCOeval, rows: List[Dict[str, Any]], count: int
 def write_detection_diagnostics(
     folder: Union[str, Path],
     coco_eval: COCOeval,
-    image_root: Optional[Union[str, Path]] = None,
+    image_root: Optional[ImageFiles] = None,
     score_threshold: float = 0.5,
     max_curves: int = MAX_CURVES,
     max_images: int = MAX_IMAGES,
@@ -234,13 +245,15 @@ def write_detection_diagnostics(
         folder: where to write (created if needed).
         coco_eval: after ``evaluate()`` and ``accumulate()``, default parameters or any with IoU 0.5 and area
             range "all".
-        image_root: folder of the ground truth's ``file_name`` paths, for the gallery.
+        image_root: folder of the ground truth's ``file_name`` paths, or image id -> image file (when the
+            images lie in several folders), for the gallery.
         score_threshold: the score from which a detection counts for the error counts and the gallery.
         max_curves: categories drawn in ``pr_curves.png``.
         max_images: images in ``errors.png``.
 
     Returns:
-        ``Diagnostics`` with one row per category, the printable table and the files.
+        ``Diagnostics`` with one row per category, the printable table (above 25 categories the 15 with the
+        lowest AP, see ``viz.diagnostics.shortlist``), the files and ``metrics["per_class"]`` (the rows).
 
     Raises:
         UsageError: ``coco_eval`` not accumulated or without per-category results (see ``per_category_scores``).
@@ -271,7 +284,32 @@ def write_detection_diagnostics(
     if curves is not None:
         files["pr_curves_png"] = save_figure(curves, folder / "pr_curves.png")
     if image_root is not None:
-        gallery = errors_figure(coco_eval, errors, Path(image_root), max_images, score_threshold)
+        gallery = errors_figure(coco_eval, errors, image_root, max_images, score_threshold)
         if gallery is not None:
             files["errors_png"] = save_figure(gallery, folder / "errors.png")
-    return Diagnostics(rows, format_table(rows, COLUMNS, decimals=1), files)
+    shown, note = shortlist(rows, ("AP", "AP50"))
+    table = format_table(shown, COLUMNS, decimals=1) + (f"\n{note}" if note else "")
+    return Diagnostics(rows, table, files, {"per_class": rows})
+
+
+def diagnose(
+    folder: Union[str, Path], evaluator: CocoEvaluator, dataset: DetectionDataset
+) -> Tuple[Dict[str, Diagnostics], Dict[str, Any]]:
+    """``write_detection_diagnostics`` of each IoU type an evaluation scored, into ``folder/<iou type>/``.
+
+    Args:
+        folder: where to write (``bbox/`` and, for mask models, ``segm/`` are created in it).
+        evaluator: the evaluation's ``CocoEvaluator`` after ``summarize`` (its ``evaluations``).
+        dataset: the evaluation set (its image files go into the galleries).
+
+    Returns:
+        ``(IoU type -> Diagnostics, what metrics.json gains)``: ``{"per_class": {IoU type: rows}}``; both empty
+        when nothing was detected (no ``COCOeval`` to read).
+    """
+    files = {record.image_id: record.path for record in dataset.records}
+    written = {
+        kind: write_detection_diagnostics(Path(folder) / kind, coco_eval, files)
+        for kind, coco_eval in evaluator.evaluations.items()
+    }
+    metrics = {"per_class": {kind: result.metrics["per_class"] for kind, result in written.items()}}
+    return written, metrics if written else {}

@@ -59,6 +59,7 @@ class CocoEvaluator:
         self.predictions: Dict[int, List[Dict[str, Any]]] = {}
         self.notes: List[str] = []
         self.reports: Dict[str, str] = {}
+        self.evaluations: Dict[str, COCOeval] = {}  # the accumulated COCOeval of each IoU type (per-class scores)
 
     def update(self, outputs: Mapping[int, Mapping[str, Tensor]]) -> None:
         """Add the detections of some images: ``{image_id: {"boxes": float [N, 4] x1 y1 x2 y2 in the
@@ -141,11 +142,12 @@ class CocoEvaluator:
     def summarize(self) -> Dict[str, Dict[str, Optional[float]]]:
         """``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, over the images passed to
         ``update``; ``None`` where COCOeval cannot compute a score (no ground truth in that area range).
-        COCOeval's printed table is kept in ``reports[iou_type]``. Without any detection the scores are 0
-        and ``notes`` says why (COCOeval cannot load an empty result list). Call it after ``gather`` (on
-        the main process, when distributed)."""
+        COCOeval's printed table is kept in ``reports[iou_type]`` and the evaluated, accumulated ``COCOeval`` in
+        ``evaluations[iou_type]`` (for ``diagnostics.write_detection_diagnostics``). Without any detection the
+        scores are 0, ``evaluations`` is empty and ``notes`` says why (COCOeval cannot load an empty result
+        list). Call it after ``gather`` (on the main process, when distributed)."""
         results = self.results
-        self.notes, self.reports = [], {}
+        self.notes, self.reports, self.evaluations = [], {}, {}
         if not results:
             self.notes.append(f"no detections on the {len(self.predictions)} evaluated images: every score is 0.")
             return {iou_type: {name: 0.0 for name in STAT_NAMES} for iou_type in self.iou_types}
@@ -161,6 +163,7 @@ class CocoEvaluator:
                 start = text.tell()
                 coco_eval.summarize()
             self.reports[iou_type] = text.getvalue()[start:]
+            self.evaluations[iou_type] = coco_eval
             scores[iou_type] = {
                 name: float(value) * 100 if value >= 0 else None for name, value in zip(STAT_NAMES, coco_eval.stats)
             }

@@ -31,7 +31,9 @@ from ...engine.optim import parameter_groups, warmup_multistep
 from ...errors import DataError
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
 from ..finetune import learning_rate_scales, with_pretrained_architecture
+from ..run_diagnostics import describe, diagnostics_folder
 from .checkpoint import COMMAND, TASK, model_from_config
+from .diagnostics import diagnose
 from .engine import detection_loss, evaluate, format_metrics, iou_types
 from .evaluation import CocoEvaluator, check_ground_truth
 from .model import BACKBONE_PREFIX
@@ -128,7 +130,7 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
     body = model.backbone.body
     scales = learning_rate_scales(model, body, BACKBONE_PREFIX, config.layer_decay)
 
-    def evaluate_model(eval_model: nn.Module) -> EvalResult:
+    def evaluate_model(eval_model: nn.Module, final: bool) -> EvalResult:
         evaluator = CocoEvaluator(full_val.coco, kinds, full_val.contiguous_to_coco)
         scores = evaluate(
             eval_model,
@@ -139,9 +141,11 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
             progress=dist_ctx.is_main and config.progress,
             unreadable="miss" if config.skip_bad else "error",
         )
-        return {f"{kind}_{name}": value for kind, values in scores.items() for name, value in values.items()}, scores
+        values = {f"{kind}_{name}": value for kind, values in scores.items() for name, value in values.items()}
+        return values, dict(scores, evaluator=evaluator) if final and config.diagnostics else scores
 
     def summarize(result: Dict[str, Any], state: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
+        evaluator = result.pop("evaluator", None)
         metrics = dict(
             result,
             iter=max_iter,
@@ -152,6 +156,12 @@ def build_run(config: DetectConfig, dist_ctx: DistContext) -> TrainingRun:
             val_images=len(val_set),
             data_stats={"train": full_train.stats, "val": full_val.stats},
         )
+        if dist_ctx.is_main and evaluator is not None:
+            folder = diagnostics_folder(state)
+            diagnostics, per_class = diagnose(folder, evaluator, full_val)
+            metrics.update(per_class)
+            for kind, written in diagnostics.items():
+                print(describe(written, folder / kind, f"val {kind}, per category"), flush=True)
         return metrics, f"val after {max_iter} iterations: {format_metrics(result)}"
 
     if dist_ctx.is_main:

@@ -8,7 +8,6 @@ long option names; see ``configs/segmentation/``) and the command line, later on
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
@@ -35,7 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--split", default=None, help="(default: the run's validation split)")
     evaluate.add_argument("--ignore-value", type=int, help="folder data sets (default: the run's)")
     evaluate.add_argument("--skip-bad", action="store_true", help="skip and count unmatched files / size mismatches")
-    evaluate.add_argument("--output", help="folder for metrics.json (default: eval-<split>-<ss|ms> by the weights)")
+    evaluate.add_argument(
+        "--output",
+        help="folder for metrics.json and the per-class diagnostics (default: eval-<split>-<ss|ms> by the weights)",
+    )
     evaluate.add_argument("--workers", type=int, default=field_default(SegmentConfig, "workers"))
     _add_inference_args(evaluate)
     evaluate.set_defaults(func=run_evaluate)
@@ -89,9 +91,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ...data.segmentation.layouts import build_dataset
     from ...data.segmentation.transforms import SegmentationEvalTransform
     from ...devices import pick_device
+    from ...engine.log import dumps
+    from ..run_diagnostics import describe
     from .checkpoint import load_segmentation_model
+    from .diagnostics import write_segmentation_diagnostics
     from .engine import evaluate
-    from .metrics import format_iou_table
     from .trainer import describe_dataset
 
     model, classes, config = load_segmentation_model(args.weights, "evaluate")
@@ -123,14 +127,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers, collate_fn=collate_eval)
     print(describe_dataset(dataset), flush=True)
     result = evaluate(model.to(device), loader, len(classes), device, classes, progress=True, **plan)
+    confusion = result.pop("confusion")
     tag = "ms" if len(plan["scales"]) > 1 else "ss"
     output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}-{tag}"
     output.mkdir(parents=True, exist_ok=True)
     metrics = dict(
         result, weights=str(args.weights), data=str(data), split=split, skipped_pairs=len(dataset.skipped), **plan
     )
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(format_iou_table(result["per_class"]))
+    (output / "metrics.json").write_text(dumps(metrics, indent=2))
+    print(describe(write_segmentation_diagnostics(output, confusion, classes), output, f"{dataset.name}, per class"))
     print(
         f"{dataset.name}: mIoU {result['miou']:.2f}%  pixAcc {result['pixel_acc']:.2f}%  "
         f"({result['images']} images, scales {plan['scales']}{', flip' if plan['flip'] else ''}; "

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence, Union
 
 from ...errors import UsageError
-from ...viz.diagnostics import Diagnostics, confusion_figure, per_class_bars_figure, save_figure, write_csv
+from ...viz.diagnostics import Diagnostics, confusion_figure, per_class_bars_figure, save_figure, shortlist, write_csv
 from .metrics import ConfusionMatrix, format_iou_table
 
 COLUMNS = ("id", "name", "iou", "acc", "pixels")
@@ -35,7 +35,8 @@ def write_segmentation_diagnostics(
 
     Returns:
         ``Diagnostics``: the per-class rows of ``ConfusionMatrix.compute``, the printable table
-        (``format_iou_table``) and the files.
+        (``format_iou_table``; above 25 classes the 15 with the lowest IoU, see ``viz.diagnostics.shortlist``),
+        the files and ``metrics["per_class"]`` (the rows).
 
     Raises:
         UsageError: ``class_names`` does not have one name per class of ``confusion``.
@@ -51,4 +52,6 @@ def write_segmentation_diagnostics(
     matrix = confusion.matrix.numpy()
     figure = confusion_figure(matrix, class_names, title="Pixel confusion between classes", unit="pixels")
     files["confusion_png"] = save_figure(figure, folder / "confusion_matrix.png")
-    return Diagnostics(rows, format_iou_table(rows), files)
+    shown, note = shortlist(rows, ("iou", "acc"))
+    table = format_iou_table(shown) + (f"\n{note}" if note else "")
+    return Diagnostics(rows, table, files, {"per_class": rows})

@@ -37,7 +37,8 @@ def evaluate(
     """Pixel accuracy, mIoU and per-class IoU over every image of ``loader`` (batches of
     ``(list of (3, H, W) images, list of (H, W) targets)``), predicted at full size with
     ``predict_probs``; one confusion matrix summed over images and ranks. ``loss``: the mean negative
-    log-probability of the true class over the labelled pixels (the validation cross-entropy)."""
+    log-probability of the true class over the labelled pixels (the validation cross-entropy). ``confusion``:
+    the summed ``ConfusionMatrix`` (for the diagnostics; not JSON, drop it before writing the result)."""
     was_training = model.training
     model.eval()
     confusion = ConfusionMatrix(num_classes, IGNORE_INDEX)
@@ -61,4 +62,5 @@ def evaluate(
     result = confusion.compute(class_names)
     result["images"] = int(summed[-3])
     result["loss"] = summed[-2] / summed[-1] if summed[-1] else float("nan")
+    result["confusion"] = confusion
     return result

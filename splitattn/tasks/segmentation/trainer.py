@@ -29,7 +29,9 @@ from ...engine.optim import parameter_groups, poly
 from ...errors import DataError
 from ...viz.curves import LEARNING_RATE, LOSS, Panel
 from ..finetune import learning_rate_scales, with_pretrained_architecture
+from ..run_diagnostics import describe, diagnostics_folder
 from .checkpoint import COMMAND, TASK, model_from_config
+from .diagnostics import write_segmentation_diagnostics
 from .engine import evaluate
 from .metrics import format_iou_table
 from .model import BACKBONE_PREFIX, segmentation_loss
@@ -120,11 +122,12 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
         value = segmentation_loss(train_model(inputs), targets, IGNORE_INDEX, aux_weight, class_weights)
         return value, {"images": inputs.shape[0], "loss": value.detach() * inputs.shape[0]}
 
-    def evaluate_model(eval_model: nn.Module) -> EvalResult:
+    def evaluate_model(eval_model: nn.Module, final: bool) -> EvalResult:
         result = evaluate(eval_model, val_loader, progress=dist_ctx.is_main and config.progress, **eval_args)
         return {"loss": result["loss"], "miou": result["miou"], "pixel_acc": result["pixel_acc"]}, result
 
     def summarize(result: Dict[str, Any], state: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
+        confusion = result.pop("confusion")
         metrics = dict(
             result,
             epoch=epochs,
@@ -138,7 +141,11 @@ def build_run(config: SegmentConfig, dist_ctx: DistContext) -> TrainingRun:
             val_images=len(val_set),
             skipped_pairs=len(train_set.skipped) + len(val_set.skipped),
         )
-        if dist_ctx.is_main:
+        if dist_ctx.is_main and config.diagnostics:
+            folder = diagnostics_folder(state)
+            diagnostics = write_segmentation_diagnostics(folder, confusion, classes)
+            print(describe(diagnostics, folder, "val, per class"), flush=True)
+        elif dist_ctx.is_main:
             print(format_iou_table(metrics["per_class"]))
         return metrics, (
             f"val after {epochs} epoch{'s' if epochs != 1 else ''}: mIoU {metrics['miou']:.2f}%, "
