@@ -7,15 +7,19 @@ every rank reports the same global numbers.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...config.schemas import ClassifyConfig
+from ...data.classification import EVAL_SPLITS, digits_datasets, find_split, load_split
 from ...data.transforms import mixup_batch
 from ...engine.distributed import all_reduce_sum
 from ...engine.runtime import autocast
+from ...errors import ConfigError, DataError
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -54,6 +58,43 @@ def classification_loss(
     return loss, {"images": count, "loss": loss.item() * count, "top1": 100.0 * hits, "n_bad_images": len(bad)}
 
 
+def evaluation_dataset(
+    data: Union[str, Path, None],
+    config: Optional[ClassifyConfig],
+    transform: Any,
+    classes: Optional[Sequence[str]],
+    in_chans: int,
+    num_classes: int,
+) -> Tuple[Any, Path]:
+    """``(data set, its location)`` to evaluate a classifier on: ``data`` (a folder with val/ or test/, that
+    split itself, or a .csv list) or the run's data (``config``), or for a run of the built-in digits its
+    held-out split; images through ``transform``, labels numbered as ``classes`` (a run's) say.
+
+    Raises:
+        ConfigError: no data for bare weights (``config`` None).
+        DataError: a data set whose class count differs from ``num_classes`` (bare weights).
+    """
+    data = data or (config.data if config else None)
+    if data:
+        root = Path(data)
+        has_split = root.is_dir() and any((root / s).exists() or (root / f"{s}.csv").exists() for s in EVAL_SPLITS)
+        location = find_split(root, EVAL_SPLITS) if has_split else root  # else: the split folder or CSV itself
+        dataset = load_split(location, transform, classes=classes, channels=in_chans)
+    elif config is not None:  # a run of the built-in digits demo: its held-out split, as the run evaluated it
+        _, dataset = digits_datasets(None, transform, channels=in_chans)
+        location = Path("digits-test")
+    else:
+        raise ConfigError(
+            "--data is required with bare weights: a folder with val/ or test/, the split itself, or a .csv list."
+        )
+    if classes is None and len(dataset.classes) != num_classes:
+        raise DataError(
+            f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
+            "its folders must be all the model's classes in label order."
+        )
+    return dataset, location
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -62,11 +103,16 @@ def evaluate(
     amp: str = "none",
     channels_last: bool = False,
     progress=None,
-) -> Dict[str, float]:
-    """Global ``loss``, ``top1``, ``top5`` (in %), ``images`` and ``bad_images`` over ``loader``."""
+    per_class: bool = False,
+) -> Dict[str, Any]:
+    """Global ``loss``, ``top1``, ``top5`` (in %), ``images`` and ``bad_images`` over ``loader``; with
+    ``per_class`` also ``per_class_top1``: each class's top-1 (the share of its images classified as it, in %;
+    None for a class without images)."""
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum, top1, top5, seen, bad_count = 0.0, 0, 0, 0, 0
+    class_hits: List[int] = []
+    class_seen: List[int] = []
     for images, labels, bad in loader:
         bad_count += len(bad)
         if progress is not None:
@@ -80,13 +126,25 @@ def evaluate(
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
         hits1, hits5 = accuracy_counts(logits, labels)
         top1, top5, seen = top1 + hits1, top5 + hits5, seen + labels.shape[0]
-    loss_sum, top1, top5, seen, bad_count = all_reduce_sum([loss_sum, top1, top5, seen, bad_count], device)
+        if per_class:
+            classes = logits.shape[1]
+            correct = labels[logits.argmax(1) == labels].cpu()
+            hits = torch.bincount(correct, minlength=classes).tolist()
+            counts = torch.bincount(labels.cpu(), minlength=classes).tolist()
+            class_hits = [a + b for a, b in zip(hits, class_hits or [0] * classes)]
+            class_seen = [a + b for a, b in zip(counts, class_seen or [0] * classes)]
+    summed = all_reduce_sum([loss_sum, top1, top5, seen, bad_count] + class_hits + class_seen, device)
+    loss_sum, top1, top5, seen, bad_count = summed[:5]
     if seen == 0:
         return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "images": 0, "bad_images": int(bad_count)}
-    return {
+    result: Dict[str, Any] = {
         "loss": loss_sum / seen,
         "top1": 100.0 * top1 / seen,
         "top5": 100.0 * top5 / seen,
         "images": int(seen),
         "bad_images": int(bad_count),
     }
+    if per_class:
+        hits, counts = summed[5 : 5 + len(class_hits)], summed[5 + len(class_hits) :]
+        result["per_class_top1"] = [100.0 * h / c if c else None for h, c in zip(hits, counts)]
+    return result

@@ -59,6 +59,7 @@ class CocoEvaluator:
         self.predictions: Dict[int, List[Dict[str, Any]]] = {}
         self.notes: List[str] = []
         self.reports: Dict[str, str] = {}
+        self.per_class: Dict[str, Dict[str, Optional[float]]] = {}
 
     def update(self, outputs: Mapping[int, Mapping[str, Tensor]]) -> None:
         """Add the detections of some images: ``{image_id: {"boxes": float [N, 4] x1 y1 x2 y2 in the
@@ -143,11 +144,14 @@ class CocoEvaluator:
         ``update``; ``None`` where COCOeval cannot compute a score (no ground truth in that area range).
         COCOeval's printed table is kept in ``reports[iou_type]``. Without any detection the scores are 0
         and ``notes`` says why (COCOeval cannot load an empty result list). Call it after ``gather`` (on
-        the main process, when distributed)."""
+        the main process, when distributed). ``per_class[iou_type]`` then holds each category's AP (IoU
+        0.50:0.95, all areas, 100 detections; ``None`` for a category without ground truth), by name."""
         results = self.results
-        self.notes, self.reports = [], {}
+        self.notes, self.reports, self.per_class = [], {}, {}
         if not results:
             self.notes.append(f"no detections on the {len(self.predictions)} evaluated images: every score is 0.")
+            for iou_type in self.iou_types:
+                self.per_class[iou_type] = {category["name"]: 0.0 for category in self.coco_gt.cats.values()}
             return {iou_type: {name: 0.0 for name in STAT_NAMES} for iou_type in self.iou_types}
         scores = {}
         for iou_type in self.iou_types:
@@ -161,10 +165,24 @@ class CocoEvaluator:
                 start = text.tell()
                 coco_eval.summarize()
             self.reports[iou_type] = text.getvalue()[start:]
+            self.per_class[iou_type] = category_ap(coco_eval)
             scores[iou_type] = {
                 name: float(value) * 100 if value >= 0 else None for name, value in zip(STAT_NAMES, coco_eval.stats)
             }
         return scores
+
+
+def category_ap(coco_eval: COCOeval) -> Dict[str, Optional[float]]:
+    """Each category's AP in percent from an accumulated ``COCOeval``: its precision averaged over the IoU
+    thresholds and recall points, all areas, the last ``maxDets`` (what ``stats[0]`` averages over the
+    categories); ``None`` for a category without ground truth among the evaluated images."""
+    precision = coco_eval.eval["precision"][:, :, :, 0, -1]  # [IoU, recall, category] at area "all", 100 dets
+    scores = {}
+    for index, category_id in enumerate(coco_eval.params.catIds):
+        values = precision[:, :, index]
+        values = values[values > -1]
+        scores[coco_eval.cocoGt.cats[category_id]["name"]] = float(values.mean()) * 100 if values.size else None
+    return scores
 
 
 def perfect_detections(
