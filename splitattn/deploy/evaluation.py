@@ -162,8 +162,9 @@ def _classification_metrics(path: PathLike, data: Optional[PathLike], batch_size
     from ..tasks.classification.engine import evaluate, evaluation_dataset
 
     network, classes, config, eval_config = load_exported_classifier(path, **runtime)
+    named = classes if config is not None else None  # bare weights: the data's folders in order
     dataset, _ = evaluation_dataset(
-        data, config, eval_transform_for(eval_config), classes, network.runtime.in_chans, len(classes)
+        data, config, eval_transform_for(eval_config), named, network.runtime.in_chans, len(classes)
     )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
     result = evaluate(network, loader, torch.device("cpu"), per_class=True)

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config.schemas import DetectConfig
+from ..config.schemas import DETECTION_SCORE_THRESHOLD, DetectConfig
 from ..errors import CheckpointError
 from ..tasks.detection.checkpoint import TASK, load_detection_model
 from ..tasks.detection.engine import evaluation_dataset
-from ..tasks.detection.inference import MASK_THRESHOLD, PREDICT_SCORE_THRESHOLD
+from ..tasks.detection.inference import MASK_THRESHOLD
 from .export_common import CheckResult, Outputs, TaskExport, common_metadata
 from .metadata import PathLike
 
@@ -161,7 +161,7 @@ def prepare_detection(weights: PathLike, ema: bool = False, data: Optional[str] 
             "mean": list(transform.image_mean),
             "std": list(transform.image_std),
         },
-        score_threshold=PREDICT_SCORE_THRESHOLD,
+        score_threshold=DETECTION_SCORE_THRESHOLD,
         box_score_thresh=float(heads.score_thresh),
         nms_thresh=float(heads.nms_thresh),
         detections_per_img=int(heads.detections_per_img),

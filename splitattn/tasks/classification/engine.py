@@ -64,7 +64,7 @@ def evaluation_dataset(
     transform: Any,
     classes: Optional[Sequence[str]],
     in_chans: int,
-    num_classes: int,
+    num_classes: Optional[int] = None,
 ) -> Tuple[Any, Path]:
     """``(data set, its location)`` to evaluate a classifier on: ``data`` (a folder with val/ or test/, that
     split itself, or a .csv list) or the run's data (``config``), or for a run of the built-in digits its
@@ -72,7 +72,7 @@ def evaluation_dataset(
 
     Raises:
         ConfigError: no data for bare weights (``config`` None).
-        DataError: a data set whose class count differs from ``num_classes`` (bare weights).
+        DataError: a data set whose class count differs from ``num_classes`` (bare weights; None: unchecked).
     """
     data = data or (config.data if config else None)
     if data:
@@ -87,7 +87,7 @@ def evaluation_dataset(
         raise ConfigError(
             "--data is required with bare weights: a folder with val/ or test/, the split itself, or a .csv list."
         )
-    if classes is None and len(dataset.classes) != num_classes:
+    if classes is None and num_classes is not None and len(dataset.classes) != num_classes:
         raise DataError(
             f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
             "its folders must be all the model's classes in label order."

@@ -22,7 +22,6 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from ...viz.drawing import color_palette, font_size_for, line_width_for, load_font, text_colour
 
 MASK_THRESHOLD = 0.5
-PREDICT_SCORE_THRESHOLD = 0.5  # what `splitattn detect predict` draws by default
 Rect = Tuple[int, int, int, int]
 
 
