@@ -61,8 +61,10 @@ class SplitAttention(nn.Module):
     Args:
         in_channels: channels of the input, C_in.
         out_channels: channels of the output, C (each split has C channels).
-        kernel_size, stride, padding, dilation: of the grouped conv; ``padding`` defaults
-            to ``dilation * (kernel_size // 2)`` ("same" for stride 1).
+        kernel_size: kernel size of the grouped conv.
+        stride: stride of the grouped conv.
+        padding: padding of the grouped conv; defaults to ``dilation * (kernel_size // 2)`` ("same" for stride 1).
+        dilation: dilation of the grouped conv.
         cardinality: K, the number of cardinal groups.
         radix: R, the number of splits per cardinal group. 1 gives a sigmoid gate.
         reduction_factor: the attention branch is ``C_in * R // reduction_factor`` wide...

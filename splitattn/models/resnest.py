@@ -202,8 +202,10 @@ class ResNeSt(nn.Module):
         cardinality: cardinal groups K.
         bottleneck_width: per-group width d of the "RsKxd" notation.
         stem_width: width of the deep stem's first convs (32 or 64).
-        deep_stem, avg_down: the ResNet-D tweaks (three 3x3 stem convs; pooled shortcut).
-        avd, avd_first: move the stride to a 3x3 average pool, before or after the 3x3 conv.
+        deep_stem: the ResNet-D stem (three 3x3 convs instead of one 7x7).
+        avg_down: the ResNet-D shortcut (average pool, then a stride-1 1x1 conv).
+        avd: move the block's stride to a 3x3 average pool.
+        avd_first: put that pool before the 3x3 conv (else after it).
         num_classes: classifier outputs; 0 gives pooled features (N, 2048).
         in_chans: image channels.
         output_stride: 32, or 16/8 with dilated stages 4 (and 3), for dense prediction.

@@ -183,7 +183,11 @@ def create_detection_model(
 
     Args:
         arch: ``faster_rcnn``, ``mask_rcnn``, ``cascade_rcnn`` or ``cascade_mask_rcnn``.
-        backbone, norm, pretrained, trainable_layers, fpn_norm: see ``resnest_fpn_backbone``.
+        backbone: registered ResNeSt name (see ``resnest_fpn_backbone``).
+        norm: backbone normalisation (see ``resnest_fpn_backbone``).
+        pretrained: backbone weights (see ``resnest_fpn_backbone``).
+        trainable_layers: backbone stages trained (see ``resnest_fpn_backbone``).
+        fpn_norm: normalisation inside the FPN (see ``resnest_fpn_backbone``).
         num_classes: classes including the background (index 0).
         min_size: training short side, one value or several sampled per image; evaluation uses the last.
         max_size: longest side cap.
