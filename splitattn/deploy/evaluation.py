@@ -25,7 +25,7 @@ from ..config.values import from_checkpoint_args
 from ..errors import UsageError
 from ..models.eval_config import EvalConfig
 from .metadata import PathLike, read_export_metadata
-from .runtime import ExportedModel, load_exported
+from .runtime import ExportedModel, eval_config_from_metadata, load_exported
 
 __all__ = [
     "ExportedClassifierNetwork",
@@ -115,8 +115,7 @@ def load_exported_classifier(
 ) -> Tuple[ExportedClassifierNetwork, List[str], Optional[ClassifyConfig], EvalConfig]:
     """``(network, class names, the run's options or None, the stored EvalConfig)`` of an exported classifier."""
     network = load_network(path, "classification", **runtime)
-    stored = network.runtime.metadata["eval_config"]
-    eval_config = EvalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    eval_config = eval_config_from_metadata(network.runtime.metadata["eval_config"])
     return network, network.runtime.classes, run_config(network, ClassifyConfig), eval_config
 
 

@@ -28,17 +28,26 @@ from ..config.values import from_checkpoint_args
 from ..data.transforms import eval_transform_for
 from ..engine.checkpoint import holds_bare_weights, load_checkpoint_file
 from ..errors import UsageError
-from ..models.eval_config import EvalConfig
-from .export_classification import TRAIN_SPLITS, prepare_classification, split_images
+from .export_classification import TRAIN_SPLITS, export_onnx, prepare_classification, split_images
 from .export_common import ExportResult, write_checked
 from .export_detection import prepare_detection
 from .export_detection import run_images as detection_images
 from .export_segmentation import prepare_segmentation
 from .export_segmentation import run_images as segmentation_images
 from .formats import ONNX_OPSET
-from .metadata import PathLike
+from .metadata import PathLike, read_export_metadata
+from .runtime import eval_config_from_metadata, onnx_session
 
-__all__ = ["ExportResult", "checkpoint_task", "export_run", "network_inputs"]
+# export_onnx, read_export_metadata and onnx_session: importable from here as in the first (classification) API
+__all__ = [
+    "ExportResult",
+    "checkpoint_task",
+    "export_onnx",
+    "export_run",
+    "network_inputs",
+    "onnx_session",
+    "read_export_metadata",
+]
 
 
 def checkpoint_task(weights: Optional[PathLike]) -> str:
@@ -122,10 +131,7 @@ def network_inputs(
     origin = f"the metadata of {metadata.get('model_name')}"
     if task == "classification":
         config = from_checkpoint_args(ClassifyConfig, options, origin) if options else None
-        stored = metadata["eval_config"]
-        transform = eval_transform_for(
-            EvalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
-        )
+        transform = eval_transform_for(eval_config_from_metadata(metadata["eval_config"]))
         splits = (split,) + (TRAIN_SPLITS if split in TRAIN_SPLITS else ())
         images, _ = split_images(config, metadata["in_chans"], count, data, splits)
         inputs = [transform(image)[None].numpy() for image in images]

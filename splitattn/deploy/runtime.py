@@ -35,6 +35,7 @@ from ..data.io import ImageReader, with_channels
 from ..data.labels import format_predictions
 from ..deps import require
 from ..errors import UsageError
+from ..models.eval_config import EvalConfig
 from .metadata import TORCHSCRIPT_METADATA_FILE, PathLike, file_format, read_export_metadata, read_openvino_metadata
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "ExportedDetector",
     "ExportedModel",
     "ExportedSegmenter",
+    "eval_config_from_metadata",
     "load_exported",
     "onnx_session",
     "predict_exported",
@@ -190,6 +192,11 @@ class ExportedModel:
     def run(self, inputs: np.ndarray) -> List[np.ndarray]:
         """The network's outputs (``metadata["output_names"]`` order) for ``inputs`` (``input_shape``), checked."""
         return self._call(self.check_input(inputs))
+
+
+def eval_config_from_metadata(fields: Dict[str, Any]) -> EvalConfig:
+    """The ``EvalConfig`` an exported classifier stores (``metadata["eval_config"]``; JSON lists back to tuples)."""
+    return EvalConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()})
 
 
 def _normalise(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
