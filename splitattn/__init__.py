@@ -1,32 +1,35 @@
 """splitattn: ResNeSt (Split-Attention Networks) models, weights and task pipelines.
 
-Importing the package loads the model library only (torch): the layers, the models and their
-factory, the weights and the model-level fast path (``optimize``). The subpackages that need
-torchvision, pycocotools or matplotlib (``data``, ``tasks``, ``deploy``, ``engine``, ``viz``) are
-attributes imported on first use (``splitattn.lazy``), so ``splitattn.data.create_eval_transform``
-works after ``import splitattn`` without every ``import splitattn`` paying for it.
+Every attribute is imported on first use (``splitattn.lazy``): ``splitattn.create_model`` loads the model
+library (torch) when it is first asked for, ``splitattn.data.create_eval_transform`` the data pipeline
+(torchvision), and ``import splitattn`` itself loads neither. So the exported-file runtimes
+(``splitattn.deploy.runtime``: ONNX Runtime or OpenVINO, NumPy and Pillow) run in a process without torch.
 """
 
 from typing import TYPE_CHECKING
 
-from .layers.drop_block import DropBlock2d
-from .layers.split_attention import SplitAttention
 from .lazy import lazy_exports
-from .models.factory import create_model
-from .models.registry import get_model_spec, list_models
-from .models.resnest import ResNeSt, ResNeStFeatures
-from .optimize.inference import optimize_for_inference
 from .version import __version__
 
-if TYPE_CHECKING:  # the subpackages reachable as attributes, imported on first use (see the end)
+if TYPE_CHECKING:  # what documentation generators and IDEs read; at run time ``lazy_exports`` below
     from . import config as config
     from . import data as data
     from . import deploy as deploy
     from . import deps as deps
     from . import devices as devices
     from . import engine as engine
+    from . import layers as layers
+    from . import models as models
+    from . import optimize as optimize
     from . import tasks as tasks
     from . import viz as viz
+    from . import weights as weights
+    from .layers.drop_block import DropBlock2d
+    from .layers.split_attention import SplitAttention
+    from .models.factory import create_model
+    from .models.registry import get_model_spec, list_models
+    from .models.resnest import ResNeSt, ResNeStFeatures
+    from .optimize.inference import optimize_for_inference
 
 __all__ = [
     "DropBlock2d",
@@ -41,5 +44,28 @@ __all__ = [
 ]
 
 __getattr__, __dir__ = lazy_exports(
-    __name__, (), submodules=("config", "data", "deploy", "deps", "devices", "engine", "tasks", "viz")
+    __name__,
+    __all__,
+    (
+        ".models.registry",
+        ".models.resnest",
+        ".layers.split_attention",
+        ".layers.drop_block",
+        ".models.factory",
+        ".optimize.inference",
+    ),
+    submodules=(
+        "config",
+        "data",
+        "deploy",
+        "deps",
+        "devices",
+        "engine",
+        "layers",
+        "models",
+        "optimize",
+        "tasks",
+        "viz",
+        "weights",
+    ),
 )

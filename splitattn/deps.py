@@ -1,7 +1,7 @@
 """Optional dependencies: import one by name, or fail with the pip command that installs it.
 
 The model library needs torch and torchvision only; training, detection, export and plotting
-come as extras of the ``splitattn`` package (``[train]``, ``[detect]``, ``[export]``, ``[all]``).
+come as extras of the ``splitattn`` package (``[train]``, ``[detect]``, ``[export]``, ``[openvino]``, ``[all]``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ EXTRAS = {
     "onnx": "export",
     "onnxruntime": "export",
     "onnxscript": "export",
+    "openvino": "openvino",
     "captum": "explain",
     "transformers": "test",
     "timm": "test",

@@ -15,14 +15,10 @@ import torch
 import splitattn
 from splitattn.cli import main
 from splitattn.config import ClassifyConfig
-from splitattn.deploy.export import (
-    check_inputs,
-    export_metadata,
-    export_model,
-    onnx_session,
-    read_export_metadata,
-    resolve_onnx_exporter,
-)
+from splitattn.deploy.export_classification import export_metadata, export_model, random_inputs
+from splitattn.deploy.formats import resolve_onnx_exporter
+from splitattn.deploy.metadata import read_export_metadata
+from splitattn.deploy.runtime import onnx_session
 from splitattn.deps import MissingDependencyError
 from splitattn.models import EvalConfig
 from splitattn.tasks.classification.checkpoint import run_eval_config
@@ -90,7 +86,7 @@ def test_torchscript_round_trip(tmp_path, trained_like):
     path, error = export_model(trained_like, tmp_path / "model.pt", "torchscript", size=64)
     assert error < 1e-5
     loaded = torch.jit.load(str(path))
-    for x in check_inputs(3, 80):
+    for x in map(torch.from_numpy, random_inputs(3, 80)):
         with torch.no_grad():
             assert relative_error(loaded(x), trained_like(x)) < 1e-5
 

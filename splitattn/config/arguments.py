@@ -70,11 +70,50 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Type[RunConfig]) -> None
         parser.add_argument(*item.metadata["flags"], flag(item.name), dest=item.name, **keywords)
 
 
-def add_weights_arguments(parser: argparse.ArgumentParser, weights_help: str, weights_required: bool = True) -> None:
-    """The flags every command that runs a trained model shares: ``--weights``, ``--device`` and ``--debug``."""
-    parser.add_argument("--weights", required=weights_required, help=weights_help)
+def add_weights_arguments(
+    parser: argparse.ArgumentParser, weights_help: str, weights_required: bool = True, exported: bool = False
+) -> None:
+    """The flags every command that runs a trained model shares: ``--weights``, ``--device`` and ``--debug``; with
+    ``exported``, ``--exported FILE`` (aliases ``--onnx``, ``--openvino``, ``--torchscript``) as the other source
+    of the model (``model_source`` checks that exactly one is given)."""
+    parser.add_argument("--weights", required=weights_required and not exported, help=weights_help)
+    if exported:
+        parser.add_argument(
+            "--exported",
+            "--onnx",
+            "--openvino",
+            "--torchscript",
+            dest="exported",
+            metavar="FILE",
+            help="run a file of `splitattn export` instead of --weights (ONNX, OpenVINO .xml or TorchScript, told "
+            "by its content), on the CPU, with the class names, preprocessing and run options stored in it",
+        )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def model_source(args: argparse.Namespace, eager_only: Tuple[str, ...] = ()) -> str:
+    """``"exported"`` or ``"weights"``: which of ``--exported`` and ``--weights`` names the model.
+
+    Raises:
+        ConfigError: both or neither given; with ``--exported``, ``--device cuda`` or one of the flags
+            ``eager_only`` names (attribute names: ``("model", "ema")``) that only apply to a checkpoint.
+    """
+    if bool(args.exported) == bool(args.weights):
+        raise ConfigError(
+            "give --weights (a checkpoint) or --exported FILE (a file of `splitattn export`)"
+            + (", not both." if args.weights else ".")
+        )
+    if not args.exported:
+        return "weights"
+    given = [flag(name) for name in eager_only if getattr(args, name, None)]
+    if given or args.device == "cuda":
+        raise ConfigError(
+            "--exported runs the exported file on the CPU with its stored model and preprocessing; drop "
+            + ", ".join(given + (["--device cuda"] if args.device == "cuda" else []))
+            + "."
+        )
+    return "exported"
 
 
 def add_task_commands(subparsers: argparse._SubParsersAction, task: str, help: str) -> argparse._SubParsersAction:

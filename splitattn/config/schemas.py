@@ -37,6 +37,7 @@ SEGMENTATION_MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # tasks.segm
 FAST_BACKENDS = ("compile", "torchscript", "eager")  # splitattn.optimize.inference.BACKENDS
 OPTIMIZERS = ("sgd", "adamw")  # splitattn.engine.optim.OPTIMIZERS
 MAX_FROZEN_STAGES = 4  # splitattn.optimize.training.MAX_FROZEN_STAGES: the stem and up to the 4 stages
+DETECTION_SCORE_THRESHOLD = 0.5  # what `detect predict` draws by default (and exported detectors store)
 # Norms whose layers hold BatchNorm statistics and affine parameters: they can take the ImageNet weights.
 BATCH_STATISTICS_NORMS = ("batchnorm", "syncbn", "frozenbn")
 # The classification options whose default depends on --data: (with an image folder, without: the digits demo, a

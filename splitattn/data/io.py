@@ -47,6 +47,7 @@ __all__ = [
     "open_upright",
     "read_image",
     "to_8bit",
+    "with_channels",
 ]
 
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -150,9 +151,15 @@ def read_image(path: Union[str, Path], channels: int = 3) -> Image.Image:
     repetition, RGB becomes ``L`` by ITU-R 601 luma when ``channels=1``. Raises ``OSError`` /
     ``PIL.UnidentifiedImageError`` for unreadable files and ``ValueError`` for an unsupported ``channels``.
     """
+    return with_channels(open_upright(path), channels)
+
+
+def with_channels(image: Image.Image, channels: int = 3) -> Image.Image:
+    """``image`` at 8 bits (``to_8bit``) with ``channels`` channels (1, 3 or 4), converted as ``read_image``
+    converts what it decodes. Raises ``ValueError`` for an unsupported ``channels``."""
     if channels not in CHANNEL_MODES:
         raise UsageError(f"images can be read with 1, 3 or 4 channels, not {channels}.")
-    image = to_8bit(open_upright(path))
+    image = to_8bit(image)
     mode = CHANNEL_MODES[channels]
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # a palette image's transparency cannot go straight to L/RGB cleanly

@@ -12,24 +12,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..config.schemas import ClassifyConfig
 from ..devices import pick_device
-from ..errors import CheckpointError, DeviceError, ExportError, UsageError
+from ..errors import DeviceError, UsageError
 from ..models.factory import create_model
 from ..models.registry import get_model_spec
 from ..optimize.inference import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
 from ..optimize.training import compile_for_training
 from . import benchmark as bench
-from .export import (
-    EXPORT_FORMATS,
-    ONNX_EXPORTERS,
-    check_inputs,
-    export_metadata,
-    export_model,
-    load_model_for_export,
-    onnx_session,
-    read_export_metadata,
-)
+from .formats import ONNX_EXPORTERS, ONNX_OPSET
+from .metadata import EXPORT_FORMATS
 
 COMPARABLE = ("timm", "torchvision")
 
@@ -74,88 +65,86 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     export = subparsers.add_parser(
         "export",
-        help="export to ONNX or TorchScript, checked against the eager model",
-        description="Exports with dynamic batch and image size and checks the file (ONNX Runtime or torch.jit.load) "
-        "against the eager model on two input shapes, printing the largest relative error.",
+        help="export a classification, detection or segmentation run to ONNX, OpenVINO or TorchScript",
+        description="Exports a run's model (its task read from the checkpoint) with its preprocessing, class names "
+        "and thresholds in the file's metadata, runs the file on images of the run's data in its runtime (ONNX "
+        "Runtime, OpenVINO, torch.jit), compares it with the eager model and writes it only within the task's "
+        "tolerance. Classifiers and segmenters: dynamic batch, height and width (dynamo exporter, opset 18); "
+        "detectors: one image of any size with the resizing inside the graph (legacy exporter, which torchvision's "
+        "detectors need).",
     )
-    export.add_argument("--model", help="registered model name (default: the run checkpoint's; needed otherwise)")
     export.add_argument(
         "--weights",
         default=None,
-        help="a `splitattn classify train` checkpoint (its model and "
-        "options are used) or bare weights with --model (without it: "
-        "random weights, with a warning)",
+        help="last.pt/best.pt of `splitattn classify|detect|segment train` (its model and options are used), or a "
+        "classifier's bare weights with --model (without --weights: random weights, with a warning)",
     )
+    export.add_argument("--model", help="classifiers: the registered model of bare weights (a run names its own)")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    export.add_argument("--output", required=True)
+    export.add_argument("--output", required=True, help="the file to write (OpenVINO: NAME.xml, with NAME.bin)")
+    export.add_argument("--ema", action="store_true", help="export the run's EMA weights (classify train --ema)")
     export.add_argument(
         "--img-size",
         type=int,
         default=None,
-        help="evaluation crop stored in the file and used for the check (default: the run's, else the model's)",
+        help="classifiers: evaluation crop stored in the file and used for the check (default: the run's, else "
+        "the model's)",
     )
     export.add_argument(
         "--num-classes",
         type=int,
         default=None,
-        help="for a weights file: its classifier size (default: read from the file)",
+        help="classifiers' bare weights: the classifier size (default: read from the file)",
     )
     export.add_argument(
         "--exporter",
         default="auto",
         choices=ONNX_EXPORTERS,
-        help="ONNX: dynamo (torch.export; needs onnxscript), legacy (TorchScript tracing), auto: "
-        "dynamo when onnxscript is installed",
+        help="ONNX and OpenVINO: dynamo (torch.export; needs onnxscript; opset >= 18), legacy (TorchScript-based; "
+        "any opset; the one detectors take), auto: dynamo where it works, else legacy",
     )
+    export.add_argument(
+        "--opset",
+        type=int,
+        default=ONNX_OPSET,
+        help=f"ONNX opset written (default {ONNX_OPSET}; < 18: legacy exporter)",
+    )
+    export.add_argument("--data", help="where to find the check images (default: the run's data)")
     export.add_argument("--debug", action="store_true", help="show tracebacks")
     export.set_defaults(func=run_export)
 
 
-def _export_source(
-    args: argparse.Namespace,
-) -> Tuple[nn.Module, str, Optional[List[str]], Optional[ClassifyConfig]]:
-    """``(model in eval mode, its registered name, class names or None, the run's config or None)``: a
-    classification run checkpoint is rebuilt from its own config (``in_chans`` and every ``--model-kwargs``
-    kept); bare weights or none go through ``load_model_for_export`` with ``--model``."""
-    from ..engine.checkpoint import holds_bare_weights, load_checkpoint_file
-
-    if args.weights and not holds_bare_weights(checkpoint := load_checkpoint_file(args.weights)):
-        from ..tasks.classification.checkpoint import TASK, load_trained_model
-
-        if checkpoint.get("task") not in (None, TASK):  # no task entry: load_trained_model says how to add it
-            raise CheckpointError(
-                f"{args.weights!r} is a {checkpoint['task']} checkpoint; `splitattn export` exports classifiers "
-                "(`splitattn classify train` runs) and bare weights."
-            )
-        model, classes, config = load_trained_model(args.weights, args.model, action="export")
-        return model, config.model, classes, config
-    if not args.model:
-        raise UsageError("--model is required unless --weights is a `splitattn classify train` checkpoint.")
-    return load_model_for_export(args.model, args.weights, args.num_classes), args.model, None, None
-
-
 def run_export(args: argparse.Namespace) -> int:
-    from ..tasks.classification.checkpoint import eval_config_of
+    from .export import export_run
 
-    model, name, classes, run_config = _export_source(args)
-    config = eval_config_of(args.weights or "", name, run_config, args.img_size)
-    size = config.input_size
-    metadata = export_metadata(name, model, config, classes, args.weights)
-    path, error = export_model(model, args.output, args.format, size, metadata, args.exporter)
-    exporter = read_export_metadata(path)["exporter"]  # dynamo, legacy or torch.jit.trace
-    if exporter == "legacy" and args.exporter == "auto":
+    result = export_run(
+        args.weights,
+        args.format,
+        args.output,
+        model=args.model,
+        ema=args.ema,
+        exporter=args.exporter,
+        opset=args.opset,
+        img_size=args.img_size,
+        num_classes=args.num_classes,
+        data=args.data,
+    )
+    metadata = result.metadata
+    if result.exporter == "legacy" and args.exporter == "auto" and result.task != "detection" and args.opset >= 18:
         print(
             "note: onnxscript is not installed, so the legacy TorchScript-based ONNX exporter was used; "
             "`pip install 'splitattn[export]'` brings the dynamo exporter"
         )
+    size = sum(path.stat().st_size for path in result.files) / 2**20
+    opset = f", opset {metadata['opset']}" if "opset" in metadata else ""
+    shape = "x".join(map(str, metadata["input_shape"]))
     print(
-        f"exported {name} to {path} ({args.format} by {exporter}, {path.stat().st_size / 2**20:.1f} MiB) "
-        f"with {len(metadata['classes'])} class names and the {size}px evaluation preprocessing"
+        f"exported the {result.task} model {metadata['model_name']} ({metadata['weights']} weights) to "
+        f"{', '.join(map(str, result.files))} ({args.format} by {result.exporter}{opset}, {size:.1f} MiB): input "
+        f"{metadata['input_name']} {shape}, outputs {', '.join(metadata['output_names'])}, "
+        f"{len(metadata['classes'])} class names"
     )
-    shapes = " and ".join("x".join(map(str, x.shape[:1] + x.shape[2:])) for x in check_inputs(1, size))
-    print(f"max relative error vs eager on batches {shapes}: {error:.2e}")
-    if error > 1e-3:
-        raise ExportError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
+    print(f"checked against the eager model on {result.checked_on}: {result.check.text}")
     return 0
 
 
@@ -254,14 +243,15 @@ def _infer_cases(
     )
     onnx_file = None
     if args.onnx:
-        from .export import export_onnx
+        from .export_classification import export_onnx
+        from .runtime import onnx_session
 
         onnx_file = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False).name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             export_onnx(ours.cpu(), onnx_file, args.img_size)
         ours.to(device)
-        session = onnx_session(onnx_file)
+        session = onnx_session(onnx_file, torch.get_num_threads())
     batches = [("latency b1", 1)] + (
         [(f"throughput b{args.batch_size}", args.batch_size)] if args.batch_size > 1 else []
     )

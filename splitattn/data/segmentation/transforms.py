@@ -23,19 +23,13 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from ...errors import UsageError
+from ..geometry import scaled_size
 from ..io import normalisation
 from .label_maps import IGNORE_INDEX
 
 
 def _to_tv(image: Image.Image, target: np.ndarray) -> Tuple[tv_tensors.Image, tv_tensors.Mask]:
     return TF.pil_to_tensor(image), tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(target)))
-
-
-def scaled_size(height: int, width: int, long_side: int) -> Tuple[int, int]:
-    """(height, width) with the longer side resized to ``long_side``, aspect ratio kept (rounded)."""
-    if height >= width:
-        return long_side, max(1, int(width * long_side / height + 0.5))
-    return max(1, int(height * long_side / width + 0.5)), long_side
 
 
 class RandomLongSideScale:

@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
 
-from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
+from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, model_source, resolve
 from ...config.schemas import FAST_BACKENDS, ClassifyConfig, field_default
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +34,7 @@ class InferenceSetup(NamedTuple):
     device: torch.device
     in_chans: int  # the image channels the model takes
     preprocessing: EvalConfig  # resize, crop and normalisation of ``transform``
+    name: str  # the registered model
 
 
 def resolve_train_config(args: argparse.Namespace) -> ClassifyConfig:
@@ -72,16 +73,7 @@ def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
 
     predict = subparsers.add_parser("predict", help="top-k classes of images" + alias.format("predict"))
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    _add_inference_args(predict, weights_required=False)
-    predict.add_argument(
-        "--onnx",
-        "--torchscript",
-        dest="exported",
-        metavar="FILE",
-        default=None,
-        help="run a file of `splitattn export` (ONNX or TorchScript) with its stored class names and "
-        "preprocessing, instead of --weights",
-    )
+    _add_inference_args(predict)
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument(
         "--cam",
@@ -100,9 +92,9 @@ def _add_commands(subparsers: argparse._SubParsersAction, alias: str) -> None:
     predict.set_defaults(func=run_predict)
 
 
-def _add_inference_args(parser: argparse.ArgumentParser, weights_required: bool = True) -> None:
+def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     add_weights_arguments(
-        parser, "last.pt/best.pt of `splitattn classify train`, or bare weights with --model", weights_required
+        parser, "last.pt/best.pt of `splitattn classify train`, or bare weights with --model", exported=True
     )
     parser.add_argument("--model", help="registered model name (default: the checkpoint's; needed for bare weights)")
     parser.add_argument(
@@ -139,6 +131,15 @@ def _inference_setup(args: argparse.Namespace, action: str) -> InferenceSetup:
 
     if args.precision != "fp32" and not args.fast:
         raise ConfigError(f"--precision {args.precision} is a setting of the fast path; add --fast.")
+    if model_source(args, ("model", "img_size", "ema", "fast")) == "exported":
+        import torch
+
+        from ...deploy.evaluation import load_exported_classifier
+
+        network, classes, config, protocol = load_exported_classifier(args.exported)
+        name = network.runtime.metadata["model_name"]
+        transform, size, channels = eval_transform_for(protocol), protocol.input_size, network.runtime.in_chans
+        return InferenceSetup(network, classes, config, transform, size, torch.device("cpu"), channels, protocol, name)
     device = pick_device(args.device)
     model, classes, config = load_trained_model(args.weights, args.model, use_ema=args.ema, action=action)
     in_chans = model.in_chans
@@ -147,49 +148,34 @@ def _inference_setup(args: argparse.Namespace, action: str) -> InferenceSetup:
     model.to(device)
     if args.fast:
         model = optimize_for_inference(model, args.precision, backend=args.backend, example_size=size)
+    name = config.model if config else args.model
     return InferenceSetup(
-        model, classes, config, eval_transform_for(preprocessing), size, device, in_chans, preprocessing
+        model, classes, config, eval_transform_for(preprocessing), size, device, in_chans, preprocessing, name
     )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ...data.classification import EVAL_SPLITS, collate_skip_bad, digits_datasets, find_split, load_split
+    from ...data.classification import collate_skip_bad
     from ...engine.log import dumps
     from ..run_diagnostics import describe
     from .diagnostics import diagnose
-    from .engine import evaluate
+    from .engine import evaluate, evaluation_dataset
 
     setup = _inference_setup(args, "evaluate")
     model, classes, config, size = setup.model, setup.classes, setup.config, setup.size
-    data = args.data or (config.data if config else None)
-    if data:
-        root = Path(data)
-        has_split = root.is_dir() and any((root / s).exists() or (root / f"{s}.csv").exists() for s in EVAL_SPLITS)
-        location = find_split(root, EVAL_SPLITS) if has_split else root  # else: the split folder or CSV itself
-        dataset = load_split(location, setup.transform, classes=classes, channels=setup.in_chans)
-    elif config is not None:  # a run of the built-in digits demo: its held-out split, as the run evaluated it
-        _, dataset = digits_datasets(None, setup.transform, channels=setup.in_chans)
-        location = Path("digits-test")
-    else:
-        raise ConfigError(
-            "--data is required with bare weights: a folder with val/ or test/, the split itself, or a .csv list."
-        )
-    num_classes = getattr(model, "num_classes", None) or len(dataset.classes)
-    if classes is None and len(dataset.classes) != num_classes:
-        raise DataError(
-            f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
-            "its folders must be all the model's classes in label order."
-        )
+    num_classes = getattr(model, "num_classes", None) or (len(classes) if classes else None)
+    named = classes if config is not None else None  # bare weights: the data's folders in order
+    dataset, location = evaluation_dataset(args.data, config, setup.transform, named, setup.in_chans, num_classes)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_skip_bad)
     result = evaluate(model, loader, setup.device, unreadable="error", collect=True)
     predictions = result.pop("predictions")
-    name = config.model if config else args.model
+    name, source = setup.name, args.weights or args.exported
     split = Path(location).stem
-    output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
+    output = Path(args.output) if args.output else Path(source).resolve().parent / f"eval-{split}"
     output.mkdir(parents=True, exist_ok=True)
-    metrics = dict(result, model=name, weights=str(args.weights), data=str(location), img_size=size)
+    metrics = dict(result, model=name, weights=str(source), data=str(location), img_size=size)
     if len(predictions.labels):
         names = classes or list(dataset.classes)
         diagnostics = diagnose(output, predictions, dataset, names)
@@ -228,17 +214,6 @@ def run_predict(args: argparse.Namespace) -> int:
     from ...data.labels import format_predictions, imagenet_class_names
 
     _check_cam_flags(args)
-    if args.exported:
-        from ...deploy.runtime import predict_exported
-
-        if args.weights or args.model or args.img_size or args.ema or args.fast:
-            raise ConfigError(
-                "--onnx/--torchscript runs the exported file with its stored model and preprocessing; "
-                "drop --model, --weights, --img-size, --ema and --fast."
-            )
-        return predict_exported(args.exported, args.images, args.topk)
-    if not args.weights:
-        raise ConfigError("predict needs --weights (a checkpoint) or --onnx FILE (an exported model).")
     setup = _inference_setup(args, "predict")
     model, classes = setup.model, setup.classes
     num_classes = getattr(model, "num_classes", None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -16,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...config.schemas import ClassifyConfig
+from ...data.classification import EVAL_SPLITS, digits_datasets, find_split, load_split
 from ...data.transforms import mixup_batch
 from ...engine.distributed import all_gather_object, all_reduce_sum
 from ...engine.runtime import autocast
-from ...errors import DataError, UsageError
+from ...errors import ConfigError, DataError, UsageError
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor, weight: Optional[Tensor] = None) -> Tensor:
@@ -135,6 +138,43 @@ def _gathered(positions: List[int], labels: List[Tensor], probabilities: List[Te
     merged = [np.concatenate([part[i] for part in parts]) for i in range(3)]
     order = np.argsort(merged[0], kind="stable")
     return Predictions(*(array[order] for array in merged))
+
+
+def evaluation_dataset(
+    data: Union[str, Path, None],
+    config: Optional[ClassifyConfig],
+    transform: Any,
+    classes: Optional[Sequence[str]],
+    in_chans: int,
+    num_classes: Optional[int] = None,
+) -> Tuple[Any, Path]:
+    """``(data set, its location)`` to evaluate a classifier on: ``data`` (a folder with val/ or test/, that
+    split itself, or a .csv list) or the run's data (``config``), or for a run of the built-in digits its
+    held-out split; images through ``transform``, labels numbered as ``classes`` (a run's) say.
+
+    Raises:
+        ConfigError: no data for bare weights (``config`` None).
+        DataError: a data set whose class count differs from ``num_classes`` (bare weights; None: unchecked).
+    """
+    data = data or (config.data if config else None)
+    if data:
+        root = Path(data)
+        has_split = root.is_dir() and any((root / s).exists() or (root / f"{s}.csv").exists() for s in EVAL_SPLITS)
+        location = find_split(root, EVAL_SPLITS) if has_split else root  # else: the split folder or CSV itself
+        dataset = load_split(location, transform, classes=classes, channels=in_chans)
+    elif config is not None:  # a run of the built-in digits demo: its held-out split, as the run evaluated it
+        _, dataset = digits_datasets(None, transform, channels=in_chans)
+        location = Path("digits-test")
+    else:
+        raise ConfigError(
+            "--data is required with bare weights: a folder with val/ or test/, the split itself, or a .csv list."
+        )
+    if classes is None and num_classes is not None and len(dataset.classes) != num_classes:
+        raise DataError(
+            f"{location} has {len(dataset.classes)} classes but the model has {num_classes}; "
+            "its folders must be all the model's classes in label order."
+        )
+    return dataset, location
 
 
 @torch.no_grad()

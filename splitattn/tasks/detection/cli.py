@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
-from ...config.schemas import DetectConfig, field_default
-from ...errors import DataError, UsageError
+from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, model_source, resolve
+from ...config.schemas import DETECTION_SCORE_THRESHOLD, DetectConfig, field_default
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
 
     evaluate = commands.add_parser("evaluate", help="COCO box (and mask) AP of a trained detector")
-    add_weights_arguments(evaluate, "last.pt or best.pt of `splitattn detect train`")
+    add_weights_arguments(evaluate, "last.pt or best.pt of `splitattn detect train`", exported=True)
     evaluate.add_argument("--data", help="data root (default: the run's)")
     evaluate.add_argument("--annotations", help="COCO instances json (default: the run's)")
     evaluate.add_argument("--images", help="COCO image folder (default: the run's)")
@@ -49,12 +48,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     predict = commands.add_parser("predict", help="draw detections (boxes, classes, scores, masks) onto images")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    add_weights_arguments(predict, "last.pt or best.pt of `splitattn detect train`")
+    add_weights_arguments(predict, "last.pt or best.pt of `splitattn detect train`", exported=True)
     predict.add_argument(
         "--output", default="detections", help="folder for <name>_detections.png (default: detections)"
     )
     predict.add_argument(
-        "--score-threshold", type=float, default=0.5, help="draw detections scoring at least this (default: 0.5)"
+        "--score-threshold",
+        type=float,
+        default=DETECTION_SCORE_THRESHOLD,
+        help=f"draw detections scoring at least this (default: {DETECTION_SCORE_THRESHOLD})",
     )
     predict.add_argument(
         "--max-detections",
@@ -72,53 +74,50 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(args: argparse.Namespace, action: str):
+    """``(model on its device, class names, the run's options, device)`` of ``--weights`` or ``--exported``."""
+    from ...devices import pick_device
+
+    if model_source(args) == "exported":
+        import torch
+
+        from ...deploy.evaluation import load_exported_detector
+
+        model, classes, config, _ = load_exported_detector(args.exported)
+        return model, classes, config, torch.device("cpu")
+    from .checkpoint import load_detection_model
+
+    model, classes, config, _ = load_detection_model(args.weights, action)
+    device = pick_device(args.device)
+    return model.to(device), classes, config, device
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from ...data.detection.dataset import collate_detection
-    from ...data.detection.layouts import build_detection_dataset
-    from ...devices import pick_device
     from ...engine.data import eval_loader
     from ...engine.distributed import DistContext
     from ...engine.log import dumps
     from ..run_diagnostics import describe
-    from .checkpoint import load_detection_model
     from .diagnostics import diagnose
-    from .engine import evaluate, format_metrics, iou_types
-    from .evaluation import CocoEvaluator, check_ground_truth
+    from .engine import evaluate, evaluation_dataset, format_metrics, iou_types
+    from .evaluation import CocoEvaluator
     from .trainer import limit
 
-    model, classes, config, _ = load_detection_model(args.weights, "evaluate")
-    device = pick_device(args.device)
+    model, classes, config, device = _load_model(args, "evaluate")
     split = args.split or config.val_split
-    data = args.data or config.data
-    if not data:
-        raise UsageError("--data is required: the checkpoint does not name its data folder.")
-    dataset = build_detection_dataset(
-        config.dataset,
-        data,
-        split,
-        False,
-        annotation_file=args.annotations or config.annotations,
-        images=args.images or config.images,
-        classes=classes[1:],
-        skip_bad=False,  # a missing or unreadable image is an error naming it, never left out of the score
-        with_masks=False,
-    )
-    check_ground_truth(dataset)
-    if dataset.classes != classes:
-        raise DataError(
-            f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {classes[1:6]}...; "
-            "evaluate on the data set it was trained for."
-        )
+    dataset = evaluation_dataset(config, classes, args.data, split, args.annotations, args.images)
     subset = limit(dataset, args.max_images if args.max_images is not None else config.max_images)
     print(dataset.summary(), flush=True)
     evaluator = CocoEvaluator(dataset.coco, iou_types(model, dataset.coco), dataset.contiguous_to_coco)
     loader = eval_loader(subset, 1, DistContext(device=device), args.workers, collate_detection)
-    scores = evaluate(model.to(device), loader, evaluator, device, progress=True, unreadable="error")
-    output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}"
+    scores = evaluate(model, loader, evaluator, device, progress=True, unreadable="error")
+    source = args.weights or args.exported
+    output = Path(args.output) if args.output else Path(source).resolve().parent / f"eval-{split}"
     output.mkdir(parents=True, exist_ok=True)
     evaluator.write_results(output / "detections.json")
+    data = args.data or config.data
     metrics = dict(
-        scores, weights=str(args.weights), data=str(data), split=split, images=len(subset), data_stats=dataset.stats
+        scores, weights=str(source), data=str(data), split=split, images=len(subset), data_stats=dataset.stats
     )
     for kind, report in evaluator.reports.items():
         print(f"{kind}:\n{report}")
@@ -148,13 +147,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from torchvision.transforms.v2 import functional as TF
 
     from ...data.io import ImageReader
-    from ...devices import pick_device
-    from .checkpoint import load_detection_model
     from .inference import draw_detections, keep_confident
 
-    model, classes, _, _ = load_detection_model(args.weights, "predict")
-    device = pick_device(args.device)
-    model.to(device)
+    model, classes, _, device = _load_model(args, "predict")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     images = ImageReader(args.images)

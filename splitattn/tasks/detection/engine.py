@@ -7,7 +7,7 @@ COCOeval scores them, so every rank reports the numbers of the whole set.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from pycocotools.coco import COCO
@@ -15,10 +15,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ...config.schemas import DetectConfig
+from ...data.detection.dataset import DetectionDataset
+from ...data.detection.layouts import build_detection_dataset
 from ...data.detection.records import Target
 from ...engine.runtime import autocast
-from ...errors import DetectionDataError, UsageError
-from .evaluation import CocoEvaluator
+from ...errors import DataError, DetectionDataError, UsageError
+from .evaluation import CocoEvaluator, check_ground_truth
 
 # What an unreadable evaluation image is scored with (``CocoEvaluator.update``'s format): nothing found.
 NO_DETECTIONS = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
@@ -44,6 +47,47 @@ def detection_loss(
     count = len(images)
     sums = {k: v.detach().float() * count for k, v in losses.items()}
     return loss, dict(sums, loss=loss.detach() * count, images=count)
+
+
+def evaluation_dataset(
+    config: DetectConfig,
+    classes: Sequence[str],
+    data: Optional[str] = None,
+    split: Optional[str] = None,
+    annotations: Optional[str] = None,
+    images: Optional[str] = None,
+    skip_bad: bool = False,
+) -> DetectionDataset:
+    """A split of a run's data read as its evaluation reads it (without masks), its ground truth checked
+    (``check_ground_truth``); each argument overrides the run's option (``split``: default its validation split).
+    ``skip_bad``: a missing or unreadable image is kept in the ground truth and scored as found nothing (its
+    objects missed) instead of being an error; never left out of the score.
+
+    Raises:
+        UsageError: no data folder (neither ``data`` nor the run's).
+        DataError: the data set's classes are not the model's ``classes`` (background first).
+    """
+    data = data or config.data
+    if not data:
+        raise UsageError("--data is required: the run does not name its data folder.")
+    dataset = build_detection_dataset(
+        config.dataset,
+        data,
+        split or config.val_split,
+        False,
+        annotation_file=annotations or config.annotations,
+        images=images or config.images,
+        classes=classes[1:],
+        skip_bad=skip_bad,
+        with_masks=False,
+    )
+    check_ground_truth(dataset)
+    if dataset.classes != list(classes):
+        raise DataError(
+            f"{data} has classes {dataset.classes[1:6]}... but the model was trained on {list(classes)[1:6]}...; "
+            "evaluate on the data set it was trained for."
+        )
+    return dataset
 
 
 @torch.no_grad()
@@ -99,7 +143,9 @@ def evaluate(
 def iou_types(model: nn.Module, coco_gt: COCO) -> Sequence[str]:
     """``("bbox", "segm")`` for mask models on ground truth with segmentations (COCO), else ``("bbox",)``
     (box-only models, and VOC's boxes)."""
-    masks = getattr(model.roi_heads, "mask_predictor", None) is not None
+    masks = getattr(model, "predicts_masks", None)  # an exported detector says so (deploy.evaluation)
+    if masks is None:
+        masks = getattr(model.roi_heads, "mask_predictor", None) is not None
     return ("bbox", "segm") if masks and any("segmentation" in a for a in coco_gt.anns.values()) else ("bbox",)
 
 

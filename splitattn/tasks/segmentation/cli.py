@@ -11,9 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, resolve
+from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, model_source, resolve
 from ...config.schemas import SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig, field_default
-from ...errors import DataError, UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
 
     evaluate = commands.add_parser("evaluate", help="pixAcc / mIoU / per-class IoU of a trained model")
-    add_weights_arguments(evaluate, "last.pt or best.pt of `splitattn segment train`")
+    add_weights_arguments(evaluate, "last.pt or best.pt of `splitattn segment train`", exported=True)
     evaluate.add_argument("--data", help="data root (default: the run's)")
     evaluate.add_argument("--dataset", choices=SEGMENTATION_DATASETS, help="(default: the run's)")
     evaluate.add_argument("--split", default=None, help="(default: the run's validation split)")
@@ -44,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     predict = commands.add_parser("predict", help="colour mask and overlay PNG per image")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    add_weights_arguments(predict, "last.pt or best.pt of `splitattn segment train`")
+    add_weights_arguments(predict, "last.pt or best.pt of `splitattn segment train`", exported=True)
     predict.add_argument(
         "--output",
         default="predictions",
@@ -84,56 +83,47 @@ def _inference_plan(args: argparse.Namespace, config: SegmentConfig) -> Dict[str
     )
 
 
+def _load_model(args: argparse.Namespace, action: str):
+    """``(model on its device, class names, the run's options, device)`` of ``--weights`` or ``--exported``."""
+    from ...devices import pick_device
+
+    if model_source(args) == "exported":
+        import torch
+
+        from ...deploy.evaluation import load_exported_segmenter
+
+        return (*load_exported_segmenter(args.exported), torch.device("cpu"))
+    from .checkpoint import load_segmentation_model
+
+    model, classes, config = load_segmentation_model(args.weights, action)
+    device = pick_device(args.device)
+    return model.to(device), classes, config, device
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from ...data.segmentation.datasets import collate_eval
-    from ...data.segmentation.layouts import build_dataset
-    from ...data.segmentation.transforms import SegmentationEvalTransform
-    from ...devices import pick_device
     from ...engine.log import dumps
     from ..run_diagnostics import describe
-    from .checkpoint import load_segmentation_model
     from .diagnostics import write_segmentation_diagnostics
-    from .engine import evaluate
+    from .engine import evaluate, evaluation_dataset
     from .trainer import describe_dataset
 
-    model, classes, config = load_segmentation_model(args.weights, "evaluate")
-    device = pick_device(args.device)
+    model, classes, config, device = _load_model(args, "evaluate")
     split = args.split or config.val_split
-    kind = args.dataset or config.dataset
-    data = args.data or config.data
-    if not data:
-        raise UsageError("--data is required: the checkpoint does not name its data folder.")
-    ignore = args.ignore_value if args.ignore_value is not None else config.ignore_value
-    palette, channels = config.palette, config.in_chans
-    dataset = build_dataset(
-        kind,
-        data,
-        split,
-        SegmentationEvalTransform(channels=channels),
-        classes=None if palette else classes,
-        ignore_value=ignore,
-        skip_bad=args.skip_bad,
-        channels=channels,
-        palette=palette,
-    )
-    if dataset.classes != classes:
-        raise DataError(
-            f"{data} has classes {dataset.classes[:5]}... but the model was trained on {classes[:5]}...; "
-            "evaluate on the data set it was trained for."
-        )
+    dataset = evaluation_dataset(config, classes, args.data, split, args.dataset, args.ignore_value, args.skip_bad)
     plan = _inference_plan(args, config)
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers, collate_fn=collate_eval)
     print(describe_dataset(dataset), flush=True)
-    result = evaluate(model.to(device), loader, len(classes), device, classes, progress=True, **plan)
+    result = evaluate(model, loader, len(classes), device, classes, progress=True, **plan)
     confusion = result.pop("confusion")
     tag = "ms" if len(plan["scales"]) > 1 else "ss"
-    output = Path(args.output) if args.output else Path(args.weights).resolve().parent / f"eval-{split}-{tag}"
+    source = args.weights or args.exported
+    output = Path(args.output) if args.output else Path(source).resolve().parent / f"eval-{split}-{tag}"
     output.mkdir(parents=True, exist_ok=True)
-    metrics = dict(
-        result, weights=str(args.weights), data=str(data), split=split, skipped_pairs=len(dataset.skipped), **plan
-    )
+    data = args.data or config.data
+    metrics = dict(result, weights=str(source), data=str(data), split=split, skipped_pairs=len(dataset.skipped), **plan)
     (output / "metrics.json").write_text(dumps(metrics, indent=2))
     print(describe(write_segmentation_diagnostics(output, confusion, classes), output, f"{dataset.name}, per class"))
     print(
@@ -149,14 +139,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from ...data.io import ImageReader
     from ...data.segmentation.transforms import normalize_image
-    from ...devices import pick_device
-    from .checkpoint import load_segmentation_model
     from .inference import predict_probs
     from .visualize import save_segmentation_outputs
 
-    model, classes, config = load_segmentation_model(args.weights, "predict")
-    device = pick_device(args.device)
-    model.to(device)
+    model, classes, config, device = _load_model(args, "predict")
     plan = _inference_plan(args, config)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

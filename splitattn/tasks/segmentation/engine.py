@@ -13,11 +13,55 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ...config.schemas import SegmentConfig
+from ...data.segmentation.datasets import SegmentationDataset
 from ...data.segmentation.label_maps import IGNORE_INDEX
+from ...data.segmentation.layouts import build_dataset
+from ...data.segmentation.transforms import SegmentationEvalTransform
 from ...engine.distributed import all_reduce_sum
 from ...engine.runtime import autocast
+from ...errors import DataError, UsageError
 from .inference import predict_probs
 from .metrics import ConfusionMatrix
+
+
+def evaluation_dataset(
+    config: SegmentConfig,
+    classes: Sequence[str],
+    data: Optional[str] = None,
+    split: Optional[str] = None,
+    kind: Optional[str] = None,
+    ignore_value: Optional[int] = None,
+    skip_bad: bool = False,
+) -> SegmentationDataset:
+    """A split of a run's data read as its validation reads it (full-size normalised images, training ids);
+    each argument overrides the run's option (``split``: default its validation split).
+
+    Raises:
+        UsageError: no data folder (neither ``data`` nor the run's).
+        DataError: the data set's classes are not the model's ``classes``.
+    """
+    data = data or config.data
+    if not data:
+        raise UsageError("--data is required: the run does not name its data folder.")
+    channels = config.in_chans
+    dataset = build_dataset(
+        kind or config.dataset,
+        data,
+        split or config.val_split,
+        SegmentationEvalTransform(channels=channels),
+        classes=None if config.palette else classes,
+        ignore_value=ignore_value if ignore_value is not None else config.ignore_value,
+        skip_bad=skip_bad,
+        channels=channels,
+        palette=config.palette,
+    )
+    if dataset.classes != list(classes):
+        raise DataError(
+            f"{data} has classes {dataset.classes[:5]}... but the model was trained on {list(classes)[:5]}...; "
+            "evaluate on the data set it was trained for."
+        )
+    return dataset
 
 
 @torch.no_grad()

@@ -9,26 +9,19 @@ are resized back to the original size and averaged; the prediction is their argm
 
 from __future__ import annotations
 
-import math
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.segmentation.transforms import scaled_size
+from ...data.geometry import inference_size, sliding_windows, window_starts
 from ...errors import UsageError
+
+__all__ = ["MIN_SIDE", "MULTI_SCALES", "predict_probs", "window_starts"]
 
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # PyTorch-Encoding's ADE20K/Pascal testing scales
 MIN_SIDE = 32  # the backbone's smallest input
-
-
-def window_starts(length: int, window: int, stride: int) -> List[int]:
-    """Start offsets of windows of ``window`` pixels covering ``0..length`` (the last one flush with the end)."""
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]
 
 
 def _forward_probs(model: nn.Module, image: Tensor, flip: bool) -> Tensor:
@@ -40,21 +33,20 @@ def _forward_probs(model: nn.Module, image: Tensor, flip: bool) -> Tensor:
 
 
 def _sliding_probs(model: nn.Module, image: Tensor, crop_size: Optional[int], flip: bool) -> Tensor:
-    """Class probabilities of a (1, 3, h, w) image at its own size: one pass or crop-size windows."""
+    """Class probabilities of a (1, 3, h, w) image at its own size: one pass or crop-size windows
+    (``data.geometry.sliding_windows``), overlaps averaged."""
     height, width = image.shape[-2:]
-    if crop_size is None or (height <= crop_size and width <= crop_size):
+    windows = sliding_windows(height, width, crop_size)
+    if len(windows) == 1:
         return _forward_probs(model, image, flip)
-    stride = max(1, math.ceil(crop_size * 2 / 3))
-    win_h, win_w = min(crop_size, height), min(crop_size, width)
     total: Optional[Tensor] = None
     counts = torch.zeros(1, 1, height, width, device=image.device)
-    for top in window_starts(height, win_h, stride):
-        for left in window_starts(width, win_w, stride):
-            probs = _forward_probs(model, image[..., top : top + win_h, left : left + win_w], flip)
-            if total is None:
-                total = torch.zeros(1, probs.shape[1], height, width, device=image.device)
-            total[..., top : top + win_h, left : left + win_w] += probs
-            counts[..., top : top + win_h, left : left + win_w] += 1
+    for top, left, win_h, win_w in windows:
+        probs = _forward_probs(model, image[..., top : top + win_h, left : left + win_w], flip)
+        if total is None:
+            total = torch.zeros(1, probs.shape[1], height, width, device=image.device)
+        total[..., top : top + win_h, left : left + win_w] += probs
+        counts[..., top : top + win_h, left : left + win_w] += 1
     return total / counts
 
 
@@ -78,8 +70,7 @@ def predict_probs(
     batch = image[None]
     total: Optional[Tensor] = None
     for scale in scales:
-        long_side = int(math.ceil((base_size or max(height, width)) * scale))
-        size = [max(MIN_SIDE, side) for side in scaled_size(height, width, long_side)]
+        size = list(inference_size(height, width, scale, base_size, MIN_SIDE))
         scaled = (
             batch if size == [height, width] else F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
         )
