@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..deps import require
 from ..errors import UsageError
-from .compiled import import_quietly
+from .compiled import import_quietly, quiet_cpp_extension
 
 Calibration = Union[Tensor, Iterable[Tensor]]
 
@@ -71,6 +71,7 @@ def quantize_pt2e(model: nn.Module, calibration: Calibration) -> nn.Module:
         UsageError: no calibration images, or images of several sizes.
     """
     require("torchao", "int8", "int8 quantisation of the fast path (PT2E)")
+    quiet_cpp_extension()
     # torchao registers an Enum with torch's pytree at import, which torch logs as deprecated: not ours to fix
     import_quietly("torchao.quantization.pt2e", "torch.utils._pytree", "is an Enum subclass")
     from torch.export import Dim
