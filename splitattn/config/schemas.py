@@ -35,7 +35,7 @@ SEGMENTATION_DATASETS = ("ade20k", "cityscapes", "voc", "folder")  # splitattn.d
 SEGMENTATION_HEADS = ("deeplabv3", "fcn")  # splitattn.tasks.segmentation.model.HEADS
 BOX_HEADS = ("2fc", "4conv1fc")
 SEGMENTATION_MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # tasks.segmentation.inference.MULTI_SCALES
-FAST_BACKENDS = ("compile", "torchscript", "eager")  # splitattn.optimize.inference.BACKENDS
+FAST_BACKENDS = ("auto", "compile", "aot", "torchscript", "eager")  # splitattn.optimize.inference.BACKENDS
 # Norms whose layers hold BatchNorm statistics and affine parameters: they can take the ImageNet weights.
 BATCH_STATISTICS_NORMS = ("batchnorm", "syncbn", "frozenbn")
 # The classification options whose default depends on --data: (with an image folder, without: the digits demo, a

@@ -7,7 +7,9 @@ import copy
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -30,7 +32,7 @@ from .export import (
     load_model_for_export,
     read_export_metadata,
 )
-from .quantize import DEFAULT_CALIBRATION_IMAGES
+from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_METRIC_DROP
 from .runners import DEFAULT_RUNNERS, RUNNERS
 
 COMPARABLE = ("timm", "torchvision")
@@ -147,6 +149,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="ONNX: dynamo (torch.export; needs onnxscript), legacy (TorchScript tracing), auto: "
         "dynamo when onnxscript is installed",
     )
+    int8 = export.add_argument_group(
+        "int8",
+        "post-training quantisation by NNCF to a QDQ ONNX file (ONNX Runtime and OpenVINO run it; no torch needed), "
+        "calibrated on the run's training images through its evaluation preprocessing, then scored against the "
+        "fp32 file on the run's validation split: the change of top-1 is printed overall and per class and stored "
+        "in the file's metadata (key int8)",
+    )
+    int8.add_argument("--int8", action="store_true", help="write the int8 model instead of the fp32 one")
+    int8.add_argument(
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help=f"training images to calibrate on (default {DEFAULT_CALIBRATION_IMAGES})",
+    )
+    int8.add_argument(
+        "--max-metric-drop",
+        type=float,
+        default=DEFAULT_MAX_METRIC_DROP,
+        help="refuse the int8 file when the metric falls by more points than this (default 1)",
+    )
+    int8.add_argument("--force", action="store_true", help="write the int8 file whatever the drop")
+    int8.add_argument("--data", default=None, help="the run's data folder (default: the one its checkpoint names)")
     export.add_argument("--debug", action="store_true", help="show tracebacks")
     export.set_defaults(func=run_export)
 
@@ -177,10 +201,14 @@ def _export_source(
 def run_export(args: argparse.Namespace) -> int:
     from ..tasks.classification.checkpoint import eval_config_of
 
+    if args.int8 and args.format != "onnx":
+        raise UsageError(f"--int8 writes ONNX files (run by ONNX Runtime and OpenVINO), not {args.format}.")
     model, name, classes, run_config = _export_source(args)
     config = eval_config_of(args.weights or "", name, run_config, args.img_size)
     size = config.input_size
     metadata = export_metadata(name, model, config, classes, args.weights)
+    if args.int8:
+        return _export_int8(args, model, size, metadata, args.data or (run_config.data if run_config else None))
     path, error = export_model(model, args.output, args.format, size, metadata, args.exporter)
     exporter = read_export_metadata(path)["exporter"]  # dynamo, legacy or torch.jit.trace
     if exporter == "legacy" and args.exporter == "auto":
@@ -196,6 +224,26 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"max relative error vs eager on batches {shapes}: {error:.2e}")
     if error > 1e-3:
         raise ExportError(f"the exported model disagrees with the eager one (relative error {error:.2e}).")
+    return 0
+
+
+def _export_int8(args: argparse.Namespace, model: nn.Module, size: int, metadata: dict, data: Optional[str]) -> int:
+    """The fp32 ONNX file (checked), then its int8 version through the gate (``deploy.export_int8``)."""
+    from .export_int8 import export_int8
+
+    with tempfile.TemporaryDirectory(prefix="splitattn-export-") as folder:
+        fp32, error = export_model(model, Path(folder) / "fp32.onnx", "onnx", size, metadata, args.exporter)
+        if error > 1e-3:
+            raise ExportError(f"the fp32 export disagrees with the eager model (relative error {error:.2e}).")
+        result = export_int8(fp32, args.output, data, "onnx", args.calibration_images, args.max_metric_drop, args.force)
+    change = result.change
+    if result.warning:
+        print(f"warning: {result.warning}; written anyway (--force)")
+    print(
+        f"exported int8 {metadata['model_name']} to {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB, "
+        f"NNCF QDQ, calibrated on {result.calibration_images} training images): {change.metric} "
+        f"{change.fp32:.2f} -> {change.int8:.2f} ({change.change:+.2f} points) on {change.images} validation images"
+    )
     return 0
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -84,8 +84,8 @@ def quantize_onnx(
     return output
 
 
-def _points(value: Optional[float]) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+def _points(value: Optional[float], sign: str = "") -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:{sign}.2f}"
 
 
 @dataclass
@@ -122,7 +122,7 @@ class MetricChange:
         lines = [f"{'class':<{width}} {'fp32':>7} {'int8':>7} {'change':>7}"]
         for name, (fp32, int8) in self.per_class.items():
             delta = None if fp32 is None or int8 is None else int8 - fp32
-            lines.append(f"{name:<{width}} {_points(fp32):>7} {_points(int8):>7} {_points(delta):>7}")
+            lines.append(f"{name:<{width}} {_points(fp32):>7} {_points(int8):>7} {_points(delta, '+'):>7}")
         lines.append(f"{self.metric:<{width}} {_points(self.fp32):>7} {_points(self.int8):>7} {self.change:>+7.2f}")
         return "\n".join(lines)
 
@@ -162,13 +162,3 @@ def check_metric_drop(change: MetricChange, max_drop: float, force: bool = False
         message + ". The int8 file was not written. Calibrate on more images (--calibration-images), allow the "
         "drop (--max-metric-drop POINTS), write it anyway (--force), or serve the fp32 file."
     )
-
-
-def calibration_indices(total: int, count: int, seed: int = 0) -> Sequence[int]:
-    """``count`` indices drawn without replacement from ``range(total)`` (all of them when fewer), sorted:
-    the calibration images of a training split."""
-    if count < 1:
-        raise UsageError(f"--calibration-images must be at least 1, got {count}.")
-    if count >= total:
-        return range(total)
-    return sorted(np.random.default_rng(seed).permutation(total)[:count].tolist())

@@ -10,16 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..data.classification import EVAL_SPLITS, find_split, load_split
 from ..data.transforms import eval_transform_for
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from ..models.eval_config import EvalConfig
-from .quantize import calibration_indices
 
 TRAIN_SPLITS = ("train",)
+
+
+def calibration_indices(total: int, count: int, seed: int = 0) -> Sequence[int]:
+    """``count`` indices drawn without replacement from ``range(total)`` (all of them when fewer), sorted:
+    the calibration images of a training split."""
+    if count < 1:
+        raise UsageError(f"--calibration-images must be at least 1, got {count}.")
+    if count >= total:
+        return range(total)
+    return sorted(np.random.default_rng(seed).permutation(total)[:count].tolist())
 
 
 def split_images(

@@ -176,7 +176,7 @@ def compile_package(module: nn.Module, example: Tensor, path: PathLike) -> Path:
     example = torch.cat([example[:1]] * 2)  # batch 2: torch.export specialises a batch of 1 to a constant
     with torch.no_grad():
         exported = torch.export.export(module, (example,), dynamic_shapes=({0: Dim("batch", min=1, max=4096)},))
-        partial = path.with_name(path.name + ".partial")
+        partial = path.with_name(path.stem + ".partial" + PACKAGE_SUFFIX)  # the packager wants the suffix
         torch._inductor.aoti_compile_and_package(
             exported, package_path=str(partial), inductor_configs={"freezing": True}
         )
