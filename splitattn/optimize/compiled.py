@@ -143,9 +143,9 @@ def tensors_digest(tensors: Iterable[Tuple[str, Tensor]], *extra: object) -> str
     """sha256 (hex) of named tensors (names, dtypes, shapes, bytes) and ``extra`` values."""
     digest = hashlib.sha256()
     for name, tensor in tensors:
-        tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        flat = tensor.detach().cpu().contiguous().reshape(-1)  # reshape: size-1 dims may keep odd strides
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     for value in extra:
         digest.update(f"|{value}".encode())
     return digest.hexdigest()

@@ -1,5 +1,6 @@
-"""``splitattn export --int8``: the metric change it prints is what an independent evaluation finds, it is stored
-in the file, and a drop beyond the threshold refuses the file (issue 18, scope 4).
+"""int8 (issue 18, scope 4): ``splitattn export --int8`` prints the metric change an independent evaluation finds,
+stores it in the file and refuses a drop beyond the threshold; the PT2E int8 fast path agrees with fp32; the
+benchmark's cross-format table checks its runners against eager.
 
 A small classifier is trained on imagenette-mini (real photos) by ``splitattn train``. The independent
 recomputation reads the validation images with PIL and torchvision's transforms (timm's evaluation recipe),
@@ -42,7 +43,8 @@ def imagenette_run(tmp_path_factory):
 
 def independent_scores(run, int8_file):
     """Per class ``(fp32 correct, int8 correct, images)`` on the val split: torch for the checkpoint's model,
-    onnxruntime for the int8 file, both fed by torchvision's Resize(size / crop_pct) + CenterCrop + Normalize."""
+    onnxruntime for the int8 file (None: fp32 only), both fed by torchvision's Resize(size / crop_pct) +
+    CenterCrop + Normalize."""
     from torchvision import transforms as T
 
     from splitattn import create_model
@@ -63,15 +65,14 @@ def independent_scores(run, int8_file):
     model = create_model(checkpoint["model_name"], num_classes=len(classes), **model_overrides(options))
     model.load_state_dict(checkpoint["model"])
     model.eval()
-    session = onnxruntime.InferenceSession(str(int8_file), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
+    session = int8_file and onnxruntime.InferenceSession(str(int8_file), providers=["CPUExecutionProvider"])
     scores = {}
     for label, name in enumerate(classes):
         files = sorted((IMAGENETTE / "val" / name).iterdir())
         batch = torch.stack([transform(Image.open(path).convert("RGB")) for path in files])
         with torch.no_grad():
             fp32 = model(batch).argmax(1).numpy()
-        int8 = session.run(None, {input_name: batch.numpy()})[0].argmax(1)
+        int8 = session.run(None, {"images": batch.numpy()})[0].argmax(1) if session else fp32
         scores[name] = (int((fp32 == label).sum()), int((int8 == label).sum()), len(files))
     return scores
 
@@ -126,3 +127,47 @@ def test_a_drop_beyond_the_threshold_refuses_the_file_and_names_the_worst_classe
     named = re.search(r"classes that lost most: (.*?)\. The int8", done.stderr).group(1)
     assert named == (", ".join(f"{name} {change:+.2f}" for change, name in losses[:3]) or "none singled out")
     assert not output.exists() and not list(tmp_path.iterdir())
+
+
+def test_the_int8_fast_path_agrees_with_fp32_and_serves_its_image_size_only(imagenette_run):
+    from splitattn.deploy.run_data import calibration_images, validation_images
+    from splitattn.errors import UsageError
+    from splitattn.optimize.inference import optimize_for_inference
+    from splitattn.tasks.classification.checkpoint import load_trained_model, run_eval_config
+
+    model, classes, config = load_trained_model(imagenette_run / "best.pt")
+    eval_config = run_eval_config(config)
+    calibration = calibration_images(IMAGENETTE, eval_config, classes, 3, 64)
+    images, labels = validation_images(IMAGENETTE, eval_config, classes, 3)
+    fast = optimize_for_inference(model, "int8", calibration=calibration, pad_batch=100)
+    with torch.no_grad():
+        fp32, int8 = model(images), fast(images)
+    agreement = (int8.argmax(1) == fp32.argmax(1)).float().mean().item()
+    assert agreement >= 0.85, f"int8 agrees with fp32 on only {agreement:.1%} of {len(images)} images"
+    top1 = [(logits.argmax(1) == labels).float().mean().item() for logits in (fp32, int8)]
+    assert abs(top1[1] - top1[0]) < 0.05, top1
+    with pytest.raises(UsageError, match="compiled for 32x32"):
+        fast(torch.randn(1, 3, 48, 48))
+
+
+def test_the_benchmark_table_checks_every_runner_against_eager(imagenette_run, capsys):
+    """`splitattn benchmark --weights RUN` on the run's own data: eager's top-1 is the independent one, the ONNX
+    Runtime file agrees with eager, the int8 file is scored and compared."""
+    from splitattn.cli import main
+
+    runners = "eager,onnxruntime-fp32,int8-onnxruntime"
+    args = ["benchmark", "--weights", str(imagenette_run / "best.pt"), "--runners", runners, "--batch-size", "4"]
+    assert main([*args, "--rounds", "1", "--warmup", "1", "--calibration-images", "16", "--spin"]) == 0
+    out = capsys.readouterr().out
+    rows = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] in runners.split(","):
+            rows[cells[0]] = cells
+    assert set(rows) == set(runners.split(","))
+    scores = independent_scores(imagenette_run, None)
+    images = sum(s[2] for s in scores.values())
+    assert float(rows["eager"][-3]) == pytest.approx(100 * sum(s[0] for s in scores.values()) / images, abs=0.006)
+    assert float(rows["onnxruntime-fp32"][-2]) == 100.0 and float(rows["onnxruntime-fp32"][-1]) < 1e-4
+    assert rows["int8-onnxruntime"][1] == "int8" and float(rows["int8-onnxruntime"][-2]) > 80
+    assert "'of peak'" in out and "matmul rate at batch 4: fp32" in out and "int8" in out.split("matmul rate")[-1]
