@@ -2,8 +2,11 @@
 
 * fp32, bf16: ``torch.matmul`` of two square matrices (oneDNN / MKL).
 * int8: ``torch._int_mm`` (int8 x int8 -> int32), and the same product as an ONNX QDQ graph (a u8 activation
-  quantised on the fly times an s8 weight) in ONNX Runtime (``MatMulIntegerToFloat``/``QLinearMatMul``,
-  VNNI kernels from MLAS) and in OpenVINO (oneDNN int8 brgemm). The best of them is the int8 rate.
+  quantised on the fly times an s8 weight: ``splitattn.deploy.benchmark.qdq_matmul_onnx``) in ONNX Runtime
+  (VNNI kernels from MLAS) and in OpenVINO (oneDNN int8 brgemm). The best of them is the int8 rate.
+
+``splitattn benchmark`` measures one rate per precision (torch fp32/bf16, ONNX Runtime's int8) *in the same
+rounds* as the networks; this script says how those compare with every implementation's best.
 
 Each rate is the best of ``--repeats`` timed products after one warm-up (the best, not the median:
 this is a ceiling, and other processes only ever slow a run down). Square size ``--size`` (default 2048:
@@ -51,43 +54,13 @@ def torch_rates(size: int, repeats: int) -> Dict[str, float]:
     return rates
 
 
-def qdq_matmul_onnx(path: Path, size: int) -> Path:
-    """An ONNX graph ``Y = DQ(Q(X)) @ DQ(W8)``: u8 activation (per-tensor), s8 weight (per-tensor)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.integers(-127, 127, (size, size), dtype=np.int8), "w8")
-    inits = [
-        weight,
-        numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
-        numpy_helper.from_array(np.array(128, np.uint8), "x_zero"),
-        numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
-        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
-    ]
-    nodes = [
-        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
-        helper.make_node("DequantizeLinear", ["w8", "w_scale", "w_zero"], ["wd"]),
-        helper.make_node("MatMul", ["xd", "wd"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "qdq_matmul",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(path))
-    return path
-
-
 def runtime_rates(size: int, repeats: int, threads: int) -> Dict[str, float]:
     """GFLOP/s of the QDQ int8 product in ONNX Runtime and OpenVINO, and their fp32 products for comparison."""
     rates = {}
     flops = 2 * size**3
     x = np.random.default_rng(1).standard_normal((size, size)).astype(np.float32)
+    from splitattn.deploy.benchmark import qdq_matmul_onnx
+
     with tempfile.TemporaryDirectory() as folder:
         path = qdq_matmul_onnx(Path(folder) / "qdq.onnx", size)
         try:

@@ -18,11 +18,14 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..deps import require
 from ..models.complexity import count_macs
 
 Step = Callable[[], object]
@@ -171,3 +174,65 @@ def machine_description(device: torch.device) -> str:
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def load_warning(cores: Optional[int] = None) -> Optional[str]:
+    """A warning when the 1-minute load average exceeds the CPU count: other processes then take time slices
+    from every timed call (ratios within one run stay usable, absolute times do not)."""
+    import os
+
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    if load <= cores:
+        return None
+    return (
+        f"the load average ({load:.1f}) exceeds this machine's {cores} CPUs: other processes are competing for them, "
+        "so absolute times are unreliable (per-round ratios less so); measure on a quiet machine."
+    )
+
+
+def qdq_matmul_onnx(path: Path, size: int) -> Path:
+    """An ONNX graph ``y = DQ(Q(x)) @ DQ(w8)`` (u8 activation, s8 weight, per tensor): ONNX Runtime runs it as an
+    int8 matrix product (MLAS, VNNI where the CPU has it), the int8 counterpart of ``matmul_flops``."""
+    onnx = require("onnx", "export", "the int8 matmul rate")
+    from onnx import TensorProto, helper, numpy_helper
+
+    generator = np.random.default_rng(0)
+    initializers = [
+        numpy_helper.from_array(generator.integers(-127, 127, (size, size), dtype=np.int8), "w8"),
+        numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "x_zero"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w8", "w_scale", "w_zero"], ["wd"]),
+        helper.make_node("MatMul", ["xd", "wd"], ["y"]),
+    ]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "qdq_matmul",
+        [value("x", TensorProto.FLOAT, [size, size])],
+        [value("y", TensorProto.FLOAT, [size, size])],
+        initializers,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def matmul_step(precision: str, size: int, session_factory: Callable[[Path], Callable]) -> Step:
+    """One square ``size`` matrix product in ``precision`` (torch fp32/bf16; int8: the QDQ graph of
+    ``qdq_matmul_onnx`` through ``session_factory(path)``, a callable taking the float32 input): timed in the
+    same rounds as the networks, it gives each round's CPU rate for the precision."""
+    if precision == "int8":
+        import tempfile
+
+        run = session_factory(qdq_matmul_onnx(Path(tempfile.mkdtemp()) / "qdq_matmul.onnx", size))
+        x = torch.randn(size, size)
+        return lambda: run(x)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    return lambda: a @ b

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -16,41 +19,81 @@ from ..devices import pick_device
 from ..errors import DeviceError, UsageError
 from ..models.factory import create_model
 from ..models.registry import get_model_spec
-from ..optimize.inference import BACKENDS, PRECISIONS, optimize_for_inference, precision_dtype
+from ..optimize.inference import precision_dtype
 from ..optimize.training import compile_for_training
 from . import benchmark as bench
 from .formats import ONNX_EXPORTERS, ONNX_OPSET
 from .metadata import EXPORT_FORMATS
+from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_METRIC_DROP
+from .runners import DEFAULT_RUNNERS, RUNNERS
 
 COMPARABLE = ("timm", "torchvision")
+EAGER_PRECISIONS = ("fp32", "bf16", "fp16")  # autocast of the eager model (--mode infer/train)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark",
-        help="time inference/training against timm and torchvision, interleaved, medians",
-        description="Times a model (eager, and with --fast the optimize_for_inference path) in the same process "
-        "as timm's and torchvision's, round by round, and prints medians and ratios.",
+        help="time a model in every deployment form (compiled, ONNX Runtime, OpenVINO, int8) against timm",
+        description="--mode formats (the default, CPU): one table of the model in every form a user would deploy "
+        "it (--runners: eager, our fast path fp32/bf16, timm's model under torch.compile, ONNX Runtime, OpenVINO "
+        "fp32/bf16, int8 as NNCF's QDQ file in ONNX Runtime and OpenVINO and as PT2E behind our fast path): "
+        "latency at batch 1, throughput at --batch-size, the share of this CPU's matmul rate for the precision, "
+        "each row checked against the eager model, and with a run's data its top-1 on the validation split. "
+        "All runners are timed in the same interleaved rounds; medians of per-round ratios. Compiled runners "
+        "compile once per batch size (minutes on a CPU). --mode infer / train: eager inference (GPUs: CUDA "
+        "graphs) and a training step against timm's and torchvision's eager models, with peak memory.",
     )
-    parser.add_argument("--model", default="resnest50")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="a `splitattn classify train` checkpoint: its model, weights and evaluation size, and its data "
+        "for int8 calibration (training split) and the top-1 column (validation split)",
+    )
+    parser.add_argument("--model", default=None, help="registered model without --weights (default resnest50)")
     parser.add_argument("--batch-size", type=int, default=16, help="throughput/training batch (latency uses 1)")
-    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--img-size", type=int, default=None, help="default: the run's evaluation size, else 224")
+    parser.add_argument("--mode", default="formats", help="formats (default), infer, train, or a comma list")
+    parser.add_argument(
+        "--runners",
+        default=",".join(DEFAULT_RUNNERS),
+        help=f"--mode formats: comma-separated, from {', '.join(RUNNERS)} (default: all but aot-*)",
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="--mode formats: the runner speeds are relative to (default: timm-compile-fp32 when run, else eager)",
+    )
+    parser.add_argument("--data", default=None, help="--mode formats: the run's data folder (default: the run's)")
+    parser.add_argument("--val-images", type=int, default=0, help="validation images scored (0: all)")
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help="int8 calibration images from the run's training split (random images without a run's data)",
+    )
+    parser.add_argument("--matmul-size", type=int, default=2048, help="side of the matmul giving the CPU's rate")
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="let idle threads busy-wait (OpenMP's and ONNX Runtime's default). Without it the benchmark runs "
+        "with OMP_WAIT_POLICY=PASSIVE and ONNX Runtime's spinning off: on a machine busier than its core count "
+        "spinning threads steal each other's time (eager torch at 2 threads 10-50x slower)",
+    )
+    parser.add_argument("--json", default=None, help="--mode formats: also write every measurement here")
     parser.add_argument(
         "--precision",
         default="fp32",
-        help=f"comma-separated list of {', '.join(PRECISIONS)} for our model (compared models run fp32)",
+        help=f"--mode infer/train: comma-separated list of {', '.join(EAGER_PRECISIONS)} "
+        "(autocast) for our model (compared models run fp32)",
     )
-    parser.add_argument("--channels-last", action="store_true", help="NHWC activations for the eager models")
-    parser.add_argument("--mode", default="infer", help="infer, train or infer,train")
-    parser.add_argument("--compare", default="", help="comma-separated: timm (same model), torchvision (ResNet-50)")
-    parser.add_argument("--fast", action="store_true", help="also time splitattn.optimize_for_inference (inference)")
-    parser.add_argument("--backend", default="compile", choices=BACKENDS, help="backend of the --fast path")
-    parser.add_argument("--onnx", action="store_true", help="also time the ONNX export in ONNX Runtime (CPU, fp32)")
+    parser.add_argument("--channels-last", action="store_true", help="--mode infer/train: NHWC activations")
+    parser.add_argument("--compare", default="", help="--mode infer/train: timm (same model), torchvision (ResNet-50)")
     parser.add_argument("--cuda-graphs", action="store_true", help="on CUDA, also time our eager model as a CUDA graph")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each model once per round)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per model before the rounds")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", default=None, help="--mode infer/train: cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak training memory measurement")
     parser.add_argument(
         "--compile-train",
@@ -109,7 +152,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=ONNX_OPSET,
         help=f"ONNX opset written (default {ONNX_OPSET}; < 18: legacy exporter)",
     )
-    export.add_argument("--data", help="where to find the check images (default: the run's data)")
+    export.add_argument("--data", help="where to find the check and calibration images (default: the run's data)")
+    int8 = export.add_argument_group(
+        "int8",
+        "post-training quantisation by NNCF to a QDQ ONNX file (ONNX Runtime and OpenVINO run it; no torch needed), "
+        "calibrated on the run's training images through its evaluation preprocessing, then scored against the "
+        "fp32 file on the run's validation split: the change of top-1 is printed overall and per class and stored "
+        "in the file's metadata (key int8)",
+    )
+    int8.add_argument("--int8", action="store_true", help="write the int8 model instead of the fp32 one")
+    int8.add_argument(
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help=f"training images to calibrate on (default {DEFAULT_CALIBRATION_IMAGES})",
+    )
+    int8.add_argument(
+        "--max-metric-drop",
+        type=float,
+        default=DEFAULT_MAX_METRIC_DROP,
+        help="refuse the int8 file when the metric falls by more points than this (default 1)",
+    )
+    int8.add_argument("--force", action="store_true", help="write the int8 file whatever the drop")
     export.add_argument("--debug", action="store_true", help="show tracebacks")
     export.set_defaults(func=run_export)
 
@@ -117,6 +181,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
+    if args.int8:
+        return _export_int8(args)
     result = export_run(
         args.weights,
         args.format,
@@ -148,6 +214,42 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_int8(args: argparse.Namespace) -> int:
+    """The fp32 ONNX file of the run (``export_run``: checked against eager), then its int8 version through the
+    metric gate (``deploy.export_int8``)."""
+    from .export import export_run
+    from .export_int8 import export_int8
+
+    if args.format != "onnx":
+        raise UsageError(f"--int8 writes ONNX files (run by ONNX Runtime and OpenVINO), not {args.format}.")
+    with tempfile.TemporaryDirectory(prefix="splitattn-export-") as folder:
+        fp32 = export_run(
+            args.weights,
+            "onnx",
+            Path(folder) / "fp32.onnx",
+            model=args.model,
+            ema=args.ema,
+            exporter=args.exporter,
+            opset=args.opset,
+            img_size=args.img_size,
+            num_classes=args.num_classes,
+            data=args.data,
+        )
+        data = args.data or (fp32.metadata.get("run_options") or {}).get("data")
+        result = export_int8(
+            fp32.files[0], args.output, data, "onnx", args.calibration_images, args.max_metric_drop, args.force
+        )
+    change = result.change
+    if result.warning:
+        print(f"warning: {result.warning}; written anyway (--force)")
+    print(
+        f"exported int8 {fp32.metadata['model_name']} to {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB, "
+        f"NNCF QDQ, calibrated on {result.calibration_images} training images): {change.metric} "
+        f"{change.fp32:.2f} -> {change.int8:.2f} ({change.change:+.2f} points) on {change.images} validation images"
+    )
+    return 0
+
+
 def _split(text: str, allowed: Tuple[str, ...], what: str) -> List[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in items if t not in allowed]
@@ -176,30 +278,78 @@ def _compared_models(names: List[str], model_name: str, ours: nn.Module) -> Dict
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    precisions = _split(args.precision, PRECISIONS, "precision")
-    modes = _split(args.mode, ("infer", "train"), "mode")
-    compare = _split(args.compare, COMPARABLE, "--compare entry")
+    modes = _split(args.mode, ("formats", "infer", "train"), "mode")
     if args.batch_size < 1 or args.rounds < 1:
         raise UsageError("--batch-size and --rounds must be at least 1.")
+    respawned = _with_wait_policy(args.spin)
+    if respawned is not None:
+        return respawned
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if "formats" in modes:
+        from .compare import run_formats
+
+        run_formats(
+            weights=args.weights,
+            model_name=args.model,
+            img_size=args.img_size,
+            batch_size=args.batch_size,
+            runners=[name.strip() for name in args.runners.split(",") if name.strip()],
+            reference=args.reference,
+            data=args.data,
+            val_images=args.val_images,
+            calibration_images=args.calibration_images,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            matmul_size=args.matmul_size,
+            spinning=args.spin,
+            json_path=args.json,
+        )
+    eager_modes = [mode for mode in modes if mode != "formats"]
+    if eager_modes:
+        _run_eager(args, eager_modes)
+    return 0
+
+
+def _with_wait_policy(spin: bool) -> Optional[int]:
+    """Without ``--spin``, the benchmark must run with ``OMP_WAIT_POLICY=PASSIVE``, which OpenMP reads when torch
+    loads: run from the command line with it unset, the command runs again in a child process that has it (its
+    exit code is returned); called from Python, it says how to set it. None: carry on in this process."""
+    if spin or os.environ.get("OMP_WAIT_POLICY"):
+        return None
+    if sys.argv[1:2] != ["benchmark"]:
+        warnings.warn(
+            "OMP_WAIT_POLICY is not set, so torch's idle threads spin; set OMP_WAIT_POLICY=PASSIVE before Python "
+            "starts for the benchmark's waiting policy (or pass --spin to time spinning threads on purpose).",
+            stacklevel=2,
+        )
+        return None
+    environment = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    return subprocess.call([sys.executable, "-m", "splitattn", *sys.argv[1:]], env=environment)
+
+
+def _run_eager(args: argparse.Namespace, modes: List[str]) -> None:
+    """--mode infer / train: our eager model against timm's and torchvision's, on the CPU or a GPU."""
+    precisions = _split(args.precision, EAGER_PRECISIONS, "precision")
+    compare = _split(args.compare, COMPARABLE, "--compare entry")
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     elif "fp16" in precisions:
         raise DeviceError("fp16 is for GPUs; on the CPU use --precision bf16.")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.cuda_graphs and device.type != "cuda":
         raise DeviceError("--cuda-graphs needs a CUDA device.")
     torch.manual_seed(0)
+    name, size = args.model or "resnest50", args.img_size or 224
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    ours = create_model(args.model)
-    baselines = _compared_models(compare, args.model, ours)
-    flops = {"splitattn": bench.forward_flops(ours, args.img_size)}
-    flops.update({name: bench.forward_flops(m, args.img_size) for name, m in baselines.items()})
+    ours = create_model(name)
+    baselines = _compared_models(compare, name, ours)
+    flops = {"splitattn": bench.forward_flops(ours, size)}
+    flops.update({key: bench.forward_flops(m, size) for key, m in baselines.items()})
     rates = {p: bench.matmul_flops(device, precision_dtype(p)) for p in sorted(set(precisions) | {"fp32"})}
 
     print(
-        f"splitattn benchmark: {args.model}, {args.img_size}x{args.img_size}, batch {args.batch_size}, "
+        f"splitattn benchmark: {name}, {size}x{size}, batch {args.batch_size}, "
         f"{'channels_last' if args.channels_last else 'NCHW'} eager, on {bench.machine_description(device)}"
     )
     print("matmul rate: " + ", ".join(f"{p} {r / 1e9:.0f} GFLOP/s" for p, r in rates.items()))
@@ -210,89 +360,46 @@ def run_benchmark(args: argparse.Namespace) -> int:
     print(TABLE_HEADER)
     print("-" * len(TABLE_HEADER))
     if "infer" in modes:
-        _infer_cases(
-            args,
-            device,
-            precisions,
-            memory_format,
-            ours,
-            baselines,
-            flops,
-            lambda rows: _print_case(rows, rates, compare),
-        )
+        _infer_cases(args, device, precisions, memory_format, ours, baselines, flops, size, rates, compare)
     if "train" in modes:
-        _print_case(_train_cases(args, device, precisions, memory_format, ours, baselines, flops), rates, compare)
-    return 0
+        rows = _train_cases(args, device, precisions, memory_format, ours, baselines, flops, size)
+        _print_case(rows, rates, compare)
 
 
 def _autocast(precision: str) -> Optional[torch.dtype]:
     return None if precision == "fp32" else precision_dtype(precision)
 
 
-def _infer_cases(
-    args, device, precisions, memory_format, ours, baselines, flops, report: Callable[[List[bench.Result]], None]
-) -> None:
-    """Latency at batch 1 and throughput at --batch-size, each case reported as soon as it is timed."""
-    eager = {"splitattn": ours, **baselines}
-    for model in eager.values():
+def _infer_cases(args, device, precisions, memory_format, ours, baselines, flops, size, rates, compare) -> None:
+    """Eager latency at batch 1 and throughput at --batch-size, each case printed as soon as it is timed."""
+    for model in [ours, *baselines.values()]:
         model.eval().to(device=device, memory_format=memory_format)
-    fast = (
-        {p: optimize_for_inference(ours, p, backend=args.backend, example_size=args.img_size) for p in precisions}
-        if args.fast
-        else {}
-    )
-    onnx_file = None
-    if args.onnx:
-        from .export_classification import export_onnx
-        from .runtime import onnx_session
-
-        onnx_file = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False).name
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            export_onnx(ours.cpu(), onnx_file, args.img_size)
-        ours.to(device)
-        session = onnx_session(onnx_file, torch.get_num_threads())
     batches = [("latency b1", 1)] + (
         [(f"throughput b{args.batch_size}", args.batch_size)] if args.batch_size > 1 else []
     )
     for case, batch in batches:
-        x = torch.randn(batch, 3, args.img_size, args.img_size, device=device)
-        xm = x.contiguous(memory_format=memory_format)
+        x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
         fns: Dict[str, bench.Step] = {}
         results: Dict[str, bench.Result] = {}
 
-        def add(
-            name: str, key: str, fn: bench.Step, precision: str, fns=fns, results=results, case=case, batch=batch
-        ) -> None:
+        def add(name: str, key: str, fn: bench.Step, precision: str, case=case, batch=batch, fns=fns, results=results):
             fns[name] = fn
             results[name] = bench.Result(name, case, batch, flops[key] * batch, precision)
 
         for p in precisions:
-            add(f"splitattn eager {p}", "splitattn", bench.inference_step(ours, xm, _autocast(p)), p)
+            add(f"splitattn eager {p}", "splitattn", bench.inference_step(ours, x, _autocast(p)), p)
             if args.cuda_graphs:
-                add(f"splitattn cuda-graph {p}", "splitattn", bench.cuda_graph_step(ours, xm, _autocast(p)), p)
-            if p in fast:
-                add(f"splitattn fast {p}", "splitattn", bench.inference_step(fast[p], x, None), p)
-        if onnx_file is not None:
-            x_np = x.cpu().numpy()
-            add(
-                "splitattn onnxruntime fp32", "splitattn", lambda x_np=x_np: session.run(None, {"images": x_np}), "fp32"
-            )
+                add(f"splitattn cuda-graph {p}", "splitattn", bench.cuda_graph_step(ours, x, _autocast(p)), p)
         for name, model in baselines.items():
-            add(f"{name} eager fp32", name, bench.inference_step(model, xm, None), "fp32")
-        repeats = 3 if batch == 1 else 1
-        bench.interleaved(results, fns, args.rounds, repeats, args.warmup, device)
-        report(list(results.values()))
-    if onnx_file is not None:
-        Path(onnx_file).unlink()
+            add(f"{name} eager fp32", name, bench.inference_step(model, x, None), "fp32")
+        bench.interleaved(results, fns, args.rounds, 3 if batch == 1 else 1, args.warmup, device)
+        _print_case(list(results.values()), rates, compare)
 
 
-def _train_cases(args, device, precisions, memory_format, ours, baselines, flops) -> List[bench.Result]:
+def _train_cases(args, device, precisions, memory_format, ours, baselines, flops, size) -> List[bench.Result]:
     """One training step at --batch-size per model (fp32 baselines), then each step's peak memory."""
     case = f"train b{args.batch_size}"
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device).contiguous(
-        memory_format=memory_format
-    )
+    x = torch.randn(args.batch_size, 3, size, size, device=device).contiguous(memory_format=memory_format)
     labels = torch.randint(0, 1000, (args.batch_size,), device=device)
     fns: Dict[str, bench.Step] = {}
     results: Dict[str, bench.Result] = {}

@@ -1,4 +1,4 @@
-"""The inference fast path: BatchNorm folded into convolutions, channels_last, bf16, compiled or frozen.
+"""The inference fast path: BatchNorm folded into convolutions, channels_last, bf16 or int8, compiled.
 
 Folding rewrites every ``conv -> BatchNorm`` pair (eval-mode statistics) as one conv with a bias:
 
@@ -8,13 +8,17 @@ which removes a full pass over each activation map. In ResNeSt that covers the s
 conv1/bn1, the split-attention conv/bn0 and its attention fc1/bn1, conv3/bn3, the radix-0
 conv2/bn2 and the shortcut's conv/bn. The result computes the same function up to float rounding.
 
-The folded network then runs through one of three backends. ``compile`` (the default) is
-``torch.compile(options={"freezing": True})``, Inductor's freezing: weights become constants, oneDNN convolutions get
-pre-packed weights and fused ReLU/add epilogues, and the split-attention softmax and weighted
-sum become single generated kernels; on this project's 2-core AVX-512 CPU it runs resnest50 at
-about 1.5x timm's eager speed at batch 1 (fp32), where ``torchscript`` (trace + ``torch.jit.freeze``)
-reaches about 1.2x. Compilation costs tens of seconds per new input shape and needs a C++
-compiler; ``torchscript`` needs neither, ``eager`` is folding and layout only.
+The folded network then runs through a backend. ``compile`` is ``torch.compile`` with Inductor's freezing:
+weights become constants, oneDNN convolutions get pre-packed weights and fused ReLU/add epilogues, and the
+split-attention softmax and weighted sum become single generated kernels. Each model gets compiled code of
+its own (``splitattn.optimize.compiled``): two models never share frozen weights. ``aot`` compiles the same
+code ahead of time into an AOTInductor package kept on disk and loaded in seconds by later runs.
+``torchscript`` (trace + ``torch.jit.freeze``) is ready in seconds without a compiler; ``eager`` is folding
+and layout only; ``auto`` picks ``aot`` or ``torchscript`` by the amount of work (``choose_backend``).
+On this project's 2-core AVX-512 CPU the compiled resnest50 (224 px) runs at the speed of timm's model
+under ``torch.compile`` (the generated code is the same), at about this CPU's fp32 matrix-multiply rate;
+only lower precision is faster: bf16 about 2x, int8 (``precision="int8"``, ``splitattn.optimize.int8``)
+about 2.8x at batch 1. BENCHMARKS.md has the measured table.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from __future__ import annotations
 import copy
 import warnings
 from contextlib import nullcontext
-from typing import Iterator, Optional, Tuple
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -31,14 +36,18 @@ from ..errors import DeviceError, UsageError
 from ..layers.split_attention import SplitAttention
 from ..models.eval_config import EvalConfig
 from ..models.resnest import Bottleneck, check_image_batch
+from . import compiled as compiled_code
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-BACKENDS = ("compile", "torchscript", "eager")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+# the dtype the network computes in; int8 models take and return float32 (quantisation is inside the graph)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+BACKENDS = ("auto", "compile", "aot", "torchscript", "eager")
+INT8_BACKENDS = ("auto", "compile", "aot")
 
 
 def precision_dtype(precision: str) -> torch.dtype:
-    """The dtype of a precision name (``fp32``, ``bf16``, ``fp16``); clear error for others."""
+    """The dtype a precision computes in (``fp32``, ``bf16``, ``fp16``; ``int8``: float32 in and out); clear
+    error for others."""
     if precision not in DTYPES:
         raise UsageError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     return DTYPES[precision]
@@ -118,71 +127,95 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
+Output = Union[Tensor, List[Tensor]]
+
+
+def _map_output(out, fn) -> Output:
+    return [fn(o) for o in out] if isinstance(out, (list, tuple)) else fn(out)
+
+
 class InferenceModel(nn.Module):
     """An optimised network behind the original interface: float32 NCHW images in, float32 outputs out.
 
-    Converts the input to the compute dtype and memory format the inner network was prepared for,
-    and its output (a tensor, or a list of feature maps) back to float32.
+    Converts the input to the compute dtype and memory format the inner network was prepared for, and its
+    output (a tensor, or a list of feature maps) back to float32. With ``pad_batch`` set, every batch runs
+    at exactly that size (smaller ones padded with zero images whose outputs are dropped, larger ones in
+    chunks), so a compiled network sees one input shape. With ``input_size`` set (int8 and ``aot``
+    networks, compiled for one image size), other image sizes are refused.
 
     Shape: (N, in_chans, H, W) float -> whatever the wrapped model returns, in float32.
     """
 
     def __init__(
-        self, inner: nn.Module, dtype: torch.dtype, channels_last: bool, in_chans: int, precision: str, backend: str
+        self,
+        inner,
+        dtype: torch.dtype,
+        channels_last: bool,
+        in_chans: int,
+        precision: str,
+        backend: str,
+        pad_batch: Optional[int] = None,
+        input_size: Optional[Tuple[int, int]] = None,
     ) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner = inner  # an nn.Module, or the callable of a loaded AOTInductor package
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.in_chans = in_chans
         self.precision = precision
         self.backend = backend
+        self.pad_batch = pad_batch
+        self.input_size = input_size
 
-    def forward(self, x: Tensor):
+    def forward(self, x: Tensor) -> Output:
         check_image_batch(x, self.in_chans)
-        # Inductor freezes (options={"freezing": True}) only graphs traced with grad mode off, and only the
-        # tensors Dynamo handed over as parameters: Dynamo does that when its `prepare_freezing` flag is on
-        # while it traces (at the first call for each input shape). The flag is set for this call only. The
-        # outputs are cloned out of inference mode: ordinary tensors.
-        tracing = torch._dynamo.config.patch(prepare_freezing=True) if self.backend == "compile" else nullcontext()
+        if self.input_size is not None and tuple(x.shape[2:]) != self.input_size:
+            height, width = self.input_size
+            raise UsageError(
+                f"this {self.precision} {self.backend} model was compiled for {height}x{width} images and got "
+                f"{x.shape[2]}x{x.shape[3]}; resize the images (the evaluation transform of that size does) "
+                "or optimise the model again for this size."
+            )
+        if not self.pad_batch or x.shape[0] == self.pad_batch:
+            return self._run(x)
+        outputs = [self._run(chunk) for chunk in x.split(self.pad_batch)]
+        if isinstance(outputs[0], list):
+            return [torch.cat(parts) for parts in zip(*outputs)]
+        return torch.cat(outputs)
+
+    def _run(self, x: Tensor) -> Output:
+        count = x.shape[0]
+        if self.pad_batch and count < self.pad_batch:
+            x = torch.cat([x, x.new_zeros((self.pad_batch - count, *x.shape[1:]))])
+        # Inductor freezes only graphs traced with grad mode off and parameters Dynamo handed over for freezing
+        # (see compiled.freezing_trace); set for this call only. Outputs are copied out of inference mode.
+        tracing = compiled_code.freezing_trace() if self.backend == "compile" else nullcontext()
         with torch.inference_mode(), tracing:
             out = self.inner(x.to(dtype=self.dtype, memory_format=self.memory_format))
-        if isinstance(out, (list, tuple)):
-            return [o.to(torch.float32, copy=True) for o in out]
-        return out.to(torch.float32, copy=True)
+        return _map_output(out, lambda o: o[:count].to(torch.float32, copy=True))
 
     def extra_repr(self) -> str:
-        return f"precision={self.precision}, channels_last={self.memory_format == torch.channels_last}, backend={self.backend}"
+        return (
+            f"precision={self.precision}, channels_last={self.memory_format == torch.channels_last}, "
+            f"backend={self.backend}, pad_batch={self.pad_batch}, input_size={self.input_size}"
+        )
 
 
-def optimize_for_inference(
-    model: nn.Module,
-    precision: str = "fp32",
-    channels_last: Optional[bool] = None,
-    backend: str = "compile",
-    example_size: Optional[int] = None,
-) -> InferenceModel:
-    """A fast inference copy of ``model`` (the original is not modified).
-
-    Args:
-        model: a ``ResNeSt`` or ``ResNeStFeatures`` (any module whose conv/BN pairs follow its layout).
-        precision: ``fp32``; ``bf16`` (weights and activations in bfloat16: needs a CPU with bf16
-            instructions, or a GPU); ``fp16`` (GPU only).
-        channels_last: NHWC activations, which oneDNN and cuDNN convolutions prefer. Default: on.
-        backend: ``compile`` (``torch.compile`` with Inductor's ``freezing`` option: the fastest; the first call at
-            each new input shape compiles, tens of seconds on a CPU), ``torchscript`` (trace,
-            ``torch.jit.freeze`` and ``torch.jit.optimize_for_inference``: ready at once, no compiler
-            needed) or ``eager`` (folding and layout only).
-        example_size: image size of the example input used for tracing (any size works afterwards);
-            default: the input size of the model's ``eval_config`` (``EvalConfig``'s default without one).
-
-    Returns an ``InferenceModel``: float32 (N, C, H, W) in, float32 outputs out. fp32 outputs match
-    the eager model within about 1e-5 relative; bf16 ones within bf16 rounding (~1e-2).
-    """
-    dtype = precision_dtype(precision)
+def _check_request(model: nn.Module, precision: str, backend: str, calibration) -> torch.device:
+    """The model's device, after refusing what cannot work there (with the fix)."""
+    precision_dtype(precision)
     if backend not in BACKENDS:
         raise UsageError(f"Unknown backend {backend!r}; choose {', '.join(BACKENDS)}.")
     device = next(model.parameters()).device
+    if precision == "int8":
+        if backend not in INT8_BACKENDS:
+            raise UsageError(f"int8 runs compiled: choose backend {' or '.join(INT8_BACKENDS)}, not {backend!r}.")
+        if calibration is None:
+            raise UsageError("precision='int8' needs calibration images: calibration=(N, C, H, W) tensor.")
+        if device.type != "cpu":
+            raise DeviceError("int8 inference here is for CPUs (oneDNN); on a GPU use precision='fp16' or 'bf16'.")
+    elif calibration is not None:
+        raise UsageError(f"calibration images are for precision='int8', not {precision!r}.")
     if device.type == "cpu":
         if precision == "fp16":
             raise DeviceError("fp16 inference is for GPUs; on the CPU use precision='bf16' (or fp32).")
@@ -191,6 +224,59 @@ def optimize_for_inference(
                 "This CPU has no bf16 instructions (AVX-512 BF16 / AMX), so bf16 would be slower than fp32; "
                 "use precision='fp32'."
             )
+    return device
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    precision: str = "fp32",
+    channels_last: Optional[bool] = None,
+    backend: str = "compile",
+    example_size: Optional[int] = None,
+    *,
+    calibration=None,
+    images: Optional[int] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    pad_batch: Optional[int] = None,
+) -> InferenceModel:
+    """A fast inference copy of ``model`` (the original is not modified) that computes what its weights say.
+
+    Args:
+        model: a ``ResNeSt`` or ``ResNeStFeatures`` (any module whose conv/BN pairs follow its layout).
+        precision: ``fp32``; ``bf16`` (weights and activations in bfloat16: needs a CPU with bf16
+            instructions, or a GPU); ``fp16`` (GPU only); ``int8`` (CPU: PT2E post-training quantisation
+            calibrated on ``calibration``, see ``splitattn.optimize.int8``; serves that image size only).
+        channels_last: NHWC activations, which oneDNN and cuDNN convolutions prefer. Default: on.
+        backend: ``compile`` (``torch.compile`` with Inductor's freezing, compiled code of this model's own:
+            the first call at each new input shape compiles, tens of seconds to minutes on a CPU);
+            ``aot`` (the same code compiled ahead of time for one image size and any batch, kept as an
+            AOTInductor package in ``cache_dir`` and loaded from there in seconds by later runs);
+            ``torchscript`` (trace, ``torch.jit.freeze`` and ``torch.jit.optimize_for_inference``: ready at
+            once, no compiler needed); ``eager`` (folding and layout only); ``auto`` (``aot`` when a package
+            is cached or ``images`` is enough work to win a compile back, else ``torchscript``: see
+            ``splitattn.optimize.compiled.choose_backend``).
+        example_size: image size of the example input used for tracing (``torchscript``: any size works
+            afterwards) and of ``aot`` packages (that size only); default: the input size of the model's
+            ``eval_config`` (``EvalConfig``'s default without one).
+        calibration: for ``int8``: preprocessed images, a (N, C, H, W) tensor or an iterable of batches.
+        images: for ``auto``: how many images the model will process.
+        cache_dir: folder of ``aot`` packages (default: ``splitattn-aot`` in Inductor's cache folder).
+        pad_batch: run every batch at this batch size (padding smaller ones; see ``InferenceModel``) so
+            that a compiled model compiles once, e.g. for the ragged last batch of an evaluation.
+
+    Returns:
+        An ``InferenceModel``: float32 (N, C, H, W) in, float32 outputs out. fp32 outputs match the eager
+        model within about 1e-5 relative; bf16 ones within bf16 rounding (~1e-2); int8 ones within
+        quantisation error (a few 1e-2 relative; gate accuracy on real data).
+
+    Raises:
+        UsageError: an unknown precision or backend, int8 without calibration images or with a backend it
+            cannot use, ``auto`` without ``images``.
+        DeviceError: fp16 on a CPU, bf16 on a CPU without bf16 instructions, int8 on a GPU.
+        MissingDependencyError: int8 without torchao (``pip install 'splitattn[int8]'``).
+    """
+    device = _check_request(model, precision, backend, calibration)
+    dtype = precision_dtype(precision)
     channels_last = True if channels_last is None else channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     in_chans = getattr(model, "in_chans", 3)
@@ -198,15 +284,47 @@ def optimize_for_inference(
     fast = fast.to(dtype=dtype, memory_format=memory_format)
     for param in fast.parameters():
         param.requires_grad_(False)
-    if backend == "torchscript":
-        if example_size is None:
-            example_size = getattr(model, "eval_config", EvalConfig()).input_size
+    if example_size is None:
+        example_size = getattr(model, "eval_config", EvalConfig()).input_size
+    input_size = None
+    if precision == "int8":
+        from .int8 import calibration_batches, quantize_pt2e
+
+        batches = [batch.to(device) for batch in calibration_batches(calibration)]
+        input_size = tuple(batches[0].shape[2:])
+        # with the float weights (in ``package_path``), the calibration images fix the int8 model
+        key = ("int8", input_size, channels_last, compiled_code.tensors_digest(enumerate(batches)))
+        example = batches[0][:1]
+    else:
         example = torch.randn(1, in_chans, example_size, example_size, device=device)
-        example = example.to(dtype=dtype, memory_format=memory_format)
+        key = (precision, (example_size, example_size), channels_last)
+    example = example.to(dtype=dtype, memory_format=memory_format)
+    if backend in ("auto", "aot"):
+        folder = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+        package = compiled_code.package_path(folder, fast, *key)
+        if backend == "auto":
+            if images is None:
+                raise UsageError("backend='auto' chooses by the amount of work: pass images=<number of images>.")
+            backend = compiled_code.choose_backend(images, cached=package.is_file())
+            backend = "compile" if precision == "int8" and backend == "torchscript" else backend
+    if precision == "int8" and not (backend == "aot" and package.is_file()):
+        fast = quantize_pt2e(fast, batches)
+    if backend == "aot":
+        if not package.is_file():
+            compiled_code.compile_package(fast, example, package)
+        fast = compiled_code.load_package(package)
+        input_size = tuple(example.shape[2:])
+    elif backend == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecated in torch 2.x, still working
             traced = torch.jit.trace(fast, example, check_trace=False, strict=False)  # feature lists too
             fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
     elif backend == "compile":
-        fast = torch.compile(fast, options={"freezing": True})  # traced for freezing: see InferenceModel.forward
-    return InferenceModel(fast, dtype, channels_last, in_chans, precision, backend).eval()
+        fast = compiled_code.compile_frozen(fast)
+    return InferenceModel(fast, dtype, channels_last, in_chans, precision, backend, pad_batch, input_size).eval()
+
+
+def _default_cache_dir() -> Path:
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return Path(cache_dir()) / "splitattn-aot"
