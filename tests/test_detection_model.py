@@ -410,3 +410,18 @@ def test_scripted_cascade_detects_and_trains_as_eager(arch):
 def test_head_options_fail_clearly(kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_detection_model("faster_rcnn", "resnest14", 3, **SMALL, **kwargs)
+
+
+@pytest.mark.parametrize("build", ["detector", "classifier"])
+def test_pretrained_with_a_norm_without_statistics_fails_before_building(build: str, monkeypatch) -> None:
+    """The ImageNet weights hold BatchNorm statistics: asking them for a GroupNorm model is refused at once,
+    naming the fix, before any weights file is looked for."""
+    import splitattn.models.factory as factory
+    from splitattn.errors import UsageError
+
+    monkeypatch.setattr(factory, "read_pretrained", lambda *a, **k: pytest.fail("weights were looked for"))
+    with pytest.raises(UsageError, match="frozenbn"):
+        if build == "detector":
+            create_detection_model("faster_rcnn", "resnest14", num_classes=3, norm="groupnorm", pretrained=True)
+        else:
+            factory.create_model("resnest14", pretrained=True, norm_layer="groupnorm")

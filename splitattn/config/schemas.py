@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple, Union
 
 from ..errors import ConfigError
+from ..layers.norm import BATCH_STATISTICS_NORMS
 from ..models.eval_config import EvalConfig
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ FAST_BACKENDS = ("auto", "compile", "aot", "torchscript", "eager")  # splitattn.
 OPTIMIZERS = ("sgd", "adamw")  # splitattn.engine.optim.OPTIMIZERS
 MAX_FROZEN_STAGES = 4  # splitattn.optimize.training.MAX_FROZEN_STAGES: the stem and up to the 4 stages
 DETECTION_SCORE_THRESHOLD = 0.5  # what `detect predict` draws by default (and exported detectors store)
-# Norms whose layers hold BatchNorm statistics and affine parameters: they can take the ImageNet weights.
-BATCH_STATISTICS_NORMS = ("batchnorm", "syncbn", "frozenbn")
 # The classification options whose default depends on --data: (with an image folder, without: the digits demo, a
 # narrow resnest14 for 2 epochs without flips, as digits are not mirror images).
 DATA_DEPENDENT_DEFAULTS: Dict[str, Tuple[Any, Any]] = {

@@ -19,6 +19,8 @@ from ..errors import UsageError
 NormFactory = Callable[[int], nn.Module]
 
 NORM_LAYERS = ("batchnorm", "syncbn", "frozenbn", "groupnorm")
+# The norms whose layers hold BatchNorm statistics and affine parameters: they can take ImageNet weights.
+BATCH_STATISTICS_NORMS = ("batchnorm", "syncbn", "frozenbn")
 
 
 def group_norm(num_channels: int, num_groups: int = 32) -> nn.GroupNorm:

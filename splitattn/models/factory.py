@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 from torch import nn
 
 from ..errors import UnknownArgumentError, UsageError, WeightsError
+from ..layers.norm import BATCH_STATISTICS_NORMS
 from ..weights.hub import is_repo_name, load_repo
 from ..weights.loading import load_state_dict_into, read_pretrained
 from ..weights.sources import default_eval_config, eval_config_for_file
@@ -138,7 +139,8 @@ def create_model(
         ``model.model_name``; a repository's model also ``model.label_names`` and ``model.pretrained_source``.
 
     Raises:
-        UsageError: an unknown model name (with the close ones) or override, or a run of another model.
+        UsageError: an unknown model name (with the close ones) or override, a run of another model, or
+            ``pretrained=True`` with a ``norm_layer`` that holds no BatchNorm statistics (``groupnorm``).
         WeightsError: weights that cannot be fetched, verified or loaded into the model (a classifier that does
             not fit an explicit ``num_classes`` is replaced, see above; weights without one need ``num_classes``
             or ``features_only``).
@@ -156,6 +158,13 @@ def create_model(
         )
         return repo.describe(model)
     spec = get_model_spec(name)
+    norm = overrides.get("norm_layer")
+    if pretrained is True and isinstance(norm, str) and norm not in BATCH_STATISTICS_NORMS:
+        raise UsageError(
+            f"pretrained=True loads {spec.name}'s ImageNet weights, trained with BatchNorm, whose statistics a "
+            f"norm_layer={norm!r} model cannot take: use norm_layer='frozenbn' (statistics frozen, the usual choice "
+            "for fine-tuning detectors and segmenters) or 'batchnorm', or pretrained=False to train from scratch."
+        )
     if "classes" in overrides:
         num_classes = overrides.pop("classes")
     state_dict, origin, label_names = None, "", None

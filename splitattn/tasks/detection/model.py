@@ -34,7 +34,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...config.schemas import DetectConfig, field_default
 from ...errors import UsageError
-from ...layers.norm import make_norm_layer
+from ...layers.norm import BATCH_STATISTICS_NORMS, make_norm_layer
 from ...models.factory import create_model
 from ...models.resnest import ResNeStFeatures
 from ...optimize.training import freeze_stages as freeze_backbone_stages
@@ -139,6 +139,12 @@ def resnest_fpn_backbone(
             ``syncbn`` in the paper). ``frozenbn`` raises ValueError (nothing pretrained to freeze).
         **overrides: more ``create_model`` arguments (``bottleneck_width`` ...).
     """
+    if pretrained is True and norm not in BATCH_STATISTICS_NORMS:  # before anything is built or downloaded
+        raise UsageError(
+            f"pretrained=True loads ImageNet weights trained with BatchNorm, whose statistics a norm={norm!r} "
+            "backbone cannot take: pass norm='frozenbn' (the usual choice for fine-tuning a detector) or "
+            "'batchnorm'/'syncbn', or pretrained=False to train from scratch."
+        )
     body = create_model(
         backbone, pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4), norm_layer=norm, **overrides
     )
