@@ -10,7 +10,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -183,18 +183,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.int8:
         return _export_int8(args)
-    result = export_run(
-        args.weights,
-        args.format,
-        args.output,
-        model=args.model,
-        ema=args.ema,
-        exporter=args.exporter,
-        opset=args.opset,
-        img_size=args.img_size,
-        num_classes=args.num_classes,
-        data=args.data,
-    )
+    result = export_run(args.weights, args.format, args.output, **_export_options(args))
     metadata = result.metadata
     if result.exporter == "legacy" and args.exporter == "auto" and result.task != "detection" and args.opset >= 18:
         print(
@@ -214,6 +203,12 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The ``export_run`` keywords the ``export`` flags give."""
+    names = ("model", "ema", "exporter", "opset", "img_size", "num_classes", "data")
+    return {name: getattr(args, name) for name in names}
+
+
 def _export_int8(args: argparse.Namespace) -> int:
     """The fp32 ONNX file of the run (``export_run``: checked against eager), then its int8 version through the
     metric gate (``deploy.export_int8``)."""
@@ -223,18 +218,7 @@ def _export_int8(args: argparse.Namespace) -> int:
     if args.format != "onnx":
         raise UsageError(f"--int8 writes ONNX files (run by ONNX Runtime and OpenVINO), not {args.format}.")
     with tempfile.TemporaryDirectory(prefix="splitattn-export-") as folder:
-        fp32 = export_run(
-            args.weights,
-            "onnx",
-            Path(folder) / "fp32.onnx",
-            model=args.model,
-            ema=args.ema,
-            exporter=args.exporter,
-            opset=args.opset,
-            img_size=args.img_size,
-            num_classes=args.num_classes,
-            data=args.data,
-        )
+        fp32 = export_run(args.weights, "onnx", Path(folder) / "fp32.onnx", **_export_options(args))
         data = args.data or (fp32.metadata.get("run_options") or {}).get("data")
         result = export_int8(
             fp32.files[0], args.output, data, "onnx", args.calibration_images, args.max_metric_drop, args.force
