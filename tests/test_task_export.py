@@ -29,6 +29,8 @@ from splitattn.tasks.detection.checkpoint import load_detection_model
 from splitattn.tasks.segmentation.checkpoint import load_segmentation_model
 from splitattn.tasks.segmentation.inference import predict_probs
 
+from .test_detection_train import TINY_ARGS
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,25 +43,7 @@ MASK_AGREEMENT = 0.995
 DETECTION_TRAIN = [
     "--arch",
     "mask_rcnn",
-    "--backbone",
-    "resnest14",
-    "--model-kwargs",
-    "bottleneck_width=16",
-    "stem_width=16",
-    "--norm",
-    "groupnorm",
-    "--min-size",
-    "128",
-    "--max-size",
-    "160",
-    "--detector-kwargs",
-    "rpn_pre_nms_top_n_train=300",
-    "rpn_post_nms_top_n_train=150",
-    "rpn_pre_nms_top_n_test=150",
-    "rpn_post_nms_top_n_test=100",
-    "box_batch_size_per_image=64",
-    "--detections-per-img",
-    "10",
+    *TINY_ARGS,  # resnest14 narrow, groupnorm, 128-160 px, fewer proposals
     "--max-images",
     "2",
     "--batch-size",
