@@ -46,6 +46,7 @@ __all__ = [
     "ExportedSegmenter",
     "eval_config_from_metadata",
     "load_exported",
+    "network_call",
     "onnx_session",
     "predict_exported",
 ]
@@ -113,7 +114,7 @@ def _torchscript(path: Path, threads: Optional[int], precision: str) -> Tuple[Di
 _BACKENDS = {"onnxruntime": _onnxruntime, "openvino": _openvino, "torchscript": _torchscript}
 
 
-def _load(path: PathLike, threads: Optional[int], runtime: Optional[str], precision: str):
+def _open(path: PathLike, threads: Optional[int], runtime: Optional[str], precision: str):
     """``(path, format, runtime, metadata, call)`` of an exported file, its runtime checked against its format."""
     path = Path(path)
     fmt = file_format(path)
@@ -124,11 +125,27 @@ def _load(path: PathLike, threads: Optional[int], runtime: Optional[str], precis
     if precision not in ("fp32", "bf16") or (precision == "bf16" and runtime != "openvino"):
         raise UsageError(f"precision {precision!r}: fp32 runs everywhere, bf16 in OpenVINO (runtime='openvino').")
     metadata, call = _BACKENDS[runtime](path, threads, precision)
-    if "model_name" not in metadata:
+    return path, fmt, runtime, {**metadata, "format": fmt}, call
+
+
+def _load(path: PathLike, threads: Optional[int], runtime: Optional[str], precision: str):
+    """``_open``, refusing a file without splitattn metadata."""
+    loaded = _open(path, threads, runtime, precision)
+    if "model_name" not in loaded[3]:
         raise UsageError(
             f"{str(path)!r} carries no splitattn export metadata; export it again with `splitattn export`."
         )
-    return path, fmt, runtime, {**metadata, "format": fmt}, call
+    return loaded
+
+
+def network_call(path: PathLike, threads: Optional[int] = None) -> Call:
+    """The raw network of any exported file, with or without splitattn metadata, in its format's own runtime:
+    NumPy input in, the list of outputs back; the input is not checked (``ExportedModel.run`` checks it).
+
+    Raises:
+        MissingDependencyError: the runtime is not installed.
+    """
+    return _open(path, threads, None, "fp32")[4]
 
 
 class ExportedModel:
