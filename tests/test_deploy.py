@@ -114,6 +114,8 @@ def test_fast_path_on_a_feature_backbone():
 def test_bad_requests_explain_themselves(monkeypatch):
     model = splitattn.create_model("resnest14", num_classes=10)
     with pytest.raises(ValueError, match="Unknown precision"):
+        optimize_for_inference(model, "int4")
+    with pytest.raises(ValueError, match="int8.*needs calibration images"):
         optimize_for_inference(model, "int8")
     with pytest.raises(ValueError, match="fp16 inference is for GPUs"):
         optimize_for_inference(model, "fp16")

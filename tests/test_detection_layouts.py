@@ -201,8 +201,11 @@ def test_voc_xml_names_its_image_in_filename(tmp_path):
     with pytest.raises(DetectionDataError, match=r"JPEGImages/p4.jpeg does not exist \(nor .*JPEGImages/p4.jpg"):
         build_detection_dataset("voc", base, "val", False, classes=["cat"], skip_bad=False)
     dataset = build_detection_dataset(None, tmp_path, "val", False, classes=["cat"])
-    assert [r.path.name for r in dataset.records] == ["p1.JPG", "p2.png", "p3.jpg"]
+    # evaluation keeps the missing image in the ground truth (its cat is missed, never left out of the score)
+    assert [r.path.name for r in dataset.records] == ["p1.JPG", "p2.png", "p3.jpg", "p4.jpeg"]
     assert dataset.stats["images_missing"] == 1
+    trained = build_detection_dataset(None, tmp_path, "val", True, classes=["cat"])
+    assert [r.path.name for r in trained.records] == ["p1.JPG", "p2.png", "p3.jpg"]
     image, target = dataset[1]
     assert image.shape == (3, 10, 20) and target["boxes"].tolist() == [[2, 2, 8, 8]]
 
