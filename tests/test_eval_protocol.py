@@ -156,6 +156,7 @@ def test_evaluate_and_predict_use_the_protocol_of_the_weights_file(tmp_path: Pat
     args = Namespace(
         model="resnest14",
         weights=str(path),
+        exported=None,
         ema=False,
         img_size=None,
         fast=False,
