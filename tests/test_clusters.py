@@ -173,7 +173,7 @@ def test_a_lost_process_ends_the_job_at_the_timeout(reference: dict, tmp_path: P
     ]
     outcome = kill_worker_after_first_checkpoint(command, run, rank=1, sig=signal.SIGSTOP, deadline=900)
     assert outcome.returncode not in (None, 0), outcome.output
-    assert "did not answer within the distributed timeout (15 s" in outcome.output, outcome.output
+    assert "did not answer within the distributed timeout (dist_timeout, 15 s)" in outcome.output, outcome.output
     print(f"the job ended {outcome.seconds:.0f} s after it started")
 
 
