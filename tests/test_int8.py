@@ -172,3 +172,18 @@ def test_the_benchmark_table_checks_every_runner_against_eager(imagenette_run, c
     assert rows["int8-onnxruntime"][1] == "int8" and float(rows["int8-onnxruntime"][-2]) > 80
     rate_lines = [line for line in out.splitlines() if line.startswith("matmul rate at batch 4:")]
     assert "'of peak'" in out and len(rate_lines) == 1 and "fp32" in rate_lines[0] and "int8" in rate_lines[0]
+
+
+def test_int8_of_a_detection_or_segmentation_run_is_refused_before_any_export(tmp_path, monkeypatch, capsys):
+    """int8 covers classifiers: another task's run is a usage error (exit 2) before anything is exported."""
+    import splitattn.deploy.export as export
+    from splitattn.cli import main
+    from splitattn.engine.checkpoint import atomic_save
+
+    monkeypatch.setattr(export, "export_run", lambda *a, **k: pytest.fail("an export was started"))
+    for task in ("detection", "segmentation"):
+        checkpoint = tmp_path / f"{task}.pt"
+        atomic_save({"task": task, "args": {}, "model": {}}, checkpoint)
+        args = ["export", "--weights", str(checkpoint), "--format", "onnx", "--int8", "--output", str(tmp_path / "x")]
+        assert main(args) == 2
+        assert f"is a {task} run" in capsys.readouterr().err and not (tmp_path / "x").exists()

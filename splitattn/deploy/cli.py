@@ -212,11 +212,17 @@ def _export_options(args: argparse.Namespace) -> Dict[str, Any]:
 def _export_int8(args: argparse.Namespace) -> int:
     """The fp32 ONNX file of the run (``export_run``: checked against eager), then its int8 version through the
     metric gate (``deploy.export_int8``)."""
-    from .export import export_run
+    from .export import checkpoint_task, export_run
     from .export_int8 import export_int8
 
     if args.format != "onnx":
         raise UsageError(f"--int8 writes ONNX files (run by ONNX Runtime and OpenVINO), not {args.format}.")
+    task = checkpoint_task(args.weights)
+    if task != "classification":  # before anything is exported
+        raise UsageError(
+            f"--int8 quantises classifiers; {args.weights} is a {task} run: export it in fp32 (drop --int8), or "
+            "quantise its backbone through a classification run."
+        )
     with tempfile.TemporaryDirectory(prefix="splitattn-export-") as folder:
         fp32 = export_run(args.weights, "onnx", Path(folder) / "fp32.onnx", **_export_options(args))
         data = args.data or (fp32.metadata.get("run_options") or {}).get("data")
