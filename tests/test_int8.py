@@ -28,7 +28,7 @@ pytest.importorskip("nncf")
 IMAGENETTE = SHARED_DATA / "imagenette-mini"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"{IMAGENETTE} (the shared imagenette-mini data) is absent"),
+    pytest.mark.usefixtures("imagenette_mini"),
 ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .scale_helpers import COCO128, assert_same_weights, load, run, run_until
+from .scale_helpers import COCO128, assert_same_weights, camvid_subset, load, run, run_until
 from .train_helpers import TINY_MODEL, make_image_folder
 
 COMMON = ["--workers", "1", "--deterministic", "--threads", "1", "--device", "cpu", "--no-tensorboard", "--seed", "2"]
@@ -46,7 +46,7 @@ def test_sigterm_mid_epoch_saves_the_step_and_resumes_exactly(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not COCO128.is_dir(), reason=f"shared coco128 data not found at {COCO128}")
+@pytest.mark.usefixtures("coco128")
 def test_sigterm_stops_detection_between_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
     """``splitattn detect train``: 12 iterations, no periodic checkpoint before the end."""
     args = ["detect", "train", "--data", str(COCO128), "--backbone", "resnest14", "--norm", "groupnorm"]
@@ -55,3 +55,15 @@ def test_sigterm_stops_detection_between_checkpoints_and_resumes_exactly(tmp_pat
     args += ["--eval-every", "100", "--checkpoint-every", "100", "--log-every", "100", *COMMON]
     checkpoint = _stopped_and_resumed(tmp_path, args, total=12, at=4)
     assert 4 <= checkpoint["iter"] < 12, checkpoint["iter"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("camvid_mini")
+def test_sigterm_stops_segmentation_mid_epoch_and_resumes_exactly(tmp_path: Path) -> None:
+    """``splitattn segment train``: 16 CamVid images in steps of 2, 2 epochs of 8 steps, scales/crops/flips."""
+    data = camvid_subset(tmp_path / "camvid", train=16, val=1)
+    args = ["segment", "train", "--data", str(data), "--classes", "a,b,c,d,e,f,g,h,i,j,k", "--ignore-value", "11"]
+    args += ["--backbone", "resnest14", "--output-stride", "16", "--base-size", "96", "--crop-size", "48"]
+    args += ["--batch-size", "2", "--epochs", "2", *COMMON]
+    checkpoint = _stopped_and_resumed(tmp_path, args, total=16, at=11)
+    assert 11 <= checkpoint["step"] < 16 and checkpoint["step"] != 8, checkpoint["step"]  # not the epoch's end
