@@ -1,4 +1,8 @@
-"""``splitattn benchmark`` and ``splitattn export``."""
+"""``splitattn benchmark`` and ``splitattn export``: their flags and what each command prints.
+
+About 430 lines because the two commands take many flags (the benchmark's three modes, export's formats and
+int8 gate); the work itself is in ``export.py``, ``export_int8.py``, ``benchmark.py`` and ``compare.py``.
+"""
 
 from __future__ import annotations
 
