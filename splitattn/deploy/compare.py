@@ -81,7 +81,8 @@ def benchmark_formats(
         factory: builds the runners of one model.
         names: runner names (``runners.RUNNERS``); ``eager`` is the reference of the checks.
         batches: batch sizes, e.g. ``[1, 16]``; each gets its own runners (built for that shape).
-        rounds, warmup: timed rounds and untimed calls per runner before them.
+        rounds: timed rounds.
+        warmup: untimed calls per runner before them.
         flops_per_image: floating-point operations of one image's forward pass (2 per multiply-accumulate).
         evaluation: ``(images (N, C, H, W), labels (N,))`` of the validation split, or None: then the checks
             use the timing batch (random images) and no top-1 is given.

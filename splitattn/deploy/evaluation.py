@@ -239,7 +239,9 @@ def evaluate_exported(
         split: detection and segmentation: the split (default: the run's validation split). Classification
             takes ``data/val`` or ``data/test`` (or ``data`` as the split itself).
         max_images: detection: only the first N images (default: the run's ``--max-images``).
-        threads, runtime, precision: as ``deploy.runtime.ExportedModel`` takes them.
+        threads: as ``deploy.runtime.ExportedModel`` takes it.
+        runtime: as ``deploy.runtime.ExportedModel`` takes it.
+        precision: as ``deploy.runtime.ExportedModel`` takes it.
         batch_size: classification's batch.
         workers: data-loading processes.
         **protocol: segmentation's ``scales``, ``flip``, ``base_size``, ``crop_size`` (default: the stored ones).

@@ -27,7 +27,7 @@ import copy
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -234,7 +234,7 @@ def optimize_for_inference(
     backend: str = "compile",
     example_size: Optional[int] = None,
     *,
-    calibration=None,
+    calibration: Optional[Union[Tensor, Iterable[Tensor]]] = None,
     images: Optional[int] = None,
     cache_dir: Optional[Union[str, Path]] = None,
     pad_batch: Optional[int] = None,

@@ -184,7 +184,7 @@ def evaluate(
     device: torch.device,
     amp: str = "none",
     channels_last: bool = False,
-    progress=None,
+    progress: Optional[Any] = None,
     unreadable: str = "miss",
     collect: bool = False,
 ) -> Dict[str, Any]:
