@@ -138,3 +138,20 @@ def test_runtime_preprocessing_is_the_stored_protocol(run, fmt, real_images):
             )
         probs = classifier.predict(image)
         assert probs.shape == (4,) and abs(float(probs.sum()) - 1) < 1e-5
+
+
+def test_evaluations_of_files_side_by_side_go_to_their_own_folders(tmp_path):
+    """evaluate of a model and of its int8 copy in one folder: two folders, neither overwritten."""
+    from argparse import Namespace
+
+    from splitattn.config.arguments import evaluation_folder
+
+    folders = {
+        evaluation_folder(Namespace(output=None, exported=str(tmp_path / f"{name}.onnx"), weights=None), "eval-val")
+        for name in ("model", "model-int8")
+    }
+    assert folders == {tmp_path / "model-eval-val", tmp_path / "model-int8-eval-val"}
+    run = Namespace(output=None, exported=None, weights=str(tmp_path / "run" / "best.pt"))
+    assert evaluation_folder(run, "eval-val") == tmp_path / "run" / "eval-val"
+    given = Namespace(output=str(tmp_path / "here"), exported=str(tmp_path / "model.onnx"), weights=None)
+    assert evaluation_folder(given, "eval-val") == tmp_path / "here"

@@ -116,6 +116,18 @@ def model_source(args: argparse.Namespace, eager_only: Tuple[str, ...] = ()) -> 
     return "exported"
 
 
+def evaluation_folder(args: argparse.Namespace, name: str) -> Path:
+    """Where ``evaluate`` writes: ``--output``, else ``name`` (``eval-val`` ...) beside the checkpoint, or
+    ``<file stem>-<name>`` beside an exported file (so the evaluations of two files side by side, such as a model
+    and its int8 copy, never overwrite each other)."""
+    if args.output:
+        return Path(args.output)
+    if args.exported:
+        exported = Path(args.exported).resolve()
+        return exported.parent / f"{exported.stem}-{name}"
+    return Path(args.weights).resolve().parent / name
+
+
 def add_task_commands(subparsers: argparse._SubParsersAction, task: str, help: str) -> argparse._SubParsersAction:
     """The ``splitattn <task> ACTION`` group (``dest`` ``<task>_command``) for a task's commands."""
     group = subparsers.add_parser(task, help=help).add_subparsers(dest=f"{task}_command", metavar="ACTION")

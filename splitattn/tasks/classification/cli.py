@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
 
-from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, model_source, resolve
+from ...config.arguments import (
+    add_task_commands,
+    add_train_command,
+    add_weights_arguments,
+    evaluation_folder,
+    model_source,
+    resolve,
+)
 from ...config.schemas import FAST_BACKENDS, ClassifyConfig, field_default
 from ...errors import ConfigError
 
@@ -203,7 +210,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     predictions = result.pop("predictions")
     name, source = setup.name, args.weights or args.exported
     split = Path(location).stem
-    output = Path(args.output) if args.output else Path(source).resolve().parent / f"eval-{split}"
+    output = evaluation_folder(args, f"eval-{split}")
     output.mkdir(parents=True, exist_ok=True)
     metrics = dict(result, model=name, weights=str(source), data=str(location), img_size=size)
     if len(predictions.labels):

@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, model_source, resolve
+from ...config.arguments import (
+    add_task_commands,
+    add_train_command,
+    add_weights_arguments,
+    evaluation_folder,
+    model_source,
+    resolve,
+)
 from ...config.schemas import DETECTION_SCORE_THRESHOLD, DetectConfig, field_default
 
 if TYPE_CHECKING:
@@ -112,7 +119,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     loader = eval_loader(subset, 1, DistContext(device=device), args.workers, collate_detection)
     scores = evaluate(model, loader, evaluator, device, progress=True, unreadable="error")
     source = args.weights or args.exported
-    output = Path(args.output) if args.output else Path(source).resolve().parent / f"eval-{split}"
+    output = evaluation_folder(args, f"eval-{split}")
     output.mkdir(parents=True, exist_ok=True)
     evaluator.write_results(output / "detections.json")
     data = args.data or config.data

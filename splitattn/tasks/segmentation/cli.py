@@ -11,7 +11,14 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from ...config.arguments import add_task_commands, add_train_command, add_weights_arguments, model_source, resolve
+from ...config.arguments import (
+    add_task_commands,
+    add_train_command,
+    add_weights_arguments,
+    evaluation_folder,
+    model_source,
+    resolve,
+)
 from ...config.schemas import SEGMENTATION_DATASETS, SEGMENTATION_MULTI_SCALES, SegmentConfig, field_default
 
 
@@ -120,7 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     confusion = result.pop("confusion")
     tag = "ms" if len(plan["scales"]) > 1 else "ss"
     source = args.weights or args.exported
-    output = Path(args.output) if args.output else Path(source).resolve().parent / f"eval-{split}-{tag}"
+    output = evaluation_folder(args, f"eval-{split}-{tag}")
     output.mkdir(parents=True, exist_ok=True)
     data = args.data or config.data
     metrics = dict(result, weights=str(source), data=str(data), split=split, skipped_pairs=len(dataset.skipped), **plan)
