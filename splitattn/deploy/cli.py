@@ -275,6 +275,12 @@ def run_benchmark(args: argparse.Namespace) -> int:
     modes = _split(args.mode, ("formats", "infer", "train"), "mode")
     if args.batch_size < 1 or args.rounds < 1:
         raise UsageError("--batch-size and --rounds must be at least 1.")
+    precisions = _split(args.precision, EAGER_PRECISIONS, "precision")  # checked before anything is timed
+    if "formats" in modes and precisions != ["fp32"]:
+        raise UsageError(
+            "--precision chooses the eager model's autocast in --mode infer/train; --mode formats times every "
+            "precision by its runners: choose them with --runners."
+        )
     respawned = _with_wait_policy(args.spin)
     if respawned is not None:
         return respawned
