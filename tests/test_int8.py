@@ -11,7 +11,6 @@ class by class.
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import pytest
@@ -19,7 +18,7 @@ import torch
 from PIL import Image
 
 from .conftest import SHARED_DATA
-from .train_helpers import TINY_MODEL, cli
+from .train_helpers import TINY_MODEL, cli, independent_classifier
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -45,26 +44,7 @@ def independent_scores(run, int8_file):
     """Per class ``(fp32 correct, int8 correct, images)`` on the val split: torch for the checkpoint's model,
     onnxruntime for the int8 file (None: fp32 only), both fed by torchvision's Resize(size / crop_pct) +
     CenterCrop + Normalize."""
-    from torchvision import transforms as T
-
-    from splitattn import create_model
-    from splitattn.config import ClassifyConfig
-    from splitattn.tasks.classification.checkpoint import model_overrides
-
-    checkpoint = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
-    options, classes = ClassifyConfig(**checkpoint["args"]), checkpoint["classes"]
-    size = int(options.eval_img_size or options.img_size)
-    transform = T.Compose(
-        [
-            T.Resize(math.floor(size / options.crop_pct)),
-            T.CenterCrop(size),
-            T.ToTensor(),
-            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-        ]
-    )
-    model = create_model(checkpoint["model_name"], num_classes=len(classes), **model_overrides(options))
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
+    model, transform, classes = independent_classifier(run / "best.pt")
     session = int8_file and onnxruntime.InferenceSession(str(int8_file), providers=["CPUExecutionProvider"])
     scores = {}
     for label, name in enumerate(classes):

@@ -151,7 +151,9 @@ def test_collective_failures_are_said_as_what_happened_to_the_job() -> None:
     )
     gloo_gone = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:42398.")
     said = lost_peer(gloo_timeout, 15)
-    assert isinstance(said, DistributedError) and "did not answer within the distributed timeout (dist_timeout, 15 s)" in str(said)
+    assert isinstance(
+        said, DistributedError
+    ) and "did not answer within the distributed timeout (dist_timeout, 15 s)" in str(said)
     assert "another process of the job ended" in str(lost_peer(gloo_gone, 15))
     assert lost_peer(RuntimeError("DataLoader worker (pid 1) is killed by signal"), 15) is None
     assert lost_peer(RuntimeError("DataLoader timed out after 5 seconds"), 15) is None

@@ -22,20 +22,10 @@ from splitattn.engine.optim import poly
 from splitattn.weights import load_checkpoint
 
 from .conftest import REPO_ROOT, SHARED_DATA
+from .scale_helpers import camvid_subset
 
 CAMVID = SHARED_DATA / "camvid-mini"
 needs_camvid = pytest.mark.usefixtures("camvid_mini")
-
-
-def _camvid_subset(root, train: int = 8, val: int = 4):
-    """A CamVid folder of symbolic links to the first images of each split (no data copied)."""
-    for split, count in (("train", train), ("val", val)):
-        for kind in ("images", "labels"):
-            (root / split / kind).mkdir(parents=True)
-        for image in sorted((CAMVID / split / "images").glob("*.png"))[:count]:
-            (root / split / "images" / image.name).symlink_to(image)
-            (root / split / "labels" / image.name).symlink_to(CAMVID / split / "labels" / image.name)
-    return root
 
 
 def _under(state: dict, prefix: str) -> dict:
@@ -84,7 +74,7 @@ def _train_args(data, output, epochs: int) -> list:
 
 @needs_camvid
 def test_camvid_train_resume_evaluate_predict(tmp_path, capsys):
-    data = _camvid_subset(tmp_path / "camvid")
+    data = camvid_subset(tmp_path / "camvid", train=8, val=4)
     run = tmp_path / "run"
     assert main(_train_args(data, run, 2)) == 0
     for name in ("last.pt", "best.pt", "curves.png", "metrics.json", "options.json"):

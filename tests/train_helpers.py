@@ -58,11 +58,10 @@ def cli(args: List[str], threads: int = 1, check: bool = True) -> subprocess.Com
     return result
 
 
-def independent_top1(run: Path, split_dir: Path) -> float:
-    """Top-1 (%) of ``run/last.pt`` on the ImageFolder ``split_dir``, recomputed without our data code: PIL
-    reading, torchvision's Resize(floor(size / crop_pct), bilinear) + CenterCrop + ImageNet normalisation (timm's
-    evaluation recipe), the model rebuilt from the checkpoint, one image at a time. An unreadable file counts as
-    a wrong answer (never left out of the score)."""
+def independent_classifier(checkpoint_path: Path):
+    """``(model in eval mode, transform, class names)`` of a ``classify train`` checkpoint, rebuilt without our
+    data code: torchvision's Resize(floor(size / crop_pct), bilinear) + CenterCrop + ImageNet normalisation
+    (timm's evaluation recipe) and the model from the checkpoint's own options."""
     import math
 
     import torch
@@ -72,7 +71,7 @@ def independent_top1(run: Path, split_dir: Path) -> float:
     from splitattn.config import ClassifyConfig
     from splitattn.tasks.classification.checkpoint import model_overrides
 
-    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     options, classes = ClassifyConfig(**checkpoint["args"]), checkpoint["classes"]
     size = int(options.eval_img_size or options.img_size)
     transform = T.Compose(
@@ -85,7 +84,16 @@ def independent_top1(run: Path, split_dir: Path) -> float:
     )
     model = create_model(checkpoint["model_name"], num_classes=len(classes), **model_overrides(options))
     model.load_state_dict(checkpoint["model"])
-    model.eval()
+    return model.eval(), transform, classes
+
+
+def independent_top1(run: Path, split_dir: Path) -> float:
+    """Top-1 (%) of ``run/last.pt`` on the ImageFolder ``split_dir``, recomputed without our data code
+    (``independent_classifier``), one image at a time, PIL reading. An unreadable file counts as a wrong answer
+    (never left out of the score)."""
+    import torch
+
+    model, transform, classes = independent_classifier(run / "last.pt")
     hits = seen = 0
     for label, name in enumerate(classes):
         for path in sorted((split_dir / name).iterdir()):
