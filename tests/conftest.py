@@ -85,6 +85,32 @@ def camvid_mini() -> Path:
     return shared_data("camvid-mini")
 
 
+@pytest.fixture(scope="session")
+def imagenette_run(imagenette_mini: Path, tmp_path_factory) -> Path:
+    """A small classifier trained on imagenette-mini (``task_runs.imagenette_run``): its run folder."""
+    from . import task_runs
+
+    return task_runs.imagenette_run(imagenette_mini, tmp_path_factory.mktemp("imagenette-run"))
+
+
+@pytest.fixture(scope="session")
+def detection_run(coco128: Path, tmp_path_factory):
+    """A tiny Mask R-CNN run on coco128, its eager scores and its ONNX and OpenVINO files
+    (``task_runs.detection_run``)."""
+    from . import task_runs
+
+    return task_runs.detection_run(coco128, tmp_path_factory.mktemp("detection-run"))
+
+
+@pytest.fixture(scope="session")
+def segmentation_run(camvid_mini: Path, tmp_path_factory):
+    """A tiny DeepLabV3 run on camvid-mini, its eager scores and its ONNX and OpenVINO files
+    (``task_runs.segmentation_run``)."""
+    from . import task_runs
+
+    return task_runs.segmentation_run(tmp_path_factory.mktemp("segmentation-run"))
+
+
 def sample_photos() -> List[Path]:
     """Two real photos every clone has: scikit-learn's bundled ``china.jpg`` and ``flower.jpg`` (640x427 RGB
     JPEGs without EXIF orientation, CC BY 2.0, see the README.txt beside them)."""

@@ -1,5 +1,6 @@
-"""int8 (issue 18, scope 4): ``splitattn export --int8`` prints the metric change an independent evaluation finds,
-stores it in the file and refuses a drop beyond the threshold; the PT2E int8 fast path agrees with fp32; the
+"""int8 (issue 18, scope 4): ``splitattn export --int8`` of a classifier prints the metric change an independent
+evaluation finds, stores it in the file and refuses a drop beyond the threshold (detectors and segmenters:
+tests/test_task_export.py); the PT2E int8 fast path agrees with fp32; the
 benchmark's cross-format table checks its runners against eager.
 
 A small classifier is trained on imagenette-mini (real photos) by ``splitattn train``. The independent
@@ -18,7 +19,8 @@ import torch
 from PIL import Image
 
 from .conftest import SHARED_DATA
-from .train_helpers import TINY_MODEL, cli, independent_classifier
+from .task_runs import IMAGENETTE_SIZE
+from .train_helpers import cli, independent_classifier
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -29,15 +31,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("imagenette_mini"),
 ]
-
-
-@pytest.fixture(scope="module")
-def imagenette_run(tmp_path_factory):
-    """A small ResNeSt-14 trained for two epochs on imagenette-mini at 32 px (well above chance, 10 classes)."""
-    run = tmp_path_factory.mktemp("int8") / "run"
-    options = ["--epochs", "2", "--batch-size", "32", "--lr", "0.02", "--workers", "0"]
-    cli(["train", "--data", str(IMAGENETTE), "--output", str(run), *TINY_MODEL, *options, "--no-progress"], threads=2)
-    return run
 
 
 def independent_scores(run, int8_file):
@@ -126,8 +119,8 @@ def test_the_int8_fast_path_agrees_with_fp32_and_serves_its_image_size_only(imag
     assert agreement >= 0.85, f"int8 agrees with fp32 on only {agreement:.1%} of {len(images)} images"
     top1 = [(logits.argmax(1) == labels).float().mean().item() for logits in (fp32, int8)]
     assert abs(top1[1] - top1[0]) < 0.05, top1
-    with pytest.raises(UsageError, match="compiled for 32x32"):
-        fast(torch.randn(1, 3, 48, 48))
+    with pytest.raises(UsageError, match=f"compiled for {IMAGENETTE_SIZE}x{IMAGENETTE_SIZE}"):
+        fast(torch.randn(1, 3, 64, 64))
 
 
 def test_the_benchmark_table_checks_every_runner_against_eager(imagenette_run, capsys):
@@ -154,16 +147,23 @@ def test_the_benchmark_table_checks_every_runner_against_eager(imagenette_run, c
     assert "'of peak'" in out and len(rate_lines) == 1 and "fp32" in rate_lines[0] and "int8" in rate_lines[0]
 
 
-def test_int8_of_a_detection_or_segmentation_run_is_refused_before_any_export(tmp_path, monkeypatch, capsys):
-    """int8 covers classifiers: another task's run is a usage error (exit 2) before anything is exported."""
+def test_int8_requests_without_a_path_are_refused_before_any_export(tmp_path, monkeypatch, capsys):
+    """A detector in ONNX (its If/Loop graph: OpenVINO IR only), an OpenVINO output not named .xml, TorchScript and
+    no calibration image: usage errors (exit 2) before anything is exported."""
     import splitattn.deploy.export as export
     from splitattn.cli import main
     from splitattn.engine.checkpoint import atomic_save
 
     monkeypatch.setattr(export, "export_run", lambda *a, **k: pytest.fail("an export was started"))
-    for task in ("detection", "segmentation"):
-        checkpoint = tmp_path / f"{task}.pt"
-        atomic_save({"task": task, "args": {}, "model": {}}, checkpoint)
-        args = ["export", "--weights", str(checkpoint), "--format", "onnx", "--int8", "--output", str(tmp_path / "x")]
-        assert main(args) == 2
-        assert f"is a {task} run" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    for task in ("detection", "segmentation", "classification"):
+        atomic_save({"task": task, "args": {}, "model": {}}, tmp_path / f"{task}.pt")
+    refused = {
+        ("detection", "onnx", "x.onnx", "300"): "detectors to OpenVINO IR only",
+        ("segmentation", "openvino", "x.onnx", "300"): "name --output NAME.xml",
+        ("classification", "torchscript", "x.pt", "300"): "not torchscript",
+        ("segmentation", "onnx", "x.onnx", "0"): "--calibration-images must be at least 1",
+    }
+    for (task, fmt, name, count), message in refused.items():
+        args = ["export", "--weights", str(tmp_path / f"{task}.pt"), "--format", fmt, "--int8"]
+        assert main([*args, "--calibration-images", count, "--output", str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / name).exists()

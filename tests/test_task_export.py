@@ -1,19 +1,19 @@
 """Exported detectors and segmenters against their eager models on real data (issue 18, scope 1-3).
 
 One tiny Mask R-CNN run overfits two coco128 images (its boxes and masks serve both kinds of detector output)
-and one tiny DeepLabV3 run trains on a few camvid-mini images; each is exported with ``splitattn export`` to
-ONNX and to OpenVINO IR. Then ``evaluate --exported FILE`` must score the eager ``evaluate --weights`` AP / mIoU
+and one tiny DeepLabV3 run trains on a few camvid-mini images (``task_runs``: session fixtures); each is
+exported with ``splitattn export`` to ONNX and to OpenVINO IR. Then ``evaluate --exported FILE`` must score the eager ``evaluate --weights`` AP / mIoU
 within 0.2 points (the same evaluator, fed by ONNX Runtime or OpenVINO), and the Python runtime
 (``splitattn.deploy.runtime``: NumPy and Pillow preprocessing, not the eager code) must predict what the eager
 model predicts at two image sizes, one of them non-square: boxes within 1 px and masks (label maps) agreeing on at
-least 99.5% of the pixels.
+least 99.5% of the pixels. int8 (scope 4): the change ``export --int8`` prints equals the difference of the
+separate evaluations of the int8 file and of the checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -22,80 +22,29 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from splitattn.cli import main
-from splitattn.data.segmentation import CAMVID_CLASSES
 from splitattn.data.segmentation.transforms import normalize_image
 from splitattn.deploy.runtime import ExportedDetector, ExportedSegmenter, load_exported
 from splitattn.tasks.detection.checkpoint import load_detection_model
 from splitattn.tasks.segmentation.checkpoint import load_segmentation_model
 from splitattn.tasks.segmentation.inference import predict_probs
 
-from .test_detection_train import TINY_ARGS
+from .task_runs import FORMATS, evaluate
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FORMATS = {"onnx": "model.onnx", "openvino": "model.xml"}
 SIZES = [(192, 192), (160, 256)]  # (height, width): square, and non-square (landscape)
 AP_POINTS = 0.2  # largest difference of AP / mIoU (percentage points) between the exported file and eager
 BOX_PX = 1.0
 MASK_AGREEMENT = 0.995
-DETECTION_TRAIN = [
-    *["--arch", "mask_rcnn", *TINY_ARGS],  # resnest14 narrow, groupnorm, 128-160 px, fewer proposals
-    *"--max-images 2 --batch-size 2 --max-iter 40 --steps 35 --warmup-iters 10".split(),
-    # sgd at lr 0.01 diverges from scratch on two images; adamw reaches ~24 box AP in 40 iterations
-    *"--optimizer adamw --lr 0.001 --weight-decay 0.0001".split(),
-    *"--eval-every 1000 --checkpoint-every 1000 --log-every 1000 --workers 0 --threads 1 --device cpu".split(),
-    *["--no-progress", "--no-tensorboard"],
-]
-
-
-def _export(weights: Path, fmt: str, output: Path) -> Path:
-    assert main(["export", "--weights", str(weights), "--format", fmt, "--output", str(output)]) == 0
-    return output
-
-
-def _evaluate(command: str, source: List[str], output: Path) -> Dict:
-    assert main([command, "evaluate", *source, "--workers", "0", "--output", str(output)]) == 0
-    return json.loads((output / "metrics.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def detection_run(coco128, tmp_path_factory):
-    """A Mask R-CNN run that overfits the first two coco128 images, its eager COCO scores and its exports."""
-    root = tmp_path_factory.mktemp("detection")
-    run = root / "run"
-    assert main(["detect", "train", "--data", str(coco128), *DETECTION_TRAIN, "--output", str(run)]) == 0
-    eager = _evaluate("detect", ["--weights", str(run / "last.pt")], root / "eval-eager")
-    files = {fmt: _export(run / "last.pt", fmt, root / fmt / name) for fmt, name in FORMATS.items()}
-    return run, eager, files
-
-
-@pytest.fixture(scope="module")
-def segmentation_run(camvid_mini, tmp_path_factory):
-    """A DeepLabV3 run on eight camvid-mini training images (four for validation), eager scores, exports."""
-    root = tmp_path_factory.mktemp("segmentation")
-    data = root / "camvid"
-    for split, count in (("train", 8), ("val", 4)):  # symbolic links to the first images: no data copied
-        for kind in ("images", "labels"):
-            (data / split / kind).mkdir(parents=True)
-            for image in sorted((camvid_mini / split / kind).glob("*.png"))[:count]:
-                (data / split / kind / image.name).symlink_to(image)
-    run = root / "run"
-    train = ["segment", "train", "--data", str(data), "--classes", ",".join(CAMVID_CLASSES), "--ignore-value", "11"]
-    options = ["--backbone", "resnest14", "--output-stride", "16", "--base-size", "128", "--crop-size", "64"]
-    schedule = ["--batch-size", "4", "--epochs", "4", "--eval-every", "4", "--lr", "0.01", "--workers", "0"]
-    assert main([*train, *options, *schedule, "--no-progress", "--device", "cpu", "--output", str(run)]) == 0
-    eager = _evaluate("segment", ["--weights", str(run / "last.pt")], root / "eval-eager")
-    files = {fmt: _export(run / "last.pt", fmt, root / fmt / name) for fmt, name in FORMATS.items()}
-    return run, eager, files
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exported_detector_scores_the_eager_ap(detection_run, fmt, tmp_path):
     run, eager, files = detection_run
     assert eager["bbox"]["AP"] > 5 and eager["segm"]["AP"] > 5, eager  # learned: the comparison means something
-    exported = _evaluate("detect", ["--exported", str(files[fmt])], tmp_path / "eval")
+    exported = evaluate("detect", ["--exported", str(files[fmt])], tmp_path / "eval")
     assert exported["images"] == eager["images"] == 2
     for kind in ("bbox", "segm"):
         print(f"{fmt} {kind} AP {exported[kind]['AP']:.3f}, eager {eager[kind]['AP']:.3f}")
@@ -148,7 +97,7 @@ def test_exported_detector_predicts_the_eager_boxes_and_masks(detection_run, coc
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exported_segmenter_scores_the_eager_miou(segmentation_run, fmt, tmp_path):
     _, eager, files = segmentation_run
-    exported = _evaluate("segment", ["--exported", str(files[fmt])], tmp_path / "eval")
+    exported = evaluate("segment", ["--exported", str(files[fmt])], tmp_path / "eval")
     assert exported["images"] == eager["images"] == 4 and eager["miou"] > 0
     print(f"{fmt} mIoU {exported['miou']:.4f}, eager {eager['miou']:.4f}")
     assert abs(exported["miou"] - eager["miou"]) <= AP_POINTS, (exported["miou"], eager["miou"])
@@ -171,3 +120,73 @@ def test_exported_segmenter_predicts_the_eager_label_maps(segmentation_run, camv
         assert got.shape == eager.shape == size
         print(f"{fmt} {size}: label maps agree on {100 * np.mean(got == eager):.3f}% of the pixels")
         assert np.mean(got == eager) >= MASK_AGREEMENT, (size, np.mean(got == eager))
+
+
+INT8_OPTIONS = ["--calibration-images", "8", "--max-metric-drop", "-100", "--force"]  # forced: always written
+
+
+def _export_int8(weights: Path, fmt: str, output: Path, capsys) -> Dict:
+    """``splitattn export --int8`` (forced through), its printed ``{class: (fp32, int8, change)}`` rows and
+    the ``int8`` entry stored in the written file."""
+    assert (
+        main(["export", "--weights", str(weights), "--format", fmt, "--int8", *INT8_OPTIONS, "--output", str(output)])
+        == 0
+    )
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        cells = line.rsplit(None, 3)
+        if len(cells) == 4 and cells[-1][:1] in "+-" and cells[-1] != "-":
+            rows[cells[0]] = tuple(float(cell) for cell in cells[1:])
+    return {"rows": rows, "stored": load_exported(output).metadata["int8"]}
+
+
+def _assert_change(printed: Dict, metric: str, eager: float, int8: float, per_class: Dict) -> None:
+    """The change export printed (overall and per class) is the difference of the two separate evaluations."""
+    fp32_value, int8_value, change = printed["rows"].pop(metric)
+    assert (fp32_value, int8_value) == pytest.approx((eager, int8), abs=0.006)
+    assert change == pytest.approx(int8 - eager, abs=0.011)
+    assert printed["stored"]["change"] == pytest.approx(int8_value - fp32_value, abs=0.006)
+    assert printed["stored"]["forced"] is True and printed["stored"]["calibration_split"] == "train"
+    assert printed["rows"], "no per-class row printed"
+    for name, (fp32_class, int8_class, _) in printed["rows"].items():
+        assert (fp32_class, int8_class) == pytest.approx(per_class[name], abs=0.006), name
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_int8_segmenter_change_equals_separate_evaluations(segmentation_run, fmt, tmp_path, capsys):
+    """`export --int8` of a DeepLabV3 run (ONNX: NNCF's QDQ file; OpenVINO: FakeQuantize IR) prints the mIoU
+    change and per-class IoU changes that `segment evaluate --weights` and `--exported INT8` find separately."""
+    run, eager, _ = segmentation_run
+    output = tmp_path / FORMATS[fmt].replace("model", "int8")
+    printed = _export_int8(run / "last.pt", fmt, output, capsys)
+    int8 = evaluate("segment", ["--exported", str(output)], tmp_path / "eval")
+    eager_iou = {row["name"]: row["iou"] for row in eager["per_class"]}
+    per_class = {row["name"]: (eager_iou[row["name"]], row["iou"]) for row in int8["per_class"]}
+    _assert_change(printed, "mIoU", eager["miou"], int8["miou"], per_class)
+    print(f"{fmt} int8 mIoU {int8['miou']:.3f} against {eager['miou']:.3f}")
+
+
+def test_int8_detector_quantises_its_backbone_and_its_change_equals_separate_evaluations(
+    detection_run, tmp_path, capsys
+):
+    """A Mask R-CNN run quantised to OpenVINO IR: every int8 convolution is in the backbone (body and FPN), the
+    heads stay in float, and the printed box AP change is what `detect evaluate` finds for the int8 file and for
+    the checkpoint separately."""
+    import openvino
+
+    run, eager, _ = detection_run
+    output = tmp_path / "int8.xml"
+    printed = _export_int8(run / "last.pt", "openvino", output, capsys)
+    int8 = evaluate("detect", ["--exported", str(output)], tmp_path / "eval")
+    eager_ap = {row["name"]: row["AP"] for row in eager["per_class"]["bbox"]}
+    per_class = {row["name"]: (eager_ap[row["name"]], row["AP"]) for row in int8["per_class"]["bbox"]}
+    _assert_change(printed, "bbox AP", eager["bbox"]["AP"], int8["bbox"]["AP"], per_class)
+    model = openvino.Core().read_model(str(output))
+    quantized = {
+        target.get_node().get_friendly_name()
+        for op in model.get_ops()
+        if op.get_type_name() == "FakeQuantize"
+        for target in op.output(0).get_target_inputs()
+        if target.get_node().get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
+    }
+    assert len(quantized) >= 20 and all(name.startswith("/model/backbone/") for name in quantized), sorted(quantized)

@@ -159,10 +159,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--data", help="where to find the check and calibration images (default: the run's data)")
     int8 = export.add_argument_group(
         "int8",
-        "post-training quantisation by NNCF to a QDQ ONNX file (ONNX Runtime and OpenVINO run it; no torch needed), "
-        "calibrated on the run's training images through its evaluation preprocessing, then scored against the "
-        "fp32 file on the run's validation split: the change of top-1 is printed overall and per class and stored "
-        "in the file's metadata (key int8)",
+        "post-training quantisation by NNCF to a QDQ ONNX file (ONNX Runtime and OpenVINO run it; no torch needed) "
+        "for every task (classifiers and segmenters whole, detectors' backbone and FPN), calibrated on the run's "
+        "training images through its evaluation preprocessing, then scored against the fp32 file on the run's "
+        "validation split by the task's evaluator: the change of top-1, box AP or mIoU is printed overall and per "
+        "class and stored in the file's metadata (key int8)",
     )
     int8.add_argument("--int8", action="store_true", help="write the int8 model instead of the fp32 one")
     int8.add_argument(
@@ -217,29 +218,25 @@ def _export_int8(args: argparse.Namespace) -> int:
     """The fp32 ONNX file of the run (``export_run``: checked against eager), then its int8 version through the
     metric gate (``deploy.export_int8``)."""
     from .export import checkpoint_task, export_run
-    from .export_int8 import export_int8
+    from .export_int8 import check_int8_request, export_int8
 
-    if args.format != "onnx":
-        raise UsageError(f"--int8 writes ONNX files (run by ONNX Runtime and OpenVINO), not {args.format}.")
-    task = checkpoint_task(args.weights)
-    if task != "classification":  # before anything is exported
-        raise UsageError(
-            f"--int8 quantises classifiers; {args.weights} is a {task} run: export it in fp32 (drop --int8), or "
-            "quantise its backbone through a classification run."
-        )
+    check_int8_request(checkpoint_task(args.weights), args.format, args.output)
+    if args.calibration_images < 1:
+        raise UsageError(f"--calibration-images must be at least 1, got {args.calibration_images}.")
+    suffix = ".xml" if args.format == "openvino" else ".onnx"
     with tempfile.TemporaryDirectory(prefix="splitattn-export-") as folder:
-        fp32 = export_run(args.weights, "onnx", Path(folder) / "fp32.onnx", **_export_options(args))
-        data = args.data or (fp32.metadata.get("run_options") or {}).get("data")
+        fp32 = export_run(args.weights, args.format, Path(folder) / f"fp32{suffix}", **_export_options(args))
         result = export_int8(
-            fp32.files[0], args.output, data, "onnx", args.calibration_images, args.max_metric_drop, args.force
+            fp32.files[0], args.output, args.data, args.calibration_images, args.max_metric_drop, args.force
         )
     change = result.change
     if result.warning:
         print(f"warning: {result.warning}; written anyway (--force)")
     print(
-        f"exported int8 {fp32.metadata['model_name']} to {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB, "
-        f"NNCF QDQ, calibrated on {result.calibration_images} training images): {change.metric} "
-        f"{change.fp32:.2f} -> {change.int8:.2f} ({change.change:+.2f} points) on {change.images} validation images"
+        f"exported int8 {fp32.task} model {fp32.metadata['model_name']} to {result.path} "
+        f"({sum(path.stat().st_size for path in result.files) / 2**20:.1f} MiB, {args.format}, calibrated on {result.calibration_images} "
+        f"training images): {change.metric} {change.fp32:.2f} -> {change.int8:.2f} ({change.change:+.2f} points) "
+        f"on {change.images} validation images"
     )
     return 0
 

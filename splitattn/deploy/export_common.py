@@ -231,9 +231,16 @@ def write_checked(
                 f"the exported file disagrees with the eager model on {spec.check_source}: {check.text}; "
                 f"nothing was written to {output}."
             )
-        files = [output.with_suffix(".bin"), output] if fmt == "openvino" else [output]
-        for target in files:
-            os.replace(work / target.name, target)
+        files = move_into_place(work / output.name, output, fmt)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ExportResult(output, files[::-1], fmt, spec.task, exporter, metadata, check, spec.check_source)
+    return ExportResult(output, files, fmt, spec.task, exporter, metadata, check, spec.check_source)
+
+
+def move_into_place(written: Path, output: Path, fmt: str) -> List[Path]:
+    """Move a finished file of format ``fmt`` to ``output`` with ``os.replace`` (OpenVINO: the ``.bin`` first, so
+    an ``.xml`` in place always has its weights). Returns the files now in place, the main one first."""
+    files = [output.with_suffix(".bin"), output] if fmt == "openvino" else [output]
+    for target in files:
+        os.replace(written.with_name(target.name), target)
+    return files[::-1]

@@ -1,131 +1,131 @@
-"""``splitattn export --int8``: an exported fp32 file quantised on the run's training images and gated on its
-validation split.
+"""``splitattn export --int8``: an exported fp32 file of any task quantised on the run's training images and
+gated on its validation split.
 
 The fp32 file (with its metadata: the task, classes, preprocessing) is quantised by NNCF
-(``quantize.quantize_onnx``) on ``calibration_images`` images drawn from the run's training split through
-the file's own evaluation preprocessing; then the fp32 file and the int8 file are scored by the same
-evaluator on the validation split, the change of the task's metric is printed overall and per class and
+(``quantize.quantize_onnx``) on ``calibration_images`` images spread over the run's training split, prepared as
+the file's task prepares them (``export.network_inputs``); then the fp32 file and the int8 file are scored by
+the task's own evaluator on the validation split (``evaluation.evaluate_exported``: what ``evaluate
+--exported FILE`` prints: top-1, box AP or mIoU), the change of the metric is printed overall and per class and
 stored in the int8 file's metadata (``int8``), and a drop beyond ``max_drop`` points refuses the file unless
 ``force`` (``quantize.check_metric_drop``). The output is written only after the gate, through a temporary
 name, so a refused or failed export leaves nothing behind.
+
+What is quantised per task (``INT8_SCOPE``): a classifier and a DeepLabV3 segmenter whole (every conv and
+matmul); a detector's backbone and FPN only: the region proposals, RoI heads, box decoding and NMS stay in
+float, where int8 rounding would move boxes and scores and the runtimes have no int8 kernels for them.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, List, Optional, Union
 
-import numpy as np
-
-from ..deps import require
 from ..errors import UsageError
+from .export_common import move_into_place
+from .metadata import file_format, write_metadata
 from .quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_MAX_METRIC_DROP,
+    DETECTOR_FLOAT_SCOPE,
     INT8_METADATA_KEY,
     TOOLKIT,
     MetricChange,
     check_metric_drop,
     quantize_onnx,
+    quantize_openvino,
 )
 
 PathLike = Union[str, Path]
-INT8_FORMATS = ("onnx",)
+INT8_FORMATS = ("onnx", "openvino")
 Log = Callable[[str], None]
 
 
 @dataclass
 class Int8Export:
-    """A written int8 file: its ``path``, the metric ``change`` against fp32, the number of calibration images,
-    and ``warning``: the refusal text when the drop was over the limit and the file was forced through."""
+    """A written int8 file: its ``path``, the ``files`` written (an OpenVINO ``.xml`` and ``.bin``), the metric
+    ``change`` against fp32, the number of calibration images, and ``warning``: the refusal text when the drop
+    was over the limit and the file was forced through."""
 
     path: Path
+    files: List[Path]
     change: MetricChange
     calibration_images: int
     warning: Optional[str] = None
 
 
-def _classifier_scores(path: Path, images, labels, classes, threads: Optional[int]) -> Tuple[float, Dict]:
-    """Top-1 (%) of the ONNX classifier ``path`` on ``images`` and each class's top-1 (None without images)."""
-    from .export import onnx_session
+def check_int8_request(task: str, fmt: str, output: PathLike) -> None:
+    """Refuse an int8 export the task has no path for, before anything is exported.
 
-    session = onnx_session(path, threads)
-    name = session.get_inputs()[0].name
-    batches = [session.run(None, {name: images[i : i + 32].numpy()})[0] for i in range(0, len(images), 32)]
-    predicted = np.concatenate(batches).argmax(1)
-    truth = labels.numpy()
-    per_class = {}
-    for index, class_name in enumerate(classes):
-        mask = truth == index
-        per_class[class_name] = 100.0 * float((predicted[mask] == index).mean()) if mask.any() else None
-    return 100.0 * float((predicted == truth).mean()), per_class
+    Raises:
+        UsageError: ``fmt`` is not ONNX or OpenVINO, an OpenVINO ``output`` not named ``.xml``, or a detector
+            asked for in ONNX (its graph's control flow is calibrated by NNCF's OpenVINO backend only:
+            ``quantize.quantize_openvino``).
+    """
+    if fmt not in INT8_FORMATS:
+        raise UsageError(f"--int8 writes {' or '.join(INT8_FORMATS)} files (ONNX Runtime, OpenVINO), not {fmt}.")
+    if fmt == "openvino" and Path(output).suffix != ".xml":
+        raise UsageError(
+            f"an OpenVINO model is an .xml file and a .bin beside it; name --output NAME.xml, not {output}."
+        )
+    if task == "detection" and fmt != "openvino":
+        raise UsageError(
+            "--int8 quantises detectors to OpenVINO IR only: name --format openvino --output NAME.xml (their ONNX "
+            "graph's If/Loop subgraphs cannot be calibrated by NNCF's ONNX backend)."
+        )
 
 
 def export_int8(
     fp32_path: PathLike,
     output: PathLike,
-    data: Optional[PathLike],
-    fmt: str = "onnx",
+    data: Optional[PathLike] = None,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     max_drop: float = DEFAULT_MAX_METRIC_DROP,
     force: bool = False,
     threads: Optional[int] = None,
-    seed: int = 0,
     log: Log = print,
 ) -> Int8Export:
     """Quantise the exported fp32 file ``fp32_path`` and write the int8 file to ``output`` if it passes the gate.
 
     Args:
-        fp32_path: an ONNX file of ``splitattn export`` (its metadata gives the preprocessing and classes).
-        output: the int8 file to write.
-        data: the run's data folder (``train/`` for calibration, ``val/`` or ``test/`` for the gate).
-        fmt: ``onnx`` (a QDQ ONNX file for ONNX Runtime or OpenVINO).
-        calibration_images: training images to calibrate on (drawn at random with ``seed``).
+        fp32_path: an ONNX file or OpenVINO IR (``.xml``) of ``splitattn export`` of any task (its metadata gives
+            the task, the preprocessing, the classes and the run's data); the int8 file has its format: a QDQ
+            ONNX file (ONNX Runtime or OpenVINO run it) or an OpenVINO IR with FakeQuantize operations.
+        output: the int8 file to write (OpenVINO: the ``.xml``; the ``.bin`` goes beside it).
+        data: the run's data folder (default: the one stored in the file: the run's).
+        calibration_images: training images to calibrate on (spread evenly over the training split).
         max_drop: the largest drop of the task's metric, in points, written without ``force``.
         force: write the file whatever the drop (the drop is still printed and stored).
-        threads: intra-op threads of the runtime that scores the files.
+        threads: intra-op threads of the runtime that scores the files (ONNX Runtime or OpenVINO).
         log: where the table and progress lines go.
 
     Returns:
         ``Int8Export``.
 
     Raises:
-        UsageError: no data, or a format without an int8 path.
+        UsageError: no data to calibrate on, or a request ``check_int8_request`` refuses.
         ExportError: the metric fell by more than ``max_drop`` and ``force`` is off (nothing is written).
-        MissingDependencyError: NNCF, onnx or onnxruntime is missing.
+        MissingDependencyError: NNCF, onnx, onnxruntime or openvino is missing.
     """
-    from .export import read_export_metadata
-    from .run_data import calibration_images as training_images
-    from .run_data import validation_images
-    from .runtime import eval_config_from_metadata
+    from .evaluation import evaluate_exported
+    from .export import network_inputs, read_export_metadata
 
-    if fmt not in INT8_FORMATS:
-        raise UsageError(f"--int8 writes {' or '.join(INT8_FORMATS)} files, not {fmt!r}.")
-    if not data:
-        raise UsageError(
-            "--int8 calibrates on the run's training images and checks on its validation images: the checkpoint "
-            "names no data folder, so pass --data DIR (with train/ and val/)."
-        )
-    onnx = require("onnx", "export", "writing an int8 ONNX file")
-    metadata = read_export_metadata(fp32_path)
-    classes, in_chans, eval_config = (
-        metadata["classes"],
-        int(metadata["in_chans"]),
-        eval_config_from_metadata(metadata["eval_config"]),
-    )
-    calibration = training_images(data, eval_config, classes, in_chans, calibration_images, seed)
-    log(f"calibrating int8 ({TOOLKIT}) on {len(calibration)} training images of {data}")
-    with tempfile.TemporaryDirectory(prefix="splitattn-int8-") as folder:
-        quantized = quantize_onnx(fp32_path, Path(folder) / "int8.onnx", (image[None].numpy() for image in calibration))
-        images, labels = validation_images(data, eval_config, classes, in_chans)
-        fp32_top1, fp32_classes = _classifier_scores(Path(fp32_path), images, labels, classes, threads)
-        int8_top1, int8_classes = _classifier_scores(quantized, images, labels, classes, threads)
-        change = MetricChange(
-            "top1", fp32_top1, int8_top1, {c: (fp32_classes[c], int8_classes[c]) for c in classes}, len(images)
-        )
+    metadata, fmt = read_export_metadata(fp32_path), file_format(fp32_path)
+    task = metadata.get("task", "classification")
+    check_int8_request(task, fmt, output)
+    calibration = network_inputs(metadata, "train", calibration_images, data)
+    scope = DETECTOR_FLOAT_SCOPE if task == "detection" else None
+    quantize = quantize_onnx if fmt == "onnx" else quantize_openvino
+    log(f"calibrating int8 ({TOOLKIT}, {fmt}) on {len(calibration)} training images of the {task} run")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as folder:
+        quantized = quantize(fp32_path, Path(folder) / output.name, calibration, scope)
+        fp32 = evaluate_exported(fp32_path, data, threads=threads)
+        int8 = evaluate_exported(quantized, data, threads=threads)
+        per_class = {name: (value, int8.per_class.get(name)) for name, value in fp32.per_class.items()}
+        change = MetricChange(fp32.metric, fp32.value, int8.value, per_class, fp32.images)
         log(change.table())
         warning = check_metric_drop(change, max_drop, force)
         entry = change.as_metadata(
@@ -135,13 +135,6 @@ def export_int8(
             max_metric_drop=max_drop,
             forced=warning is not None,
         )
-        proto = onnx.load(str(quantized))
-        for prop in list(proto.metadata_props):
-            if prop.key == INT8_METADATA_KEY:
-                proto.metadata_props.remove(prop)
-        proto.metadata_props.add(key=INT8_METADATA_KEY, value=json.dumps(entry))
-        output = Path(output)
-        partial = output.with_name(output.name + ".partial")
-        onnx.save(proto, str(partial))
-        partial.replace(output)
-    return Int8Export(output, change, len(calibration), warning)
+        write_metadata(quantized, {INT8_METADATA_KEY: entry})
+        files = move_into_place(quantized, output, fmt)
+    return Int8Export(output, files, change, len(calibration), warning)

@@ -112,6 +112,38 @@ def set_openvino_metadata(model: Any, metadata: Mapping[str, Any]) -> None:
         model.set_rt_info(value, [OPENVINO_SECTION, key])
 
 
+def write_openvino_metadata(path: PathLike, metadata: Mapping[str, Any]) -> None:
+    """Store ``metadata`` in the OpenVINO IR at ``path`` (``.xml``; ``rt_info`` section ``splitattn``),
+    replacing entries of the same keys and keeping the others; the model is saved to temporary files that
+    replace the ``.bin``, then the ``.xml``.
+
+    Raises:
+        MissingDependencyError: without ``openvino``.
+    """
+    openvino = require("openvino", "openvino", "writing OpenVINO metadata")
+    path = Path(path)
+    model = openvino.Core().read_model(str(path))
+    set_openvino_metadata(model, metadata)
+    partial = path.with_name(path.stem + ".partial.xml")
+    openvino.save_model(model, str(partial), compress_to_fp16=False)
+    del model
+    os.replace(partial.with_suffix(".bin"), path.with_suffix(".bin"))
+    os.replace(partial, path)
+
+
+def write_metadata(path: PathLike, metadata: Mapping[str, Any]) -> None:
+    """Add ``metadata`` to an ONNX file or an OpenVINO IR (told by content; see ``write_onnx_metadata`` and
+    ``write_openvino_metadata``).
+
+    Raises:
+        UsageError: a TorchScript archive (its metadata is written with the archive).
+    """
+    fmt = file_format(path)
+    if fmt == "torchscript":
+        raise UsageError(f"{path}: metadata is added to ONNX and OpenVINO files only, not TorchScript archives.")
+    (write_onnx_metadata if fmt == "onnx" else write_openvino_metadata)(path, metadata)
+
+
 def read_openvino_metadata(model: Any) -> Dict[str, Any]:
     """The ``splitattn`` section of an ``openvino.Model``'s ``rt_info`` (empty when it has none)."""
     if not model.has_rt_info([OPENVINO_SECTION]):

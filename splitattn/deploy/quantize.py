@@ -1,4 +1,5 @@
-"""int8 post-training quantisation of an exported ONNX file, gated by the task's metric on real data.
+"""int8 post-training quantisation of an exported ONNX file or OpenVINO IR, gated by the task's metric on real
+data.
 
 **Toolkit: NNCF's ONNX backend**, chosen by measurement (resnest14 trained on imagenette-mini, 300
 calibration images, the 500 validation images; BENCHMARKS.md and docs/deployment.md have the tables). Its
@@ -10,6 +11,12 @@ points (89 % agreement) and PT2E lost 0.6 (90 %). It writes a standard QDQ ONNX 
 ONNX Runtime's int8 kernels (2.1-2.8x its own fp32 speed on an AVX-512 VNNI CPU) and read by OpenVINO as
 well, with neither torch nor NNCF needed to serve it. (Fastest in torch is PT2E behind the fast path:
 ``optimize_for_inference(precision="int8")``.)
+
+**OpenVINO IR** (``quantize_openvino``): the same NNCF algorithm on the OpenVINO model (FakeQuantize operations,
+int8 kernels of OpenVINO's CPU plugin). It is the detectors' path: their ONNX graph holds control flow (``If``,
+``Loop``: the empty-image branch, the mask pasting) whose subgraphs read values of the outer graph, which NNCF's
+ONNX backend cannot calibrate (ONNX Runtime rejects its statistics graph); the OpenVINO backend quantises the
+``If`` bodies recursively. A detector is quantised in its backbone and FPN only (``DETECTOR_FLOAT_SCOPE``).
 
 **The gate** (``MetricChange``): the int8 file and the fp32 file are scored by the same evaluator on the
 run's validation split (top-1, box AP or mIoU, overall and per class); the change in points is printed,
@@ -32,12 +39,38 @@ import numpy as np
 from ..deps import require
 from ..errors import ExportError, UsageError
 from ..optimize.compiled import quiet_cpp_extension
+from .metadata import read_openvino_metadata, set_openvino_metadata
 
 DEFAULT_CALIBRATION_IMAGES = 300  # NNCF's default subset; 300 images fixed the ranges on imagenette-mini
 DEFAULT_MAX_METRIC_DROP = 1.0  # points of the task's metric
 INT8_METADATA_KEY = "int8"
 TOOLKIT = "nncf"
 PathLike = Union[str, Path]
+
+
+# detectors: the backbone (body and FPN) in int8; proposals, RoI heads, box decoding and NMS stay in float.
+# The names are the ONNX node names of the exported detector (``export_detection``: the network is ``model``).
+DETECTOR_FLOAT_SCOPE = {"patterns": [r"^(?!/model/backbone/).*"]}
+
+
+def _nncf():
+    quiet_cpp_extension()  # NNCF imports torch's extension builder, which warns about CUDA on CPU-only machines
+    return require("nncf", "openvino", "int8 quantisation (NNCF)")
+
+
+def _quantize(nncf, model: Any, name: Optional[str], calibration, ignored_scope) -> Any:
+    """``nncf.quantize`` of an ONNX ``ModelProto`` or an ``openvino.Model`` on every calibration input."""
+    samples = [np.ascontiguousarray(sample, dtype=np.float32) for sample in calibration]
+    if not samples:
+        raise UsageError("int8 quantisation needs calibration images; none were given.")
+    scope = nncf.IgnoredScope(**ignored_scope, validate=False) if ignored_scope else None
+    return nncf.quantize(
+        model,
+        nncf.Dataset([{name: sample} if name else sample for sample in samples]),
+        subset_size=len(samples),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        ignored_scope=scope,
+    )
 
 
 def quantize_onnx(
@@ -64,23 +97,32 @@ def quantize_onnx(
         UsageError: no calibration inputs.
     """
     onnx = require("onnx", "export", "int8 quantisation of an ONNX file")
-    quiet_cpp_extension()  # NNCF imports torch's extension builder, which warns about CUDA on CPU-only machines
-    nncf = require("nncf", "openvino", "int8 quantisation (NNCF)")
+    nncf = _nncf()
     model = onnx.load(str(fp32_path))
-    name = model.graph.input[0].name
-    samples = [{name: np.ascontiguousarray(sample, dtype=np.float32)} for sample in calibration]
-    if not samples:
-        raise UsageError("int8 quantisation needs calibration images; none were given.")
-    scope = nncf.IgnoredScope(**ignored_scope, validate=False) if ignored_scope else None
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        subset_size=len(samples),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        ignored_scope=scope,
-    )
+    quantized = _quantize(nncf, model, model.graph.input[0].name, calibration, ignored_scope)
     output = Path(output)
     onnx.save(quantized, str(output))
+    return output
+
+
+def quantize_openvino(
+    fp32_path: PathLike,
+    output: PathLike,
+    calibration: Iterable[np.ndarray],
+    ignored_scope: Optional[Dict[str, List[str]]] = None,
+) -> Path:
+    """Write the int8 version of an fp32 OpenVINO IR (``output``: the ``.xml``, its ``.bin`` beside it),
+    calibrated on ``calibration``: NNCF's OpenVINO backend (FakeQuantize operations that the CPU plugin runs
+    with int8 kernels). Unlike NNCF's ONNX backend it calibrates graphs with control flow (a detector's If and
+    Loop). Arguments, errors and the ``splitattn`` metadata as ``quantize_onnx``.
+    """
+    openvino = require("openvino", "openvino", "int8 quantisation of an OpenVINO model")
+    nncf = _nncf()
+    model = openvino.Core().read_model(str(fp32_path))
+    quantized = _quantize(nncf, model, None, calibration, ignored_scope)
+    set_openvino_metadata(quantized, read_openvino_metadata(model))
+    output = Path(output)
+    openvino.save_model(quantized, str(output), compress_to_fp16=False)
     return output
 
 
@@ -117,13 +159,20 @@ class MetricChange:
         return [(name, change) for name, change in self.class_changes()[:count] if change < 0]
 
     def table(self) -> str:
-        """The per-class table and the overall line, as ``splitattn export --int8`` prints them."""
+        """The per-class table and the overall line, as ``splitattn export --int8`` prints them (classes with no
+        value in either model are counted in a last line instead of listed)."""
         width = max([len(self.metric), *(len(name) for name in self.per_class)]) + 2
         lines = [f"{'class':<{width}} {'fp32':>7} {'int8':>7} {'change':>7}"]
+        empty = 0
         for name, (fp32, int8) in self.per_class.items():
+            if fp32 is None and int8 is None:
+                empty += 1
+                continue
             delta = None if fp32 is None or int8 is None else int8 - fp32
             lines.append(f"{name:<{width}} {_points(fp32):>7} {_points(int8):>7} {_points(delta, '+'):>7}")
         lines.append(f"{self.metric:<{width}} {_points(self.fp32):>7} {_points(self.int8):>7} {self.change:>+7.2f}")
+        if empty:
+            lines.append(f"({empty} classes without a value left out: no images or no ground truth in the data scored)")
         return "\n".join(lines)
 
     def as_metadata(self, **extra: Any) -> Dict[str, Any]:
