@@ -28,7 +28,7 @@ from splitattn.tasks.detection.checkpoint import load_detection_model
 from splitattn.tasks.segmentation.checkpoint import load_segmentation_model
 from splitattn.tasks.segmentation.inference import predict_probs
 
-from .task_runs import FORMATS, evaluate
+from .task_runs import FORMATS, evaluate, export
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -190,3 +190,24 @@ def test_int8_detector_quantises_its_backbone_and_its_change_equals_separate_eva
         if target.get_node().get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
     }
     assert len(quantized) >= 20 and all(name.startswith("/model/backbone/") for name in quantized), sorted(quantized)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exported_detector_returns_nothing_where_eager_finds_nothing(detection_run, coco128, fmt, tmp_path):
+    """No box passes the score threshold (the run's checkpoint with ``box_score_thresh`` 0.9999): no detection,
+    as eager; OpenVINO once returned a background row (label 0, score near 0) there, from the box selection's
+    Gather on an empty tensor."""
+    from splitattn.engine.checkpoint import atomic_save, load_checkpoint_file
+
+    run, _, _ = detection_run
+    checkpoint = load_checkpoint_file(run / "last.pt")
+    checkpoint["args"]["detector_kwargs"] = {**checkpoint["args"]["detector_kwargs"], "box_score_thresh": 0.9999}
+    atomic_save(checkpoint, tmp_path / "strict.pt")
+    file = export(tmp_path / "strict.pt", fmt, tmp_path / FORMATS[fmt])
+    model = load_detection_model(tmp_path / "strict.pt", "predict")[0]
+    image = _coco_image(coco128, 0, SIZES[1])
+    with torch.no_grad():
+        eager = model([TF.pil_to_tensor(image).float() / 255])[0]
+    assert len(eager["scores"]) == 0, "no box was meant to pass the threshold"
+    got = load_exported(file).detect(image)
+    assert {name: len(value) for name, value in got.items()} == {name: 0 for name in got}, got

@@ -51,13 +51,17 @@ class DetectionNetwork(nn.Module):
         super().__init__()
         self.model = model
         self.output_names: List[str] = list(output_names)
+        self.score_thresh = float(model.roi_heads.score_thresh)
 
     def forward(self, image: Tensor) -> List[Tensor]:
         out = self.model([image])
         if torch.jit.is_scripting():  # scripted torchvision detectors return (losses, detections)
             out = out[1]
         detections = out[0]
-        return [detections[name] for name in self.output_names]
+        # What eager returns anyway; in the graph it removes the one row (label 0, the background, score near 0)
+        # that the exported box selection yields in OpenVINO when no box passes (an empty-tensor Gather).
+        keep = (detections["labels"] > 0) & (detections["scores"] > self.score_thresh)
+        return [detections[name][keep] for name in self.output_names]
 
 
 def run_images(
