@@ -29,7 +29,9 @@ def export(weights: str, fmt: str, output: Path, int8: bool, calibration: int) -
     done = subprocess.run([*command, "--output", str(output)], capture_output=True, text=True)
     if done.returncode:
         sys.exit(done.stderr)
-    print("\n".join(line for line in done.stdout.splitlines() if "exported" in line or "AP " in line or "mIoU " in line))
+    print(
+        "\n".join(line for line in done.stdout.splitlines() if "exported" in line or "AP " in line or "mIoU " in line)
+    )
 
 
 def main() -> int:
@@ -59,11 +61,13 @@ def main() -> int:
         first = next(iter(runners.values()))
         inputs = network_inputs(first.metadata, "val", args.images)
         shape = "x".join(map(str, inputs[0].shape[-2:]))
-        print(f"{first.metadata['task']} {first.metadata['model_name']}, {len(inputs)} validation images ({shape} px "
-              f"first), {args.threads} threads, {args.rounds} rounds")
+        print(
+            f"{first.metadata['task']} {first.metadata['model_name']}, {len(inputs)} validation images ({shape} px "
+            f"first), {args.threads} threads, {args.rounds} rounds"
+        )
         times = {name: [] for name in runners}
         found = {name: [] for name in runners}
-        for name, runner in runners.items():  # warm-up
+        for runner in runners.values():  # warm-up
             runner.run(inputs[0])
         for _ in range(args.rounds):
             for name, runner in runners.items():
