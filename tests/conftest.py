@@ -103,6 +103,15 @@ def detection_run(coco128: Path, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def faster_rcnn_run(detection_run, tmp_path_factory):
+    """``detection_run`` as a Faster R-CNN (its mask head dropped), eager scores and exports
+    (``task_runs.faster_rcnn_run``)."""
+    from . import task_runs
+
+    return task_runs.faster_rcnn_run(detection_run[0], tmp_path_factory.mktemp("faster-rcnn-run"))
+
+
+@pytest.fixture(scope="session")
 def segmentation_run(camvid_mini: Path, tmp_path_factory):
     """A tiny DeepLabV3 run on camvid-mini, its eager scores and its ONNX and OpenVINO files
     (``task_runs.segmentation_run``)."""

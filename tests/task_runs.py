@@ -5,6 +5,8 @@
   well above chance; at 32 px its int8 file lost 2.8 points and the default gate of 1 point refused it);
 - detection: a tiny Mask R-CNN overfitting the first two coco128 images (its boxes and masks serve both kinds of
   detector output), with its eager ``detect evaluate`` scores;
+- detection, Faster R-CNN: the same run as a Faster R-CNN (its checkpoint without the mask head, ``arch``
+  ``faster_rcnn``): the same trained boxes, a graph without the mask branch;
 - segmentation: a tiny DeepLabV3 trained on eight camvid-mini images (four for validation), with its eager
   ``segment evaluate`` scores.
 """
@@ -60,6 +62,22 @@ def imagenette_run(imagenette: Path, root: Path) -> Path:
 def detection_run(coco128: Path, root: Path) -> TaskRun:
     run = root / "run"
     assert main(["detect", "train", "--data", str(coco128), *DETECTION_TRAIN, "--output", str(run)]) == 0
+    eager = evaluate("detect", ["--weights", str(run / "last.pt")], root / "eval-eager")
+    files = {fmt: export(run / "last.pt", fmt, root / fmt / name) for fmt, name in FORMATS.items()}
+    return run, eager, files
+
+
+def faster_rcnn_run(mask_rcnn: Path, root: Path) -> TaskRun:
+    """``mask_rcnn``'s run folder as a Faster R-CNN run (``last.pt`` without the mask head), its eager scores and
+    exports."""
+    from splitattn.engine.checkpoint import atomic_save, load_checkpoint_file
+
+    checkpoint = load_checkpoint_file(mask_rcnn / "last.pt")
+    checkpoint["args"]["arch"] = "faster_rcnn"
+    checkpoint["model"] = {k: v for k, v in checkpoint["model"].items() if not k.startswith("roi_heads.mask_")}
+    run = root / "run"
+    run.mkdir(parents=True)
+    atomic_save(checkpoint, run / "last.pt")
     eager = evaluate("detect", ["--weights", str(run / "last.pt")], root / "eval-eager")
     files = {fmt: export(run / "last.pt", fmt, root / fmt / name) for fmt, name in FORMATS.items()}
     return run, eager, files

@@ -56,9 +56,12 @@ def test_groupnorm_is_left_in_place():
 
 
 @pytest.mark.parametrize(
-    "backend,channels_last", [("compile", True), ("torchscript", True), ("eager", False), ("eager", True)]
+    "backend,channels_last",
+    [("compile", True), ("torchscript", True), ("openvino", True), ("eager", False), ("eager", True)],
 )
 def test_fast_path_fp32_matches_eager_at_other_shapes(backend, channels_last):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     model = random_model("resnest14", {"cardinality": 2, "bottleneck_width": 32})
     fast = optimize_for_inference(model, "fp32", channels_last=channels_last, backend=backend, example_size=64)
     assert next(model.parameters()).dtype == torch.float32 and any(
@@ -178,7 +181,7 @@ def test_bf16_fast_path_agrees_with_fp32_on_imagenette():
         eager = model(val_x).argmax(1)
         fast = {
             backend: optimize_for_inference(model, "bf16", backend=backend, example_size=size)(val_x).argmax(1)
-            for backend in ("compile", "torchscript")
+            for backend in ("compile", "torchscript", "openvino")
         }
     accuracy = (eager == val_y).float().mean().item()
     assert accuracy > 0.3, f"the briefly trained model is too close to chance (10%): {accuracy:.1%}"

@@ -4,6 +4,7 @@ No timing here: what is checked is which code runs (counted compilations) and th
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -36,19 +37,42 @@ def small_net(seed: int) -> nn.Module:
     return SmallNet().eval()
 
 
-def test_the_backend_follows_the_amount_of_work():
+def test_the_backend_follows_the_precision_and_the_amount_of_work():
+    many = compiled.COMPILE_PAYS_FROM_IMAGES
     assert compiled.choose_backend(150) == "torchscript"  # evaluate --fast on 150 images: no compile
     assert compiled.choose_backend(150, cached=True) == "aot"  # a package on disk loads in seconds
-    assert compiled.choose_backend(compiled.COMPILE_PAYS_FROM_IMAGES) == "aot"
-    assert compiled.choose_backend(compiled.COMPILE_PAYS_FROM_IMAGES, shapes=2) == "torchscript"
+    assert compiled.choose_backend(many) == "aot"
+    assert compiled.choose_backend(many, shapes=2) == "torchscript"
+    # OpenVINO, where it can run: fp32 always (the fastest fp32 runtime measured); bf16 when compiling does not pay
+    assert compiled.choose_backend(150, openvino=True) == compiled.choose_backend(many, cached=True, openvino=True)
+    assert compiled.choose_backend(many, openvino=True) == "openvino"
+    assert compiled.choose_backend(150, precision="bf16", openvino=True) == "openvino"
+    assert compiled.choose_backend(many, precision="bf16", openvino=True) == "aot"
     net = small_net(0)
     fast = optimize_for_inference(net, backend="auto", images=150, example_size=32)
-    assert fast.backend == "torchscript"
+    installed = importlib.util.find_spec("openvino") is not None
+    assert fast.backend == ("openvino" if installed else "torchscript")
     x = torch.randn(3, 3, 40, 36)
     with torch.no_grad():
         assert relative_error(fast(x), net(x)) < 1e-5
     with pytest.raises(UsageError, match="images="):
         optimize_for_inference(net, backend="auto", example_size=32)
+
+
+def test_the_openvino_backend_serves_features_and_refuses_int8():
+    pytest.importorskip("openvino")
+    import splitattn
+
+    features = splitattn.create_model("resnest14", features_only=True).eval()
+    fast = optimize_for_inference(features, backend="openvino", example_size=64)
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        expected, got = features(x), fast(x)
+    assert isinstance(got, list) and len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape and relative_error(a, b) < 1e-5
+    with pytest.raises(UsageError, match="export --int8"):
+        optimize_for_inference(features, "int8", backend="openvino", calibration=x)
 
 
 def test_a_padded_ragged_batch_gives_the_same_outputs_from_one_compiled_shape():
@@ -86,8 +110,9 @@ def test_a_compiled_package_is_reused_and_never_serves_other_weights(tmp_path, m
     assert builds[0] != builds[1] and sorted(tmp_path.glob("*.pt2")) == sorted(builds)
     with pytest.raises(UsageError, match="compiled for 32x32"):
         fast(torch.randn(1, 3, 40, 40))
-    # the kept package is what `auto` picks next time, even for a small job
-    assert optimize_for_inference(first, backend="auto", images=1, example_size=32, cache_dir=tmp_path).backend == "aot"
+    # the kept package is what `auto` picks next time, even for a small job (fp32: OpenVINO first, where installed)
+    chosen = optimize_for_inference(first, backend="auto", images=1, example_size=32, cache_dir=tmp_path).backend
+    assert chosen == ("openvino" if importlib.util.find_spec("openvino") else "aot")
     assert len(builds) == 2
 
 

@@ -30,14 +30,17 @@ def timm_twin(model: nn.Module) -> nn.Module:
 
 
 @pytest.mark.slow
-def test_two_models_and_a_retrained_one_each_compute_their_own_weights():
+@pytest.mark.parametrize("backend", ["compile", "openvino"])
+def test_two_models_and_a_retrained_one_each_compute_their_own_weights(backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     models = []
     for seed in (1, 2):
         model = splitattn.create_model("resnest14", num_classes=10)
         model.load_state_dict(randomize_state_dict(model.state_dict(), seed=seed))
         models.append(model.eval())
-    fast = [optimize_for_inference(model, "fp32", backend="compile") for model in models]
+    fast = [optimize_for_inference(model, "fp32", backend=backend) for model in models]
     with torch.no_grad():
         references = [timm_twin(model)(x) for model in models]
         assert relative_error(references[0], references[1]) > 0.1, "the two models must differ"
@@ -51,7 +54,7 @@ def test_two_models_and_a_retrained_one_each_compute_their_own_weights():
     nn.functional.cross_entropy(model(x), torch.tensor([1, 2])).backward()
     optimizer.step()
     model.eval()
-    retrained = optimize_for_inference(model, "fp32", backend="compile")
+    retrained = optimize_for_inference(model, "fp32", backend=backend)
     with torch.no_grad():
         expected = timm_twin(model)(x)
         assert relative_error(expected, references[0]) > 1e-3, "the training step must change the outputs"

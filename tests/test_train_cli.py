@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import pickle
@@ -227,6 +228,11 @@ def test_bad_images_are_skipped_and_counted_and_odd_modes_converted(tmp_path: Pa
     assert lines[0] == str(image) and {line.split()[-1] for line in lines[1:]} == {"a", "b"}
     assert main([*predict, *fast]) == 0
     assert capsys.readouterr().out.splitlines() == lines
+    assert main([*predict, "--fast"]) == 0  # auto: OpenVINO for fp32 where installed, said on stderr
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == lines
+    installed = importlib.util.find_spec("openvino") is not None
+    assert f"fast path: {'openvino' if installed else 'torchscript'} backend" in captured.err
     assert main([*predict, "--precision", "bf16"]) == 2
     assert "add --fast" in capsys.readouterr().err
 

@@ -7,6 +7,8 @@ logits, and is built for one batch size, as a server would run it (compiled runn
 =======================  =============================================================================================
 ``eager``                our model, eager, float32: the reference every row is checked against
 ``fast-fp32|bf16``       ``optimize_for_inference(backend="compile")``: BatchNorm folded, channels_last, Inductor freezing
+``fast-openvino-*``      ``optimize_for_inference(backend="openvino")``: the folded model in OpenVINO (what ``auto``
+                         picks for fp32 on a CPU where OpenVINO is installed)
 ``aot-fp32|bf16``        the same compiled ahead of time into an AOTInductor package (``backend="aot"``)
 ``timm-compile-fp32|…``  timm's model with our weights, channels_last, ``torch.compile`` with Inductor freezing: what a
                          timm user gets with one line (classification's anchor; the same compiled code as ours)
@@ -47,6 +49,8 @@ RUNNERS = (
     "eager",
     "fast-fp32",
     "fast-bf16",
+    "fast-openvino-fp32",
+    "fast-openvino-bf16",
     "aot-fp32",
     "aot-bf16",
     "timm-compile-fp32",
@@ -143,7 +147,7 @@ class RunnerFactory:
         if name == "eager":
             return Runner(name, precision, _no_grad(self.model))
         if name.startswith(("fast-", "aot-")):
-            backend = "aot" if name.startswith("aot-") else "compile"
+            backend = "aot" if name.startswith("aot-") else "openvino" if "-openvino-" in name else "compile"
             fast = optimize_for_inference(
                 self.model, precision, backend=backend, example_size=self.img_size, pad_batch=batch
             )

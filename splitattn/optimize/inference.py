@@ -13,8 +13,10 @@ weights become constants, oneDNN convolutions get pre-packed weights and fused R
 split-attention softmax and weighted sum become single generated kernels. Each model gets compiled code of
 its own (``splitattn.optimize.compiled``): two models never share frozen weights. ``aot`` compiles the same
 code ahead of time into an AOTInductor package kept on disk and loaded in seconds by later runs.
-``torchscript`` (trace + ``torch.jit.freeze``) is ready in seconds without a compiler; ``eager`` is folding
-and layout only; ``auto`` picks ``aot`` or ``torchscript`` by the amount of work (``choose_backend``).
+``torchscript`` (trace + ``torch.jit.freeze``) is ready in seconds without a compiler; ``openvino`` hands the
+folded network to OpenVINO's CPU plugin (``splitattn.optimize.openvino``: ready in seconds, and the fastest fp32
+runtime measured on a CPU); ``eager`` is folding and layout only; ``auto`` picks by the precision, the device and
+the amount of work (``choose_backend``).
 On this project's 2-core AVX-512 CPU the compiled resnest50 (224 px) runs at the speed of timm's model
 under ``torch.compile`` (the generated code is the same), at about this CPU's fp32 matrix-multiply rate;
 only lower precision is faster: bf16 about 2x, int8 (``precision="int8"``, ``splitattn.optimize.int8``)
@@ -37,11 +39,12 @@ from ..layers.split_attention import SplitAttention
 from ..models.eval_config import EvalConfig
 from ..models.resnest import Bottleneck, check_image_batch
 from . import compiled as compiled_code
+from .openvino import compile_openvino, openvino_installed
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # the dtype the network computes in; int8 models take and return float32 (quantisation is inside the graph)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
-BACKENDS = ("auto", "compile", "aot", "torchscript", "eager")
+BACKENDS = ("auto", "compile", "aot", "torchscript", "openvino", "eager")
 INT8_BACKENDS = ("auto", "compile", "aot")
 
 
@@ -209,13 +212,18 @@ def _check_request(model: nn.Module, precision: str, backend: str, calibration) 
     device = next(model.parameters()).device
     if precision == "int8":
         if backend not in INT8_BACKENDS:
-            raise UsageError(f"int8 runs compiled: choose backend {' or '.join(INT8_BACKENDS)}, not {backend!r}.")
+            raise UsageError(
+                f"int8 runs compiled: choose backend {' or '.join(INT8_BACKENDS)}, not {backend!r} (int8 in "
+                "OpenVINO: `splitattn export --int8`, then load_exported(path, runtime='openvino'))."
+            )
         if calibration is None:
             raise UsageError("precision='int8' needs calibration images: calibration=(N, C, H, W) tensor.")
         if device.type != "cpu":
             raise DeviceError("int8 inference here is for CPUs (oneDNN); on a GPU use precision='fp16' or 'bf16'.")
     elif calibration is not None:
         raise UsageError(f"calibration images are for precision='int8', not {precision!r}.")
+    if backend == "openvino" and device.type != "cpu":
+        raise DeviceError("backend='openvino' runs on the CPU; move the model there, or choose backend='compile'.")
     if device.type == "cpu":
         if precision == "fp16":
             raise DeviceError("fp16 inference is for GPUs; on the CPU use precision='bf16' (or fp32).")
@@ -252,9 +260,12 @@ def optimize_for_inference(
             ``aot`` (the same code compiled ahead of time for one image size and any batch, kept as an
             AOTInductor package in ``cache_dir`` and loaded from there in seconds by later runs);
             ``torchscript`` (trace, ``torch.jit.freeze`` and ``torch.jit.optimize_for_inference``: ready at
-            once, no compiler needed); ``eager`` (folding and layout only); ``auto`` (``aot`` when a package
-            is cached or ``images`` is enough work to win a compile back, else ``torchscript``: see
-            ``splitattn.optimize.compiled.choose_backend``).
+            once, no compiler needed); ``openvino`` (CPU: converted and compiled by OpenVINO in seconds, any
+            batch and size; the fastest fp32 runtime measured, ``splitattn.optimize.openvino``); ``eager``
+            (folding and layout only); ``auto`` (chosen by ``splitattn.optimize.compiled.choose_backend``:
+            ``openvino`` for fp32 on a CPU where it is installed; else ``aot`` when a package is cached or
+            ``images`` is enough work to win a compile back; else ``openvino`` where installed, or
+            ``torchscript``).
         example_size: image size of the example input used for tracing (``torchscript``: any size works
             afterwards) and of ``aot`` packages (that size only); default: the input size of the model's
             ``eval_config`` (``EvalConfig``'s default without one).
@@ -272,8 +283,10 @@ def optimize_for_inference(
     Raises:
         UsageError: an unknown precision or backend, int8 without calibration images or with a backend it
             cannot use, ``auto`` without ``images``.
-        DeviceError: fp16 on a CPU, bf16 on a CPU without bf16 instructions, int8 on a GPU.
-        MissingDependencyError: int8 without torchao (``pip install 'splitattn[int8]'``).
+        DeviceError: fp16 on a CPU, bf16 on a CPU without bf16 instructions, int8 on a GPU, ``openvino`` on a
+            GPU.
+        MissingDependencyError: int8 without torchao (``pip install 'splitattn[int8]'``), ``openvino`` without
+            OpenVINO (``pip install 'splitattn[openvino]'``).
     """
     device = _check_request(model, precision, backend, calibration)
     dtype = precision_dtype(precision)
@@ -305,7 +318,10 @@ def optimize_for_inference(
         if backend == "auto":
             if images is None:
                 raise UsageError("backend='auto' chooses by the amount of work: pass images=<number of images>.")
-            backend = compiled_code.choose_backend(images, cached=package.is_file())
+            openvino = device.type == "cpu" and precision != "int8" and openvino_installed()
+            backend = compiled_code.choose_backend(
+                images, cached=package.is_file(), precision=precision, openvino=openvino
+            )
             backend = "compile" if precision == "int8" and backend == "torchscript" else backend
     if precision == "int8" and not (backend == "aot" and package.is_file()):
         fast = quantize_pt2e(fast, batches)
@@ -321,6 +337,10 @@ def optimize_for_inference(
             fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
     elif backend == "compile":
         fast = compiled_code.compile_frozen(fast)
+    elif backend == "openvino":  # fp32 weights in the converted model; OpenVINO computes in ``precision``
+        plain = dict(dtype=torch.float32, memory_format=torch.contiguous_format)
+        fast = compile_openvino(fast.to(**plain), example.to(**plain), precision)
+        dtype, channels_last = torch.float32, False
     return InferenceModel(fast, dtype, channels_last, in_chans, precision, backend, pad_batch, input_size).eval()
 
 
