@@ -6,12 +6,14 @@ come as extras of the ``splitattn`` package (``[train]``, ``[detect]``, ``[expor
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
+from typing import Any
 
 from .errors import MissingDependencyError
 
-__all__ = ["EXTRAS", "MissingDependencyError", "missing_dependency", "require"]
+__all__ = ["EXTRAS", "MissingDependencyError", "missing_dependency", "openvino_core", "require"]
 
 # import name -> the name pip knows it by, where they differ
 _PIP_NAMES = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow"}
@@ -58,3 +60,19 @@ def missing_dependency(error: BaseException) -> MissingDependencyError | None:
         f"the Python package {package!r} is not installed. Install it with "
         f"`pip install 'splitattn[{EXTRAS[name]}]'` (or `pip install {package}`)."
     )
+
+
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and kept until the process ends.
+
+    Every OpenVINO model this library reads or compiles goes through it. A ``Core`` loads the CPU plugin, and
+    releasing the last ``Core`` and the last model compiled by it unloads the plugin while its worker threads
+    still exist: the process then crashed later, in unrelated code (a segmentation fault closing a file, several
+    tests after the last OpenVINO model was freed, in the full test suite with openvino 2026.4). Keeping one
+    ``Core`` keeps the plugin loaded; OpenVINO's documentation also advises one ``Core`` per application.
+
+    Raises:
+        MissingDependencyError: without ``openvino`` (``pip install 'splitattn[openvino]'``).
+    """
+    return require("openvino", "openvino", "OpenVINO").Core()

@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
-from ..deps import require
+from ..deps import openvino_core, require
 from ..errors import UsageError
 
 __all__ = [
@@ -122,7 +122,7 @@ def write_openvino_metadata(path: PathLike, metadata: Mapping[str, Any]) -> None
     """
     openvino = require("openvino", "openvino", "writing OpenVINO metadata")
     path = Path(path)
-    model = openvino.Core().read_model(str(path))
+    model = openvino_core().read_model(str(path))
     set_openvino_metadata(model, metadata)
     partial = path.with_name(path.stem + ".partial.xml")
     openvino.save_model(model, str(partial), compress_to_fp16=False)
@@ -169,8 +169,8 @@ def read_export_metadata(path: PathLike) -> Dict[str, Any]:
             names = [n for n in archive.namelist() if n.split("/", 1)[-1] == f"extra/{TORCHSCRIPT_METADATA_FILE}"]
             metadata = json.loads(archive.read(names[0])) if names else {}
     elif fmt == "openvino":
-        openvino = require("openvino", "openvino", "reading an OpenVINO file")
-        metadata = read_openvino_metadata(openvino.Core().read_model(str(path)))
+        require("openvino", "openvino", "reading an OpenVINO file")
+        metadata = read_openvino_metadata(openvino_core().read_model(str(path)))
     else:
         metadata = _read_onnx_metadata(path)
     if "model_name" not in metadata:

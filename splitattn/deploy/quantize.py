@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..deps import require
+from ..deps import openvino_core, require
 from ..errors import ExportError, UsageError
 from ..optimize.compiled import quiet_cpp_extension
 from .metadata import read_openvino_metadata, set_openvino_metadata
@@ -118,7 +118,7 @@ def quantize_openvino(
     """
     openvino = require("openvino", "openvino", "int8 quantisation of an OpenVINO model")
     nncf = _nncf()
-    model = openvino.Core().read_model(str(fp32_path))
+    model = openvino_core().read_model(str(fp32_path))
     quantized = _quantize(nncf, model, None, calibration, ignored_scope)
     set_openvino_metadata(quantized, read_openvino_metadata(model))
     output = Path(output)

@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..deps import require
+from ..deps import openvino_core, require
 from ..errors import DeviceError, UsageError
 from ..models.registry import get_model_spec
 from ..optimize.compiled import compile_frozen, freezing_trace
@@ -210,8 +210,8 @@ class RunnerFactory:
         return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
     def _openvino(self, path: Path, precision: str) -> Call:
-        openvino = require("openvino", "openvino", "the OpenVINO benchmark runners")
-        core = openvino.Core()
+        require("openvino", "openvino", "the OpenVINO benchmark runners")
+        core = openvino_core()
         hint = {"fp32": "f32", "bf16": "bf16"}[precision]
         config = {
             "INFERENCE_NUM_THREADS": self.threads,

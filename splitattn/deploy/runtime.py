@@ -33,7 +33,7 @@ from PIL import Image
 from ..data.geometry import inference_size, sliding_windows
 from ..data.io import ImageReader, with_channels
 from ..data.labels import format_predictions
-from ..deps import require
+from ..deps import openvino_core, require
 from ..errors import UsageError
 from ..models.eval_config import EvalConfig
 from .metadata import TORCHSCRIPT_METADATA_FILE, PathLike, file_format, read_export_metadata, read_openvino_metadata
@@ -77,8 +77,8 @@ def _onnxruntime(path: Path, threads: Optional[int], precision: str) -> Tuple[Di
 
 
 def _openvino(path: Path, threads: Optional[int], precision: str) -> Tuple[Dict[str, Any], Call]:
-    openvino = require("openvino", "openvino", "running a file in OpenVINO")
-    core = openvino.Core()
+    require("openvino", "openvino", "running a file in OpenVINO")
+    core = openvino_core()
     model = core.read_model(str(path))
     metadata = read_openvino_metadata(model) if file_format(path) == "openvino" else read_export_metadata(path)
     config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..deps import require
+from ..deps import openvino_core, require
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -50,9 +50,9 @@ def compile_openvino(module: nn.Module, example: Tensor, precision: str) -> Call
     openvino = require("openvino", "openvino", "the fast path's openvino backend")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings about Python values: the graph is checked by tests
-        converted = openvino.convert_model(module, example_input=example)
+        converted = openvino.convert_model(module, example_input=example, share_weights=False)
     config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    compiled = openvino.Core().compile_model(converted, "CPU", config)
+    compiled = openvino_core().compile_model(converted, "CPU", config)
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)
 
