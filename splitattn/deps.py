@@ -66,11 +66,11 @@ def missing_dependency(error: BaseException) -> MissingDependencyError | None:
 def openvino_core() -> Any:
     """The process's one ``openvino.Core``, created on first use and kept until the process ends.
 
-    Every OpenVINO model this library reads or compiles goes through it. A ``Core`` loads the CPU plugin, and
-    releasing the last ``Core`` and the last model compiled by it unloads the plugin while its worker threads
-    still exist: the process then crashed later, in unrelated code (a segmentation fault closing a file, several
-    tests after the last OpenVINO model was freed, in the full test suite with openvino 2026.4). Keeping one
-    ``Core`` keeps the plugin loaded; OpenVINO's documentation also advises one ``Core`` per application.
+    Every OpenVINO model this library reads or compiles goes through it. Measured with openvino 2026.4: with a
+    temporary ``Core`` per fast-path model, the test process segfaulted minutes later in unrelated code (closing
+    a file, after training), every time; with every OpenVINO object kept alive, or with this one ``Core`` only,
+    it did not. The likely cause: a ``Core`` loads the CPU plugin, and freeing the last ``Core`` with the models
+    compiled by it unloads the plugin while its worker threads live on.
 
     Raises:
         MissingDependencyError: without ``openvino`` (``pip install 'splitattn[openvino]'``).

@@ -75,6 +75,37 @@ def test_the_openvino_backend_serves_features_and_refuses_int8():
         optimize_for_inference(features, "int8", backend="openvino", calibration=x)
 
 
+def test_every_openvino_model_of_the_process_compiles_with_one_core(monkeypatch, tmp_path):
+    """Fast-path models and exported files all go through ``deps.openvino_core()``: with a ``Core`` made and freed
+    per model, the test process crashed minutes later in unrelated code (docs/deployment.md). Counted: no
+    ``openvino.Core`` is created but that one."""
+    openvino = pytest.importorskip("openvino")
+    from splitattn.deploy.runtime import network_call
+    from splitattn.deps import openvino_core
+
+    created = []
+
+    class CountedCore(openvino.Core):
+        def __init__(self, *args, **kwargs):
+            created.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(openvino, "Core", CountedCore)
+    shared = openvino_core()  # counted when no earlier test of this process made it
+    x = torch.randn(2, 3, 40, 36)
+    for seed in (0, 1):
+        net = small_net(seed)
+        fast = optimize_for_inference(net, backend="openvino", example_size=32)
+        with torch.no_grad():
+            assert relative_error(fast(x), net(x)) < 1e-5
+        del fast
+    path = tmp_path / "net.xml"  # an OpenVINO IR file, run by the exported-file runtime
+    openvino.save_model(openvino.convert_model(net, example_input=x), str(path), compress_to_fp16=False)
+    with torch.no_grad():
+        assert relative_error(torch.from_numpy(network_call(path)(x.numpy())[0]), net(x)) < 1e-5
+    assert created in ([], [shared]), f"{len(created)} openvino.Core objects were created"
+
+
 def test_a_padded_ragged_batch_gives_the_same_outputs_from_one_compiled_shape():
     from torch._dynamo.utils import counters
 
